@@ -1,0 +1,3 @@
+//! The `citysec` binary: argv, tracing, exit codes.
+
+fn main() {}

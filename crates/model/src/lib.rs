@@ -1,0 +1,22 @@
+//! Core domain types shared by every citysec crate: devices and their identity, the one
+//! normalised [`Event`] that flows over the bus, [`Alert`]s, timestamps and error codes.
+//!
+//! This crate does no IO and pulls in no runtime; engines and adapters agree on these types.
+
+mod alert;
+mod device;
+mod error;
+mod event;
+mod time;
+pub mod topic;
+
+pub use crate::alert::{Alert, AlertId, Evidence, Severity};
+pub use crate::device::{
+    Credential, Device, DeviceClass, DeviceId, DeviceIdError, DeviceStatus, Location, Sector,
+};
+pub use crate::error::ErrorCode;
+pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
+pub use crate::time::Timestamp;
+
+#[cfg(test)]
+mod tests;
