@@ -1,0 +1,263 @@
+//! The configuration file: one TOML document, `version = 1` first, each crate owning its
+//! section. Loading is a pure function of the text and an environment map.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration, printed by `citysec generate-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// The validated platform configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Must be 1.
+    pub version: u32,
+    /// Where the platform keeps its state.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub detect: detect::DetectConfig,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The API's listen address.
+    pub listen: String,
+    /// HTTPS certificate chain (PEM); with `tls_key`, the listener speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve `/metrics` without a bearer token.
+    pub metrics_public: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            metrics_public: false,
+        }
+    }
+}
+
+/// `[ingest]`: the adapters that bring events in.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub mqtt: ingest::mqtt::MqttConfig,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BusConfig {
+    /// The in-process bus (one process runs everything).
+    InProcess {
+        /// Messages buffered per consumer group before publishers wait.
+        #[serde(default = "default_bus_capacity")]
+        capacity: usize,
+    },
+}
+
+fn default_bus_capacity() -> usize {
+    65_536
+}
+
+impl Default for BusConfig {
+    fn default() -> BusConfig {
+        BusConfig::InProcess { capacity: default_bus_capacity() }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// One SQLite file, `citysec.db`, in the data directory.
+    Embedded {
+        /// Events older than this many days are deleted.
+        #[serde(default = "default_retention_days")]
+        event_retention_days: u32,
+    },
+}
+
+fn default_retention_days() -> u32 {
+    7
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig::Embedded { event_retention_days: default_retention_days() }
+    }
+}
+
+impl StoreConfig {
+    pub fn event_retention_days(&self) -> u32 {
+        match self {
+            StoreConfig::Embedded { event_retention_days } => *event_retention_days,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration text, expanding `${VAR}` and `${VAR:-default}`
+    /// from `env`.
+    pub fn load(text: &str, env: &HashMap<String, String>) -> anyhow::Result<Config> {
+        let mut raw: toml::Table = toml::from_str(text).context("invalid TOML")?;
+        match raw.get("version").and_then(|v| v.as_integer()) {
+            Some(1) => {}
+            Some(other) => bail!("unsupported config version {other}; this citysec reads version 1"),
+            None => bail!("the config must start with `version = 1`"),
+        }
+        interpolate_table(&mut raw, env, "")?;
+        let config: Config = raw.try_into().context("invalid config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and loads a config file with the process environment.
+    pub fn load_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read config {}", path.display()))?;
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Config::load(&text, &env).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The built-in default configuration.
+    pub fn default_with_env(env: &HashMap<String, String>) -> anyhow::Result<Config> {
+        Config::load(DEFAULT_CONFIG, env)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.http
+            .listen
+            .parse::<SocketAddr>()
+            .with_context(|| format!("http.listen: {:?} is not an address", self.http.listen))?;
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            bail!("http.tls_cert and http.tls_key must be set together");
+        }
+        let mqtt = &self.ingest.mqtt;
+        mqtt.listen
+            .parse::<SocketAddr>()
+            .with_context(|| format!("ingest.mqtt.listen: {:?} is not an address", mqtt.listen))?;
+        if let Some(tls) = &mqtt.tls_listen {
+            tls.parse::<SocketAddr>()
+                .with_context(|| format!("ingest.mqtt.tls_listen: {tls:?} is not an address"))?;
+            if mqtt.tls_cert.is_none() || mqtt.tls_key.is_none() {
+                bail!("ingest.mqtt.tls_listen needs ingest.mqtt.tls_cert and ingest.mqtt.tls_key");
+            }
+        }
+        if mqtt.max_payload_bytes == 0 || mqtt.max_payload_bytes > 256 * 1024 * 1024 {
+            bail!("ingest.mqtt.max_payload_bytes must be between 1 and 268435456");
+        }
+        let BusConfig::InProcess { capacity } = &self.bus;
+        if *capacity == 0 {
+            bail!("bus.capacity must be at least 1");
+        }
+        if self.detect.brute_force.per_device_threshold == 0
+            || self.detect.brute_force.per_source_threshold == 0
+        {
+            bail!("detect.brute_force thresholds must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The embedded store's file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("citysec.db")
+    }
+
+    /// The generated admin token's file.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+}
+
+/// Interpolates every string value of a table (never keys or comments, so the
+/// environment cannot inject TOML structure).
+fn interpolate_table(
+    table: &mut toml::Table,
+    env: &HashMap<String, String>,
+    path: &str,
+) -> anyhow::Result<()> {
+    for (key, value) in table.iter_mut() {
+        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        interpolate_value(value, env, &here)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    value: &mut toml::Value,
+    env: &HashMap<String, String>,
+    path: &str,
+) -> anyhow::Result<()> {
+    match value {
+        toml::Value::String(s) => {
+            *s = interpolate(s, env).with_context(|| format!("in {path}"))?;
+        }
+        toml::Value::Table(t) => interpolate_table(t, env, path)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                interpolate_value(item, env, path)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. An unset variable
+/// without a default is an error naming it.
+pub fn interpolate(text: &str, env: &HashMap<String, String>) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .context("unterminated ${...} in config")?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("invalid variable name {name:?} in config");
+            }
+            match (env.get(name), default) {
+                (Some(value), _) if !value.is_empty() || default.is_none() => out.push_str(value),
+                (_, Some(default)) => out.push_str(default),
+                (None, None) => bail!("environment variable {name} is not set (used in config)"),
+                (Some(value), None) => out.push_str(value),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,18 @@
+//! Composition: the configuration, and the wiring that turns crates into a running
+//! platform (embedded broker -> bus -> detection and store -> HTTP API), with an orderly
+//! shutdown. Everything here is glue; the logic lives in the crates it wires.
+
+pub mod config;
+pub mod directory;
+pub mod inventory;
+mod landing;
+mod metrics;
+pub mod platform;
+pub mod tls;
+pub mod token;
+
+pub use crate::config::Config;
+pub use crate::platform::Platform;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,566 @@
+//! The running platform: opens the store, starts the bus, the broker, detection, the store
+//! writer and the HTTP API, and shuts them down in order.
+//!
+//! ```text
+//! devices --MQTT--> ingest::mqtt::Broker --BusSink--> bus (obs.*) --+--> detect worker --> alerts --> store, bus (alerts)
+//!                                                                   +--> store writer (events)
+//! HTTP --> web::router --> store / this Platform (device registry, status)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bus::{Bus, Message};
+use detect::{DeviceMeta, Engine};
+use ingest::mqtt::{Broker, BrokerHandle, EventSink, SinkClosed};
+use model::{Credential, Device, DeviceId, DeviceStatus, Event, Timestamp};
+use store::{DeviceQuery, Store};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{BusConfig, Config};
+use crate::directory::Directory;
+use crate::{inventory, metrics, token, tls};
+
+/// Live counters the platform keeps beside the broker's.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events_published: AtomicU64,
+    pub events_stored: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub alerts_raised: AtomicU64,
+    pub alerts_updated: AtomicU64,
+    pub detect_events: AtomicU64,
+    /// Messages per second over the last sampling interval, as f64 bits.
+    pub messages_per_s_bits: AtomicU64,
+}
+
+impl Counters {
+    pub fn messages_per_s(&self) -> f64 {
+        f64::from_bits(self.messages_per_s_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// What the HTTP layer, the CLI and the metrics exporter share.
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub directory: Arc<Directory>,
+    pub broker: BrokerHandle,
+    pub counters: Arc<Counters>,
+    pub engine_tx: mpsc::UnboundedSender<(DeviceId, DeviceMeta)>,
+    pub started: Instant,
+}
+
+/// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
+pub struct Platform {
+    inner: Arc<Inner>,
+    http_addr: SocketAddr,
+    admin_token: String,
+    ready: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    detect_task: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// The broker's output: every decoded event goes onto the bus.
+struct BusSink {
+    bus: Arc<dyn Bus>,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl EventSink for BusSink {
+    async fn send(&self, events: Vec<Event>) -> Result<(), SinkClosed> {
+        let n = events.len() as u64;
+        self.bus
+            .publish(events.into_iter().map(Message::Event).collect())
+            .await
+            .map_err(|_| SinkClosed)?;
+        self.counters.events_published.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Platform {
+    /// Starts everything the config describes and returns once all listeners are bound.
+    pub async fn start(config: Config) -> anyhow::Result<Platform> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            store::EmbeddedStore::open(&config.store_path())
+                .await
+                .with_context(|| format!("failed to open store {}", config.store_path().display()))?,
+        );
+        let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
+
+        let BusConfig::InProcess { capacity } = &config.bus;
+        let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
+        let counters = Arc::new(Counters::default());
+
+        // The directory and the engine start from the registry.
+        let directory = Arc::new(Directory::new());
+        let mut engine = Engine::new(config.detect.clone());
+        let mut after = None;
+        loop {
+            let page = store
+                .list_devices(&DeviceQuery { after: after.clone(), limit: 10_000, ..DeviceQuery::default() })
+                .await
+                .context("failed to load the device registry")?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for device in page {
+                engine.register_device(device.id.clone(), meta(&device));
+                directory.put(device);
+            }
+        }
+        tracing::info!(devices = directory.len(), "device registry loaded");
+
+        // Consumers subscribe before the broker can publish anything.
+        let detect_sub = bus.subscribe("obs.*", "detect").await?;
+        let writer_sub = bus.subscribe("obs.*", "store").await?;
+
+        let sink = Arc::new(BusSink { bus: bus.clone(), counters: counters.clone() });
+        let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink)
+            .await
+            .context("failed to start the MQTT broker")?;
+
+        let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+            directory,
+            broker,
+            counters: counters.clone(),
+            engine_tx,
+            started: Instant::now(),
+        });
+
+        let detect_task = tokio::spawn(detect_worker(
+            engine,
+            detect_sub,
+            engine_rx,
+            store.clone(),
+            bus.clone(),
+            counters.clone(),
+        ));
+        let writer_task = tokio::spawn(store_writer(writer_sub, store.clone(), counters.clone()));
+        let background = vec![
+            tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
+            tokio::spawn(retention(
+                store.clone(),
+                config.store.event_retention_days(),
+                shutdown_rx.clone(),
+            )),
+        ];
+
+        // HTTP last: readiness means everything behind it runs.
+        let ready = Arc::new(AtomicBool::new(false));
+        let api = web::ApiState {
+            store: store.clone(),
+            platform: Arc::new(ApiPlatform(inner.clone())),
+            metrics: {
+                let inner = inner.clone();
+                Arc::new(move || metrics::render(&inner))
+            },
+            ready: ready.clone(),
+            metrics_public: config.http.metrics_public,
+        };
+        let router = crate::landing::router().merge(web::router(api));
+        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let mut http_shutdown = shutdown_rx.clone();
+        let graceful = async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        };
+        let http_task = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
+                tokio::spawn(async move {
+                    if let Err(err) = axum::serve(tls, router).with_graceful_shutdown(graceful).await {
+                        tracing::error!(error = %err, "https server failed");
+                    }
+                })
+            }
+            _ => tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+                    tracing::error!(error = %err, "http server failed");
+                }
+            }),
+        };
+        ready.store(true, Ordering::Release);
+        tracing::info!(http = %http_addr, mqtt = %inner.broker.local_addr(), "platform started");
+
+        Ok(Platform {
+            inner,
+            http_addr,
+            admin_token,
+            ready,
+            shutdown_tx,
+            http_task,
+            detect_task,
+            writer_task,
+            background,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `https` when the API listener has a certificate, else `http`.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.inner.config.http.tls_cert.is_some() { "https" } else { "http" }
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.inner.broker.local_addr()
+    }
+
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.broker.tls_local_addr()
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub fn admin_token_path(&self) -> std::path::PathBuf {
+        self.inner.config.admin_token_path()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.inner.counters.clone()
+    }
+
+    /// Live figures (the same as `GET /api/v1/status`).
+    pub fn status(&self) -> web::Status {
+        status(&self.inner)
+    }
+
+    /// Registers (or replaces) devices: store, broker directory and detection.
+    pub async fn register_devices(&self, devices: Vec<Device>) -> anyhow::Result<()> {
+        register(&self.inner, devices).await.map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Stops accepting connections, drains the pipeline into the store and closes it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.http_task.await;
+        // The broker flushes what its sessions already handed to the sink.
+        self.inner.broker.shutdown().await;
+        // Subscribers drain what was published and then end.
+        self.inner.bus.close().await;
+        let _ = self.detect_task.await;
+        let _ = self.writer_task.await;
+        for task in self.background {
+            task.abort();
+        }
+        self.inner.store.close().await.context("failed to close the store")?;
+        tracing::info!(
+            events_stored = self.inner.counters.events_stored.load(Ordering::Relaxed),
+            "platform stopped"
+        );
+        Ok(())
+    }
+}
+
+fn meta(device: &Device) -> DeviceMeta {
+    DeviceMeta { class: device.class, zone: device.zone.clone() }
+}
+
+pub(crate) fn status(inner: &Inner) -> web::Status {
+    let counters = &inner.counters;
+    web::Status {
+        devices_registered: inner.directory.len() as u64,
+        devices_online: inner.broker.metrics().connections_current.load(Ordering::Relaxed),
+        messages_per_s: counters.messages_per_s(),
+        alerts_total: counters.alerts_raised.load(Ordering::Relaxed),
+        uptime_s: inner.started.elapsed().as_secs(),
+    }
+}
+
+async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::PlatformError> {
+    for chunk in devices.chunks(5_000) {
+        inner.store.upsert_devices(chunk).await?;
+    }
+    for device in devices {
+        let _ = inner.engine_tx.send((device.id.clone(), meta(&device)));
+        inner.directory.put(device);
+    }
+    Ok(())
+}
+
+/// Runs the detection engine over the event stream. Alerts are stored before they are
+/// announced on the bus, so an alert that anyone saw is durable.
+async fn detect_worker(
+    mut engine: Engine,
+    mut sub: Box<dyn bus::Subscription>,
+    mut registrations: mpsc::UnboundedReceiver<(DeviceId, DeviceMeta)>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    counters: Arc<Counters>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut alerts = Vec::new();
+    loop {
+        tokio::select! {
+            batch = sub.next_batch(4096) => {
+                let Some(batch) = batch else { break };
+                for message in &batch {
+                    if let Message::Event(event) = message.as_ref() {
+                        engine.process(event, &mut alerts);
+                    }
+                }
+                counters.detect_events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Some((id, meta)) = registrations.recv() => engine.register_device(id, meta),
+            _ = tick.tick() => engine.tick(Timestamp::now()),
+        }
+        if !alerts.is_empty() {
+            flush_alerts(&mut alerts, store.as_ref(), bus.as_ref(), &counters).await;
+        }
+    }
+    if !alerts.is_empty() {
+        flush_alerts(&mut alerts, store.as_ref(), bus.as_ref(), &counters).await;
+    }
+}
+
+async fn flush_alerts(
+    alerts: &mut Vec<model::Alert>,
+    store: &dyn Store,
+    bus: &dyn Bus,
+    counters: &Counters,
+) {
+    // Within one batch an alert may have been updated several times: keep the last.
+    let mut latest: Vec<model::Alert> = Vec::with_capacity(alerts.len());
+    for alert in alerts.drain(..) {
+        if alert.count == 1 {
+            counters.alerts_raised.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.alerts_updated.fetch_add(1, Ordering::Relaxed);
+        }
+        match latest.iter_mut().find(|a| a.id == alert.id) {
+            Some(slot) => *slot = alert,
+            None => latest.push(alert),
+        }
+    }
+    for alert in &latest {
+        tracing::warn!(
+            alert_id = %alert.id,
+            rule = %alert.rule,
+            severity = %alert.severity,
+            device_id = alert.device_id.as_ref().map(|d| d.as_str()).unwrap_or("-"),
+            count = alert.count,
+            "{}",
+            alert.title
+        );
+    }
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.upsert_alerts(&latest).await {
+            Ok(()) => break,
+            Err(err) => {
+                counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "failed to store alerts; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Other consumers (the console's live queue) read alerts from the bus; a closed bus at
+    // shutdown is fine because the alerts are already stored.
+    let _ = bus.publish(latest.into_iter().map(Message::Alert).collect()).await;
+}
+
+/// Persists the event stream in batches.
+async fn store_writer(mut sub: Box<dyn bus::Subscription>, store: Arc<dyn Store>, counters: Arc<Counters>) {
+    let mut events = Vec::with_capacity(8192);
+    while let Some(batch) = sub.next_batch(8192).await {
+        events.extend(batch.iter().filter_map(|m| match m.as_ref() {
+            Message::Event(event) => Some(event.clone()),
+            Message::Alert(_) => None,
+        }));
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match store.append_events(&events).await {
+                Ok(()) => break,
+                Err(err) => {
+                    counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %err, "failed to store events; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        counters.events_stored.fetch_add(events.len() as u64, Ordering::Relaxed);
+        events.clear();
+    }
+}
+
+/// Samples the broker's message counter once a second for the messages/s figure.
+async fn rate_sampler(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let metrics = inner.broker.metrics();
+    let mut last = metrics.messages_received.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = metrics.messages_received.load(Ordering::Relaxed);
+        let elapsed = last_at.elapsed().as_secs_f64().max(1e-3);
+        let rate = now.saturating_sub(last) as f64 / elapsed;
+        inner.counters.messages_per_s_bits.store(rate.to_bits(), Ordering::Relaxed);
+        last = now;
+        last_at = Instant::now();
+    }
+}
+
+/// Deletes events older than the retention period, hourly.
+async fn retention(store: Arc<dyn Store>, days: u32, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let cutoff = Timestamp::now().saturating_sub_ms(i64::from(days) * 86_400_000);
+        match store.prune_events(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned old events"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "failed to prune events"),
+        }
+    }
+}
+
+/// The API's view of the platform.
+struct ApiPlatform(Arc<Inner>);
+
+#[async_trait]
+impl web::Platform for ApiPlatform {
+    async fn add_device(
+        &self,
+        request: web::NewDevice,
+    ) -> Result<(Device, Option<String>), web::PlatformError> {
+        let inner = &self.0;
+        if inner.store.get_device(&request.id).await?.is_some() {
+            return Err(web::PlatformError::conflict(format!("device {} already exists", request.id)));
+        }
+        let (device, secret) = new_device(request, Timestamp::now())?;
+        inner.store.insert_device(&device).await?;
+        let _ = inner.engine_tx.send((device.id.clone(), meta(&device)));
+        inner.directory.put(device.clone());
+        tracing::info!(device_id = %device.id, class = %device.class, "device registered");
+        Ok((device, secret))
+    }
+
+    async fn import_devices(
+        &self,
+        body: &[u8],
+        format: web::ImportFormat,
+    ) -> Result<web::ImportReport, web::PlatformError> {
+        let format = match format {
+            web::ImportFormat::Json => inventory::Format::Json,
+            web::ImportFormat::Csv => inventory::Format::Csv,
+        };
+        let body = body.to_vec();
+        let (devices, errors) = tokio::task::spawn_blocking(move || {
+            inventory::parse(&body, format, Timestamp::now())
+        })
+        .await
+        .map_err(|e| web::PlatformError::internal(e.to_string()))?
+        .map_err(web::PlatformError::invalid)?;
+        let imported = devices.len() as u64;
+        register(&self.0, devices).await?;
+        tracing::info!(imported, refused = errors.len(), "device inventory imported");
+        Ok(web::ImportReport {
+            imported,
+            errors: errors
+                .into_iter()
+                .map(|e| web::ImportRowError { row: e.row as u64, message: e.message })
+                .collect(),
+        })
+    }
+
+    async fn revoke_device(&self, id: &DeviceId, reason: &str) -> Result<Device, web::PlatformError> {
+        let inner = &self.0;
+        inner.store.set_device_status(id, DeviceStatus::Revoked).await?;
+        let device = inner
+            .store
+            .get_device(id)
+            .await?
+            .ok_or_else(|| web::PlatformError::not_found(format!("device {id} not found")))?;
+        inner.directory.put(device.clone());
+        inner.broker.disconnect_device(id.as_str(), reason);
+        tracing::warn!(device_id = %id, reason, "device revoked");
+        Ok(device)
+    }
+
+    fn status(&self) -> web::Status {
+        status(&self.0)
+    }
+}
+
+/// Builds a device from an API request, hashing (or generating) its secret.
+pub fn new_device(
+    request: web::NewDevice,
+    now: Timestamp,
+) -> Result<(Device, Option<String>), web::PlatformError> {
+    request.validate().map_err(web::PlatformError::invalid)?;
+    let sector = request.sector();
+    let mut credentials = Vec::new();
+    let mut generated = None;
+    if request.generate_secret {
+        let secret = ingest::credentials::generate_secret();
+        credentials.push(Credential::Secret { hash: ingest::credentials::hash_secret(&secret) });
+        generated = Some(secret);
+    } else if let Some(secret) = &request.secret {
+        credentials.push(Credential::Secret { hash: ingest::credentials::hash_password(secret) });
+    }
+    if let Some(fp) = request.cert_sha256 {
+        credentials.push(Credential::Certificate { sha256: fp });
+    }
+    let device = Device {
+        id: request.id,
+        sector,
+        class: request.class,
+        zone: request.zone,
+        owner: request.owner,
+        vendor: request.vendor,
+        model: request.model,
+        firmware: request.firmware,
+        location: request.location,
+        credentials,
+        status: DeviceStatus::Active,
+        created_at: now,
+    };
+    Ok((device, generated))
+}
+
+/// Builds a device from the JSON body `POST /api/v1/devices` takes (used by the CLI's
+/// offline mode, so both paths validate alike).
+pub fn device_from_request(
+    body: serde_json::Value,
+    now: Timestamp,
+) -> Result<(Device, Option<String>), String> {
+    let request: web::NewDevice = serde_json::from_value(body).map_err(|e| e.to_string())?;
+    new_device(request, now).map_err(|e| e.message)
+}

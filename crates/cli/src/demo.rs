@@ -1,0 +1,185 @@
+//! `citysec demo`: the whole platform embedded, a simulated city connected over real MQTT,
+//! and a schedule of attacks, with a live status line.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::duration;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many simulated devices.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Stop after this long (e.g. 90s, 10m); without it, run until Ctrl-C.
+    #[arg(long, value_parser = duration::parse)]
+    duration: Option<Duration>,
+    /// Seed for the simulated population, telemetry and attacks.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the store and the admin token live.
+    #[arg(long, default_value = "./citysec-data")]
+    data_dir: PathBuf,
+    /// The HTTP API's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_listen: String,
+    /// The embedded MQTT broker's address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt_listen: String,
+    /// Replay the attack schedule (on by default; `--attacks false` turns it off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    attacks: bool,
+    /// When the first attack starts (default 20s).
+    #[arg(long, value_parser = duration::parse, hide = true)]
+    attack_first_after: Option<Duration>,
+    /// Gap between the attacks of one cycle (default 12s).
+    #[arg(long, value_parser = duration::parse, hide = true)]
+    attack_spacing: Option<Duration>,
+    /// Total telemetry rate in messages/s instead of each device's own cadence (load test).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut config = app::Config::default_with_env(&env)?;
+    config.data_dir = args.data_dir.clone();
+    config.http.listen = args.http_listen.clone();
+    config.ingest.mqtt.listen = args.mqtt_listen.clone();
+    // Every simulated device connects from this machine's loopback address.
+    config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
+    config.ingest.mqtt.max_connections = config.ingest.mqtt.max_connections.max(args.devices + 1_000);
+
+    let started = Instant::now();
+    let population = Arc::new(sim::population::Population::generate(args.devices, args.seed));
+    let inventory = population.to_json().into_bytes();
+    let (devices, errors) =
+        app::inventory::parse(&inventory, app::inventory::Format::Json, model::Timestamp::now())
+            .map_err(|e| anyhow::anyhow!(e))?;
+    anyhow::ensure!(errors.is_empty(), "simulated population did not import: {errors:?}");
+
+    let platform = app::Platform::start(config).await?;
+    platform.register_devices(devices).await?;
+
+    let http = platform.http_addr();
+    let scheme = platform.http_scheme();
+    eprintln!();
+    eprintln!("citysec demo: {} simulated devices, seed {}", args.devices, args.seed);
+    eprintln!("  console:     {scheme}://{http}/");
+    eprintln!("  API:         {scheme}://{http}/api/v1/ (e.g. GET /api/v1/alerts)");
+    eprintln!("  admin token: {} (mode 0600)", platform.admin_token_path().display());
+    eprintln!("  MQTT broker: {}", platform.mqtt_addr());
+    eprintln!(
+        "  try: curl -H \"Authorization: Bearer $(cat {})\" {scheme}://{http}/api/v1/alerts",
+        platform.admin_token_path().display()
+    );
+    eprintln!();
+
+    let stats = Arc::new(sim::SimStats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sim_config = sim::SimConfig::new(platform.mqtt_addr(), population.clone());
+    sim_config.rate = args.rate;
+    sim_config.seed = args.seed;
+    sim_config.attacks.enabled = args.attacks;
+    if let Some(first) = args.attack_first_after {
+        sim_config.attacks.first_after = first;
+    }
+    if let Some(spacing) = args.attack_spacing {
+        sim_config.attacks.spacing = spacing;
+    }
+    let sim_task = tokio::spawn(sim::run(sim_config, stats.clone(), stop_rx));
+
+    let status = StatusLine::new();
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let signal = crate::serve::wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            r = &mut signal => { r?; break; }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
+        }
+        let s = platform.status();
+        status.show(&format!(
+            "devices online {}/{} | {:.0} msg/s | alerts {} | attacks launched {} | up {}s",
+            s.devices_online,
+            s.devices_registered,
+            s.messages_per_s,
+            s.alerts_total,
+            stats.snapshot().attacks_launched,
+            s.uptime_s
+        ));
+    }
+    status.finish();
+    eprintln!("stopping the simulated city");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), sim_task).await {
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "simulator ended with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("simulator did not stop within 10 s"),
+    }
+    let final_status = platform.status();
+    let counters = platform.counters();
+    platform.shutdown().await?;
+    eprintln!(
+        "stopped after {:.0}s: {} events stored, {} alerts",
+        started.elapsed().as_secs_f64(),
+        counters.events_stored.load(Ordering::Relaxed),
+        final_status.alerts_total
+    );
+    Ok(())
+}
+
+/// One status line: redrawn in place on a terminal, a log line every 10 s otherwise.
+struct StatusLine {
+    bar: Option<indicatif::ProgressBar>,
+    last_plain: std::sync::Mutex<Option<Instant>>,
+}
+
+impl StatusLine {
+    fn new() -> StatusLine {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        StatusLine { bar, last_plain: std::sync::Mutex::new(None) }
+    }
+
+    fn show(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(line.to_owned());
+                bar.tick();
+            }
+            None => {
+                let mut last = self.last_plain.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    eprintln!("status: {line}");
+                    *last = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}

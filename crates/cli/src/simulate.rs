@@ -1,0 +1,169 @@
+//! `citysec sim ...`: the simulated city against any MQTT broker, and the population files
+//! that give a broker (ours or Mosquitto) the same devices and credentials.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use sim::population::Population;
+
+use crate::duration;
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Drive a broker with the devices of a population file (`citysec sim population` writes
+    /// one; `citysec device import` registers it with citysec).
+    Run {
+        /// The broker, HOST:PORT.
+        #[arg(long)]
+        mqtt: String,
+        /// The population file with each device's credentials.
+        #[arg(long)]
+        devices_file: PathBuf,
+        /// Use only the first N devices of the file.
+        #[arg(long)]
+        devices: Option<usize>,
+        /// Total messages/s spread across the devices (load-generator mode); without it each
+        /// device publishes at its class's natural cadence.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this long (e.g. 60s); without it, run until Ctrl-C.
+        #[arg(long, value_parser = duration::parse)]
+        duration: Option<Duration>,
+        /// Replay the attack schedule.
+        #[arg(long)]
+        attacks: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// QoS of telemetry publishes (0 or 1).
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        /// Share of devices speaking MQTT 5.0 (the rest speak 3.1.1).
+        #[arg(long, default_value_t = 0.2)]
+        mqtt5_share: f64,
+        /// Print the final counters as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a reproducible population file (with plaintext secrets: keep it private).
+    Population {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the population (JSON, importable with `citysec device import`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write a Mosquitto password file and ACL file into this directory, so
+        /// Mosquitto can be driven with the same devices and the same topic policy.
+        #[arg(long)]
+        mosquitto: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: SimCommand) -> anyhow::Result<()> {
+    match cmd {
+        SimCommand::Run {
+            mqtt,
+            devices_file,
+            devices,
+            rate,
+            duration,
+            attacks,
+            seed,
+            qos,
+            mqtt5_share,
+            json,
+        } => {
+            let addr: SocketAddr = mqtt
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve {mqtt}"))?
+                .next()
+                .with_context(|| format!("{mqtt} resolves to no address"))?;
+            let mut population = Population::read_json(&devices_file)?;
+            if let Some(n) = devices {
+                population.devices.truncate(n);
+            }
+            let population = Arc::new(population);
+            let stats = Arc::new(sim::SimStats::default());
+            let mut config = sim::SimConfig::new(addr, population.clone());
+            config.rate = rate;
+            config.duration = duration;
+            config.seed = seed;
+            config.qos = qos;
+            config.mqtt5_share = mqtt5_share;
+            config.attacks.enabled = attacks;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let started = Instant::now();
+            let task = tokio::spawn(sim::run(config, stats.clone(), stop_rx));
+            let reporter = {
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let mut last = 0;
+                    let mut interval = tokio::time::interval(Duration::from_secs(5));
+                    interval.tick().await;
+                    loop {
+                        interval.tick().await;
+                        let s = stats.snapshot();
+                        eprintln!(
+                            "sim: {} connected, {:.0} msg/s, {} failures, {} attacks",
+                            s.devices_connected,
+                            (s.messages_sent - last) as f64 / 5.0,
+                            s.connect_failures,
+                            s.attacks_launched
+                        );
+                        last = s.messages_sent;
+                    }
+                })
+            };
+            let result = tokio::select! {
+                r = task => r.context("simulator task failed")?,
+                r = crate::serve::wait_for_signal() => {
+                    r?;
+                    let _ = stop_tx.send(true);
+                    Ok(())
+                }
+            };
+            reporter.abort();
+            result?;
+            let s = stats.snapshot();
+            let elapsed = started.elapsed().as_secs_f64();
+            if json {
+                let mut value = serde_json::to_value(s)?;
+                value["elapsed_s"] = serde_json::json!(elapsed);
+                value["messages_per_s"] = serde_json::json!(s.messages_sent as f64 / elapsed);
+                println!("{value}");
+            } else {
+                eprintln!(
+                    "sent {} messages in {elapsed:.1}s ({:.0}/s) from {} devices; {} connect failures",
+                    s.messages_sent,
+                    s.messages_sent as f64 / elapsed,
+                    population.len(),
+                    s.connect_failures
+                );
+            }
+            Ok(())
+        }
+        SimCommand::Population { devices, seed, out, mosquitto } => {
+            let population = Population::generate(devices, seed);
+            population.write_json(&out)?;
+            eprintln!("wrote {} devices to {}", population.len(), out.display());
+            if let Some(dir) = mosquitto {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+                let files = population.write_mosquitto(&dir, None)?;
+                let files = (files.passwd, files.acl, files.hashed);
+                eprintln!(
+                    "wrote Mosquitto files: {} {} (hashed: {})",
+                    files.0.display(),
+                    files.1.display(),
+                    files.2
+                );
+            }
+            Ok(())
+        }
+    }
+}
