@@ -1,0 +1,515 @@
+//! Runs a population against an MQTT broker: one task per device connection, connects
+//! ramped up with bounded concurrency, telemetry at each class's cadence (or a total rate
+//! in load-generator mode), command handling for actuators, reconnects with backoff, and
+//! the attack schedule.
+
+use std::collections::HashMap;
+use std::future::pending;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::BytesMut;
+use model::topic::Channel;
+use model::{DeviceClass, Timestamp};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::attacks::{self, AttackConfig, AttackContext};
+use crate::mqtt::{self, ConnectOutcome, Incoming, Version};
+use crate::population::Population;
+use crate::stats::SimStats;
+use crate::telemetry::{self, DeviceModel};
+
+/// In load-generator mode a device wakes at most this often and writes all messages due
+/// since its last wake in one batch (one syscall).
+const MIN_TICK: Duration = Duration::from_millis(10);
+/// Publishes written in one batch at most; a device that is further behind loops again.
+const MAX_BATCH: u64 = 64;
+/// A device that falls further behind than this (the broker cannot keep up) drops the
+/// backlog instead of bursting it later.
+const MAX_BACKLOG: u64 = 256;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to simulate and where.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The broker: the platform's embedded one, Mosquitto, or any MQTT broker.
+    pub mqtt: SocketAddr,
+    pub population: Arc<Population>,
+    /// Load-generator mode: the total publishes per second, spread evenly across devices,
+    /// instead of each class's natural cadence. Actuators then publish state only on
+    /// connect and after commands.
+    pub rate: Option<f64>,
+    /// Stop after this long; `None` runs until shutdown.
+    pub duration: Option<Duration>,
+    pub attacks: AttackConfig,
+    /// Seeds every device's random stream and the attack schedule.
+    pub seed: u64,
+    /// QoS for publishes: 0 (default) or 1.
+    pub qos: u8,
+    /// How many connects may be in flight at once.
+    pub connect_concurrency: usize,
+    /// The share of devices that speak MQTT 5.0; the rest speak 3.1.1.
+    pub mqtt5_share: f64,
+    /// Simulated seconds per real second, for the daily curves (1.0 = real time). The
+    /// `ts` in payloads is simulated time.
+    pub time_scale: f64,
+    pub keep_alive_s: u16,
+}
+
+impl SimConfig {
+    /// The defaults: natural cadences, attacks on, QoS 0, 20% MQTT 5, real time.
+    pub fn new(mqtt: SocketAddr, population: Arc<Population>) -> SimConfig {
+        SimConfig {
+            mqtt,
+            population,
+            rate: None,
+            duration: None,
+            attacks: AttackConfig::default(),
+            seed: 1,
+            qos: 0,
+            connect_concurrency: 256,
+            mqtt5_share: 0.2,
+            time_scale: 1.0,
+            keep_alive_s: 60,
+        }
+    }
+}
+
+/// Simulated time: the wall clock at start, advanced `scale` times faster.
+struct SimClock {
+    start: Instant,
+    start_ms: i64,
+    scale: f64,
+}
+
+impl SimClock {
+    fn now_ms(&self) -> i64 {
+        let real = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.start_ms + (real * self.scale) as i64
+    }
+}
+
+/// What every device task shares.
+struct Shared {
+    addr: SocketAddr,
+    population: Arc<Population>,
+    stats: Arc<SimStats>,
+    clock: SimClock,
+    connect_slots: Semaphore,
+    /// Seconds between one device's publishes in load-generator mode.
+    load_interval: Option<f64>,
+    qos: u8,
+    keep_alive_s: u16,
+    mqtt5_share: f64,
+    seed: u64,
+}
+
+/// A per-device seed derived from the run's seed (SplitMix64 finaliser).
+fn device_seed(seed: u64, index: usize) -> u64 {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Runs the simulation until `duration` elapses or `shutdown` turns true, then
+/// disconnects every device cleanly. A dropped `shutdown` sender never stops the run.
+pub async fn run(
+    config: SimConfig,
+    stats: Arc<SimStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    if config.population.is_empty() {
+        bail!("population is empty");
+    }
+    if config.qos > 1 {
+        bail!("qos {} is not supported (0 or 1)", config.qos);
+    }
+    if let Some(rate) = config.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        bail!("rate must be a positive number of messages per second, got {rate}");
+    }
+    let devices = config.population.len();
+    let shared = Arc::new(Shared {
+        addr: config.mqtt,
+        population: config.population.clone(),
+        stats: stats.clone(),
+        clock: SimClock {
+            start: Instant::now(),
+            start_ms: Timestamp::now().as_millis(),
+            scale: config.time_scale.max(0.0),
+        },
+        connect_slots: Semaphore::new(config.connect_concurrency.max(1)),
+        load_interval: config.rate.map(|rate| devices as f64 / rate),
+        qos: config.qos,
+        keep_alive_s: config.keep_alive_s.max(5),
+        mqtt5_share: config.mqtt5_share,
+        seed: config.seed,
+    });
+    tracing::info!(
+        devices,
+        broker = %config.mqtt,
+        rate = ?config.rate,
+        attacks = config.attacks.enabled,
+        "simulation starting"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut sirens = HashMap::new();
+    for (index, device) in config.population.devices.iter().enumerate() {
+        let inject = if device.class == DeviceClass::Siren {
+            let (tx, rx) = mpsc::channel(4);
+            sirens.insert(device.id.clone(), tx);
+            Some(rx)
+        } else {
+            None
+        };
+        tasks.spawn(device_task(shared.clone(), index, inject, stop_rx.clone()));
+    }
+    if config.attacks.enabled {
+        let ctx = AttackContext {
+            addr: config.mqtt,
+            config: config.attacks.clone(),
+            stats: stats.clone(),
+            sirens,
+            seed: config.seed,
+        };
+        tasks.spawn(attack_schedule(ctx, config.population.clone(), stop_rx.clone()));
+    }
+
+    let deadline = async {
+        match config.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => pending().await,
+        }
+    };
+    let stop_requested = async {
+        loop {
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            if shutdown.changed().await.is_err() {
+                pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = deadline => {}
+        _ = stop_requested => {}
+    }
+    tracing::info!(stats = ?stats.snapshot(), "simulation stopping");
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        tracing::warn!("device tasks did not stop within 5 s, aborting them");
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+async fn attack_schedule(
+    ctx: AttackContext,
+    population: Arc<Population>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let ctx = Arc::new(ctx);
+    let mut running = JoinSet::new();
+    for cycle in 0u32.. {
+        for attack in attacks::plan_cycle(&population, &ctx.config, ctx.seed, cycle) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(start + attack.at) => {}
+                _ = stop.changed() => return,
+            }
+            let ctx = ctx.clone();
+            running.spawn(async move { attacks::execute(&ctx, &attack, cycle).await });
+            while running.try_join_next().is_some() {}
+        }
+        if ctx.config.repeat_every.is_zero() {
+            break;
+        }
+    }
+    let _ = stop.changed().await;
+}
+
+/// Why a session ended without an error.
+enum SessionEnd {
+    Stopped,
+}
+
+async fn device_task(
+    shared: Arc<Shared>,
+    index: usize,
+    mut inject: Option<mpsc::Receiver<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let device = &shared.population.devices[index];
+    let seed = device_seed(shared.seed, index);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let version = if rng.random_bool(shared.mqtt5_share.clamp(0.0, 1.0)) {
+        Version::V5
+    } else {
+        Version::V4
+    };
+    let mut model = DeviceModel::new(device.class, seed);
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = async {
+            let _slot = shared.connect_slots.acquire().await.context("connect slots closed")?;
+            let id = device.id.as_str();
+            let (mut stream, mut rbuf, outcome) = mqtt::connect(
+                shared.addr,
+                version,
+                id,
+                id,
+                &device.secret,
+                shared.keep_alive_s,
+                CONNECT_TIMEOUT,
+            )
+            .await?;
+            if let ConnectOutcome::Refused(reason) = outcome {
+                bail!("broker refused connect: {reason}");
+            }
+            if device.class.is_actuator() {
+                let mut wbuf = BytesMut::with_capacity(64);
+                let filter = model::topic::device_topic(device.sector, &device.id, Channel::Cmd);
+                mqtt::encode_subscribe(version, 1, &filter, 1, &mut wbuf)?;
+                stream.write_all(&wbuf).await.context("send subscribe")?;
+                loop {
+                    let (packet, _) = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        mqtt::next_packet(version, &mut stream, &mut rbuf),
+                    )
+                    .await
+                    .context("suback timed out")??;
+                    if packet == Incoming::SubAck {
+                        break;
+                    }
+                }
+            }
+            anyhow::Ok((stream, rbuf))
+        };
+        let connected = tokio::select! {
+            r = attempt => r,
+            _ = stop.changed() => return,
+        };
+        match connected {
+            Ok((stream, rbuf)) => {
+                shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                shared.stats.devices_connected.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let end = session(
+                    &shared, index, version, &mut model, &mut rng, stream, rbuf, &mut inject,
+                    &mut stop,
+                )
+                .await;
+                shared.stats.devices_connected.fetch_sub(1, Ordering::Relaxed);
+                match end {
+                    Ok(SessionEnd::Stopped) => return,
+                    Err(err) => {
+                        tracing::debug!(device_id = %device.id, error = %format!("{err:#}"), "session ended, reconnecting");
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = INITIAL_BACKOFF;
+                }
+            }
+            Err(err) => {
+                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(device_id = %device.id, error = %format!("{err:#}"), "connect failed");
+            }
+        }
+        let jitter = rng.random_range(0.5..1.5);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Publishes until stopped or the connection fails.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    shared: &Shared,
+    index: usize,
+    version: Version,
+    model: &mut DeviceModel,
+    rng: &mut SmallRng,
+    mut stream: TcpStream,
+    mut rbuf: BytesMut,
+    inject: &mut Option<mpsc::Receiver<bool>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<SessionEnd> {
+    let device = &shared.population.devices[index];
+    let prefix = model::topic::device_prefix(device.sector, &device.id);
+    let actuator = device.class.is_actuator();
+    let qos = shared.qos;
+    let mut pkid: u16 = 0;
+    let mut next_pkid = move || {
+        pkid = pkid.wrapping_add(1).max(1);
+        pkid
+    };
+    let mut wbuf = BytesMut::with_capacity(256);
+    let mut payload = Vec::with_capacity(192);
+    let stats = &shared.stats;
+
+    // Actuators announce their state on connect.
+    if actuator {
+        let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+        model.state(&ts, &mut payload);
+        mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+        payload.clear();
+        flush(&mut stream, &mut wbuf, 1, stats).await?;
+    }
+
+    let interval = shared
+        .load_interval
+        .unwrap_or_else(|| telemetry::cadence(device.class).as_secs_f64());
+    // A random phase so devices' publishes spread evenly over the interval.
+    let origin = Instant::now() + Duration::from_secs_f64(interval * rng.random::<f64>());
+    let mut sent: u64 = 0;
+    let mut next_wake = origin;
+    let keep_alive = Duration::from_secs(u64::from(shared.keep_alive_s));
+    let mut last_write = Instant::now();
+
+    loop {
+        let ping_at = last_write + keep_alive / 2;
+        let wake = next_wake.min(ping_at);
+        tokio::select! {
+            _ = stop.changed() => {
+                mqtt::encode_disconnect(&mut wbuf);
+                let _ = stream.write_all(&wbuf).await;
+                return Ok(SessionEnd::Stopped);
+            }
+            read = stream.read_buf(&mut rbuf) => {
+                if read.context("read from broker")? == 0 {
+                    bail!("broker closed the connection");
+                }
+                let mut published = 0;
+                while let Some((packet, packet_id)) = mqtt::read_packet(version, &mut rbuf)? {
+                    match packet {
+                        Incoming::Publish { topic, payload: cmd } if topic.ends_with("/cmd") => {
+                            stats.cmds_received.fetch_add(1, Ordering::Relaxed);
+                            if packet_id != 0 {
+                                mqtt::encode_puback(packet_id, &mut wbuf);
+                            }
+                            let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+                            match model.apply_command(&cmd, &ts) {
+                                Some(outcome) => {
+                                    tracing::info!(device_id = %device.id, action = %outcome.action, ok = outcome.ok, "command received");
+                                    mqtt::encode_publish(version, &[&prefix, "/ack"], qos, next_pkid(), &outcome.ack, &mut wbuf);
+                                    model.state(&ts, &mut payload);
+                                    mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+                                    payload.clear();
+                                    published += 2;
+                                }
+                                None => {
+                                    tracing::info!(device_id = %device.id, "ignoring command that is not a json object with an action");
+                                }
+                            }
+                        }
+                        Incoming::Disconnect => bail!("broker sent disconnect"),
+                        _ => {}
+                    }
+                }
+                if !wbuf.is_empty() {
+                    flush(&mut stream, &mut wbuf, published, stats).await?;
+                    last_write = Instant::now();
+                }
+                // Keep the read buffer small for idle devices.
+                if rbuf.capacity() > 4096 && rbuf.is_empty() {
+                    rbuf = BytesMut::new();
+                }
+            }
+            Some(sounding) = async {
+                match inject.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => pending().await,
+                }
+            } => {
+                model.set_sounding(sounding);
+                tracing::warn!(device_id = %device.id, sounding, "siren state forced without a command");
+                let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+                model.state(&ts, &mut payload);
+                mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+                payload.clear();
+                flush(&mut stream, &mut wbuf, 1, stats).await?;
+                last_write = Instant::now();
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now < next_wake {
+                    // Keep-alive only.
+                    mqtt::encode_pingreq(&mut wbuf);
+                    flush(&mut stream, &mut wbuf, 0, stats).await?;
+                    last_write = now;
+                    continue;
+                }
+                let due = ((now - origin).as_secs_f64() / interval) as u64 + 1;
+                if due > sent + MAX_BACKLOG {
+                    sent = due - MAX_BACKLOG;
+                }
+                let batch = (due - sent).min(MAX_BATCH);
+                let sim_ms = shared.clock.now_ms();
+                let ts = Timestamp::from_millis(sim_ms).to_rfc3339();
+                let mut count = 0;
+                for _ in 0..batch {
+                    model.telemetry(device.id.as_str(), sim_ms, &ts, &mut payload);
+                    mqtt::encode_publish(version, &[&prefix, "/telemetry"], qos, next_pkid(), &payload, &mut wbuf);
+                    payload.clear();
+                    count += 1;
+                    if actuator && shared.load_interval.is_none() && model.state_due() {
+                        model.state(&ts, &mut payload);
+                        mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+                        payload.clear();
+                        count += 1;
+                    }
+                }
+                sent += batch;
+                flush(&mut stream, &mut wbuf, count, stats).await?;
+                last_write = Instant::now();
+                next_wake = if sent < due {
+                    last_write
+                } else {
+                    let next_due = origin + Duration::from_secs_f64(sent as f64 * interval);
+                    next_due.max(last_write + MIN_TICK)
+                };
+                if wbuf.capacity() > 16 * 1024 {
+                    wbuf = BytesMut::with_capacity(256);
+                }
+            }
+        }
+    }
+}
+
+async fn flush(
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    messages: u64,
+    stats: &SimStats,
+) -> Result<()> {
+    stream.write_all(wbuf).await.context("write to broker")?;
+    stats.bytes_sent.fetch_add(wbuf.len() as u64, Ordering::Relaxed);
+    if messages > 0 {
+        stats.messages_sent.fetch_add(messages, Ordering::Relaxed);
+    }
+    wbuf.clear();
+    Ok(())
+}
