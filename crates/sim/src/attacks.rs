@@ -19,8 +19,22 @@ use crate::stats::SimStats;
 
 /// Passwords an attacker tries first.
 const COMMON_PASSWORDS: &[&str] = &[
-    "admin", "123456", "password", "12345678", "root", "default", "1234", "admin123",
-    "camera", "888888", "pass", "guest", "qwerty", "changeme", "Admin@123", "user",
+    "admin",
+    "123456",
+    "password",
+    "12345678",
+    "root",
+    "default",
+    "1234",
+    "admin123",
+    "camera",
+    "888888",
+    "pass",
+    "guest",
+    "qwerty",
+    "changeme",
+    "Admin@123",
+    "user",
 ];
 
 /// When attacks run and how hard they push.
@@ -63,7 +77,10 @@ impl Default for AttackConfig {
 impl AttackConfig {
     /// No attacks (pure load generation).
     pub fn disabled() -> AttackConfig {
-        AttackConfig { enabled: false, ..AttackConfig::default() }
+        AttackConfig {
+            enabled: false,
+            ..AttackConfig::default()
+        }
     }
 }
 
@@ -105,7 +122,9 @@ pub fn plan_cycle(
     seed: u64,
     cycle: u32,
 ) -> Vec<PlannedAttack> {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0xa77a_c4e5 ^ u64::from(cycle).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = SmallRng::seed_from_u64(
+        seed ^ 0xa77a_c4e5 ^ u64::from(cycle).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     let base = config.first_after + config.repeat_every * cycle;
     let mut plan = Vec::new();
     let pick = |rng: &mut SmallRng, class| {
@@ -113,7 +132,10 @@ pub fn plan_cycle(
         (!all.is_empty()).then(|| all[rng.random_range(0..all.len())].clone())
     };
     if let Some(target) = pick(&mut rng, DeviceClass::Camera) {
-        plan.push(PlannedAttack { at: base, kind: AttackKind::BruteForce { target } });
+        plan.push(PlannedAttack {
+            at: base,
+            kind: AttackKind::BruteForce { target },
+        });
     }
     if !population.is_empty() {
         let n = config.spray_targets.min(population.len());
@@ -173,7 +195,10 @@ async fn try_login(ctx: &AttackContext, source: Option<SocketAddr>, id: &str, pa
     match result {
         Ok((mut stream, _, ConnectOutcome::Accepted)) => {
             ctx.stats.attack_accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(device_id = id, "attack login was accepted with a wrong password");
+            tracing::warn!(
+                device_id = id,
+                "attack login was accepted with a wrong password"
+            );
             let mut buf = bytes::BytesMut::new();
             mqtt::encode_disconnect(&mut buf);
             let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &buf).await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::{BufMut, BytesMut};
-use rumqttc::mqttbytes::v4;
 use rumqttc::mqttbytes::QoS as Q4;
+use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,7 +70,9 @@ pub fn encode_connect(
                 properties: None,
             };
             let login = Some(v5::Login::new(username, password));
-            connect.write(&None, &login, buf).context("encode connect")?;
+            connect
+                .write(&None, &login, buf)
+                .context("encode connect")?;
         }
     }
     Ok(())
@@ -179,7 +181,13 @@ pub fn read_packet(version: Version, buf: &mut BytesMut) -> Result<Option<(Incom
                 v4::Packet::SubAck(_) => (Incoming::SubAck, 0),
                 v4::Packet::Publish(p) => {
                     let pkid = if p.qos == Q4::AtMostOnce { 0 } else { p.pkid };
-                    (Incoming::Publish { topic: p.topic, payload: p.payload.to_vec() }, pkid)
+                    (
+                        Incoming::Publish {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                        },
+                        pkid,
+                    )
                 }
                 v4::Packet::PubAck(_) => (Incoming::PubAck, 0),
                 v4::Packet::PingResp => (Incoming::PingResp, 0),
@@ -202,7 +210,13 @@ pub fn read_packet(version: Version, buf: &mut BytesMut) -> Result<Option<(Incom
                 v5::Packet::Publish(p) => {
                     let pkid = if p.qos == Q5::AtMostOnce { 0 } else { p.pkid };
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    (Incoming::Publish { topic, payload: p.payload.to_vec() }, pkid)
+                    (
+                        Incoming::Publish {
+                            topic,
+                            payload: p.payload.to_vec(),
+                        },
+                        pkid,
+                    )
                 }
                 v5::Packet::PubAck(_) => (Incoming::PubAck, 0),
                 v5::Packet::PingResp(_) => (Incoming::PingResp, 0),
@@ -250,7 +264,17 @@ pub async fn connect(
     keep_alive_s: u16,
     timeout: Duration,
 ) -> Result<(TcpStream, BytesMut, ConnectOutcome)> {
-    connect_from(addr, None, version, client_id, username, password, keep_alive_s, timeout).await
+    connect_from(
+        addr,
+        None,
+        version,
+        client_id,
+        username,
+        password,
+        keep_alive_s,
+        timeout,
+    )
+    .await
 }
 
 /// [`connect`] from a chosen local address (e.g. a distinct loopback address per attacker).
@@ -270,21 +294,33 @@ pub async fn connect_from(
             None => TcpStream::connect(addr).await,
             Some(local) => {
                 let socket = TcpSocket::new_v4().context("create socket")?;
-                socket.bind(local).with_context(|| format!("bind {local}"))?;
+                socket
+                    .bind(local)
+                    .with_context(|| format!("bind {local}"))?;
                 socket.connect(addr).await
             }
         }
         .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true).context("set nodelay")?;
         let mut buf = BytesMut::with_capacity(128);
-        encode_connect(version, client_id, username, password, keep_alive_s, &mut buf)?;
+        encode_connect(
+            version,
+            client_id,
+            username,
+            password,
+            keep_alive_s,
+            &mut buf,
+        )?;
         stream.write_all(&buf).await.context("send connect")?;
         buf.clear();
         let outcome = loop {
             if let Some((packet, _)) = read_packet(version, &mut buf)? {
                 match packet {
                     Incoming::ConnAck { accepted: true, .. } => break ConnectOutcome::Accepted,
-                    Incoming::ConnAck { accepted: false, reason } => {
+                    Incoming::ConnAck {
+                        accepted: false,
+                        reason,
+                    } => {
                         break ConnectOutcome::Refused(reason);
                     }
                     _ => continue,
@@ -299,5 +335,7 @@ pub async fn connect_from(
         };
         anyhow::Ok((stream, buf, outcome))
     };
-    tokio::time::timeout(timeout, attempt).await.context("mqtt connect timed out")?
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .context("mqtt connect timed out")?
 }

@@ -52,7 +52,11 @@ pub const MIX: &[ClassProfile] = &[
         id_prefix: "camera",
         zone: "ps-field",
         owner: "police",
-        products: &[("Axis", "P1455-LE"), ("Hanwha", "XNO-6080R"), ("Bosch", "DINION 5100i")],
+        products: &[
+            ("Axis", "P1455-LE"),
+            ("Hanwha", "XNO-6080R"),
+            ("Bosch", "DINION 5100i"),
+        ],
         firmware: &["10.12.5", "11.2.61", "2.21.3"],
     },
     ClassProfile {
@@ -79,7 +83,11 @@ pub const MIX: &[ClassProfile] = &[
         id_prefix: "meter",
         zone: "energy-ami",
         owner: "energy-utility",
-        products: &[("Landis+Gyr", "E360"), ("Kaifa", "MA304"), ("Iskra", "AM550")],
+        products: &[
+            ("Landis+Gyr", "E360"),
+            ("Kaifa", "MA304"),
+            ("Iskra", "AM550"),
+        ],
         firmware: &["2.1.7", "2.2.0", "1.9.3"],
     },
     ClassProfile {
@@ -124,7 +132,10 @@ pub const MIX: &[ClassProfile] = &[
         id_prefix: "level",
         zone: "water-ot",
         owner: "water",
-        products: &[("VEGA", "VEGAPULS C 21"), ("Endress+Hauser", "Micropilot FMR20")],
+        products: &[
+            ("VEGA", "VEGAPULS C 21"),
+            ("Endress+Hauser", "Micropilot FMR20"),
+        ],
         firmware: &["1.3.0", "01.00.03"],
     },
     ClassProfile {
@@ -160,7 +171,10 @@ pub const MIX: &[ClassProfile] = &[
         id_prefix: "hvac",
         zone: "bldg-bms",
         owner: "facilities",
-        products: &[("Siemens", "Desigo PXC5"), ("Johnson Controls", "Metasys SNE")],
+        products: &[
+            ("Siemens", "Desigo PXC5"),
+            ("Johnson Controls", "Metasys SNE"),
+        ],
         firmware: &["6.0.201", "12.0.4"],
     },
     ClassProfile {
@@ -256,7 +270,10 @@ impl Population {
 
     /// Serialises the inventory as JSON (`{"version": 1, "devices": [...]}`).
     pub fn to_json(&self) -> String {
-        let file = InventoryFile { version: INVENTORY_VERSION, devices: self.devices.clone() };
+        let file = InventoryFile {
+            version: INVENTORY_VERSION,
+            devices: self.devices.clone(),
+        };
         serde_json::to_string_pretty(&file).expect("inventory serialises")
     }
 
@@ -289,7 +306,9 @@ impl Population {
                 bail!("device {} has an empty secret", device.id);
             }
         }
-        Ok(Population { devices: file.devices })
+        Ok(Population {
+            devices: file.devices,
+        })
     }
 
     /// Writes the inventory file the platform's `citysec device import` reads.
@@ -306,12 +325,16 @@ impl Population {
         Population::from_json(&text).with_context(|| format!("load inventory {}", path.display()))
     }
 
-    /// The Mosquitto ACL granting each device exactly its own topics, plus read access to
-    /// `city/#` for `observer` when given.
+    /// The Mosquitto ACL granting each device exactly its own topics, plus, for `observer`
+    /// when given, reading every device topic and writing commands (as the platform's
+    /// command gateway would).
     pub fn mosquitto_acl(observer: Option<&str>) -> String {
         let mut acl = String::new();
         if let Some(user) = observer {
-            let _ = writeln!(acl, "user {user}\ntopic read city/#\ntopic read $SYS/#\n");
+            let _ = writeln!(
+                acl,
+                "user {user}\ntopic read city/#\ntopic write city/+/+/cmd\ntopic read $SYS/#\n"
+            );
         }
         acl.push_str(
             "# every device: its own topics only (%u = username = device id)\n\
@@ -325,7 +348,7 @@ impl Population {
 
     /// Writes `passwd` and `acl` into `dir` so this population can drive Mosquitto with
     /// the same per-device credentials and topic policy as the platform. `observer` adds a
-    /// `(user, password)` that may read every device topic. The passwd file is hashed with
+    /// `(user, password)` that may read every device topic and send commands. The passwd file is hashed with
     /// `mosquitto_passwd -U` when that program exists (see [`MosquittoFiles::hashed`]).
     pub fn write_mosquitto(
         &self,
@@ -345,7 +368,11 @@ impl Population {
         std::fs::write(&passwd, text).with_context(|| format!("write {}", passwd.display()))?;
         std::fs::write(&acl, Population::mosquitto_acl(observer.map(|(u, _)| u)))
             .with_context(|| format!("write {}", acl.display()))?;
-        let hashed = match Command::new("mosquitto_passwd").arg("-U").arg(&passwd).output() {
+        let hashed = match Command::new("mosquitto_passwd")
+            .arg("-U")
+            .arg(&passwd)
+            .output()
+        {
             Ok(out) if out.status.success() => true,
             Ok(out) => bail!(
                 "mosquitto_passwd -U {} failed: {}",
@@ -354,7 +381,11 @@ impl Population {
             ),
             Err(_) => false,
         };
-        Ok(MosquittoFiles { passwd, acl, hashed })
+        Ok(MosquittoFiles {
+            passwd,
+            acl,
+            hashed,
+        })
     }
 }
 
@@ -382,7 +413,9 @@ pub fn class_counts(devices: usize) -> Vec<usize> {
     if devices >= MIX.len() {
         for i in 0..counts.len() {
             if counts[i] == 0 {
-                let largest = (0..counts.len()).max_by_key(|&j| (counts[j], usize::MAX - j)).unwrap_or(0);
+                let largest = (0..counts.len())
+                    .max_by_key(|&j| (counts[j], usize::MAX - j))
+                    .unwrap_or(0);
                 counts[largest] -= 1;
                 counts[i] += 1;
             }
@@ -392,7 +425,8 @@ pub fn class_counts(devices: usize) -> Vec<usize> {
 }
 
 fn generate_device(profile: &ClassProfile, n: usize, rng: &mut SmallRng) -> SimDevice {
-    let id = DeviceId::new(format!("{}-{n:04}", profile.id_prefix)).expect("generated ids are valid");
+    let id =
+        DeviceId::new(format!("{}-{n:04}", profile.id_prefix)).expect("generated ids are valid");
     let (vendor, model) = profile.products[rng.random_range(0..profile.products.len())];
     let firmware = profile.firmware[rng.random_range(0..profile.firmware.len())];
     // Uniform over a disc: radius grows with the square root.
@@ -411,7 +445,10 @@ fn generate_device(profile: &ClassProfile, n: usize, rng: &mut SmallRng) -> SimD
         vendor: vendor.to_string(),
         model: model.to_string(),
         firmware: firmware.to_string(),
-        location: Location { lat: round6(lat), lon: round6(lon) },
+        location: Location {
+            lat: round6(lat),
+            lon: round6(lon),
+        },
         secret: hex::encode(secret),
     }
 }

@@ -187,7 +187,11 @@ pub async fn run(
             sirens,
             seed: config.seed,
         };
-        tasks.spawn(attack_schedule(ctx, config.population.clone(), stop_rx.clone()));
+        tasks.spawn(attack_schedule(
+            ctx,
+            config.population.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     let deadline = async {
@@ -213,7 +217,10 @@ pub async fn run(
     tracing::info!(stats = ?stats.snapshot(), "simulation stopping");
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("device tasks did not stop within 5 s, aborting them");
         tasks.abort_all();
     }
@@ -271,7 +278,11 @@ async fn device_task(
             return;
         }
         let attempt = async {
-            let _slot = shared.connect_slots.acquire().await.context("connect slots closed")?;
+            let _slot = shared
+                .connect_slots
+                .acquire()
+                .await
+                .context("connect slots closed")?;
             let id = device.id.as_str();
             let (mut stream, mut rbuf, outcome) = mqtt::connect(
                 shared.addr,
@@ -312,14 +323,27 @@ async fn device_task(
         match connected {
             Ok((stream, rbuf)) => {
                 shared.stats.connects.fetch_add(1, Ordering::Relaxed);
-                shared.stats.devices_connected.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .devices_connected
+                    .fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
                 let end = session(
-                    &shared, index, version, &mut model, &mut rng, stream, rbuf, &mut inject,
+                    &shared,
+                    index,
+                    version,
+                    &mut model,
+                    &mut rng,
+                    stream,
+                    rbuf,
+                    &mut inject,
                     &mut stop,
                 )
                 .await;
-                shared.stats.devices_connected.fetch_sub(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .devices_connected
+                    .fetch_sub(1, Ordering::Relaxed);
                 match end {
                     Ok(SessionEnd::Stopped) => return,
                     Err(err) => {
@@ -331,7 +355,10 @@ async fn device_task(
                 }
             }
             Err(err) => {
-                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(device_id = %device.id, error = %format!("{err:#}"), "connect failed");
             }
         }
@@ -374,7 +401,14 @@ async fn session(
     if actuator {
         let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
         model.state(&ts, &mut payload);
-        mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+        mqtt::encode_publish(
+            version,
+            &[&prefix, "/state"],
+            qos,
+            next_pkid(),
+            &payload,
+            &mut wbuf,
+        );
         payload.clear();
         flush(&mut stream, &mut wbuf, 1, stats).await?;
     }
@@ -506,7 +540,9 @@ async fn flush(
     stats: &SimStats,
 ) -> Result<()> {
     stream.write_all(wbuf).await.context("write to broker")?;
-    stats.bytes_sent.fetch_add(wbuf.len() as u64, Ordering::Relaxed);
+    stats
+        .bytes_sent
+        .fetch_add(wbuf.len() as u64, Ordering::Relaxed);
     if messages > 0 {
         stats.messages_sent.fetch_add(messages, Ordering::Relaxed);
     }

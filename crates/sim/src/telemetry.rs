@@ -52,9 +52,8 @@ pub fn hour_of_day(sim_ms: i64) -> f64 {
 /// A household's relative electricity demand by hour: low at night, a morning bump and an
 /// evening peak (1.0).
 pub fn residential_load(hour: f64) -> f64 {
-    let bump = |centre: f64, width: f64, height: f64| {
-        height * (-((hour - centre) / width).powi(2)).exp()
-    };
+    let bump =
+        |centre: f64, width: f64, height: f64| height * (-((hour - centre) / width).powi(2)).exp();
     (0.25 + bump(7.5, 1.5, 0.45) + bump(19.0, 2.5, 0.75) + bump(13.0, 3.0, 0.15)).min(1.0)
 }
 
@@ -202,7 +201,11 @@ impl DeviceModel {
             DeviceClass::EvCharger => {
                 let busy = 0.3 + 0.5 * residential_load(hour);
                 let active = self.on && self.rng.random_bool(busy.min(0.95));
-                let power = if active { 11.0 * base.min(1.0) + self.noise(0.3) } else { 0.0 };
+                let power = if active {
+                    11.0 * base.min(1.0) + self.noise(0.3)
+                } else {
+                    0.0
+                };
                 self.energy_kwh += power * dt_h;
                 write!(
                     out,
@@ -222,10 +225,18 @@ impl DeviceModel {
                 )
             }
             DeviceClass::StreetLight => {
-                let dim = if self.level >= 0.0 { self.level as u8 } else { street_light_dim(hour) };
+                let dim = if self.level >= 0.0 {
+                    self.level as u8
+                } else {
+                    street_light_dim(hour)
+                };
                 let on = self.on || dim > 0;
                 let dim = if on && dim == 0 { 100 } else { dim };
-                let power = if on { 120.0 * base * f64::from(dim) / 100.0 } else { 0.4 };
+                let power = if on {
+                    120.0 * base * f64::from(dim) / 100.0
+                } else {
+                    0.4
+                };
                 write!(
                     out,
                     r#"{{"on":{on},"dim_pct":{dim},"power_w":{power:.1},"ts":"{ts}"}}"#
@@ -265,7 +276,8 @@ impl DeviceModel {
                 write!(out, r#"{{"position_pct":{:.1},"ts":"{ts}"}}"#, self.level)
             }
             DeviceClass::LevelSensor => {
-                let level = 2.0 * base + 0.5 * (hour / 24.0 * std::f64::consts::TAU).sin()
+                let level = 2.0 * base
+                    + 0.5 * (hour / 24.0 * std::f64::consts::TAU).sin()
                     + self.noise(0.01);
                 write!(out, r#"{{"level_m":{level:.3},"ts":"{ts}"}}"#)
             }
@@ -294,7 +306,11 @@ impl DeviceModel {
                 let temp = 11.0 + 5.0 * daily + self.noise(0.3);
                 let humidity = (75.0 - 15.0 * daily + self.noise(2.0)).clamp(20.0, 100.0);
                 let wind = (4.0 + self.noise(2.0)).max(0.0);
-                let rain = if self.rng.random_bool(0.1) { self.rng.random_range(0.1..2.0) } else { 0.0 };
+                let rain = if self.rng.random_bool(0.1) {
+                    self.rng.random_range(0.1..2.0)
+                } else {
+                    0.0
+                };
                 write!(
                     out,
                     r#"{{"temp_c":{temp:.1},"humidity_pct":{humidity:.0},"wind_ms":{wind:.1},"rain_mm":{rain:.1},"ts":"{ts}"}}"#
@@ -302,7 +318,11 @@ impl DeviceModel {
             }
             DeviceClass::Hvac => {
                 let occupied = (7.0..19.0).contains(&hour);
-                let target = if occupied { f64::from(self.level) } else { f64::from(self.level) - 3.0 };
+                let target = if occupied {
+                    f64::from(self.level)
+                } else {
+                    f64::from(self.level) - 3.0
+                };
                 let temp = target + self.noise(0.6);
                 write!(
                     out,
@@ -312,9 +332,17 @@ impl DeviceModel {
                 )
             }
             DeviceClass::AccessControl => {
-                let busy = if (7.0..19.0).contains(&hour) { 4.0 } else { 0.3 };
+                let busy = if (7.0..19.0).contains(&hour) {
+                    4.0
+                } else {
+                    0.3
+                };
                 let badges = (self.rng.random::<f64>() * busy * 2.0) as u32;
-                let door = if badges > 0 && self.rng.random_bool(0.3) { "open" } else { "closed" };
+                let door = if badges > 0 && self.rng.random_bool(0.3) {
+                    "open"
+                } else {
+                    "closed"
+                };
                 write!(
                     out,
                     r#"{{"door":"{door}","badge_events":{badges},"locked":{},"ts":"{ts}"}}"#,
@@ -331,11 +359,19 @@ impl DeviceModel {
             DeviceClass::Siren => write!(out, r#"{{"sounding":{on},"ts":"{ts}"}}"#),
             DeviceClass::TrafficSignal => {
                 let mode = if self.mode == 0 { "flash" } else { "normal" };
-                write!(out, r#"{{"mode":"{mode}","plan":{},"ts":"{ts}"}}"#, self.mode)
+                write!(
+                    out,
+                    r#"{{"mode":"{mode}","plan":{},"ts":"{ts}"}}"#,
+                    self.mode
+                )
             }
             DeviceClass::EvCharger => write!(out, r#"{{"enabled":{on},"ts":"{ts}"}}"#),
             DeviceClass::StreetLight => {
-                write!(out, r#"{{"forced_on":{on},"dim_pct":{},"ts":"{ts}"}}"#, self.level)
+                write!(
+                    out,
+                    r#"{{"forced_on":{on},"dim_pct":{},"ts":"{ts}"}}"#,
+                    self.level
+                )
             }
             DeviceClass::FeederBreaker => write!(out, r#"{{"closed":{on},"ts":"{ts}"}}"#),
             DeviceClass::Pump => write!(out, r#"{{"running":{on},"ts":"{ts}"}}"#),
@@ -403,9 +439,11 @@ impl DeviceModel {
                 _ => false,
             },
             (DeviceClass::Hvac, "set_mode") => {
-                match cmd.get("mode").and_then(Value::as_str).and_then(|m| {
-                    HVAC_MODES.iter().position(|x| *x == m)
-                }) {
+                match cmd
+                    .get("mode")
+                    .and_then(Value::as_str)
+                    .and_then(|m| HVAC_MODES.iter().position(|x| *x == m))
+                {
                     Some(i) => {
                         self.mode = i as u8;
                         true
@@ -445,12 +483,20 @@ impl DeviceModel {
         ack.insert("action".into(), Value::String(action.clone()));
         ack.insert("ok".into(), Value::Bool(ok));
         if !ok {
-            ack.insert("error".into(), Value::String("unsupported action or argument".into()));
+            ack.insert(
+                "error".into(),
+                Value::String("unsupported action or argument".into()),
+            );
         }
         ack.insert("ts".into(), Value::String(ts.to_string()));
         let ack = serde_json::to_vec(&Value::Object(ack)).expect("ack serialises");
         let state_changed = before != (self.on, self.level, self.mode);
-        Some(CommandOutcome { action, ok, ack, state_changed })
+        Some(CommandOutcome {
+            action,
+            ok,
+            ack,
+            state_changed,
+        })
     }
 }
 

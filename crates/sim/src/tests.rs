@@ -41,7 +41,15 @@ fn mix_table_covers_every_class_and_sums_to_one() {
 
 #[test]
 fn class_counts_sum_and_minimum() {
-    for (devices, min) in [(0, 0), (1, 0), (14, 0), (15, 1), (50, 1), (1000, 1), (50_000, 1)] {
+    for (devices, min) in [
+        (0, 0),
+        (1, 0),
+        (14, 0),
+        (15, 1),
+        (50, 1),
+        (1000, 1),
+        (50_000, 1),
+    ] {
         let counts = class_counts(devices);
         assert_eq!(counts.iter().sum::<usize>(), devices, "{devices}");
         assert!(counts.iter().all(|&c| c >= min), "{devices}: {counts:?}");
@@ -50,7 +58,11 @@ fn class_counts_sum_and_minimum() {
     let counts = class_counts(100_000);
     for (p, count) in MIX.iter().zip(counts) {
         let exact = 100_000.0 * f64::from(p.per_mille) / 1000.0;
-        assert!((count as f64 - exact).abs() <= 16.0, "{}: {count} vs {exact}", p.class);
+        assert!(
+            (count as f64 - exact).abs() <= 16.0,
+            "{}: {count} vs {exact}",
+            p.class
+        );
     }
 }
 
@@ -82,10 +94,20 @@ fn population_devices_are_well_formed() {
         assert_eq!(d.secret.len(), 64);
         assert!(d.secret.bytes().all(|b| b.is_ascii_hexdigit()));
         let prefix = profile(d.class).id_prefix;
-        let num = d.id.as_str().strip_prefix(prefix).and_then(|r| r.strip_prefix('-'));
-        assert!(num.is_some_and(|n| n.len() >= 4 && n.parse::<u32>().is_ok()), "{}", d.id);
+        let num =
+            d.id.as_str()
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('-'));
+        assert!(
+            num.is_some_and(|n| n.len() >= 4 && n.parse::<u32>().is_ok()),
+            "{}",
+            d.id
+        );
         let (lat, lon) = (d.location.lat, d.location.lon);
-        assert!((52.27..52.47).contains(&lat) && (4.73..5.05).contains(&lon), "{lat},{lon}");
+        assert!(
+            (52.27..52.47).contains(&lat) && (4.73..5.05).contains(&lon),
+            "{lat},{lon}"
+        );
         assert!(!d.zone.is_empty() && !d.owner.is_empty() && !d.vendor.is_empty());
     }
     assert!(pop.get("siren-0001").is_some());
@@ -110,17 +132,29 @@ fn inventory_json_round_trip_and_shape() {
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(json["version"], 1);
     let first = &json["devices"][0];
-    let mut keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["class", "firmware", "id", "location", "model", "owner", "secret", "sector", "vendor", "zone"]
+        [
+            "class", "firmware", "id", "location", "model", "owner", "secret", "sector", "vendor",
+            "zone"
+        ]
     );
     assert_eq!(first["id"], "siren-0001");
     assert_eq!(first["sector"], "public_safety");
     assert_eq!(first["class"], "siren");
     assert!(first["location"]["lat"].is_f64() && first["location"]["lon"].is_f64());
-    let tsig = json["devices"].as_array().unwrap().iter().find(|d| d["class"] == "traffic_signal");
+    let tsig = json["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["class"] == "traffic_signal");
     assert_eq!(tsig.unwrap()["sector"], "transport");
 }
 
@@ -129,10 +163,22 @@ fn inventory_rejects_bad_files() {
     let pop = Population::generate(20, 3);
     let good = pop.to_json();
     let cases = [
-        (good.replacen("\"version\": 1", "\"version\": 2", 1), "unsupported inventory version"),
-        (good.replacen("\"sector\": \"public_safety\"", "\"sector\": \"water\"", 1), "sector water"),
-        (good.replacen("\"id\": \"camera-0001\"", "\"id\": \"siren-0001\"", 1), "duplicate device id"),
-        (good.replacen("\"id\": \"siren-0001\"", "\"id\": \"bad/id\"", 1), "parse device inventory"),
+        (
+            good.replacen("\"version\": 1", "\"version\": 2", 1),
+            "unsupported inventory version",
+        ),
+        (
+            good.replacen("\"sector\": \"public_safety\"", "\"sector\": \"water\"", 1),
+            "sector water",
+        ),
+        (
+            good.replacen("\"id\": \"camera-0001\"", "\"id\": \"siren-0001\"", 1),
+            "duplicate device id",
+        ),
+        (
+            good.replacen("\"id\": \"siren-0001\"", "\"id\": \"bad/id\"", 1),
+            "parse device inventory",
+        ),
         ("{}".to_string(), "parse device inventory"),
     ];
     for (text, expected) in cases {
@@ -145,14 +191,22 @@ fn inventory_rejects_bad_files() {
 fn mosquitto_files() {
     let pop = Population::generate(20, 3);
     let dir = tempfile::tempdir().unwrap();
-    let files = pop.write_mosquitto(dir.path(), Some(("observer", "pw"))).unwrap();
+    let files = pop
+        .write_mosquitto(dir.path(), Some(("observer", "pw")))
+        .unwrap();
     let passwd = std::fs::read_to_string(&files.passwd).unwrap();
     assert_eq!(passwd.lines().count(), 21);
     assert!(passwd.starts_with("observer:"));
-    let line = passwd.lines().find(|l| l.starts_with("siren-0001:")).unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("siren-0001:"))
+        .unwrap();
     let secret = &pop.get("siren-0001").unwrap().secret;
     if files.hashed {
-        assert!(line.starts_with("siren-0001:$7$") || line.starts_with("siren-0001:$6$"), "{line}");
+        assert!(
+            line.starts_with("siren-0001:$7$") || line.starts_with("siren-0001:$6$"),
+            "{line}"
+        );
         assert!(!line.contains(secret.as_str()));
     } else {
         assert_eq!(line, format!("siren-0001:{secret}"));
@@ -171,19 +225,34 @@ fn mosquitto_files() {
 
 /// Field names each class's payload must carry (SenML names for the meter).
 const PAYLOAD_FIELDS: &[(DeviceClass, &[&str])] = &[
-    (DeviceClass::Siren, &["sounding", "battery_v", "cabinet_open"]),
+    (
+        DeviceClass::Siren,
+        &["sounding", "battery_v", "cabinet_open"],
+    ),
     (DeviceClass::Camera, &["fps", "bitrate_kbps", "recording"]),
     (DeviceClass::TrafficSignal, &["phase", "plan", "fault"]),
-    (DeviceClass::EvCharger, &["power_kw", "session_active", "energy_kwh"]),
+    (
+        DeviceClass::EvCharger,
+        &["power_kw", "session_active", "energy_kwh"],
+    ),
     (DeviceClass::SmartMeter, &["energy", "power", "voltage"]),
     (DeviceClass::StreetLight, &["on", "dim_pct", "power_w"]),
     (DeviceClass::FeederBreaker, &["closed", "current_a"]),
-    (DeviceClass::Pump, &["flow_lps", "pressure_bar", "rpm", "motor_temp_c"]),
+    (
+        DeviceClass::Pump,
+        &["flow_lps", "pressure_bar", "rpm", "motor_temp_c"],
+    ),
     (DeviceClass::Valve, &["position_pct"]),
     (DeviceClass::LevelSensor, &["level_m"]),
-    (DeviceClass::QualitySensor, &["ph", "turbidity_ntu", "chlorine_mgl"]),
+    (
+        DeviceClass::QualitySensor,
+        &["ph", "turbidity_ntu", "chlorine_mgl"],
+    ),
     (DeviceClass::AirQuality, &["pm2_5", "pm10", "no2", "o3"]),
-    (DeviceClass::Weather, &["temp_c", "humidity_pct", "wind_ms", "rain_mm"]),
+    (
+        DeviceClass::Weather,
+        &["temp_c", "humidity_pct", "wind_ms", "rain_mm"],
+    ),
     (DeviceClass::Hvac, &["temp_c", "setpoint_c", "mode"]),
     (DeviceClass::AccessControl, &["door", "badge_events"]),
 ];
@@ -204,7 +273,9 @@ fn payloads_are_valid_for_every_class() {
             if class == DeviceClass::SmartMeter {
                 check_senml(&v, sim_ms, fields);
             } else {
-                let obj = v.as_object().unwrap_or_else(|| panic!("{class}: not an object"));
+                let obj = v
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{class}: not an object"));
                 for f in fields {
                     let value = &obj[*f];
                     assert!(!value.is_null(), "{class}: {f} missing in {v}");
@@ -284,21 +355,89 @@ fn cadences_match_the_brief() {
 fn actuators_apply_commands_and_ack() {
     // (class, command, ok, field in state, expected value after)
     let cases: &[(DeviceClass, &str, bool, &str, Value)] = &[
-        (DeviceClass::Siren, r#"{"action":"sound","id":"c-1"}"#, true, "sounding", Value::Bool(true)),
-        (DeviceClass::Valve, r#"{"action":"set_position","position_pct":25}"#, true, "position_pct", 25.0.into()),
-        (DeviceClass::Valve, r#"{"action":"set_position","position_pct":250}"#, false, "position_pct", 100.0.into()),
-        (DeviceClass::Pump, r#"{"action":"stop"}"#, true, "running", Value::Bool(false)),
-        (DeviceClass::FeederBreaker, r#"{"action":"open"}"#, true, "closed", Value::Bool(false)),
-        (DeviceClass::AccessControl, r#"{"action":"unlock"}"#, true, "locked", Value::Bool(false)),
-        (DeviceClass::Hvac, r#"{"action":"set_mode","mode":"cool"}"#, true, "mode", "cool".into()),
-        (DeviceClass::TrafficSignal, r#"{"action":"flash"}"#, true, "mode", "flash".into()),
-        (DeviceClass::StreetLight, r#"{"action":"dim","dim_pct":30}"#, true, "dim_pct", 30.0.into()),
-        (DeviceClass::EvCharger, r#"{"action":"disable"}"#, true, "enabled", Value::Bool(false)),
-        (DeviceClass::Siren, r#"{"action":"self_destruct"}"#, false, "sounding", Value::Bool(false)),
+        (
+            DeviceClass::Siren,
+            r#"{"action":"sound","id":"c-1"}"#,
+            true,
+            "sounding",
+            Value::Bool(true),
+        ),
+        (
+            DeviceClass::Valve,
+            r#"{"action":"set_position","position_pct":25}"#,
+            true,
+            "position_pct",
+            25.0.into(),
+        ),
+        (
+            DeviceClass::Valve,
+            r#"{"action":"set_position","position_pct":250}"#,
+            false,
+            "position_pct",
+            100.0.into(),
+        ),
+        (
+            DeviceClass::Pump,
+            r#"{"action":"stop"}"#,
+            true,
+            "running",
+            Value::Bool(false),
+        ),
+        (
+            DeviceClass::FeederBreaker,
+            r#"{"action":"open"}"#,
+            true,
+            "closed",
+            Value::Bool(false),
+        ),
+        (
+            DeviceClass::AccessControl,
+            r#"{"action":"unlock"}"#,
+            true,
+            "locked",
+            Value::Bool(false),
+        ),
+        (
+            DeviceClass::Hvac,
+            r#"{"action":"set_mode","mode":"cool"}"#,
+            true,
+            "mode",
+            "cool".into(),
+        ),
+        (
+            DeviceClass::TrafficSignal,
+            r#"{"action":"flash"}"#,
+            true,
+            "mode",
+            "flash".into(),
+        ),
+        (
+            DeviceClass::StreetLight,
+            r#"{"action":"dim","dim_pct":30}"#,
+            true,
+            "dim_pct",
+            30.0.into(),
+        ),
+        (
+            DeviceClass::EvCharger,
+            r#"{"action":"disable"}"#,
+            true,
+            "enabled",
+            Value::Bool(false),
+        ),
+        (
+            DeviceClass::Siren,
+            r#"{"action":"self_destruct"}"#,
+            false,
+            "sounding",
+            Value::Bool(false),
+        ),
     ];
     for (class, cmd, ok, field, after) in cases {
         let mut model = DeviceModel::new(*class, 1);
-        let outcome = model.apply_command(cmd.as_bytes(), "2026-11-22T00:00:00.000Z").unwrap();
+        let outcome = model
+            .apply_command(cmd.as_bytes(), "2026-11-22T00:00:00.000Z")
+            .unwrap();
         assert_eq!(outcome.ok, *ok, "{class} {cmd}");
         let ack: Value = serde_json::from_slice(&outcome.ack).unwrap();
         let sent: Value = serde_json::from_str(cmd).unwrap();
@@ -326,15 +465,26 @@ fn actuators_apply_commands_and_ack() {
 
 #[test]
 fn publish_encoding_matches_rumqttc() {
-    use rumqttc::mqttbytes::v4;
     use rumqttc::mqttbytes::QoS as Q4;
+    use rumqttc::mqttbytes::v4;
     use rumqttc::v5::mqttbytes::QoS as Q5;
     use rumqttc::v5::mqttbytes::v5;
     let payload = vec![b'x'; 300]; // forces a two-byte remaining length
     for qos in [0u8, 1] {
         let mut ours = BytesMut::new();
-        mqtt::encode_publish(Version::V4, &["city/water/", "pump-1/telemetry"], qos, 7, &payload, &mut ours);
-        let q4 = if qos == 0 { Q4::AtMostOnce } else { Q4::AtLeastOnce };
+        mqtt::encode_publish(
+            Version::V4,
+            &["city/water/", "pump-1/telemetry"],
+            qos,
+            7,
+            &payload,
+            &mut ours,
+        );
+        let q4 = if qos == 0 {
+            Q4::AtMostOnce
+        } else {
+            Q4::AtLeastOnce
+        };
         let mut p = v4::Publish::new("city/water/pump-1/telemetry", q4, payload.clone());
         p.pkid = if qos == 0 { 0 } else { 7 };
         let mut theirs = BytesMut::new();
@@ -342,8 +492,19 @@ fn publish_encoding_matches_rumqttc() {
         assert_eq!(ours, theirs, "v4 qos {qos}");
 
         let mut ours = BytesMut::new();
-        mqtt::encode_publish(Version::V5, &["city/water/pump-1/telemetry"], qos, 7, &payload, &mut ours);
-        let q5 = if qos == 0 { Q5::AtMostOnce } else { Q5::AtLeastOnce };
+        mqtt::encode_publish(
+            Version::V5,
+            &["city/water/pump-1/telemetry"],
+            qos,
+            7,
+            &payload,
+            &mut ours,
+        );
+        let q5 = if qos == 0 {
+            Q5::AtMostOnce
+        } else {
+            Q5::AtLeastOnce
+        };
         let mut p = v5::Publish::new("city/water/pump-1/telemetry", q5, payload.clone(), None);
         p.pkid = if qos == 0 { 0 } else { 7 };
         let mut theirs = BytesMut::new();
@@ -357,10 +518,16 @@ fn read_packet_handles_partial_input_and_commands() {
     use rumqttc::mqttbytes::QoS as Q4;
     use rumqttc::mqttbytes::v4;
     let mut wire = BytesMut::new();
-    v4::ConnAck::new(v4::ConnectReturnCode::BadUserNamePassword, false).write(&mut wire).unwrap();
-    v4::Publish::new("city/public_safety/siren-1/cmd", Q4::AtMostOnce, &b"{\"action\":\"sound\"}"[..])
+    v4::ConnAck::new(v4::ConnectReturnCode::BadUserNamePassword, false)
         .write(&mut wire)
         .unwrap();
+    v4::Publish::new(
+        "city/public_safety/siren-1/cmd",
+        Q4::AtMostOnce,
+        &b"{\"action\":\"sound\"}"[..],
+    )
+    .write(&mut wire)
+    .unwrap();
     let full = wire.clone();
     // Byte by byte: never a packet before it is complete.
     let mut buf = BytesMut::new();
@@ -372,7 +539,13 @@ fn read_packet_handles_partial_input_and_commands() {
         }
     }
     assert_eq!(got.len(), 2);
-    assert!(matches!(&got[0], Incoming::ConnAck { accepted: false, .. }));
+    assert!(matches!(
+        &got[0],
+        Incoming::ConnAck {
+            accepted: false,
+            ..
+        }
+    ));
     assert_eq!(
         got[1],
         Incoming::Publish {
@@ -418,5 +591,9 @@ fn attack_plan_is_reproducible_and_within_the_first_minute() {
     assert_eq!(next[0].at, config.first_after + config.repeat_every);
     // No sirens or cameras: those attacks are left out.
     let tiny = Population::generate(1, 1);
-    assert!(plan_cycle(&tiny, &config, 5, 0).iter().all(|a| a.kind.name() == "password_spray"));
+    assert!(
+        plan_cycle(&tiny, &config, 5, 0)
+            .iter()
+            .all(|a| a.kind.name() == "password_spray")
+    );
 }
