@@ -1,0 +1,98 @@
+//! The citysec HTTP API: JSON under `/api/v1/` with an OpenAPI 3.1 document at
+//! `/api/v1/openapi.json`, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! [`router`] builds an `axum::Router` from [`ApiState`]: the store (read paths), a
+//! [`Platform`] that `app` implements (write paths that need the running platform), a metrics
+//! renderer and a readiness flag. Every route is listed once in [`routes::ROUTES`], from which
+//! the router is built and against which the OpenAPI document is tested.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+mod api;
+mod auth;
+mod error;
+mod platform;
+pub mod routes;
+
+pub use crate::auth::{Principal, Role, token_sha256};
+pub use crate::error::{ApiError, status_for};
+pub use crate::platform::{
+    ImportFormat, ImportReport, ImportRowError, NewDevice, Platform, PlatformError, Status,
+};
+
+/// The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Request bodies larger than this are refused with 413 (imports have their own limit).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// The body limit of `POST /api/v1/devices/import`.
+pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Everything the API needs from the rest of the platform.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn store::Store>,
+    pub platform: Arc<dyn Platform>,
+    /// Renders the Prometheus text exposition.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Whether `/readyz` answers 200.
+    pub ready: Arc<AtomicBool>,
+    /// Whether `/metrics` may be read without a token (default: no).
+    pub metrics_public: bool,
+}
+
+/// The state handlers share: the caller's [`ApiState`] and the token cache.
+pub(crate) struct Shared {
+    pub api: ApiState,
+    pub tokens: auth::TokenCache,
+}
+
+/// Builds the API router.
+pub fn router(state: ApiState) -> Router {
+    let shared = Arc::new(Shared {
+        api: state,
+        tokens: auth::TokenCache::new(),
+    });
+    routes::build(shared)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(harden))
+}
+
+/// Outermost middleware: security headers on every response, and the one log line for a
+/// server-side failure.
+async fn harden(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await.into_response();
+    if let Some(detail) = response.extensions_mut().remove::<error::FailureDetail>() {
+        tracing::error!(%method, %path, status = response.status().as_u16(), error = %detail.0, "request failed");
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests;

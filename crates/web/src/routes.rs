@@ -1,0 +1,164 @@
+//! The route table: every route the API serves, with the role it needs. The router is built
+//! from [`ROUTES`] and a test checks the OpenAPI document against it, so they cannot drift.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use crate::auth::{Guard, Role, require_role};
+use crate::{IMPORT_BODY_LIMIT, Shared, api};
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verb {
+    Get,
+    Post,
+}
+
+impl Verb {
+    /// The lowercase name, as OpenAPI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// Anyone when `ApiState::metrics_public`, otherwise a viewer token.
+    Metrics,
+    /// A bearer token with at least this role.
+    Role(Role),
+}
+
+/// One route of the API.
+pub struct Route {
+    pub verb: Verb,
+    /// The axum path, which is also the OpenAPI path (`{id}` parameters).
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn(MethodFilter) -> MethodRouter<Arc<Shared>>,
+}
+
+const VIEWER: Access = Access::Role(Role::Viewer);
+const ADMIN: Access = Access::Role(Role::Admin);
+
+/// Every route the API serves.
+pub static ROUTES: &[Route] = &[
+    Route {
+        verb: Verb::Get,
+        path: "/healthz",
+        access: Access::Public,
+        handler: |m| on(m, api::healthz),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/readyz",
+        access: Access::Public,
+        handler: |m| on(m, api::readyz),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/metrics",
+        access: Access::Metrics,
+        handler: |m| on(m, api::metrics),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/openapi.json",
+        access: Access::Public,
+        handler: |m| on(m, api::openapi),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/status",
+        access: VIEWER,
+        handler: |m| on(m, api::status),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/devices",
+        access: VIEWER,
+        handler: |m| on(m, api::list_devices),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/devices",
+        access: ADMIN,
+        handler: |m| on(m, api::create_device),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/devices/import",
+        access: ADMIN,
+        handler: |m| on(m, api::import_devices).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/devices/{id}",
+        access: VIEWER,
+        handler: |m| on(m, api::get_device),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/devices/{id}/revoke",
+        access: ADMIN,
+        handler: |m| on(m, api::revoke_device),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/alerts",
+        access: VIEWER,
+        handler: |m| on(m, api::list_alerts),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/alerts/{id}",
+        access: VIEWER,
+        handler: |m| on(m, api::get_alert),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/events",
+        access: VIEWER,
+        handler: |m| on(m, api::list_events),
+    },
+];
+
+/// Builds the routes of [`ROUTES`], each behind its access check.
+pub(crate) fn build(shared: Arc<Shared>) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES {
+        let mut method_router = (route.handler)(route.verb.filter());
+        let min_role = match route.access {
+            Access::Public => None,
+            Access::Metrics => (!shared.api.metrics_public).then_some(Role::Viewer),
+            Access::Role(role) => Some(role),
+        };
+        if let Some(min_role) = min_role {
+            let guard = Guard {
+                state: shared.clone(),
+                min_role,
+            };
+            method_router =
+                method_router.route_layer(middleware::from_fn_with_state(guard, require_role));
+        }
+        router = router.route(route.path, method_router);
+    }
+    router.with_state(shared)
+}
