@@ -79,7 +79,7 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     const TTL: Duration = Duration::from_secs(10);
-    const MAX_ENTRIES: usize = 1024;
+    pub(crate) const MAX_ENTRIES: usize = 1024;
 
     pub(crate) fn new() -> TokenCache {
         TokenCache {
@@ -87,7 +87,7 @@ impl TokenCache {
         }
     }
 
-    fn get(&self, sha256: &str) -> Option<Principal> {
+    pub(crate) fn get(&self, sha256: &str) -> Option<Principal> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(sha256)
@@ -95,7 +95,12 @@ impl TokenCache {
             .map(|(p, _)| p.clone())
     }
 
-    fn put(&self, sha256: String, principal: Principal) {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub(crate) fn put(&self, sha256: String, principal: Principal) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= TokenCache::MAX_ENTRIES {
             entries.retain(|_, (_, at)| at.elapsed() < TokenCache::TTL);

@@ -1319,3 +1319,28 @@ async fn router_serves_every_route_in_the_table() {
     );
     assert_eq!(reply.json()["info"]["title"], "citysec API");
 }
+
+#[test]
+fn token_cache_is_bounded() {
+    use crate::auth::{Principal, Role, TokenCache};
+    let cache = TokenCache::new();
+    let principal = Principal {
+        name: "t".into(),
+        role: Role::Viewer,
+    };
+    for i in 0..TokenCache::MAX_ENTRIES * 3 {
+        cache.put(format!("{i:064x}"), principal.clone());
+        assert!(cache.len() <= TokenCache::MAX_ENTRIES);
+    }
+    let last = format!("{:064x}", TokenCache::MAX_ENTRIES * 3 - 1);
+    assert_eq!(cache.get(&last), Some(principal));
+    assert_eq!(cache.get("unknown"), None);
+}
+
+#[test]
+fn token_sha256_is_lowercase_hex() {
+    assert_eq!(
+        token_sha256("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
