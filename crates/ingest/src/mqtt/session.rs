@@ -94,9 +94,12 @@ enum State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Inflight {
-    AwaitAck,
-    AwaitRec,
-    AwaitComp,
+    /// QoS 1, waiting for PUBACK.
+    Ack,
+    /// QoS 2, waiting for PUBREC.
+    Rec,
+    /// QoS 2, PUBREL sent, waiting for PUBCOMP.
+    Comp,
 }
 
 /// The topics an authenticated device owns, computed once at CONNECT.
@@ -315,9 +318,9 @@ impl Connection {
             self.inflight.insert(
                 pkid,
                 if qos == 1 {
-                    Inflight::AwaitAck
+                    Inflight::Ack
                 } else {
-                    Inflight::AwaitRec
+                    Inflight::Rec
                 },
             );
         }
@@ -331,10 +334,10 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        if let Some(v) = self.version {
-            if self.state == State::Connected {
-                proto::write_disconnect(v, reason, &mut out.write);
-            }
+        if let Some(v) = self.version
+            && self.state == State::Connected
+        {
+            proto::write_disconnect(v, reason, &mut out.write);
         }
         self.close(now, text, true, out);
     }
@@ -344,12 +347,11 @@ impl Connection {
     /// the end was not clean.
     pub fn close(&mut self, now: Timestamp, reason: &str, clean: bool, out: &mut Output) {
         if self.state == State::Connected {
-            if !clean {
-                if let (Some(will), Some(session)) = (self.will.take(), &self.session) {
-                    if let Some(channel) = channel_of(session, &will.topic) {
-                        self.ingest(channel, &will.topic, &will.payload, now, out);
-                    }
-                }
+            if !clean
+                && let (Some(will), Some(session)) = (self.will.take(), &self.session)
+                && let Some(channel) = channel_of(session, &will.topic)
+            {
+                self.ingest(channel, &will.topic, &will.payload, now, out);
             }
             let suppressed = self.budget.take_suppressed();
             if suppressed > 0 {
@@ -393,10 +395,10 @@ impl Connection {
             why.to_owned(),
         );
         out.events.push(ev);
-        if let Some(v) = self.version {
-            if self.state == State::Connected {
-                proto::write_disconnect(v, DisconnectReason::Malformed, &mut out.write);
-            }
+        if let Some(v) = self.version
+            && self.state == State::Connected
+        {
+            proto::write_disconnect(v, DisconnectReason::Malformed, &mut out.write);
         }
         self.close(now, "malformed packet", false, out);
     }
@@ -410,10 +412,10 @@ impl Connection {
             why.to_owned(),
         );
         out.events.push(ev);
-        if let Some(v) = self.version {
-            if self.state == State::Connected {
-                proto::write_disconnect(v, DisconnectReason::ProtocolError, &mut out.write);
-            }
+        if let Some(v) = self.version
+            && self.state == State::Connected
+        {
+            proto::write_disconnect(v, DisconnectReason::ProtocolError, &mut out.write);
         }
         self.close(now, "protocol error", false, out);
     }
@@ -463,13 +465,13 @@ impl Connection {
                 out,
             ),
             Inbound::PubAck(pkid) => {
-                if self.inflight.get(&pkid) == Some(&Inflight::AwaitAck) {
+                if self.inflight.get(&pkid) == Some(&Inflight::Ack) {
                     self.inflight.remove(&pkid);
                 }
             }
             Inbound::PubRec(pkid) => {
                 if let Some(state) = self.inflight.get_mut(&pkid) {
-                    *state = Inflight::AwaitComp;
+                    *state = Inflight::Comp;
                 }
                 proto::write_pubrel(version, pkid, &mut out.write);
             }

@@ -356,10 +356,20 @@ impl Run {
     }
 }
 
+/// (client id, username, password, 3.1.1 code, 5.0 code, event prefix)
+type ConnectCase = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    u8,
+    &'static str,
+    &'static str,
+);
+
 #[test]
 fn connect_decisions() {
     // (client id, username, password, 3.1.1 code, 5.0 code, event)
-    let cases: &[(&str, Option<&str>, Option<&str>, u8, &str, &str)] = &[
+    let cases: &[ConnectCase] = &[
         (
             "pump-7",
             Some("pump-7"),

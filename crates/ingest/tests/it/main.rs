@@ -1,0 +1,723 @@
+//! Integration tests: a real [`Broker`] on loopback, driven by Debian's `mosquitto_pub` and
+//! `mosquitto_sub` over MQTT 3.1.1 and 5.0, plain and mutual TLS.
+//!
+//! Without the mosquitto clients these tests print "skipping: ..." and pass, unless
+//! `CITYSEC_REQUIRE_PEERS=1`.
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::credentials;
+use ingest::mqtt::{Broker, BrokerHandle, DeviceDirectory, EventSink, MqttConfig, SinkClosed};
+use model::{
+    Credential, Device, DeviceClass, DeviceId, DeviceStatus, Event, EventKind, SecurityEventKind,
+    Timestamp,
+};
+use parking_lot::Mutex;
+use tokio::process::Command;
+
+const SECRET: &str = "s3cret-for-tests";
+
+struct MemDirectory(Mutex<HashMap<String, Arc<Device>>>);
+
+impl DeviceDirectory for MemDirectory {
+    fn get(&self, id: &str) -> Option<Arc<Device>> {
+        self.0.lock().get(id).cloned()
+    }
+}
+
+#[derive(Default)]
+struct MemSink {
+    events: Mutex<Vec<Event>>,
+    notify: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl EventSink for MemSink {
+    async fn send(&self, events: Vec<Event>) -> Result<(), SinkClosed> {
+        self.events.lock().extend(events);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+impl MemSink {
+    /// Waits (up to 5 s) for an event matching `pred` and returns it.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let notified = self.notify.notified();
+            if let Some(e) = self.events.lock().iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<String> = self.events.lock().iter().map(render).collect();
+                panic!("no event {what}; seen: {seen:#?}");
+            }
+        }
+    }
+}
+
+fn render(e: &Event) -> String {
+    match &e.kind {
+        EventKind::Security(s) => format!(
+            "{} {} {}",
+            s.action,
+            s.reason.as_deref().unwrap_or(""),
+            s.topic.as_deref().unwrap_or("")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn security(kind: SecurityEventKind, reason: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(&e.kind, EventKind::Security(s) if s.action == kind && s.reason.as_deref().is_some_and(|r| r.contains(reason)))
+}
+
+fn device(id: &str, class: DeviceClass, credentials: Vec<Credential>) -> Arc<Device> {
+    Arc::new(Device {
+        id: DeviceId::new(id).unwrap(),
+        sector: class.sector(),
+        class,
+        zone: "z".into(),
+        owner: "o".into(),
+        vendor: "v".into(),
+        model: "m".into(),
+        firmware: "1".into(),
+        location: None,
+        credentials,
+        status: DeviceStatus::Active,
+        created_at: Timestamp::from_millis(0),
+    })
+}
+
+struct Fixture {
+    broker: BrokerHandle,
+    sink: Arc<MemSink>,
+}
+
+fn directory() -> Arc<MemDirectory> {
+    let secret = Credential::Secret {
+        hash: credentials::hash_secret(SECRET),
+    };
+    let mut map = HashMap::new();
+    for d in [
+        device("pump-7", DeviceClass::Pump, vec![secret.clone()]),
+        device("siren-1", DeviceClass::Siren, vec![secret.clone()]),
+        device("cam-1", DeviceClass::Camera, vec![]),
+    ] {
+        map.insert(d.id.as_str().to_owned(), d);
+    }
+    Arc::new(MemDirectory(Mutex::new(map)))
+}
+
+fn start(config: MqttConfig, dir: Arc<MemDirectory>) -> Fixture {
+    let sink = Arc::new(MemSink::default());
+    let broker = Broker::start(config, dir, Arc::clone(&sink) as Arc<dyn EventSink>).unwrap();
+    Fixture { broker, sink }
+}
+
+fn local_config() -> MqttConfig {
+    MqttConfig {
+        listen: "127.0.0.1:0".into(),
+        ..MqttConfig::default()
+    }
+}
+
+/// Whether the mosquitto clients are installed; fails instead when peers are required.
+fn have_mosquitto() -> bool {
+    let found = std::process::Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CITYSEC_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "mosquitto_pub not installed and CITYSEC_REQUIRE_PEERS=1"
+        );
+        eprintln!(
+            "skipping: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
+        );
+    }
+    found
+}
+
+async fn run(bin: &str, args: &[&str]) -> Output {
+    let child = Command::new(bin).args(args).kill_on_drop(true).output();
+    tokio::time::timeout(Duration::from_secs(10), child)
+        .await
+        .unwrap_or_else(|_| panic!("{bin} {args:?} timed out"))
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn pub_args<'a>(
+    port: &'a str,
+    v: &'a str,
+    id: &'a str,
+    pw: &'a str,
+    topic: &'a str,
+    msg: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "-d",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-V",
+        v,
+        "-i",
+        id,
+        "-u",
+        id,
+        "-P",
+        pw,
+        "-t",
+        topic,
+        "-m",
+        msg,
+        "-q",
+        "1",
+    ]
+}
+
+#[tokio::test]
+async fn telemetry_is_accepted_over_both_versions() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    for v in ["mqttv311", "mqttv5"] {
+        let msg = format!(r#"{{"temp_c":21.5,"version":"{v}"}}"#);
+        let out = run(
+            "mosquitto_pub",
+            &pub_args(
+                &port,
+                v,
+                "pump-7",
+                SECRET,
+                "city/water/pump-7/telemetry",
+                &msg,
+            ),
+        )
+        .await;
+        assert!(out.status.success(), "{v}: {}", text(&out));
+        assert!(
+            text(&out).to_lowercase().contains("received puback"),
+            "{v}: {}",
+            text(&out)
+        );
+        let want = v.to_owned();
+        f.sink
+            .wait_for("telemetry", move |e| {
+                matches!(&e.kind, EventKind::Telemetry { readings } if readings.iter().any(|r| r.value == model::Value::Text(want.clone())))
+                    && e.device_id.as_ref().is_some_and(|d| d.as_str() == "pump-7")
+            })
+            .await;
+    }
+    f.sink
+        .wait_for(
+            "connect accepted",
+            security(SecurityEventKind::ConnectAccepted, "mqtt 5.0 password"),
+        )
+        .await;
+    f.sink
+        .wait_for(
+            "clean disconnect",
+            security(SecurityEventKind::Disconnect, "client disconnect (clean)"),
+        )
+        .await;
+    let m = f.broker.metrics().snapshot();
+    assert_eq!(m.messages_received, 2);
+    assert_eq!(m.connects_accepted, 2);
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_password_is_refused_and_reported() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    for v in ["mqttv311", "mqttv5"] {
+        let out = run(
+            "mosquitto_pub",
+            &pub_args(
+                &port,
+                v,
+                "pump-7",
+                "wrong",
+                "city/water/pump-7/telemetry",
+                "{}",
+            ),
+        )
+        .await;
+        assert!(!out.status.success(), "{v}: {}", text(&out));
+        let t = text(&out).to_lowercase();
+        assert!(
+            t.contains("bad user name or password") || t.contains("not authorized"),
+            "{v}: {t}"
+        );
+    }
+    let ev = f
+        .sink
+        .wait_for(
+            "auth failure",
+            security(SecurityEventKind::AuthFailure, "bad password"),
+        )
+        .await;
+    let EventKind::Security(s) = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(s.client_id.as_deref(), Some("pump-7"));
+    assert!(
+        s.peer
+            .as_deref()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(f.broker.metrics().snapshot().auth_failures, 2);
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publish_outside_namespace_is_denied() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    // MQTT 5: mosquitto_pub exits 0 but -d shows the PUBACK reason code 135 (not authorized).
+    let out = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv5",
+            "pump-7",
+            SECRET,
+            "city/water/pump-8/telemetry",
+            "{}",
+        ),
+    )
+    .await;
+    let t = text(&out);
+    assert!(
+        t.to_lowercase().contains("received puback") && t.contains("135"),
+        "{t}"
+    );
+    f.sink
+        .wait_for(
+            "publish denied",
+            security(
+                SecurityEventKind::PublishDenied,
+                "topic outside device namespace",
+            ),
+        )
+        .await;
+    // MQTT 3.1.1 can only drop it: the PUBACK arrives, no telemetry event does.
+    let out = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv311",
+            "pump-7",
+            SECRET,
+            "city/public_safety/siren-1/cmd",
+            "{}",
+        ),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    f.sink
+        .wait_for(
+            "publish to cmd denied",
+            security(SecurityEventKind::PublishDenied, "publish to cmd topic"),
+        )
+        .await;
+    assert!(
+        !f.sink
+            .events
+            .lock()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Telemetry { .. }))
+    );
+    assert_eq!(f.broker.metrics().snapshot().publish_denied, 2);
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcard_subscription_is_refused() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    for (v, code) in [("mqttv311", "128"), ("mqttv5", "135")] {
+        let args = [
+            "-d",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            v,
+            "-i",
+            "pump-7",
+            "-u",
+            "pump-7",
+            "-P",
+            SECRET,
+            "-t",
+            "city/#",
+            "-C",
+            "1",
+            "-W",
+            "2",
+        ];
+        let out = run("mosquitto_sub", &args).await;
+        let t = text(&out);
+        assert!(t.to_lowercase().contains("received suback"), "{v}: {t}");
+        assert!(t.contains(code), "{v}: expected granted code {code}: {t}");
+    }
+    f.sink
+        .wait_for(
+            "subscribe denied",
+            security(SecurityEventKind::SubscribeDenied, "wildcard subscription"),
+        )
+        .await;
+    assert_eq!(f.broker.metrics().snapshot().subscribe_denied, 2);
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn cmd_is_delivered_to_the_subscribed_device() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    for v in ["mqttv311", "mqttv5"] {
+        let topic = "city/public_safety/siren-1/cmd";
+        let args = vec![
+            "-h".to_owned(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.clone(),
+            "-V".into(),
+            v.into(),
+            "-i".into(),
+            "siren-1".into(),
+            "-u".into(),
+            "siren-1".into(),
+            "-P".into(),
+            SECRET.into(),
+            "-t".into(),
+            topic.into(),
+            "-q".into(),
+            "1".into(),
+            "-C".into(),
+            "1".into(),
+            "-W".into(),
+            "8".into(),
+        ];
+        let sub = Command::new("mosquitto_sub")
+            .args(&args)
+            .kill_on_drop(true)
+            .output();
+        let sub = tokio::spawn(sub);
+        // Publish once the subscription is routed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let payload = format!(r#"{{"action":"sound","v":"{v}"}}"#);
+        while f.broker.publish(topic, payload.clone().into_bytes(), 1) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "subscription never routed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = sub.await.unwrap().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), payload);
+    }
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_device_is_disconnected() {
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = directory();
+    let f = start(local_config(), Arc::clone(&dir));
+    let port = f.broker.local_addr().port().to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv5",
+        "-i",
+        "siren-1",
+        "-u",
+        "siren-1",
+        "-P",
+        SECRET,
+        "-t",
+        "city/public_safety/siren-1/cmd",
+        "-W",
+        "8",
+    ];
+    let sub = tokio::spawn(
+        Command::new("mosquitto_sub")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    );
+    f.sink
+        .wait_for(
+            "connected",
+            security(SecurityEventKind::ConnectAccepted, "mqtt"),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f.broker.disconnect_device("siren-1", "credentials revoked") {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.sink
+        .wait_for(
+            "disconnect",
+            security(SecurityEventKind::Disconnect, "credentials revoked"),
+        )
+        .await;
+    let out = sub.await.unwrap().unwrap();
+    assert!(!text(&out).contains("Timed out"), "{}", text(&out));
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_authenticates_by_certificate() {
+    if !have_mosquitto() {
+        return;
+    }
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir_tmp.path().join(n);
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "citysec test ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let server_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "cam-1");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(path("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(path("client.key"), client_key.serialize_pem()).unwrap();
+
+    // Pin the client certificate on the device record.
+    let dir = directory();
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(client_cert.der())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    dir.0.lock().insert(
+        "cam-1".into(),
+        device(
+            "cam-1",
+            DeviceClass::Camera,
+            vec![Credential::Certificate { sha256: sha }],
+        ),
+    );
+
+    let config = MqttConfig {
+        tls_listen: Some("127.0.0.1:0".into()),
+        tls_cert: Some(path("server.pem")),
+        tls_key: Some(path("server.key")),
+        client_ca: Some(path("ca.pem")),
+        ..local_config()
+    };
+    let f = start(config, dir);
+    let port = f.broker.tls_local_addr().unwrap().port().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    for v in ["mqttv311", "mqttv5"] {
+        let args = [
+            "-d",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            v,
+            "--cafile",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "-i",
+            "cam-1",
+            "-t",
+            "city/public_safety/cam-1/telemetry",
+            "-m",
+            r#"{"motion":true}"#,
+            "-q",
+            "1",
+        ];
+        let out = run("mosquitto_pub", &args).await;
+        assert!(
+            out.status.success() && text(&out).to_lowercase().contains("received puback"),
+            "{v}: {}",
+            text(&out)
+        );
+    }
+    f.sink
+        .wait_for(
+            "cert connect",
+            security(SecurityEventKind::ConnectAccepted, "certificate"),
+        )
+        .await;
+    f.sink
+        .wait_for("camera telemetry", |e| {
+            matches!(e.kind, EventKind::Telemetry { .. })
+                && e.device_id.as_ref().is_some_and(|d| d.as_str() == "cam-1")
+        })
+        .await;
+    // A password device on the TLS listener without a client certificate.
+    let mut args = pub_args(
+        &port,
+        "mqttv311",
+        "pump-7",
+        SECRET,
+        "city/water/pump-7/telemetry",
+        "{\"x\":1}",
+    );
+    args.extend(["--cafile", ca]);
+    let out = run("mosquitto_pub", &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    f.sink
+        .wait_for("password over tls", |e| {
+            matches!(e.kind, EventKind::Telemetry { .. })
+                && e.device_id.as_ref().is_some_and(|d| d.as_str() == "pump-7")
+        })
+        .await;
+    // A certificate naming a device, used with another device's username: refused.
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv311",
+        "--cafile",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "-i",
+        "cam-1",
+        "-u",
+        "pump-7",
+        "-t",
+        "x",
+        "-m",
+        "x",
+    ];
+    let out = run("mosquitto_pub", &args).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    f.sink
+        .wait_for(
+            "cn mismatch",
+            security(
+                SecurityEventKind::AuthFailure,
+                "username does not match certificate cn",
+            ),
+        )
+        .await;
+    f.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_floods_are_limited_and_summarised() {
+    let config = MqttConfig {
+        connect_rate_per_ip: 5,
+        ..local_config()
+    };
+    let f = start(config, directory());
+    let addr = f.broker.local_addr();
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        // Plain TCP connects that never send CONNECT.
+        conns.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let refused = security(
+        SecurityEventKind::ConnectRefused,
+        "connect rate per ip exceeded",
+    );
+    f.sink.wait_for("rate limited", &refused).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.broker.metrics().snapshot().connects_refused < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            f.broker.metrics().snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Burst of 2 x rate admitted; the rest refused, but only a bounded number of events.
+    let m = f.broker.metrics().snapshot();
+    assert_eq!(m.connects_refused, 30, "{m:?}");
+    let events = f.sink.events.lock().iter().filter(|e| refused(e)).count();
+    assert!(events <= 20, "{events} refusal events");
+    f.sink
+        .wait_for(
+            "summary",
+            security(
+                SecurityEventKind::ConnectRefused,
+                "further refused connects suppressed",
+            ),
+        )
+        .await;
+    drop(conns);
+    f.broker.shutdown().await;
+}
