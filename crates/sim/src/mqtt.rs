@@ -14,6 +14,9 @@ use rumqttc::v5::mqttbytes::v5;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The kernel send buffer of each connection (`SO_SNDBUF`).
+pub const SEND_BUFFER: u32 = 32 * 1024;
+
 /// The largest packet we accept from a broker.
 pub const MAX_INCOMING: usize = 64 * 1024;
 
@@ -290,17 +293,27 @@ pub async fn connect_from(
     timeout: Duration,
 ) -> Result<(TcpStream, BytesMut, ConnectOutcome)> {
     let attempt = async {
-        let mut stream = match source {
-            None => TcpStream::connect(addr).await,
-            Some(local) => {
-                let socket = TcpSocket::new_v4().context("create socket")?;
-                socket
-                    .bind(local)
-                    .with_context(|| format!("bind {local}"))?;
-                socket.connect(addr).await
-            }
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
         }
-        .with_context(|| format!("connect to {addr}"))?;
+        .context("create socket")?;
+        // A device has little to say: a small fixed send buffer bounds the bytes queued in
+        // the kernel when the broker falls behind (autotuning would allow megabytes per
+        // connection, which hides a slow broker behind the simulator's own counters).
+        socket
+            .set_send_buffer_size(SEND_BUFFER)
+            .context("set send buffer")?;
+        if let Some(local) = source {
+            socket
+                .bind(local)
+                .with_context(|| format!("bind {local}"))?;
+        }
+        let mut stream = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true).context("set nodelay")?;
         let mut buf = BytesMut::with_capacity(128);
         encode_connect(

@@ -56,12 +56,15 @@ fn free_port() -> u16 {
 }
 
 fn start_mosquitto(dir: &Path, population: &Population) -> (Killed, SocketAddr) {
+    start_mosquitto_on(dir, population, free_port())
+}
+
+fn start_mosquitto_on(dir: &Path, population: &Population, port: u16) -> (Killed, SocketAddr) {
     let files = population.write_mosquitto(dir, Some(OBSERVER)).unwrap();
     assert!(
         files.hashed,
         "mosquitto_passwd is installed, so the passwd file must be hashed"
     );
-    let port = free_port();
     let conf = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
     std::fs::write(
@@ -304,4 +307,55 @@ async fn city_against_mosquitto() {
         serde_json::from_str::<Value>(&last_state.1).unwrap()["position_pct"],
         0.0
     );
+}
+
+async fn wait_for(what: &str, stats: &SimStats, done: impl Fn(&sim::SimSnapshot) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&stats.snapshot()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_reconnect_after_broker_restart_and_stop_on_signal() {
+    if !peers_available(&["mosquitto", "mosquitto_passwd"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let population = Arc::new(Population::generate(20, 4));
+    let (broker, addr) = start_mosquitto(dir.path(), &population);
+
+    let mut config = SimConfig::new(addr, population.clone());
+    config.attacks = AttackConfig::disabled();
+    config.rate = Some(100.0);
+    let stats = Arc::new(SimStats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(sim::run(config, stats.clone(), stop_rx));
+    wait_for("20 devices", &stats, |s| s.devices_connected == 20).await;
+
+    drop(broker);
+    wait_for("devices to notice the broker is gone", &stats, |s| {
+        s.devices_connected == 0
+    })
+    .await;
+    let (_restarted, _) = start_mosquitto_on(dir.path(), &population, addr.port());
+    wait_for("reconnects", &stats, |s| {
+        s.devices_connected == 20 && s.connects == 40
+    })
+    .await;
+    let sent = stats.snapshot().messages_sent;
+    wait_for("publishing again", &stats, |s| s.messages_sent > sent + 20).await;
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(6), run)
+        .await
+        .expect("run stops on signal")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.snapshot().devices_connected, 0);
 }
