@@ -1,12 +1,15 @@
 //! Repository automation, in Rust rather than shell: `cargo xtask tidy` checks the
 //! architecture's dependency rule and the house style; `cargo test -p xtask` runs the same
-//! checks as a test, so CI enforces them.
+//! checks as a test, so CI enforces them. `cargo xtask bench mqtt` measures the platform
+//! against Mosquitto (see `bench.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod bench;
 
 /// Which workspace crates each crate may depend on (normal dependencies), from
 /// ARCHITECTURE.md's dependency rule. A crate missing here may not exist.
@@ -24,7 +27,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gateway", &["model"]),
     ("taxii", &["stix"]),
     ("web", &["model", "readiness", "store"]),
-    ("app", &["model", "stix", "cap", "detect", "incident", "readiness", "bus", "store", "ingest", "gateway", "taxii", "web", "pki"]),
+    (
+        "app",
+        &[
+            "model",
+            "stix",
+            "cap",
+            "detect",
+            "incident",
+            "readiness",
+            "bus",
+            "store",
+            "ingest",
+            "gateway",
+            "taxii",
+            "web",
+            "pki",
+        ],
+    ),
     ("sim", &["model", "app"]),
     ("cli", &["app", "sim", "model", "store", "stix", "pki"]),
     ("test-support", &["model"]),
@@ -50,38 +70,61 @@ fn main() -> anyhow::Result<()> {
                 bail!("{} tidy problem(s)", problems.len())
             }
         }
+        Some("bench") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            match args.first().map(String::as_str) {
+                Some("mqtt") => bench::run(&workspace_root(), &args[1..]),
+                _ => bail!("usage: cargo xtask bench mqtt [--quick]"),
+            }
+        }
         _ => {
-            eprintln!("usage: cargo xtask tidy");
+            eprintln!("usage: cargo xtask tidy | cargo xtask bench mqtt [--quick]");
             std::process::exit(2)
         }
     }
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Runs every check and returns the problems found.
 fn tidy(root: &Path) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root)
         .output()
         .context("failed to run cargo metadata")?;
     if !output.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let meta: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let allowed: BTreeMap<&str, BTreeSet<&str>> =
-        ALLOWED.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect();
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(k, v)| (*k, v.iter().copied().collect()))
+        .collect();
     let members: BTreeSet<String> = meta["workspace_members"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|id| id.as_str().map(str::to_owned))
         .collect();
-    let packages = meta["packages"].as_array().context("no packages in metadata")?;
+    let packages = meta["packages"]
+        .as_array()
+        .context("no packages in metadata")?;
     let local: BTreeSet<&str> = packages
         .iter()
         .filter(|p| p["id"].as_str().is_some_and(|id| members.contains(id)))
@@ -97,7 +140,10 @@ fn tidy(root: &Path) -> anyhow::Result<Vec<String>> {
             if kind.is_some() {
                 continue; // dev and build dependencies are not layering
             }
-            graph.entry(name.to_owned()).or_default().insert(dep_name.to_owned());
+            graph
+                .entry(name.to_owned())
+                .or_default()
+                .insert(dep_name.to_owned());
             if is_local && local.contains(dep_name) {
                 match allowed.get(name) {
                     None => problems.push(format!(
@@ -116,7 +162,9 @@ fn tidy(root: &Path) -> anyhow::Result<Vec<String>> {
     for pure in PURE.iter().filter(|p| local.contains(*p)) {
         for dep in graph.get(*pure).into_iter().flatten() {
             if ENGINE_FORBIDDEN.contains(&dep.as_str()) {
-                problems.push(format!("{pure} depends on {dep}: engines and standards crates stay free of IO"));
+                problems.push(format!(
+                    "{pure} depends on {dep}: engines and standards crates stay free of IO"
+                ));
             }
         }
     }
@@ -128,10 +176,15 @@ fn tidy(root: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Every `.rs` file opens with a `//!` doc comment.
 fn check_docs(dir: &Path, root: &Path, problems: &mut Vec<String>) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if path.is_dir() {
             if name != "target" && !name.starts_with('.') {
                 check_docs(&path, root, problems)?;
@@ -140,7 +193,10 @@ fn check_docs(dir: &Path, root: &Path, problems: &mut Vec<String>) -> anyhow::Re
             let text = std::fs::read_to_string(&path)?;
             if !text.trim_start().starts_with("//!") {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
-                problems.push(format!("{} does not open with a //! doc comment", rel.display()));
+                problems.push(format!(
+                    "{} does not open with a //! doc comment",
+                    rel.display()
+                ));
             }
         }
     }
@@ -152,6 +208,10 @@ mod tests {
     #[test]
     fn tidy() {
         let problems = super::tidy(&super::workspace_root()).unwrap();
-        assert!(problems.is_empty(), "tidy problems:\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "tidy problems:\n{}",
+            problems.join("\n")
+        );
     }
 }

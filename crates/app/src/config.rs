@@ -81,7 +81,9 @@ fn default_bus_capacity() -> usize {
 
 impl Default for BusConfig {
     fn default() -> BusConfig {
-        BusConfig::InProcess { capacity: default_bus_capacity() }
+        BusConfig::InProcess {
+            capacity: default_bus_capacity(),
+        }
     }
 }
 
@@ -103,14 +105,18 @@ fn default_retention_days() -> u32 {
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig::Embedded { event_retention_days: default_retention_days() }
+        StoreConfig::Embedded {
+            event_retention_days: default_retention_days(),
+        }
     }
 }
 
 impl StoreConfig {
     pub fn event_retention_days(&self) -> u32 {
         match self {
-            StoreConfig::Embedded { event_retention_days } => *event_retention_days,
+            StoreConfig::Embedded {
+                event_retention_days,
+            } => *event_retention_days,
         }
     }
 }
@@ -122,7 +128,9 @@ impl Config {
         let mut raw: toml::Table = toml::from_str(text).context("invalid TOML")?;
         match raw.get("version").and_then(|v| v.as_integer()) {
             Some(1) => {}
-            Some(other) => bail!("unsupported config version {other}; this citysec reads version 1"),
+            Some(other) => {
+                bail!("unsupported config version {other}; this citysec reads version 1")
+            }
             None => bail!("the config must start with `version = 1`"),
         }
         interpolate_table(&mut raw, env, "")?;
@@ -197,7 +205,11 @@ fn interpolate_table(
     path: &str,
 ) -> anyhow::Result<()> {
     for (key, value) in table.iter_mut() {
-        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         interpolate_value(value, env, &here)?;
     }
     Ok(())
@@ -235,9 +247,7 @@ pub fn interpolate(text: &str, env: &HashMap<String, String>) -> anyhow::Result<
             out.push('$');
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .context("unterminated ${...} in config")?;
+            let end = body.find('}').context("unterminated ${...} in config")?;
             let expr = &body[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),

@@ -40,7 +40,11 @@ impl Directory {
     }
 
     pub fn lookup(&self, id: &str) -> Option<Arc<Device>> {
-        self.devices.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 }
 

@@ -72,40 +72,62 @@ pub struct Row {
 #[serde(untagged)]
 enum JsonInventory {
     List(Vec<serde_json::Value>),
-    File { version: u32, devices: Vec<serde_json::Value> },
+    File {
+        version: u32,
+        devices: Vec<serde_json::Value>,
+    },
 }
 
 /// The most rows one import accepts.
 pub const MAX_ROWS: usize = 1_000_000;
 
 /// Parses an inventory; returns the devices and the rows that were refused.
-pub fn parse(bytes: &[u8], format: Format, now: Timestamp) -> Result<(Vec<Device>, Vec<RowError>), String> {
+pub fn parse(
+    bytes: &[u8],
+    format: Format,
+    now: Timestamp,
+) -> Result<(Vec<Device>, Vec<RowError>), String> {
     let mut devices = Vec::new();
     let mut errors = Vec::new();
-    let mut accept = |row_no: usize, row: Result<Row, String>| match row.and_then(|row| to_device(row, now)) {
-        Ok(device) => devices.push(device),
-        Err(message) => errors.push(RowError { row: row_no, message }),
-    };
+    let mut accept =
+        |row_no: usize, row: Result<Row, String>| match row.and_then(|row| to_device(row, now)) {
+            Ok(device) => devices.push(device),
+            Err(message) => errors.push(RowError {
+                row: row_no,
+                message,
+            }),
+        };
     match format {
         Format::Json => {
             let inventory: JsonInventory = serde_json::from_slice(bytes)
                 .map_err(|err| format!("not an inventory (a JSON array of devices or {{\"version\": 1, \"devices\": [...]}}): {err}"))?;
             let rows = match inventory {
                 JsonInventory::List(rows) => rows,
-                JsonInventory::File { version: 1, devices } => devices,
+                JsonInventory::File {
+                    version: 1,
+                    devices,
+                } => devices,
                 JsonInventory::File { version, .. } => {
                     return Err(format!("unsupported inventory version {version}"));
                 }
             };
             if rows.len() > MAX_ROWS {
-                return Err(format!("too many rows ({}, at most {MAX_ROWS})", rows.len()));
+                return Err(format!(
+                    "too many rows ({}, at most {MAX_ROWS})",
+                    rows.len()
+                ));
             }
             for (i, value) in rows.into_iter().enumerate() {
-                accept(i + 1, serde_json::from_value::<Row>(value).map_err(|e| e.to_string()));
+                accept(
+                    i + 1,
+                    serde_json::from_value::<Row>(value).map_err(|e| e.to_string()),
+                );
             }
         }
         Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
+            let mut reader = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_reader(bytes);
             for (i, record) in reader.deserialize::<CsvRow>().enumerate() {
                 if i >= MAX_ROWS {
                     return Err(format!("too many rows (at most {MAX_ROWS})"));
@@ -175,7 +197,10 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
     if let Some(sector) = &row.sector {
         let sector: Sector = sector.parse()?;
         if sector != class.sector() {
-            return Err(format!("a {class} belongs to sector {}, not {sector}", class.sector()));
+            return Err(format!(
+                "a {class} belongs to sector {}, not {sector}",
+                class.sector()
+            ));
         }
     }
     let location = match (row.location, row.lat, row.lon) {
@@ -185,9 +210,15 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
         _ => return Err("lat and lon must be given together".to_owned()),
     };
     if let Some(loc) = location
-        && !(loc.lat.is_finite() && loc.lon.is_finite() && loc.lat.abs() <= 90.0 && loc.lon.abs() <= 180.0)
+        && !(loc.lat.is_finite()
+            && loc.lon.is_finite()
+            && loc.lat.abs() <= 90.0
+            && loc.lon.abs() <= 180.0)
     {
-        return Err(format!("location {},{} is not a WGS 84 coordinate", loc.lat, loc.lon));
+        return Err(format!(
+            "location {},{} is not a WGS 84 coordinate",
+            loc.lat, loc.lon
+        ));
     }
     let mut credentials = Vec::new();
     match (row.secret, row.secret_hash) {
@@ -207,7 +238,9 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
         }
         (None, Some(hash)) => {
             if !hash.starts_with('$') {
-                return Err("secret_hash must be a PHC string ($sha256$... or $argon2id$...)".to_owned());
+                return Err(
+                    "secret_hash must be a PHC string ($sha256$... or $argon2id$...)".to_owned(),
+                );
             }
             credentials.push(Credential::Secret { hash });
         }
@@ -232,7 +265,9 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
         id,
         sector,
         class,
-        zone: text(row.zone, "zone", 64)?.to_owned().or_default_zone(sector),
+        zone: text(row.zone, "zone", 64)?
+            .to_owned()
+            .or_default_zone(sector),
         owner: text(row.owner, "owner", 128)?,
         vendor: text(row.vendor, "vendor", 128)?,
         model: text(row.model, "model", 128)?,
@@ -251,15 +286,25 @@ trait DefaultZone {
 impl DefaultZone for String {
     /// A device with no zone lands in its sector's default zone.
     fn or_default_zone(self, sector: Sector) -> String {
-        if self.is_empty() { format!("{}-default", sector.as_str()) } else { self }
+        if self.is_empty() {
+            format!("{}-default", sector.as_str())
+        } else {
+            self
+        }
     }
 }
 
 /// Accepts `AB:CD:...` or `abcd...` SHA-256 fingerprints; returns lowercase hex.
 pub fn normalise_fingerprint(fp: &str) -> Result<String, String> {
-    let hex: String = fp.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let hex: String = fp
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("cert_sha256 {fp:?} is not a SHA-256 fingerprint (64 hex digits)"));
+        return Err(format!(
+            "cert_sha256 {fp:?} is not a SHA-256 fingerprint (64 hex digits)"
+        ));
     }
     Ok(hex)
 }

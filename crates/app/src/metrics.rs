@@ -28,26 +28,106 @@ pub(crate) fn render(inner: &Inner) -> String {
     let mut out = Out(String::with_capacity(4096));
     let b = inner.broker.metrics();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    out.gauge("mqtt_connections", "Open MQTT connections.", load(&b.connections_current) as f64);
-    out.counter("mqtt_connects_accepted_total", "MQTT connects accepted.", load(&b.connects_accepted));
-    out.counter("mqtt_connects_refused_total", "MQTT connects refused.", load(&b.connects_refused));
-    out.counter("mqtt_auth_failures_total", "MQTT authentication failures.", load(&b.auth_failures));
-    out.counter("mqtt_received_total", "MQTT PUBLISH packets received.", load(&b.messages_received));
-    out.counter("mqtt_received_bytes_total", "MQTT bytes received.", load(&b.bytes_received));
-    out.counter("mqtt_decode_errors_total", "Payloads that could not be decoded.", load(&b.decode_errors));
-    out.counter("mqtt_publish_denied_total", "Publishes refused by the topic policy.", load(&b.publish_denied));
-    out.counter("mqtt_subscribe_denied_total", "Subscriptions refused by the topic policy.", load(&b.subscribe_denied));
-    out.counter("mqtt_malformed_packets_total", "Malformed MQTT packets.", load(&b.malformed_packets));
-    out.counter("mqtt_dropped_total", "Messages dropped (slow subscribers, limits).", load(&b.dropped));
+    out.gauge(
+        "mqtt_connections",
+        "Open MQTT connections.",
+        load(&b.connections_current) as f64,
+    );
+    out.counter(
+        "mqtt_connects_accepted_total",
+        "MQTT connects accepted.",
+        load(&b.connects_accepted),
+    );
+    out.counter(
+        "mqtt_connects_refused_total",
+        "MQTT connects refused.",
+        load(&b.connects_refused),
+    );
+    out.counter(
+        "mqtt_auth_failures_total",
+        "MQTT authentication failures.",
+        load(&b.auth_failures),
+    );
+    out.counter(
+        "mqtt_received_total",
+        "MQTT PUBLISH packets received.",
+        load(&b.messages_received),
+    );
+    out.counter(
+        "mqtt_received_bytes_total",
+        "MQTT bytes received.",
+        load(&b.bytes_received),
+    );
+    out.counter(
+        "mqtt_decode_errors_total",
+        "Payloads that could not be decoded.",
+        load(&b.decode_errors),
+    );
+    out.counter(
+        "mqtt_publish_denied_total",
+        "Publishes refused by the topic policy.",
+        load(&b.publish_denied),
+    );
+    out.counter(
+        "mqtt_subscribe_denied_total",
+        "Subscriptions refused by the topic policy.",
+        load(&b.subscribe_denied),
+    );
+    out.counter(
+        "mqtt_malformed_packets_total",
+        "Malformed MQTT packets.",
+        load(&b.malformed_packets),
+    );
+    out.counter(
+        "mqtt_dropped_total",
+        "Messages dropped (slow subscribers, limits).",
+        load(&b.dropped),
+    );
     let c = &inner.counters;
-    out.counter("bus_events_published_total", "Events published to the bus.", load(&c.events_published));
-    out.counter("store_events_written_total", "Events written to the store.", load(&c.events_stored));
-    out.counter("store_errors_total", "Failed store writes (retried).", load(&c.store_errors));
-    out.counter("detect_events_total", "Events evaluated by detection.", load(&c.detect_events));
-    out.counter("detect_alerts_raised_total", "New alerts raised.", load(&c.alerts_raised));
-    out.counter("detect_alerts_merged_total", "Repeats merged into open alerts.", load(&c.alerts_updated));
-    out.gauge("devices_registered", "Devices in the registry.", inner.directory.len() as f64);
-    out.gauge("messages_per_second", "MQTT messages received per second (1 s sample).", c.messages_per_s());
-    out.gauge("uptime_seconds", "Seconds since the platform started.", inner.started.elapsed().as_secs_f64());
+    out.counter(
+        "bus_events_published_total",
+        "Events published to the bus.",
+        load(&c.events_published),
+    );
+    out.counter(
+        "store_events_written_total",
+        "Events written to the store.",
+        load(&c.events_stored),
+    );
+    out.counter(
+        "store_errors_total",
+        "Failed store writes (retried).",
+        load(&c.store_errors),
+    );
+    out.counter(
+        "detect_events_total",
+        "Events evaluated by detection.",
+        load(&c.detect_events),
+    );
+    out.counter(
+        "detect_alerts_raised_total",
+        "New alerts raised.",
+        load(&c.alerts_raised),
+    );
+    out.counter(
+        "detect_alerts_merged_total",
+        "Repeats merged into open alerts.",
+        load(&c.alerts_updated),
+    );
+    out.gauge(
+        "devices_registered",
+        "Devices in the registry.",
+        inner.directory.len() as f64,
+    );
+    out.gauge(
+        "messages_per_second",
+        "MQTT messages received per second (1 s sample).",
+        c.messages_per_s(),
+    );
+    out.gauge(
+        "uptime_seconds",
+        "Seconds since the platform started.",
+        inner.started.elapsed().as_secs_f64(),
+    );
     out.0
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BusConfig, Config};
 use crate::directory::Directory;
-use crate::{inventory, metrics, token, tls};
+use crate::{inventory, metrics, tls, token};
 
 /// Live counters the platform keeps beside the broker's.
 #[derive(Debug, Default)]
@@ -84,7 +84,9 @@ impl EventSink for BusSink {
             .publish(events.into_iter().map(Message::Event).collect())
             .await
             .map_err(|_| SinkClosed)?;
-        self.counters.events_published.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .events_published
+            .fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -95,9 +97,9 @@ impl Platform {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(
-            store::EmbeddedStore::open(&config.store_path())
-                .await
-                .with_context(|| format!("failed to open store {}", config.store_path().display()))?,
+            store::EmbeddedStore::open(&config.store_path()).with_context(|| {
+                format!("failed to open store {}", config.store_path().display())
+            })?,
         );
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
 
@@ -111,7 +113,11 @@ impl Platform {
         let mut after = None;
         loop {
             let page = store
-                .list_devices(&DeviceQuery { after: after.clone(), limit: 10_000, ..DeviceQuery::default() })
+                .list_devices(&DeviceQuery {
+                    after: after.clone(),
+                    limit: 10_000,
+                    ..DeviceQuery::default()
+                })
                 .await
                 .context("failed to load the device registry")?;
             let Some(last) = page.last() else { break };
@@ -127,9 +133,11 @@ impl Platform {
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
 
-        let sink = Arc::new(BusSink { bus: bus.clone(), counters: counters.clone() });
+        let sink = Arc::new(BusSink {
+            bus: bus.clone(),
+            counters: counters.clone(),
+        });
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink)
-            .await
             .context("failed to start the MQTT broker")?;
 
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();
@@ -188,13 +196,19 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    if let Err(err) = axum::serve(tls, router).with_graceful_shutdown(graceful).await {
+                    if let Err(err) = axum::serve(tls, router)
+                        .with_graceful_shutdown(graceful)
+                        .await
+                    {
                         tracing::error!(error = %err, "https server failed");
                     }
                 })
             }
             _ => tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+                if let Err(err) = axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
                     tracing::error!(error = %err, "http server failed");
                 }
             }),
@@ -221,7 +235,11 @@ impl Platform {
 
     /// `https` when the API listener has a certificate, else `http`.
     pub fn http_scheme(&self) -> &'static str {
-        if self.inner.config.http.tls_cert.is_some() { "https" } else { "http" }
+        if self.inner.config.http.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -255,7 +273,9 @@ impl Platform {
 
     /// Registers (or replaces) devices: store, broker directory and detection.
     pub async fn register_devices(&self, devices: Vec<Device>) -> anyhow::Result<()> {
-        register(&self.inner, devices).await.map_err(|e| anyhow::anyhow!(e.message))
+        register(&self.inner, devices)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))
     }
 
     /// Stops accepting connections, drains the pipeline into the store and closes it.
@@ -272,7 +292,11 @@ impl Platform {
         for task in self.background {
             task.abort();
         }
-        self.inner.store.close().await.context("failed to close the store")?;
+        self.inner
+            .store
+            .close()
+            .await
+            .context("failed to close the store")?;
         tracing::info!(
             events_stored = self.inner.counters.events_stored.load(Ordering::Relaxed),
             "platform stopped"
@@ -282,14 +306,21 @@ impl Platform {
 }
 
 fn meta(device: &Device) -> DeviceMeta {
-    DeviceMeta { class: device.class, zone: device.zone.clone() }
+    DeviceMeta {
+        class: device.class,
+        zone: device.zone.clone(),
+    }
 }
 
 pub(crate) fn status(inner: &Inner) -> web::Status {
     let counters = &inner.counters;
     web::Status {
         devices_registered: inner.directory.len() as u64,
-        devices_online: inner.broker.metrics().connections_current.load(Ordering::Relaxed),
+        devices_online: inner
+            .broker
+            .metrics()
+            .connections_current
+            .load(Ordering::Relaxed),
         messages_per_s: counters.messages_per_s(),
         alerts_total: counters.alerts_raised.load(Ordering::Relaxed),
         uptime_s: inner.started.elapsed().as_secs(),
@@ -362,15 +393,12 @@ async fn flush_alerts(
         }
     }
     for alert in &latest {
-        tracing::warn!(
-            alert_id = %alert.id,
-            rule = %alert.rule,
-            severity = %alert.severity,
-            device_id = alert.device_id.as_ref().map(|d| d.as_str()).unwrap_or("-"),
-            count = alert.count,
-            "{}",
-            alert.title
-        );
+        let device_id = alert.device_id.as_ref().map_or("-", |d| d.as_str());
+        if alert.count == 1 {
+            tracing::warn!(alert_id = %alert.id, rule = %alert.rule, severity = %alert.severity, device_id, "{}", alert.title);
+        } else {
+            tracing::debug!(alert_id = %alert.id, rule = %alert.rule, count = alert.count, device_id, "alert repeated");
+        }
     }
     let mut delay = Duration::from_millis(50);
     loop {
@@ -386,11 +414,17 @@ async fn flush_alerts(
     }
     // Other consumers (the console's live queue) read alerts from the bus; a closed bus at
     // shutdown is fine because the alerts are already stored.
-    let _ = bus.publish(latest.into_iter().map(Message::Alert).collect()).await;
+    let _ = bus
+        .publish(latest.into_iter().map(Message::Alert).collect())
+        .await;
 }
 
 /// Persists the event stream in batches.
-async fn store_writer(mut sub: Box<dyn bus::Subscription>, store: Arc<dyn Store>, counters: Arc<Counters>) {
+async fn store_writer(
+    mut sub: Box<dyn bus::Subscription>,
+    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
+) {
     let mut events = Vec::with_capacity(8192);
     while let Some(batch) = sub.next_batch(8192).await {
         events.extend(batch.iter().filter_map(|m| match m.as_ref() {
@@ -409,7 +443,9 @@ async fn store_writer(mut sub: Box<dyn bus::Subscription>, store: Arc<dyn Store>
                 }
             }
         }
-        counters.events_stored.fetch_add(events.len() as u64, Ordering::Relaxed);
+        counters
+            .events_stored
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         events.clear();
     }
 }
@@ -428,7 +464,10 @@ async fn rate_sampler(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         let now = metrics.messages_received.load(Ordering::Relaxed);
         let elapsed = last_at.elapsed().as_secs_f64().max(1e-3);
         let rate = now.saturating_sub(last) as f64 / elapsed;
-        inner.counters.messages_per_s_bits.store(rate.to_bits(), Ordering::Relaxed);
+        inner
+            .counters
+            .messages_per_s_bits
+            .store(rate.to_bits(), Ordering::Relaxed);
         last = now;
         last_at = Instant::now();
     }
@@ -462,7 +501,10 @@ impl web::Platform for ApiPlatform {
     ) -> Result<(Device, Option<String>), web::PlatformError> {
         let inner = &self.0;
         if inner.store.get_device(&request.id).await?.is_some() {
-            return Err(web::PlatformError::conflict(format!("device {} already exists", request.id)));
+            return Err(web::PlatformError::conflict(format!(
+                "device {} already exists",
+                request.id
+            )));
         }
         let (device, secret) = new_device(request, Timestamp::now())?;
         inner.store.insert_device(&device).await?;
@@ -482,27 +524,40 @@ impl web::Platform for ApiPlatform {
             web::ImportFormat::Csv => inventory::Format::Csv,
         };
         let body = body.to_vec();
-        let (devices, errors) = tokio::task::spawn_blocking(move || {
-            inventory::parse(&body, format, Timestamp::now())
-        })
-        .await
-        .map_err(|e| web::PlatformError::internal(e.to_string()))?
-        .map_err(web::PlatformError::invalid)?;
+        let (devices, errors) =
+            tokio::task::spawn_blocking(move || inventory::parse(&body, format, Timestamp::now()))
+                .await
+                .map_err(|e| web::PlatformError::internal(e.to_string()))?
+                .map_err(web::PlatformError::invalid)?;
         let imported = devices.len() as u64;
         register(&self.0, devices).await?;
-        tracing::info!(imported, refused = errors.len(), "device inventory imported");
+        tracing::info!(
+            imported,
+            refused = errors.len(),
+            "device inventory imported"
+        );
         Ok(web::ImportReport {
             imported,
             errors: errors
                 .into_iter()
-                .map(|e| web::ImportRowError { row: e.row as u64, message: e.message })
+                .map(|e| web::ImportRowError {
+                    row: e.row as u64,
+                    message: e.message,
+                })
                 .collect(),
         })
     }
 
-    async fn revoke_device(&self, id: &DeviceId, reason: &str) -> Result<Device, web::PlatformError> {
+    async fn revoke_device(
+        &self,
+        id: &DeviceId,
+        reason: &str,
+    ) -> Result<Device, web::PlatformError> {
         let inner = &self.0;
-        inner.store.set_device_status(id, DeviceStatus::Revoked).await?;
+        inner
+            .store
+            .set_device_status(id, DeviceStatus::Revoked)
+            .await?;
         let device = inner
             .store
             .get_device(id)
@@ -530,10 +585,14 @@ pub fn new_device(
     let mut generated = None;
     if request.generate_secret {
         let secret = ingest::credentials::generate_secret();
-        credentials.push(Credential::Secret { hash: ingest::credentials::hash_secret(&secret) });
+        credentials.push(Credential::Secret {
+            hash: ingest::credentials::hash_secret(&secret),
+        });
         generated = Some(secret);
     } else if let Some(secret) = &request.secret {
-        credentials.push(Credential::Secret { hash: ingest::credentials::hash_password(secret) });
+        credentials.push(Credential::Secret {
+            hash: ingest::credentials::hash_password(secret),
+        });
     }
     if let Some(fp) = request.cert_sha256 {
         credentials.push(Credential::Certificate { sha256: fp });

@@ -8,7 +8,10 @@ use crate::config::{Config, interpolate};
 use crate::inventory::{self, Format};
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -23,7 +26,11 @@ fn the_default_config_parses() {
 
 #[test]
 fn the_environment_fills_in_values() {
-    let config = Config::load(crate::config::DEFAULT_CONFIG, &env(&[("CITYSEC_DATA_DIR", "/srv/city")])).unwrap();
+    let config = Config::load(
+        crate::config::DEFAULT_CONFIG,
+        &env(&[("CITYSEC_DATA_DIR", "/srv/city")]),
+    )
+    .unwrap();
     assert_eq!(config.data_dir.to_str(), Some("/srv/city"));
 }
 
@@ -35,7 +42,12 @@ fn interpolation_rules() {
     assert_eq!(interpolate("${EMPTY:-d}", &e).unwrap(), "d");
     assert_eq!(interpolate("$$A", &e).unwrap(), "$A");
     assert_eq!(interpolate("cost $5", &e).unwrap(), "cost $5");
-    assert!(interpolate("${B}", &e).unwrap_err().to_string().contains("B is not set"));
+    assert!(
+        interpolate("${B}", &e)
+            .unwrap_err()
+            .to_string()
+            .contains("B is not set")
+    );
     assert!(interpolate("${A", &e).is_err());
     assert!(interpolate("${A B}", &e).is_err());
 }
@@ -44,12 +56,30 @@ fn interpolation_rules() {
 fn bad_configs_are_refused_with_a_reason() {
     let cases = [
         ("data_dir = 'x'", "version = 1"),
-        ("version = 2\ndata_dir = 'x'", "unsupported config version 2"),
-        ("version = 1\ndata_dir = 'x'\n[http]\nlisten = 'nowhere'", "http.listen"),
-        ("version = 1\ndata_dir = 'x'\n[http]\nlistn = '127.0.0.1:1'", "unknown field"),
-        ("version = 1\ndata_dir = 'x'\n[http]\ntls_cert = 'a.pem'", "set together"),
-        ("version = 1\ndata_dir = 'x'\n[ingest.mqtt]\ntls_listen = '127.0.0.1:8883'", "tls_cert"),
-        ("version = 1\ndata_dir = 'x'\n[store]\ntype = 'cloud'", "unknown variant"),
+        (
+            "version = 2\ndata_dir = 'x'",
+            "unsupported config version 2",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[http]\nlisten = 'nowhere'",
+            "http.listen",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[http]\nlistn = '127.0.0.1:1'",
+            "unknown field",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[http]\ntls_cert = 'a.pem'",
+            "set together",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[ingest.mqtt]\ntls_listen = '127.0.0.1:8883'",
+            "tls_cert",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'cloud'",
+            "unknown variant",
+        ),
         ("version = 1\ndata_dir = '${NOPE}'", "NOPE is not set"),
         ("version = [", "invalid TOML"),
     ];
@@ -71,14 +101,20 @@ fn json_inventory_imports_good_rows_and_reports_bad_ones() {
         {"id": "valve-1", "class": "valve", "secret": "short"},
         {"id": "meter-2", "class": "smart_meter", "surprise": 1}
     ]}"#;
-    let (devices, errors) = inventory::parse(json, Format::Json, Timestamp::from_millis(0)).unwrap();
+    let (devices, errors) =
+        inventory::parse(json, Format::Json, Timestamp::from_millis(0)).unwrap();
     assert_eq!(devices.len(), 1);
     let siren = &devices[0];
     assert_eq!(siren.class, DeviceClass::Siren);
     assert_eq!(siren.sector, Sector::PublicSafety);
-    let Credential::Secret { hash } = &siren.credentials[0] else { panic!("no secret") };
+    let Credential::Secret { hash } = &siren.credentials[0] else {
+        panic!("no secret")
+    };
     assert!(hash.starts_with("$sha256$"), "{hash}");
-    assert!(ingest::credentials::verify(hash, "0123456789abcdef0123456789abcdef"));
+    assert!(ingest::credentials::verify(
+        hash,
+        "0123456789abcdef0123456789abcdef"
+    ));
     let rows: Vec<(usize, &str)> = errors.iter().map(|e| (e.row, e.message.as_str())).collect();
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert!(rows[0].1.contains("'/'"), "{rows:?}");
@@ -86,7 +122,10 @@ fn json_inventory_imports_good_rows_and_reports_bad_ones() {
     assert!(rows[2].1.contains("not a SHA-256"), "{rows:?}");
     assert!(rows[3].1.contains("at least 16"), "{rows:?}");
     assert!(rows[4].1.contains("surprise"), "{rows:?}");
-    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5, 6]
+    );
 }
 
 #[test]
@@ -95,7 +134,8 @@ fn csv_inventory() {
                pump-0001,pump,water-ot,water dept,Grundfos,CR 10,4.2,52.1,4.3,0123456789abcdef0123456789abcdef,\n\
                cam-0001,camera,,police,Axis,P1375,10.12,,,,AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\n\
                bad,toaster,,,,,,,,,\n";
-    let (devices, errors) = inventory::parse(csv.as_bytes(), Format::Csv, Timestamp::from_millis(0)).unwrap();
+    let (devices, errors) =
+        inventory::parse(csv.as_bytes(), Format::Csv, Timestamp::from_millis(0)).unwrap();
     assert_eq!(devices.len(), 2, "{errors:?}");
     assert_eq!(devices[0].location.unwrap().lat, 52.1);
     assert_eq!(devices[1].zone, "public_safety-default");
@@ -113,5 +153,12 @@ fn csv_inventory() {
 #[test]
 fn garbage_is_not_an_inventory() {
     assert!(inventory::parse(b"\x00\x01", Format::Json, Timestamp::from_millis(0)).is_err());
-    assert!(inventory::parse(b"{\"version\": 9, \"devices\": []}", Format::Json, Timestamp::from_millis(0)).is_err());
+    assert!(
+        inventory::parse(
+            b"{\"version\": 9, \"devices\": []}",
+            Format::Json,
+            Timestamp::from_millis(0)
+        )
+        .is_err()
+    );
 }

@@ -14,8 +14,10 @@ use tokio_rustls::server::TlsStream;
 
 /// Loads a certificate chain and private key (PEM) into a rustls server config.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let cert_pem = std::fs::read(cert).with_context(|| format!("failed to read {}", cert.display()))?;
-    let key_pem = std::fs::read(key).with_context(|| format!("failed to read {}", key.display()))?;
+    let cert_pem =
+        std::fs::read(cert).with_context(|| format!("failed to read {}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("failed to read {}", key.display()))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("no PEM certificates in {}", cert.display()))?;
@@ -56,13 +58,17 @@ impl TlsListener {
                     }
                 };
                 let acceptor = acceptor.clone();
-                let tx = tx.clone();
+                let handshake_tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            let _ = handshake_tx.send((tls, peer)).await;
                         }
-                        Ok(Err(err)) => tracing::debug!(error = %err, %peer, "tls handshake failed"),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, %peer, "tls handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }
                 });

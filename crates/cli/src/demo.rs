@@ -54,15 +54,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.mqtt.listen = args.mqtt_listen.clone();
     // Every simulated device connects from this machine's loopback address.
     config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
-    config.ingest.mqtt.max_connections = config.ingest.mqtt.max_connections.max(args.devices + 1_000);
+    config.ingest.mqtt.max_connections =
+        config.ingest.mqtt.max_connections.max(args.devices + 1_000);
 
     let started = Instant::now();
-    let population = Arc::new(sim::population::Population::generate(args.devices, args.seed));
+    let population = Arc::new(sim::population::Population::generate(
+        args.devices,
+        args.seed,
+    ));
     let inventory = population.to_json().into_bytes();
-    let (devices, errors) =
-        app::inventory::parse(&inventory, app::inventory::Format::Json, model::Timestamp::now())
-            .map_err(|e| anyhow::anyhow!(e))?;
-    anyhow::ensure!(errors.is_empty(), "simulated population did not import: {errors:?}");
+    let (devices, errors) = app::inventory::parse(
+        &inventory,
+        app::inventory::Format::Json,
+        model::Timestamp::now(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    anyhow::ensure!(
+        errors.is_empty(),
+        "simulated population did not import: {errors:?}"
+    );
 
     let platform = app::Platform::start(config).await?;
     platform.register_devices(devices).await?;
@@ -70,10 +80,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let http = platform.http_addr();
     let scheme = platform.http_scheme();
     eprintln!();
-    eprintln!("citysec demo: {} simulated devices, seed {}", args.devices, args.seed);
+    eprintln!(
+        "citysec demo: {} simulated devices, seed {}",
+        args.devices, args.seed
+    );
     eprintln!("  console:     {scheme}://{http}/");
     eprintln!("  API:         {scheme}://{http}/api/v1/ (e.g. GET /api/v1/alerts)");
-    eprintln!("  admin token: {} (mode 0600)", platform.admin_token_path().display());
+    eprintln!(
+        "  admin token: {} (mode 0600)",
+        platform.admin_token_path().display()
+    );
     eprintln!("  MQTT broker: {}", platform.mqtt_addr());
     eprintln!(
         "  try: curl -H \"Authorization: Bearer $(cat {})\" {scheme}://{http}/api/v1/alerts",
@@ -158,7 +174,10 @@ impl StatusLine {
             );
             bar
         });
-        StatusLine { bar, last_plain: std::sync::Mutex::new(None) }
+        StatusLine {
+            bar,
+            last_plain: std::sync::Mutex::new(None),
+        }
     }
 
     fn show(&self, line: &str) {

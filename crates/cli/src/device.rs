@@ -12,13 +12,23 @@ use serde_json::{Value, json};
 #[derive(Debug, Args)]
 pub struct Target {
     /// The platform's API.
-    #[arg(long, env = "CITYSEC_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "CITYSEC_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// An API token (prefer --token-file or the environment over the command line).
     #[arg(long, env = "CITYSEC_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// A file holding the API token.
-    #[arg(long, env = "CITYSEC_TOKEN_FILE", default_value = "./citysec-data/admin.token", global = true)]
+    #[arg(
+        long,
+        env = "CITYSEC_TOKEN_FILE",
+        default_value = "./citysec-data/admin.token",
+        global = true
+    )]
     token_file: PathBuf,
     /// Work on the data directory's store directly (the platform must be stopped).
     #[arg(long, global = true)]
@@ -153,12 +163,22 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        DeviceCommand::List { sector, class, zone, status, limit, after, target } => {
+        DeviceCommand::List {
+            sector,
+            class,
+            zone,
+            status,
+            limit,
+            after,
+            target,
+        } => {
             let status = status
                 .map(|s| match s.as_str() {
                     "active" => Ok(DeviceStatus::Active),
                     "revoked" => Ok(DeviceStatus::Revoked),
-                    other => Err(anyhow::anyhow!("unknown status {other:?} (active or revoked)")),
+                    other => Err(anyhow::anyhow!(
+                        "unknown status {other:?} (active or revoked)"
+                    )),
                 })
                 .transpose()?;
             let items: Vec<Value> = if target.offline {
@@ -171,7 +191,12 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<u8> {
                     limit,
                 };
                 offline(&target, |store| async move {
-                    Ok(store.list_devices(&query).await?.iter().map(redact).collect())
+                    Ok(store
+                        .list_devices(&query)
+                        .await?
+                        .iter()
+                        .map(redact)
+                        .collect())
                 })?
             } else {
                 let mut query = vec![format!("limit={limit}")];
@@ -190,13 +215,21 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<u8> {
                 if let Some(a) = after {
                     query.push(format!("after={}", encode(&a)));
                 }
-                let reply = api(&target, "GET", &format!("/api/v1/devices?{}", query.join("&")), None)?;
+                let reply = api(
+                    &target,
+                    "GET",
+                    &format!("/api/v1/devices?{}", query.join("&")),
+                    None,
+                )?;
                 reply["items"].as_array().cloned().unwrap_or_default()
             };
             if target.json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
-                println!("{:<24} {:<16} {:<16} {:<18} {:<8}", "ID", "SECTOR", "CLASS", "ZONE", "STATUS");
+                println!(
+                    "{:<24} {:<16} {:<16} {:<18} {:<8}",
+                    "ID", "SECTOR", "CLASS", "ZONE", "STATUS"
+                );
                 for d in &items {
                     println!(
                         "{:<24} {:<16} {:<16} {:<18} {:<8}",
@@ -236,13 +269,23 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<u8> {
                     Ok(())
                 })?;
             } else {
-                api(&target, "POST", &format!("/api/v1/devices/{id}/revoke"), Some(json!({"reason": reason})))?;
+                api(
+                    &target,
+                    "POST",
+                    &format!("/api/v1/devices/{id}/revoke"),
+                    Some(json!({"reason": reason})),
+                )?;
             }
             println!("revoked {id}");
             Ok(0)
         }
-        DeviceCommand::Import { file, format, target } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("failed to read {}", file.display()))?;
+        DeviceCommand::Import {
+            file,
+            format,
+            target,
+        } => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("failed to read {}", file.display()))?;
             let format = match format.as_deref() {
                 Some("json") => app::inventory::Format::Json,
                 Some("csv") => app::inventory::Format::Csv,
@@ -273,7 +316,11 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<u8> {
             } else {
                 println!("imported {} devices", report["imported"]);
                 for err in report["errors"].as_array().into_iter().flatten() {
-                    println!("  row {}: {}", err["row"], err["message"].as_str().unwrap_or(""));
+                    println!(
+                        "  row {}: {}",
+                        err["row"],
+                        err["message"].as_str().unwrap_or("")
+                    );
                 }
             }
             let refused = report["errors"].as_array().is_some_and(|e| !e.is_empty());
@@ -306,7 +353,6 @@ where
             .with_context(|| format!("failed to create {}", target.data_dir.display()))?;
         let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(
             store::EmbeddedStore::open(&path)
-                .await
                 .with_context(|| format!("failed to open {}", path.display()))?,
         );
         let result = f(store.clone()).await;
@@ -324,7 +370,10 @@ fn token(target: &Target) -> anyhow::Result<String> {
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("failed to read the API token from {} (use --token-file or CITYSEC_TOKEN)", path.display())
+        format!(
+            "failed to read the API token from {} (use --token-file or CITYSEC_TOKEN)",
+            path.display()
+        )
     })?;
     Ok(text.trim().to_owned())
 }
@@ -350,7 +399,12 @@ fn api(target: &Target, method: &str, path: &str, body: Option<Value>) -> anyhow
     reply(response)
 }
 
-fn api_raw(target: &Target, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+fn api_raw(
+    target: &Target,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", target.url.trim_end_matches('/'));
     let response = agent()
         .post(&url)
@@ -366,7 +420,10 @@ fn reply(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value
     let text = response.body_mut().read_to_string().unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !status.is_success() {
-        let message = value["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
         bail!("{status}: {message}");
     }
     Ok(value)
@@ -376,7 +433,9 @@ fn reply(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -14,7 +14,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             number.push(c);
             continue;
         }
-        let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
         number.clear();
         let unit = match c {
             's' => 1,
@@ -26,7 +28,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         total = total.saturating_add(n.saturating_mul(unit));
     }
     if !number.is_empty() {
-        return Err(format!("invalid duration {text:?}: a number needs a unit (s, m, h, d)"));
+        return Err(format!(
+            "invalid duration {text:?}: a number needs a unit (s, m, h, d)"
+        ));
     }
     if text.is_empty() {
         return Err("empty duration".to_owned());

@@ -43,9 +43,7 @@ enum Command {
     /// Print the documented default config.
     GenerateConfig,
     /// Validate a config file: exit 0 when it is valid, 1 with the reason otherwise.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Manage the device registry.
     #[command(subcommand)]
     Device(device::DeviceCommand),
@@ -122,7 +120,9 @@ fn init_tracing(filter: &str, json: bool) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -31,6 +31,8 @@ pub async fn wait_for_signal() -> anyhow::Result<()> {
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.context("failed to watch Ctrl-C")
+        tokio::signal::ctrl_c()
+            .await
+            .context("failed to watch Ctrl-C")
     }
 }

@@ -147,7 +147,12 @@ pub async fn run(cmd: SimCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SimCommand::Population { devices, seed, out, mosquitto } => {
+        SimCommand::Population {
+            devices,
+            seed,
+            out,
+            mosquitto,
+        } => {
             let population = Population::generate(devices, seed);
             population.write_json(&out)?;
             eprintln!("wrote {} devices to {}", population.len(), out.display());

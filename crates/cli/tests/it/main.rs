@@ -14,7 +14,11 @@ fn citysec() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn have(program: &str) -> bool {
@@ -60,7 +64,10 @@ fn http_get(url: &str, token: Option<&str>) -> (u16, Value) {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             let text = resp.body_mut().read_to_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
         }
         Err(_) => (0, Value::Null),
     }
@@ -70,21 +77,41 @@ fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
     let http_port = free_port();
     let mqtt_port = free_port();
     let child = citysec()
-        .args(["demo", "--devices", &devices.to_string(), "--seed", &seed.to_string()])
+        .args([
+            "demo",
+            "--devices",
+            &devices.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
-        .args(["--attack-first-after", "3s", "--attack-spacing", "3s", "--duration", "120s"])
+        .args([
+            "--attack-first-after",
+            "3s",
+            "--attack-spacing",
+            "3s",
+            "--duration",
+            "120s",
+        ])
         .env("CITYSEC_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("citysec demo starts");
-    let demo = Demo { child, http: format!("http://127.0.0.1:{http_port}"), mqtt_port };
+    let demo = Demo {
+        child,
+        http: format!("http://127.0.0.1:{http_port}"),
+        mqtt_port,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&format!("{}/readyz", demo.http), None).0 != 200 {
-        assert!(Instant::now() < deadline, "platform did not become ready in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "platform did not become ready in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     demo
@@ -110,51 +137,91 @@ fn demo_detects_the_attack_schedule_end_to_end() {
 
     // The admin token exists, is private, and is the only way in.
     let token_path = data.join("admin.token");
-    let token = std::fs::read_to_string(&token_path).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "admin.token must be mode 0600");
     }
-    assert_eq!(http_get(&format!("{}/api/v1/alerts", demo.http), None).0, 401);
-    assert_eq!(http_get(&format!("{}/api/v1/alerts", demo.http), Some("cs_wrong")).0, 401);
+    assert_eq!(
+        http_get(&format!("{}/api/v1/alerts", demo.http), None).0,
+        401
+    );
+    assert_eq!(
+        http_get(&format!("{}/api/v1/alerts", demo.http), Some("cs_wrong")).0,
+        401
+    );
 
     // The registry holds the simulated city, without secret hashes.
-    let (status, devices) = http_get(&format!("{}/api/v1/devices?limit=1000", demo.http), Some(&token));
+    let (status, devices) = http_get(
+        &format!("{}/api/v1/devices?limit=1000", demo.http),
+        Some(&token),
+    );
     assert_eq!(status, 200, "{devices}");
     let items = devices["items"].as_array().unwrap();
     assert_eq!(items.len(), 300);
-    assert!(!devices.to_string().contains("$sha256$"), "secret hashes must not leave the store");
+    assert!(
+        !devices.to_string().contains("$sha256$"),
+        "secret hashes must not leave the store"
+    );
 
     // Devices come online and telemetry flows.
-    wait_for("devices online and telemetry", Duration::from_secs(30), || {
-        let (_, s) = http_get(&format!("{}/api/v1/status", demo.http), Some(&token));
-        s["devices_online"].as_u64().unwrap_or(0) >= 250
-    });
+    wait_for(
+        "devices online and telemetry",
+        Duration::from_secs(30),
+        || {
+            let (_, s) = http_get(&format!("{}/api/v1/status", demo.http), Some(&token));
+            s["devices_online"].as_u64().unwrap_or(0) >= 250
+        },
+    );
 
     // Every attack of the schedule is detected and stored.
     let mut rules = Vec::new();
     wait_for("alerts for every attack", Duration::from_secs(60), || {
-        let (_, alerts) = http_get(&format!("{}/api/v1/alerts?limit=100", demo.http), Some(&token));
+        let (_, alerts) = http_get(
+            &format!("{}/api/v1/alerts?limit=100", demo.http),
+            Some(&token),
+        );
         rules = alerts["items"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|a| a["rule"].as_str().map(str::to_owned))
             .collect();
-        ["auth.brute_force.device", "auth.brute_force.source", "actuation.uncommanded"]
-            .iter()
-            .all(|r| rules.iter().any(|x| x == r))
+        [
+            "auth.brute_force.device",
+            "auth.brute_force.source",
+            "actuation.uncommanded",
+        ]
+        .iter()
+        .all(|r| rules.iter().any(|x| x == r))
     });
-    let (_, alerts) = http_get(&format!("{}/api/v1/alerts?rule=actuation.uncommanded", demo.http), Some(&token));
+    let (_, alerts) = http_get(
+        &format!("{}/api/v1/alerts?rule=actuation.uncommanded", demo.http),
+        Some(&token),
+    );
     let siren = &alerts["items"][0];
     assert_eq!(siren["severity"], "critical");
-    assert!(siren["device_id"].as_str().unwrap().starts_with("siren-"), "{siren}");
+    assert!(
+        siren["device_id"].as_str().unwrap().starts_with("siren-"),
+        "{siren}"
+    );
 
     // Broker decisions are events too.
-    let (_, events) = http_get(&format!("{}/api/v1/events?kind=security&limit=200", demo.http), Some(&token));
-    let actions: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    let (_, events) = http_get(
+        &format!("{}/api/v1/events?kind=security&limit=200", demo.http),
+        Some(&token),
+    );
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
     assert!(actions.contains(&"auth_failure"), "{actions:?}");
     assert!(actions.contains(&"connect_accepted"), "{actions:?}");
 
@@ -162,8 +229,20 @@ fn demo_detects_the_attack_schedule_end_to_end() {
     if have("mosquitto_pub") {
         let out = Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &demo.mqtt_port.to_string()])
-            .args(["-i", "siren-0001", "-u", "siren-0001", "-P", "not-the-secret-at-all"])
-            .args(["-t", "city/public_safety/siren-0001/state", "-m", "{\"sounding\":true}"])
+            .args([
+                "-i",
+                "siren-0001",
+                "-u",
+                "siren-0001",
+                "-P",
+                "not-the-secret-at-all",
+            ])
+            .args([
+                "-t",
+                "city/public_safety/siren-0001/state",
+                "-m",
+                "{\"sounding\":true}",
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success(), "a bad password must be refused");
@@ -171,17 +250,31 @@ fn demo_detects_the_attack_schedule_end_to_end() {
 
     // Ctrl-C stops cleanly and flushes.
     let pid = demo.child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = demo.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "demo did not stop within 30 s of Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "demo did not stop within 30 s of Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut stderr = String::new();
-    demo.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    demo.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "demo exited with {status}: {stderr}");
     assert!(stderr.contains("admin token"), "{stderr}");
 
@@ -191,7 +284,11 @@ fn demo_detects_the_attack_schedule_end_to_end() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let device: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(device["class"], "siren");
 }
@@ -204,10 +301,16 @@ fn generated_config_checks_and_bad_config_is_refused() {
     let good = dir.path().join("citysec.toml");
     std::fs::write(&good, &out.stdout).unwrap();
     let check = citysec().arg("check-config").arg(&good).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let bad = dir.path().join("bad.toml");
-    let text = String::from_utf8(out.stdout).unwrap().replace("listen = \"127.0.0.1:8080\"", "listen = \"here\"");
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"here\"");
     std::fs::write(&bad, text).unwrap();
     let check = citysec().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(check.status.code(), Some(1));
@@ -231,7 +334,11 @@ fn offline_inventory_import_and_listing() {
         .arg(&csv)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "a refused row makes the exit code 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused row makes the exit code 1"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("imported 1 devices"), "{stdout}");
     assert!(stdout.contains("row 2"), "{stdout}");
