@@ -248,6 +248,79 @@ fn demo_detects_the_attack_schedule_end_to_end() {
         assert!(!out.status.success(), "a bad password must be refused");
     }
 
+    // The registry through the running platform: a device added with the CLI can connect
+    // at once with its generated secret, and once revoked it cannot.
+    if have("mosquitto_pub") {
+        let added = run_ok(
+            citysec()
+                .args([
+                    "device",
+                    "add",
+                    "pump-9999",
+                    "--class",
+                    "pump",
+                    "--zone",
+                    "water-ot",
+                    "--owner",
+                    "water",
+                ])
+                .args(["--url", &demo.http, "--token-file"])
+                .arg(&token_path),
+        );
+        let secret = added
+            .lines()
+            .find_map(|l| l.split_once("): ").map(|(_, s)| s.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no secret printed: {added}"));
+        let publish = || {
+            Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &demo.mqtt_port.to_string(),
+                    "-V",
+                    "mqttv5",
+                ])
+                .args(["-i", "pump-9999", "-u", "pump-9999", "-P", &secret])
+                .args([
+                    "-t",
+                    "city/water/pump-9999/telemetry",
+                    "-m",
+                    "{\"flow_lps\": 12.5}",
+                ])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(publish(), "a freshly added device must be able to connect");
+        run_ok(
+            citysec()
+                .args([
+                    "device",
+                    "revoke",
+                    "pump-9999",
+                    "--url",
+                    &demo.http,
+                    "--token-file",
+                ])
+                .arg(&token_path),
+        );
+        assert!(!publish(), "a revoked device must be refused");
+        let shown = run_ok(
+            citysec()
+                .args([
+                    "device",
+                    "show",
+                    "pump-9999",
+                    "--url",
+                    &demo.http,
+                    "--token-file",
+                ])
+                .arg(&token_path),
+        );
+        assert!(shown.contains("revoked"), "{shown}");
+    }
+
     // Ctrl-C stops cleanly and flushes.
     let pid = demo.child.id().to_string();
     assert!(
@@ -353,4 +426,175 @@ fn offline_inventory_import_and_listing() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], "pump-0001");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("sha256$"));
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `serve` from a config with TLS listeners: HTTPS for the API, MQTT over TLS where a
+/// device authenticates with a certificate from `citysec pki` whose CN names it.
+#[test]
+fn serve_with_tls_and_device_certificates() {
+    if !have("mosquitto_pub") || !have("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let data = dir.path().join("data");
+    run_ok(citysec().args(["pki", "init", "--dir"]).arg(&pki));
+    run_ok(
+        citysec()
+            .args([
+                "pki",
+                "server",
+                "--dns",
+                "localhost",
+                "--ip",
+                "127.0.0.1",
+                "--dir",
+            ])
+            .arg(&pki),
+    );
+    let issued = run_ok(
+        citysec()
+            .args(["pki", "device", "siren-0001", "stranger-1", "--dir"])
+            .arg(&pki),
+    );
+    let fingerprint = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("siren-0001 "))
+        .unwrap_or_else(|| panic!("no fingerprint in {issued:?}"))
+        .trim()
+        .to_owned();
+    run_ok(
+        citysec()
+            .args([
+                "device",
+                "add",
+                "siren-0001",
+                "--class",
+                "siren",
+                "--zone",
+                "ps-field",
+            ])
+            .args([
+                "--owner",
+                "emergency management",
+                "--cert-sha256",
+                &fingerprint,
+                "--offline",
+                "--data-dir",
+            ])
+            .arg(&data),
+    );
+
+    let (https_port, mqtt_port, mqtts_port) = (free_port(), free_port(), free_port());
+    let default = run_ok(citysec().arg("generate-config"));
+    let p = |name: &str| pki.join(name).display().to_string();
+    let config = default
+        .replace("${CITYSEC_DATA_DIR:-./citysec-data}", &data.display().to_string())
+        .replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{https_port}\""))
+        .replacen(
+            "# tls_cert = \"pki/server.pem\"\n# tls_key = \"pki/server.key\"\n",
+            &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", p("server.pem"), p("server.key")),
+            1,
+        )
+        .replace("listen = \"127.0.0.1:1883\"", &format!("listen = \"127.0.0.1:{mqtt_port}\""))
+        .replace("# tls_listen = \"127.0.0.1:8883\"", &format!("tls_listen = \"127.0.0.1:{mqtts_port}\""))
+        .replace("# tls_cert = \"pki/server.pem\"\n# tls_key = \"pki/server.key\"\n# client_ca = \"pki/ca.pem\"", &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"", p("server.pem"), p("server.key"), p("ca.pem")));
+    let config_path = dir.path().join("citysec.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    run_ok(citysec().arg("check-config").arg(&config_path));
+    assert!(
+        config.contains("client_ca = "),
+        "config template changed: {config}"
+    );
+
+    let child = citysec()
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("CITYSEC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Demo {
+        child,
+        http: String::new(),
+        mqtt_port,
+    };
+    let url = format!("https://localhost:{https_port}");
+    let curl = |path: &str, token: Option<&str>| -> (bool, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sf", "--cacert"]).arg(pki.join("ca.pem"));
+        if let Some(token) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = cmd.arg(format!("{url}{path}")).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    wait_for("https /readyz", Duration::from_secs(30), || {
+        curl("/readyz", None).0
+    });
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let publish = |cert: &str, client: &str| -> bool {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &mqtts_port.to_string(),
+                "-V",
+                "mqttv311",
+            ])
+            .arg("--cafile")
+            .arg(pki.join("ca.pem"))
+            .arg("--cert")
+            .arg(pki.join(format!("{cert}.pem")))
+            .arg("--key")
+            .arg(pki.join(format!("{cert}.key")))
+            .args([
+                "-i",
+                client,
+                "-t",
+                &format!("city/public_safety/{client}/telemetry"),
+                "-m",
+                "{\"battery_v\": 26.8}",
+            ])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        publish("siren-0001", "siren-0001"),
+        "a registered device certificate must connect"
+    );
+    assert!(
+        !publish("stranger-1", "stranger-1"),
+        "a CA-signed certificate for an unregistered device must be refused"
+    );
+
+    wait_for(
+        "the certificate login and its telemetry stored",
+        Duration::from_secs(15),
+        || {
+            let (ok, body) = curl("/api/v1/events?device_id=siren-0001&limit=50", Some(&token));
+            ok && body.contains("connect_accepted") && body.contains("battery_v")
+        },
+    );
 }
