@@ -35,6 +35,7 @@ struct Args {
     qos: u8,
     mqtt5_share: f64,
     sink: Option<u16>,
+    connect_concurrency: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -51,6 +52,7 @@ fn parse_args() -> Result<Args> {
         qos: 0,
         mqtt5_share: 0.2,
         sink: None,
+        connect_concurrency: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +73,9 @@ fn parse_args() -> Result<Args> {
             }
             "--write-mosquitto" => args.write_mosquitto = Some(value()?.into()),
             "--attacks" => args.attacks = true,
+            "--connect-concurrency" => {
+                args.connect_concurrency = Some(value()?.parse().context("--connect-concurrency")?);
+            }
             "--sink" => args.sink = Some(value()?.parse().context("--sink")?),
             other => bail!("unknown argument {other}"),
         }
@@ -138,6 +143,9 @@ fn main() -> Result<()> {
         config.seed = args.seed;
         config.qos = args.qos;
         config.mqtt5_share = args.mqtt5_share;
+        if let Some(c) = args.connect_concurrency {
+            config.connect_concurrency = c;
+        }
         config.attacks = if args.attacks { AttackConfig::default() } else { AttackConfig::disabled() };
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let started = Instant::now();

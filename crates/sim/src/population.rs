@@ -195,8 +195,8 @@ pub fn profile(class: DeviceClass) -> &'static ClassProfile {
         .expect("every device class has a row in MIX")
 }
 
-/// One simulated device as the inventory file lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One simulated device as the inventory file lists it. `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimDevice {
     pub id: DeviceId,
     pub sector: Sector,
@@ -209,6 +209,17 @@ pub struct SimDevice {
     pub location: Location,
     /// The MQTT password: 32 random bytes, lowercase hex.
     pub secret: String,
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("id", &self.id)
+            .field("class", &self.class)
+            .field("zone", &self.zone)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// The inventory file: `{"version": 1, "devices": [...]}`.

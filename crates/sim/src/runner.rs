@@ -78,7 +78,7 @@ impl SimConfig {
             attacks: AttackConfig::default(),
             seed: 1,
             qos: 0,
-            connect_concurrency: 256,
+            connect_concurrency: 64,
             mqtt5_share: 0.2,
             time_scale: 1.0,
             keep_alive_s: 60,
@@ -393,8 +393,8 @@ async fn session(
         pkid = pkid.wrapping_add(1).max(1);
         pkid
     };
-    let mut wbuf = BytesMut::with_capacity(256);
-    let mut payload = Vec::with_capacity(192);
+    let mut wbuf = BytesMut::new();
+    let mut payload = Vec::new();
     let stats = &shared.stats;
 
     // Actuators announce their state on connect.
@@ -525,8 +525,11 @@ async fn session(
                     let next_due = origin + Duration::from_secs_f64(sent as f64 * interval);
                     next_due.max(last_write + MIN_TICK)
                 };
-                if wbuf.capacity() > 16 * 1024 {
-                    wbuf = BytesMut::with_capacity(256);
+                if shared.load_interval.is_none() || wbuf.capacity() > 16 * 1024 {
+                    // At natural cadences a device is idle for seconds: hold no buffers
+                    // meanwhile (about 500 bytes per device).
+                    wbuf = BytesMut::new();
+                    payload = Vec::new();
                 }
             }
         }

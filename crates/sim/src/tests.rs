@@ -110,7 +110,11 @@ fn population_devices_are_well_formed() {
         );
         assert!(!d.zone.is_empty() && !d.owner.is_empty() && !d.vendor.is_empty());
     }
-    assert!(pop.get("siren-0001").is_some());
+    let siren = pop.get("siren-0001").unwrap();
+    assert!(
+        !format!("{siren:?}").contains(&siren.secret),
+        "debug output leaks the secret"
+    );
     assert_eq!(pop.of_class(DeviceClass::SmartMeter).count(), 800);
     assert_eq!(pop.of_class(DeviceClass::Siren).count(), 20);
     // Small populations still hold one of each class.
