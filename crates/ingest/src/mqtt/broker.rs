@@ -22,6 +22,7 @@ use super::metrics::BrokerMetrics;
 use super::proto::DisconnectReason;
 use super::session::{Claim, Connection, Context, EventBudget, Limits, Output, TlsIdentity};
 use super::{DeviceDirectory, EventSink, MqttError, tls};
+use crate::credentials;
 
 /// Refused-connect events beyond this many per second are aggregated into one summary.
 const REFUSAL_EVENTS_PER_S: u32 = 20;
@@ -526,6 +527,18 @@ impl Context for TaskContext<'_> {
         self.subscribed.retain(|t| t != topic);
     }
 
+    fn verify_secret(&self, hash: &str, secret: &str) -> bool {
+        // argon2 takes tens of milliseconds: on a multi-thread runtime, tell tokio this
+        // worker blocks so its other tasks move on. Generated secrets ($sha256$) are cheap.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if credentials::is_slow_hash(hash) && multi {
+            tokio::task::block_in_place(|| credentials::verify(hash, secret))
+        } else {
+            credentials::verify(hash, secret)
+        }
+    }
+
     fn retain(&mut self, topic: &str, payload: Bytes) -> bool {
         let mut retained = self.shared.retained.lock();
         if payload.is_empty() {
@@ -644,9 +657,8 @@ async fn serve<S>(
                 if conn.is_connected() {
                     conn.kick(DisconnectReason::KeepAliveTimeout, "keep-alive timeout", now, &mut out);
                 } else {
-                    out.stats.connects_refused += 1;
                     conn.close(now, "connect timeout", false, &mut out);
-                    tracing::debug!(peer = %peer, "mqtt connect timeout");
+                    refused_connect(&shared, peer, "connect timeout");
                 }
             }
             _ = stopped(&mut shutdown) => {

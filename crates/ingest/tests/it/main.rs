@@ -721,3 +721,72 @@ async fn connect_floods_are_limited_and_summarised() {
     drop(conns);
     f.broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_connections_time_out() {
+    use tokio::io::AsyncReadExt;
+    let config = MqttConfig {
+        connect_timeout_ms: 200,
+        ..local_config()
+    };
+    let f = start(config, directory());
+    let mut s = tokio::net::TcpStream::connect(f.broker.local_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "the broker closes a connection that never sent CONNECT"
+    );
+    f.sink
+        .wait_for(
+            "timeout event",
+            security(SecurityEventKind::ConnectRefused, "connect timeout"),
+        )
+        .await;
+    f.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argon2_secret_device_connects() {
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = directory();
+    let hash = credentials::hash_password("a human chose this");
+    dir.0.lock().insert(
+        "valve-3".into(),
+        device(
+            "valve-3",
+            DeviceClass::Valve,
+            vec![Credential::Secret { hash }],
+        ),
+    );
+    let f = start(local_config(), dir);
+    let port = f.broker.local_addr().port().to_string();
+    let out = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv5",
+            "valve-3",
+            "a human chose this",
+            "city/water/valve-3/state",
+            r#"{"open":false}"#,
+        ),
+    )
+    .await;
+    assert!(
+        out.status.success() && text(&out).to_lowercase().contains("received puback"),
+        "{}",
+        text(&out)
+    );
+    f.sink
+        .wait_for("valve state", |e| matches!(e.kind, EventKind::State { .. }))
+        .await;
+    f.broker.shutdown().await;
+}
