@@ -13,6 +13,10 @@ type Raw = Vec<Option<Inst>>;
 type It<'a> = Box<dyn Iterator<Item = Raw> + 'a>;
 type ComboIter = Box<dyn Iterator<Item = Vec<Raw>>>;
 
+/// At most this many instances of one observation (`number_observed`) take part in a
+/// binding search, so a forged `number_observed` cannot make a search run for hours.
+pub const MAX_INSTANCES: u32 = 4_096;
+
 /// One reported binding: per observation expression, the observation index bound to it.
 pub type Binding = Vec<Option<usize>>;
 
@@ -97,16 +101,32 @@ fn expected_size(n: &Node) -> usize {
 /// All bindings of `n`, lazily, in stix2-matcher's order.
 pub(super) fn bindings<'a>(n: &'a Node, obs: &'a [&'a Observation]) -> It<'a> {
     let ctx = Rc::new(Ctx { obs });
-    build(n, &ctx)
+    build(n, &ctx, None)
 }
 
-fn build<'a>(n: &'a Node, ctx: &Rc<Ctx<'a>>) -> It<'a> {
+/// The same set of bindings, in a different order: `START`/`STOP` windows are applied to
+/// the observations before joining instead of to the joined bindings. Only for deciding
+/// whether any binding exists.
+pub(super) fn bindings_unordered<'a>(n: &'a Node, obs: &'a [&'a Observation]) -> It<'a> {
+    let ctx = Rc::new(Ctx { obs });
+    build(n, &ctx, Some((i64::MIN, i64::MAX)))
+}
+
+/// `window`: when set, only observations with `first < stop && start <= last` for the
+/// enclosing `START`/`STOP` qualifiers take part.
+fn build<'a>(n: &'a Node, ctx: &Rc<Ctx<'a>>, window: Option<(i64, i64)>) -> It<'a> {
     match n {
         Node::Simple(c) => {
-            let ord = order(c, ctx.obs);
+            let mut ord = order(c, ctx.obs);
+            if let Some((start, stop)) = window {
+                ord.retain(|&o| {
+                    let o = ctx.obs[o as usize];
+                    o.first < stop && start <= o.last
+                });
+            }
             let counts: Vec<u32> = ord
                 .iter()
-                .map(|&o| ctx.obs[o as usize].number_observed)
+                .map(|&o| ctx.obs[o as usize].number_observed.min(MAX_INSTANCES))
                 .collect();
             Box::new(
                 ord.into_iter()
@@ -115,8 +135,8 @@ fn build<'a>(n: &'a Node, ctx: &Rc<Ctx<'a>>) -> It<'a> {
             )
         }
         Node::Or(a, b) => {
-            let mut l = build(a, ctx);
-            let mut r = build(b, ctx);
+            let mut l = build(a, ctx, window);
+            let mut r = build(b, ctx, window);
             let fl = l.next();
             let fr = r.next();
             let lpad = fl.as_ref().map_or_else(|| expected_size(a), Vec::len);
@@ -131,16 +151,20 @@ fn build<'a>(n: &'a Node, ctx: &Rc<Ctx<'a>>) -> It<'a> {
                 pending: None,
             })
         }
-        Node::And(a, b) => Box::new(Join::new(build(a, ctx), build(b, ctx), None)),
+        Node::And(a, b) => Box::new(Join::new(
+            build(a, ctx, window),
+            build(b, ctx, window),
+            None,
+        )),
         Node::FollowedBy(a, b) => Box::new(Join::new(
-            build(a, ctx),
-            build(b, ctx),
+            build(a, ctx, window),
+            build(b, ctx, window),
             Some(Rc::clone(ctx)),
         )),
         Node::Within(e, us) => {
             let us = *us;
             let c = Rc::clone(ctx);
-            Box::new(build(e, ctx).filter(move |b| {
+            Box::new(build(e, ctx, window).filter(move |b| {
                 let earliest_last = c.earliest_last(b);
                 let limit = earliest_last.saturating_add(us);
                 b.iter().flatten().all(|&i| c.first(i) <= limit)
@@ -152,14 +176,15 @@ fn build<'a>(n: &'a Node, ctx: &Rc<Ctx<'a>>) -> It<'a> {
                 return Box::new(std::iter::empty());
             }
             let c = Rc::clone(ctx);
-            Box::new(build(e, ctx).filter(move |b| {
+            let inner = window.map(|(s0, s1)| (s0.max(start), s1.min(stop)));
+            Box::new(build(e, ctx, inner).filter(move |b| {
                 b.iter()
                     .flatten()
                     .all(|&i| c.first(i) < stop && start <= c.last(i))
             }))
         }
         Node::Repeats(e, k) => {
-            let inner = build(e, ctx);
+            let inner = build(e, ctx, window);
             if *k == 1 {
                 inner
             } else {

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::pattern::{CmpExpr, Literal, ObsExpr, Op, PathStep, Pattern, PropTest};
 use crate::time::Timestamp;
-pub use bind::Binding;
+pub use bind::{Binding, MAX_INSTANCES};
 use value::{Lit, Net, Scalar, Val};
 
 /// Largest compiled regex program accepted, in bytes.
@@ -573,7 +573,7 @@ impl CompiledPattern {
             return observations.iter().any(|o| cmp_matches(c, o));
         }
         let refs: Vec<&Observation> = observations.iter().collect();
-        bind::bindings(&self.root, &refs).next().is_some()
+        bind::bindings_unordered(&self.root, &refs).next().is_some()
     }
 
     /// The first `limit` bindings, in the order stix2-matcher finds them. Each binding lists,
