@@ -151,7 +151,7 @@ fn main() -> Result<()> {
         let started = Instant::now();
         let task = tokio::spawn(sim::run(config, stats.clone(), stop_rx));
         let mut steady: Option<(Instant, u64, f64)> = None;
-        let mut last = (Instant::now(), 0u64);
+        let mut last = (Instant::now(), 0u64, 0.0f64);
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.tick().await;
         while !task.is_finished() {
@@ -159,8 +159,11 @@ fn main() -> Result<()> {
             let s = stats.snapshot();
             let now = Instant::now();
             let rate = (s.messages_sent - last.1) as f64 / (now - last.0).as_secs_f64();
-            last = (now, s.messages_sent);
             let (cpu, rss, _) = self_usage();
+            // The steady window ends when devices start to disconnect.
+            if steady.is_none() || s.devices_connected == count {
+                last = (now, s.messages_sent, cpu);
+            }
             if steady.is_none() && s.devices_connected == count {
                 steady = Some((now, s.messages_sent, cpu));
                 eprintln!("all {count} devices connected after {:.1}s", started.elapsed().as_secs_f64());
@@ -175,7 +178,8 @@ fn main() -> Result<()> {
         }
         task.await??;
         let s = stats.snapshot();
-        let (cpu, rss, hwm) = self_usage();
+        let (_, rss, hwm) = self_usage();
+        let cpu = last.2;
         let (t0, m0, c0) = steady.unwrap_or((started, 0, 0.0));
         let window = last.0.duration_since(t0).as_secs_f64().max(0.001);
         let msgs = last.1.saturating_sub(m0);

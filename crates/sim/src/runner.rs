@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::pending;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -28,9 +28,12 @@ use crate::population::Population;
 use crate::stats::SimStats;
 use crate::telemetry::{self, DeviceModel};
 
-/// In load-generator mode a device wakes at most this often and writes all messages due
-/// since its last wake in one batch (one syscall).
+/// In load-generator mode a device wakes about once per `BATCH_TARGET` messages (but at
+/// least every `MAX_TICK` and at most every `MIN_TICK`) and writes everything due since
+/// its last wake in one batch: one syscall per batch instead of one per message.
 const MIN_TICK: Duration = Duration::from_millis(10);
+const MAX_TICK: Duration = Duration::from_millis(50);
+const BATCH_TARGET: f64 = 8.0;
 /// Publishes written in one batch at most; a device that is further behind loops again.
 const MAX_BATCH: u64 = 64;
 /// A device that falls further behind than this (the broker cannot keep up) drops the
@@ -113,6 +116,8 @@ struct Shared {
     keep_alive_s: u16,
     mqtt5_share: f64,
     seed: u64,
+    /// Whether a connect failure was already logged at warn level (later ones go to debug).
+    failure_logged: AtomicBool,
 }
 
 /// A per-device seed derived from the run's seed (SplitMix64 finaliser).
@@ -157,6 +162,7 @@ pub async fn run(
         keep_alive_s: config.keep_alive_s.max(5),
         mqtt5_share: config.mqtt5_share,
         seed: config.seed,
+        failure_logged: AtomicBool::new(false),
     });
     tracing::info!(
         devices,
@@ -359,7 +365,16 @@ async fn device_task(
                     .stats
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(device_id = %device.id, error = %format!("{err:#}"), "connect failed");
+                let error = format!("{err:#}");
+                if shared.failure_logged.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(device_id = %device.id, error, "connect failed");
+                } else {
+                    tracing::warn!(
+                        device_id = %device.id,
+                        error,
+                        "device connect failed (further failures are logged at debug level)"
+                    );
+                }
             }
         }
         let jitter = rng.random_range(0.5..1.5);
@@ -418,6 +433,7 @@ async fn session(
         .unwrap_or_else(|| telemetry::cadence(device.class).as_secs_f64());
     // A random phase so devices' publishes spread evenly over the interval.
     let origin = Instant::now() + Duration::from_secs_f64(interval * rng.random::<f64>());
+    let min_gap = Duration::from_secs_f64(interval * BATCH_TARGET).clamp(MIN_TICK, MAX_TICK);
     let mut sent: u64 = 0;
     let mut next_wake = origin;
     let keep_alive = Duration::from_secs(u64::from(shared.keep_alive_s));
@@ -523,7 +539,7 @@ async fn session(
                     last_write
                 } else {
                     let next_due = origin + Duration::from_secs_f64(sent as f64 * interval);
-                    next_due.max(last_write + MIN_TICK)
+                    next_due.max(last_write + min_gap)
                 };
                 if shared.load_interval.is_none() || wbuf.capacity() > 16 * 1024 {
                     // At natural cadences a device is idle for seconds: hold no buffers
