@@ -26,7 +26,7 @@ mod runner;
 mod stats;
 pub mod telemetry;
 
-pub use crate::runner::{SimConfig, run};
+pub use crate::runner::{SimConfig, device_version, run};
 pub use crate::stats::{SimSnapshot, SimStats};
 
 #[cfg(test)]

@@ -128,6 +128,17 @@ fn device_seed(seed: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The MQTT version device `index` of a run seeded with `seed` speaks: MQTT 5.0 for about
+/// `mqtt5_share` of devices, chosen reproducibly; 3.1.1 for the rest.
+pub fn device_version(seed: u64, index: usize, mqtt5_share: f64) -> Version {
+    let draw = device_seed(seed ^ 0x5e55_1075, index) >> 11;
+    if (draw as f64) < mqtt5_share.clamp(0.0, 1.0) * (1u64 << 53) as f64 {
+        Version::V5
+    } else {
+        Version::V4
+    }
+}
+
 /// Runs the simulation until `duration` elapses or `shutdown` turns true, then
 /// disconnects every device cleanly. A dropped `shutdown` sender never stops the run.
 pub async fn run(
@@ -272,11 +283,7 @@ async fn device_task(
     let device = &shared.population.devices[index];
     let seed = device_seed(shared.seed, index);
     let mut rng = SmallRng::seed_from_u64(seed);
-    let version = if rng.random_bool(shared.mqtt5_share.clamp(0.0, 1.0)) {
-        Version::V5
-    } else {
-        Version::V4
-    };
+    let version = device_version(shared.seed, index, shared.mqtt5_share);
     let mut model = DeviceModel::new(device.class, seed);
     let mut backoff = INITIAL_BACKOFF;
     loop {

@@ -601,3 +601,17 @@ fn attack_plan_is_reproducible_and_within_the_first_minute() {
             .all(|a| a.kind.name() == "password_spray")
     );
 }
+
+#[test]
+fn about_a_fifth_of_devices_speak_mqtt5() {
+    let v5 = |seed, share| {
+        (0..10_000)
+            .filter(|&i| crate::device_version(seed, i, share) == Version::V5)
+            .count()
+    };
+    let share = v5(1, 0.2);
+    assert!((1_800..2_200).contains(&share), "{share}");
+    assert_eq!(v5(1, 0.2), share, "reproducible");
+    assert_eq!(v5(1, 0.0), 0);
+    assert_eq!(v5(1, 1.0), 10_000);
+}

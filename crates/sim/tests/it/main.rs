@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use model::DeviceClass;
 use serde_json::Value;
 use sim::attacks::{AttackConfig, AttackKind, plan_cycle};
+use sim::mqtt::Version;
 use sim::population::Population;
 use sim::{SimConfig, SimStats};
 
@@ -181,6 +182,12 @@ async fn city_against_mosquitto() {
             _ => None,
         })
         .expect("a siren in the plan");
+
+    // Both protocol versions are in play.
+    let v5 = (0..50)
+        .filter(|&i| sim::device_version(9, i, 0.2) == Version::V5)
+        .count();
+    assert!((1..50).contains(&v5), "{v5} of 50 devices speak mqtt 5");
 
     let mut config = SimConfig::new(addr, population.clone());
     config.rate = Some(250.0); // 5 msg/s per device, so every device reports within the run
