@@ -1076,3 +1076,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn config_defaults_and_unknown_fields() {
+    use super::config::{ClientIdConflict, MqttConfig};
+    let c: MqttConfig =
+        serde_json::from_str(r#"{"listen":"0.0.0.0:1883","on_client_id_conflict":"replace"}"#)
+            .unwrap();
+    assert_eq!(c.listen, "0.0.0.0:1883");
+    assert_eq!(c.on_client_id_conflict, ClientIdConflict::Replace);
+    assert_eq!(c.max_payload_bytes, 65536);
+    assert_eq!(c.max_connections, 100_000);
+    assert_eq!(MqttConfig::default().listen, "127.0.0.1:1883");
+    assert_eq!(
+        MqttConfig::default().on_client_id_conflict,
+        ClientIdConflict::Refuse
+    );
+    let err = serde_json::from_str::<MqttConfig>(r#"{"listen_addr":"x"}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+}

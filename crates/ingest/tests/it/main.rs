@@ -790,3 +790,72 @@ async fn argon2_secret_device_connects() {
         .await;
     f.broker.shutdown().await;
 }
+
+/// Connects a raw 3.1.1 client from `source` and returns the stream and the CONNACK code.
+async fn raw_connect(
+    broker: std::net::SocketAddr,
+    source: &str,
+    id: &str,
+) -> (tokio::net::TcpStream, u8) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(broker).await.unwrap();
+    let mut c = rumqttc::mqttbytes::v4::Connect::new(id);
+    c.set_login(id, SECRET);
+    let mut buf = bytes::BytesMut::new();
+    c.write(&mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    (s, ack[3])
+}
+
+#[tokio::test]
+async fn client_id_conflicts_are_refused_or_replaced_and_reported() {
+    use tokio::io::AsyncReadExt;
+    let f = start(local_config(), directory());
+    let addr = f.broker.local_addr();
+    let (mut first, code) = raw_connect(addr, "127.0.0.1", "pump-7").await;
+    assert_eq!(code, 0);
+    // Another address while the first is alive: refused (identifier rejected).
+    let (_, code) = raw_connect(addr, "127.0.0.2", "pump-7").await;
+    assert_eq!(code, 2);
+    f.sink
+        .wait_for(
+            "refused takeover",
+            security(
+                SecurityEventKind::ClientIdTakeover,
+                "client id in use from another address",
+            ),
+        )
+        .await;
+    // The same address: the new connection replaces the old one, which is closed.
+    let (_second, code) = raw_connect(addr, "127.0.0.1", "pump-7").await;
+    assert_eq!(code, 0);
+    f.sink
+        .wait_for(
+            "replaced",
+            security(
+                SecurityEventKind::ClientIdTakeover,
+                "replaced live session from the same address",
+            ),
+        )
+        .await;
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the replaced session is closed");
+    f.sink
+        .wait_for(
+            "old session closed",
+            security(
+                SecurityEventKind::Disconnect,
+                "session taken over by 127.0.0.1",
+            ),
+        )
+        .await;
+    f.broker.shutdown().await;
+}
