@@ -344,7 +344,13 @@ impl Connection {
         {
             proto::write_disconnect(v, reason, &mut out.write);
         }
-        self.close(now, text, true, out);
+        // A session that went silent or was taken over did not say goodbye: its will is
+        // published (MQTT 3.1.1 3.1.2.5, 5.0 3.1.2.5); revocation and shutdown are ours.
+        let clean = !matches!(
+            reason,
+            DisconnectReason::KeepAliveTimeout | DisconnectReason::TakenOver
+        );
+        self.close(now, text, clean, out);
     }
 
     /// The transport ended (`clean` = after a DISCONNECT packet or a broker decision):

@@ -855,6 +855,52 @@ fn denied_floods_are_summarised() {
 }
 
 #[test]
+fn will_is_published_when_the_session_goes_silent() {
+    let mut c = v4::Connect::new("siren-1");
+    c.set_login("siren-1", "s3cret");
+    c.last_will = Some(v4::LastWill::new(
+        "city/public_safety/siren-1/state",
+        r#"{"online":false}"#,
+        Q4::AtMostOnce,
+        false,
+    ));
+    let mut bytes = BytesMut::new();
+    c.write(&mut bytes).unwrap();
+    let mut run = Run::new(Version::V311);
+    let (w, _) = run.raw(&bytes);
+    assert_eq!(w, vec!["connack 0"]);
+    let mut out = Output::default();
+    run.conn.kick(
+        super::proto::DisconnectReason::KeepAliveTimeout,
+        "keep-alive timeout",
+        NOW,
+        &mut out,
+    );
+    let got: Vec<String> = out.events.iter().map(ev).collect();
+    assert_eq!(
+        got,
+        vec!["state 1", "disconnect keep-alive timeout (unclean)"]
+    );
+    // A will outside the device's namespace is refused at CONNECT.
+    let mut c = v4::Connect::new("siren-1");
+    c.set_login("siren-1", "s3cret");
+    c.last_will = Some(v4::LastWill::new(
+        "city/public_safety/siren-2/state",
+        "x",
+        Q4::AtMostOnce,
+        false,
+    ));
+    let mut bytes = BytesMut::new();
+    c.write(&mut bytes).unwrap();
+    let mut run = Run::new(Version::V311);
+    let (_, e) = run.raw(&bytes);
+    assert_eq!(
+        e[0],
+        "publish_denied will topic outside device namespace [city/public_safety/siren-2/state]"
+    );
+}
+
+#[test]
 fn clean_disconnect_is_reported() {
     let mut run = Run::new(Version::V311);
     run.login("pump-7");
