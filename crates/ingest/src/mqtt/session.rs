@@ -985,14 +985,29 @@ impl Connection {
             sector: device.map(|d| d.sector),
             kind: EventKind::Security(SecurityEvent {
                 action,
-                client_id: self.client_id.clone(),
-                username: self.username.clone(),
+                client_id: self.client_id.as_deref().map(clip),
+                username: self.username.as_deref().map(clip),
                 peer: Some(self.peer_text.clone()),
-                topic,
+                topic: topic.as_deref().map(clip),
                 reason: Some(reason),
             }),
         }
     }
+}
+
+/// Client-chosen strings in events are cut to this many bytes, so a 64 KiB client id
+/// cannot inflate every event it causes.
+pub const MAX_EVENT_FIELD: usize = 256;
+
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_EVENT_FIELD {
+        return s.to_owned();
+    }
+    let mut end = MAX_EVENT_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", s.get(..end).unwrap_or_default())
 }
 
 /// Which of the device's publishable channels `topic` is, if any.

@@ -901,6 +901,32 @@ fn will_is_published_when_the_session_goes_silent() {
 }
 
 #[test]
+fn long_client_strings_are_clipped_in_events() {
+    let long_id = "é".repeat(1000);
+    let mut run = Run::new(Version::V311);
+    let mut out = Output::default();
+    let bytes = encode(
+        Version::V311,
+        Pkt::Connect {
+            client_id: &long_id,
+            user: Some(&long_id),
+            pass: Some("x"),
+        },
+    );
+    run.conn.handle(&bytes, NOW, &mut run.ctx, &mut out);
+    let EventKind::Security(s) = &out.events[0].kind else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(s.reason.as_deref(), Some("unknown device"));
+    let cid = s.client_id.as_deref().unwrap();
+    assert!(
+        cid.len() <= super::session::MAX_EVENT_FIELD + 3 && cid.ends_with("..."),
+        "{}",
+        cid.len()
+    );
+}
+
+#[test]
 fn clean_disconnect_is_reported() {
     let mut run = Run::new(Version::V311);
     run.login("pump-7");
