@@ -57,6 +57,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.mqtt.max_connections =
         config.ingest.mqtt.max_connections.max(args.devices + 1_000);
 
+    // The broker and the simulated devices share this process: two sockets per device.
+    if let Some(limit) = crate::open_files_limit() {
+        let needed = 2 * args.devices as u64 + 256;
+        anyhow::ensure!(
+            needed <= limit,
+            "{} simulated devices need about {needed} open files in one process, but this system \
+             allows {limit} (ulimit -n); use fewer devices, or run `citysec serve` and `citysec sim run` \
+             as separate processes",
+            args.devices
+        );
+    }
     let started = Instant::now();
     let population = Arc::new(sim::population::Population::generate(
         args.devices,

@@ -63,6 +63,8 @@ fn main() -> ExitCode {
     init_tracing(&cli.log, cli.log_json);
     // One TLS crypto provider for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every device is a socket: take all the file descriptors the system allows.
+    raise_open_files_limit();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -128,6 +130,22 @@ fn init_tracing(filter: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// Raises the soft limit on open files to the hard limit (Debian's default soft limit of
+/// 1024 would cap a city at a few hundred devices).
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "failed to raise the open files limit"),
+    }
+}
+
+/// The current soft limit on open files, if known.
+pub fn open_files_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
