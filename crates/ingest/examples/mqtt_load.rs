@@ -3,6 +3,9 @@
 //! only counts. Prints msg/s and process CPU per message (publishers included).
 //!
 //! `cargo run --release -p ingest --example mqtt_load -- [devices] [messages-per-device]`
+//!
+//! For comparison, `... -- 1000 2000 127.0.0.1:18830` sends the same load to another broker
+//! (e.g. `mosquitto -p 18830`, anonymous) and counts what one `city/#` subscriber receives.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,21 +64,22 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     let devices = args.first().copied().unwrap_or(1000);
     let per_device = args.get(1).copied().unwrap_or(1000);
+    let external = raw
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(devices, per_device));
+    rt.block_on(run(devices, per_device, external));
 }
 
-async fn run(devices: usize, per_device: usize) {
+async fn run(devices: usize, per_device: usize, external: Option<std::net::SocketAddr>) {
     let secret = "load-secret";
     let cred = Credential::Secret {
         hash: credentials::hash_secret(secret),
@@ -113,7 +117,14 @@ async fn run(devices: usize, per_device: usize) {
         Arc::clone(&sink) as Arc<dyn EventSink>,
     )
     .expect("broker");
-    let addr = broker.local_addr();
+    let addr = match external {
+        Some(ext) => {
+            tokio::spawn(count_subscriber(ext, Arc::clone(&sink)));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ext
+        }
+        None => broker.local_addr(),
+    };
 
     // Connect everyone first.
     let connect_start = Instant::now();
@@ -125,7 +136,9 @@ async fn run(devices: usize, per_device: usize) {
         let mut buf = BytesMut::new();
         let mut c = v4::Connect::new(id.clone());
         c.keep_alive = 600;
-        c.set_login(id.clone(), secret);
+        if external.is_none() {
+            c.set_login(id.clone(), secret);
+        }
         c.write(&mut buf).expect("encode");
         s.write_all(&buf).await.expect("write");
         let mut ack = [0u8; 4];
@@ -186,4 +199,34 @@ async fn run(devices: usize, per_device: usize) {
     }
     broker.shutdown().await;
     drop(kept);
+}
+
+/// Subscribes to `city/#` on an external broker and counts the PUBLISH packets received.
+async fn count_subscriber(addr: std::net::SocketAddr, sink: Arc<Counter>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = BytesMut::new();
+    let mut c = v4::Connect::new("load-counter");
+    c.keep_alive = 600;
+    c.write(&mut buf).expect("encode");
+    let mut sub = v4::Subscribe::new("city/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    sub.write(&mut buf).expect("encode");
+    s.write_all(&buf).await.expect("write");
+    let mut rx = BytesMut::with_capacity(1 << 20);
+    loop {
+        match s.read_buf(&mut rx).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut n = 0;
+        loop {
+            match v4::Packet::read(&mut rx, 1 << 20) {
+                Ok(v4::Packet::Publish(_)) => n += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        sink.telemetry.fetch_add(n, Ordering::Relaxed);
+        sink.batches.fetch_add(1, Ordering::Relaxed);
+    }
 }
