@@ -1,0 +1,547 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! A backend's tests implement [`Backend`] and invoke the macro:
+//!
+//! ```ignore
+//! store::testsuite!(async { MyBackend::new().await });
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per function of this module.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use model::{
+    Alert, AlertId, Device, DeviceClass, DeviceId, DeviceStatus, ErrorCode, Event, EventKind,
+    Reading, SecurityEvent, SecurityEventKind, Severity, Timestamp, Value,
+};
+
+use crate::{AlertQuery, ApiToken, DeviceQuery, EventQuery, Store, StoreStats};
+
+/// A fresh, empty database for one test.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Opens the database. After `close`, a second call opens the same database again, so the
+    /// suite can check that data survives a restart.
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+/// Expands to one `#[tokio::test]` per conformance check. The argument is an async
+/// expression yielding a [`testsuite::Backend`](crate::testsuite::Backend); it is evaluated
+/// once per test.
+#[macro_export]
+macro_rules! testsuite {
+    ($backend:expr) => {
+        $crate::testsuite!(@tests $backend;
+            insert_and_get_device,
+            insert_device_conflict,
+            upsert_devices_replaces,
+            list_devices_filters,
+            list_devices_paging,
+            list_devices_limit_is_capped,
+            set_device_status,
+            append_and_list_events,
+            list_events_filters,
+            prune_events,
+            upsert_alerts_merges,
+            list_alerts_filters,
+            tokens,
+            stats,
+            close_and_reopen_persists,
+        );
+    };
+    (@tests $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let backend = $backend.await;
+                $crate::testsuite::$name(&backend).await;
+            }
+        )*
+    };
+}
+
+/// A device for tests.
+pub fn device(id: &str, class: DeviceClass, zone: &str) -> Device {
+    Device {
+        id: DeviceId::new(id).expect("test device id is valid"),
+        sector: class.sector(),
+        class,
+        zone: zone.to_owned(),
+        owner: "water dept".to_owned(),
+        vendor: "acme".to_owned(),
+        model: "x1".to_owned(),
+        firmware: "1.0.0".to_owned(),
+        location: None,
+        credentials: vec![model::Credential::Certificate {
+            sha256: "ab".repeat(32),
+        }],
+        status: DeviceStatus::Active,
+        created_at: Timestamp::from_millis(1_700_000_000_000),
+    }
+}
+
+/// A telemetry event at `ts` ms from `device`.
+pub fn telemetry(ts: i64, device: &str, value: f64) -> Event {
+    Event {
+        ts: Timestamp::from_millis(ts),
+        device_id: Some(DeviceId::new(device).expect("test device id is valid")),
+        sector: Some(model::Sector::Water),
+        kind: EventKind::Telemetry {
+            readings: vec![Reading {
+                name: "level_m".to_owned(),
+                value: Value::Number(value),
+                unit: Some("m".to_owned()),
+            }],
+        },
+    }
+}
+
+/// A broker security event at `ts` ms with no device.
+pub fn security(ts: i64) -> Event {
+    Event {
+        ts: Timestamp::from_millis(ts),
+        device_id: None,
+        sector: None,
+        kind: EventKind::Security(SecurityEvent {
+            action: SecurityEventKind::AuthFailure,
+            client_id: Some("intruder".to_owned()),
+            username: None,
+            peer: Some("10.0.0.7:51234".to_owned()),
+            topic: None,
+            reason: Some("bad password".to_owned()),
+        }),
+    }
+}
+
+/// An alert for tests.
+pub fn alert(id: &str, rule: &str, ts: i64, device: Option<&str>) -> Alert {
+    Alert {
+        id: AlertId(id.to_owned()),
+        rule: rule.to_owned(),
+        severity: Severity::High,
+        ts: Timestamp::from_millis(ts),
+        last_ts: Timestamp::from_millis(ts),
+        count: 1,
+        device_id: device.map(|d| DeviceId::new(d).expect("test device id is valid")),
+        zone: None,
+        source: None,
+        title: format!("{rule} fired"),
+        explanation: "because".to_owned(),
+        evidence: vec![],
+    }
+}
+
+fn ids(devices: &[Device]) -> Vec<&str> {
+    devices.iter().map(|d| d.id.as_str()).collect()
+}
+
+fn event_ts(events: &[Event]) -> Vec<i64> {
+    events.iter().map(|e| e.ts.as_millis()).collect()
+}
+
+fn alert_ids(alerts: &[Alert]) -> Vec<&str> {
+    alerts.iter().map(|a| a.id.0.as_str()).collect()
+}
+
+fn did(id: &str) -> DeviceId {
+    DeviceId::new(id).expect("test device id is valid")
+}
+
+pub async fn insert_and_get_device(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let pump = device("pump-7", DeviceClass::Pump, "ot-water");
+    store.insert_device(&pump).await.unwrap();
+    assert_eq!(store.get_device(&pump.id).await.unwrap(), Some(pump));
+    assert_eq!(store.get_device(&did("nope")).await.unwrap(), None);
+}
+
+pub async fn insert_device_conflict(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let pump = device("pump-7", DeviceClass::Pump, "ot-water");
+    store.insert_device(&pump).await.unwrap();
+    let mut other = pump.clone();
+    other.zone = "elsewhere".to_owned();
+    let err = store.insert_device(&other).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert_eq!(store.get_device(&pump.id).await.unwrap(), Some(pump));
+}
+
+pub async fn upsert_devices_replaces(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let a = device("a-1", DeviceClass::Pump, "z1");
+    let b = device("b-1", DeviceClass::Siren, "z2");
+    store.upsert_devices(&[a.clone(), b.clone()]).await.unwrap();
+    let mut a2 = a.clone();
+    a2.firmware = "2.0.0".to_owned();
+    a2.zone = "z9".to_owned();
+    store.upsert_devices(&[a2.clone()]).await.unwrap();
+    store.upsert_devices(&[]).await.unwrap();
+    assert_eq!(store.get_device(&a.id).await.unwrap(), Some(a2.clone()));
+    assert_eq!(store.get_device(&b.id).await.unwrap(), Some(b));
+    let all = store.list_devices(&DeviceQuery::default()).await.unwrap();
+    assert_eq!(ids(&all), ["a-1", "b-1"]);
+    let z9 = DeviceQuery {
+        zone: Some("z9".to_owned()),
+        ..DeviceQuery::default()
+    };
+    assert_eq!(store.list_devices(&z9).await.unwrap(), vec![a2]);
+}
+
+pub async fn list_devices_filters(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut revoked = device("siren-2", DeviceClass::Siren, "ot-safety");
+    revoked.status = DeviceStatus::Revoked;
+    store
+        .upsert_devices(&[
+            device("pump-1", DeviceClass::Pump, "ot-water"),
+            device("valve-1", DeviceClass::Valve, "ot-water"),
+            device("siren-1", DeviceClass::Siren, "ot-safety"),
+            revoked,
+            device("meter-1", DeviceClass::SmartMeter, "ami"),
+        ])
+        .await
+        .unwrap();
+    let list = |q: DeviceQuery| {
+        let store = store.clone();
+        async move { ids(&store.list_devices(&q).await.unwrap()).join(",") }
+    };
+    assert_eq!(
+        list(DeviceQuery::default()).await,
+        "meter-1,pump-1,siren-1,siren-2,valve-1"
+    );
+    let q = DeviceQuery {
+        sector: Some(model::Sector::Water),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "pump-1,valve-1");
+    let q = DeviceQuery {
+        class: Some(DeviceClass::Siren),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "siren-1,siren-2");
+    let q = DeviceQuery {
+        zone: Some("ami".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "meter-1");
+    let q = DeviceQuery {
+        status: Some(DeviceStatus::Revoked),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "siren-2");
+    let q = DeviceQuery {
+        class: Some(DeviceClass::Siren),
+        status: Some(DeviceStatus::Active),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "siren-1");
+    let q = DeviceQuery {
+        sector: Some(model::Sector::Transport),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "");
+}
+
+pub async fn list_devices_paging(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let devices: Vec<Device> = (0..25)
+        .rev()
+        .map(|i| device(&format!("pump-{i:03}"), DeviceClass::Pump, "z"))
+        .collect();
+    store.upsert_devices(&devices).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_devices(&DeviceQuery {
+                after: after.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page.iter().map(|d| d.id.as_str().to_owned()));
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("pump-{i:03}")).collect();
+    assert_eq!(seen, expected);
+}
+
+pub async fn list_devices_limit_is_capped(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let devices: Vec<Device> = (0..10_005)
+        .map(|i| device(&format!("m-{i:05}"), DeviceClass::SmartMeter, "ami"))
+        .collect();
+    store.upsert_devices(&devices).await.unwrap();
+    let q = DeviceQuery {
+        limit: 50_000,
+        ..Default::default()
+    };
+    assert_eq!(store.list_devices(&q).await.unwrap().len(), 10_000);
+    let q = DeviceQuery {
+        limit: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.list_devices(&q).await.unwrap()),
+        ["m-00000", "m-00001", "m-00002"]
+    );
+}
+
+pub async fn set_device_status(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let siren = device("siren-1", DeviceClass::Siren, "ot-safety");
+    store.insert_device(&siren).await.unwrap();
+    store
+        .set_device_status(&siren.id, DeviceStatus::Revoked)
+        .await
+        .unwrap();
+    let got = store.get_device(&siren.id).await.unwrap().unwrap();
+    assert_eq!(got.status, DeviceStatus::Revoked);
+    assert_eq!(got.credentials, siren.credentials);
+    let q = DeviceQuery {
+        status: Some(DeviceStatus::Revoked),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.list_devices(&q).await.unwrap()), ["siren-1"]);
+    let err = store
+        .set_device_status(&did("ghost"), DeviceStatus::Revoked)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+}
+
+pub async fn append_and_list_events(backend: &dyn Backend) {
+    let store = backend.open().await;
+    store.append_events(&[]).await.unwrap();
+    let events = vec![
+        telemetry(1_000, "pump-1", 1.0),
+        security(2_000),
+        telemetry(3_000, "pump-2", 3.0),
+    ];
+    store.append_events(&events).await.unwrap();
+    let listed = store.list_events(&EventQuery::default()).await.unwrap();
+    let expected: Vec<Event> = events.iter().rev().cloned().collect();
+    assert_eq!(listed, expected);
+}
+
+pub async fn list_events_filters(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let device = if i % 2 == 0 { "pump-1" } else { "pump-2" };
+        events.push(telemetry(i * 1_000, device, i as f64));
+    }
+    events.push(security(5_500));
+    store.append_events(&events[..10]).await.unwrap();
+    store.append_events(&events[10..]).await.unwrap();
+    let list = |q: EventQuery| {
+        let store = store.clone();
+        async move { event_ts(&store.list_events(&q).await.unwrap()) }
+    };
+    let q = EventQuery {
+        device_id: Some(did("pump-2")),
+        limit: 3,
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, [19_000, 17_000, 15_000]);
+    let q = EventQuery {
+        kind: Some("security".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, [5_500]);
+    let q = EventQuery {
+        since: Some(Timestamp::from_millis(17_000)),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, [19_000, 18_000, 17_000]);
+    let q = EventQuery {
+        before: Some(Timestamp::from_millis(2_000)),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, [1_000, 0]);
+    let q = EventQuery {
+        device_id: Some(did("pump-1")),
+        kind: Some("telemetry".to_owned()),
+        since: Some(Timestamp::from_millis(4_000)),
+        before: Some(Timestamp::from_millis(10_000)),
+        limit: 100,
+    };
+    assert_eq!(list(q).await, [8_000, 6_000, 4_000]);
+    let q = EventQuery {
+        kind: Some("command".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, Vec::<i64>::new());
+}
+
+pub async fn prune_events(backend: &dyn Backend) {
+    let store = backend.open().await;
+    // More than one prune chunk, so chunking is exercised.
+    let events: Vec<Event> = (0..12_000)
+        .map(|i| telemetry(i, "pump-1", i as f64))
+        .collect();
+    for batch in events.chunks(1_000) {
+        store.append_events(batch).await.unwrap();
+    }
+    let deleted = store
+        .prune_events(Timestamp::from_millis(11_990))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 11_990);
+    let left = store.list_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(event_ts(&left), (11_990..12_000).rev().collect::<Vec<_>>());
+    assert_eq!(
+        store.prune_events(Timestamp::from_millis(0)).await.unwrap(),
+        0
+    );
+    assert_eq!(store.stats().await.unwrap().events, 10);
+}
+
+pub async fn upsert_alerts_merges(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let first = alert("a-1", "auth.brute_force.device", 1_000, Some("pump-1"));
+    store.upsert_alerts(&[first.clone()]).await.unwrap();
+    assert_eq!(
+        store.get_alert(&first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    let mut merged = first.clone();
+    merged.count = 3;
+    merged.last_ts = Timestamp::from_millis(9_000);
+    merged.severity = Severity::Critical;
+    merged.evidence.push(model::Evidence {
+        ts: Timestamp::from_millis(9_000),
+        device_id: Some(did("pump-1")),
+        summary: "auth_failure from 10.0.0.7:51234 (bad password)".to_owned(),
+    });
+    store.upsert_alerts(&[merged.clone()]).await.unwrap();
+    store.upsert_alerts(&[]).await.unwrap();
+    assert_eq!(
+        store.get_alert(&first.id).await.unwrap(),
+        Some(merged.clone())
+    );
+    assert_eq!(
+        store.list_alerts(&AlertQuery::default()).await.unwrap(),
+        vec![merged]
+    );
+    assert_eq!(
+        store.get_alert(&AlertId("nope".into())).await.unwrap(),
+        None
+    );
+}
+
+pub async fn list_alerts_filters(backend: &dyn Backend) {
+    let store = backend.open().await;
+    store
+        .upsert_alerts(&[
+            alert("a-1", "auth.brute_force.device", 1_000, Some("pump-1")),
+            alert("a-2", "siren.uncommanded", 2_000, Some("siren-1")),
+            alert("a-3", "auth.brute_force.device", 3_000, Some("pump-2")),
+            alert("a-4", "flow.scan", 4_000, None),
+        ])
+        .await
+        .unwrap();
+    let list = |q: AlertQuery| {
+        let store = store.clone();
+        async move { alert_ids(&store.list_alerts(&q).await.unwrap()).join(",") }
+    };
+    assert_eq!(list(AlertQuery::default()).await, "a-4,a-3,a-2,a-1");
+    let q = AlertQuery {
+        device_id: Some(did("siren-1")),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "a-2");
+    let q = AlertQuery {
+        rule: Some("auth.brute_force.device".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "a-3,a-1");
+    let q = AlertQuery {
+        since: Some(Timestamp::from_millis(2_000)),
+        before: Some(Timestamp::from_millis(4_000)),
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "a-3,a-2");
+    let q = AlertQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(list(q).await, "a-4");
+}
+
+pub async fn tokens(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let token = ApiToken {
+        sha256: "0f".repeat(32),
+        name: "ops console".to_owned(),
+        role: "operator".to_owned(),
+        created_at: Timestamp::from_millis(1_700_000_000_123),
+    };
+    store.insert_token(&token).await.unwrap();
+    assert_eq!(
+        store.find_token(&token.sha256).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.find_token(&"00".repeat(32)).await.unwrap(), None);
+    let err = store.insert_token(&token).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+}
+
+pub async fn stats(backend: &dyn Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.stats().await.unwrap(), StoreStats::default());
+    store
+        .upsert_devices(&[
+            device("pump-1", DeviceClass::Pump, "z"),
+            device("pump-2", DeviceClass::Pump, "z"),
+        ])
+        .await
+        .unwrap();
+    store
+        .append_events(&[telemetry(1, "pump-1", 1.0), security(2), security(3)])
+        .await
+        .unwrap();
+    store
+        .upsert_alerts(&[alert("a-1", "r", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats().await.unwrap(),
+        StoreStats {
+            devices: 2,
+            events: 3,
+            alerts: 1
+        }
+    );
+}
+
+pub async fn close_and_reopen_persists(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let pump = device("pump-1", DeviceClass::Pump, "z");
+    let events = vec![telemetry(1, "pump-1", 1.0), security(2)];
+    let alert = alert("a-1", "r", 1, Some("pump-1"));
+    let token = ApiToken {
+        sha256: "aa".repeat(32),
+        name: "t".to_owned(),
+        role: "viewer".to_owned(),
+        created_at: Timestamp::from_millis(5),
+    };
+    store.insert_device(&pump).await.unwrap();
+    store.append_events(&events).await.unwrap();
+    store.upsert_alerts(&[alert.clone()]).await.unwrap();
+    store.insert_token(&token).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = backend.open().await;
+    assert_eq!(store.get_device(&pump.id).await.unwrap(), Some(pump));
+    let listed = store.list_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(listed, events.into_iter().rev().collect::<Vec<_>>());
+    assert_eq!(store.get_alert(&alert.id).await.unwrap(), Some(alert));
+    assert_eq!(store.find_token(&token.sha256).await.unwrap(), Some(token));
+    store.close().await.unwrap();
+}
