@@ -404,7 +404,10 @@ pub async fn prune_events(backend: &dyn Backend) {
 pub async fn upsert_alerts_merges(backend: &dyn Backend) {
     let store = backend.open().await;
     let first = alert("a-1", "auth.brute_force.device", 1_000, Some("pump-1"));
-    store.upsert_alerts(&[first.clone()]).await.unwrap();
+    store
+        .upsert_alerts(std::slice::from_ref(&first))
+        .await
+        .unwrap();
     assert_eq!(
         store.get_alert(&first.id).await.unwrap(),
         Some(first.clone())
@@ -532,7 +535,10 @@ pub async fn close_and_reopen_persists(backend: &dyn Backend) {
     };
     store.insert_device(&pump).await.unwrap();
     store.append_events(&events).await.unwrap();
-    store.upsert_alerts(&[alert.clone()]).await.unwrap();
+    store
+        .upsert_alerts(std::slice::from_ref(&alert))
+        .await
+        .unwrap();
     store.insert_token(&token).await.unwrap();
     store.close().await.unwrap();
     drop(store);
