@@ -563,7 +563,11 @@ impl CompiledPattern {
     pub fn matches_one(&self, obs: &Observation) -> bool {
         match &self.root {
             Node::Simple(c) => cmp_matches(c, obs),
-            _ => self.matches(std::slice::from_ref(obs)),
+            // an observation that satisfies no `[...]` of the pattern is in no binding
+            _ if !self.any_leaf_matches(obs) => false,
+            _ => bind::bindings_unordered(&self.root, &[obs])
+                .next()
+                .is_some(),
         }
     }
 
@@ -572,8 +576,12 @@ impl CompiledPattern {
         if let Node::Simple(c) = &self.root {
             return observations.iter().any(|o| cmp_matches(c, o));
         }
-        let refs: Vec<&Observation> = observations.iter().collect();
-        bind::bindings_unordered(&self.root, &refs).next().is_some()
+        // only observations that satisfy some `[...]` can be bound; the others are left out
+        let refs: Vec<&Observation> = observations
+            .iter()
+            .filter(|o| self.any_leaf_matches(o))
+            .collect();
+        !refs.is_empty() && bind::bindings_unordered(&self.root, &refs).next().is_some()
     }
 
     /// The first `limit` bindings, in the order stix2-matcher finds them. Each binding lists,
