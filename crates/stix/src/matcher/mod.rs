@@ -565,6 +565,7 @@ impl CompiledPattern {
             Node::Simple(c) => cmp_matches(c, obs),
             // an observation that satisfies no `[...]` of the pattern is in no binding
             _ if !self.any_leaf_matches(obs) => false,
+            _ if obs.number_observed == 1 => one_instance(&self.root, obs),
             _ => bind::bindings_unordered(&self.root, &[obs])
                 .next()
                 .is_some(),
@@ -643,6 +644,22 @@ impl CompiledPattern {
         match &self.root {
             Node::Within(_, us) => Some(*us),
             _ => None,
+        }
+    }
+}
+
+/// Whether a binding exists over exactly one observation seen once: every binding of an
+/// `AND`/`FOLLOWEDBY` needs two disjoint instances, `REPEATS k` needs k, so only `OR`,
+/// `WITHIN` (always satisfiable by one interval) and `START`/`STOP` remain.
+fn one_instance(n: &Node, obs: &Observation) -> bool {
+    match n {
+        Node::Simple(c) => cmp_matches(c, obs),
+        Node::Or(a, b) => one_instance(a, obs) || one_instance(b, obs),
+        Node::And(..) | Node::FollowedBy(..) => false,
+        Node::Repeats(e, k) => *k == 1 && one_instance(e, obs),
+        Node::Within(e, _) => one_instance(e, obs),
+        Node::StartStop(e, start, stop) => {
+            start < stop && obs.first < *stop && *start <= obs.last && one_instance(e, obs)
         }
     }
 }

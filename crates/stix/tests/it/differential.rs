@@ -65,6 +65,16 @@ fn matcher_agrees_with_stix2_matcher() {
             !theirs.is_empty(),
             "matched differs: {pattern}"
         );
+        // the per-observation fast paths agree with the general search
+        for o in &obs {
+            let general = !compiled.bindings(std::slice::from_ref(o), 1).is_empty();
+            assert_eq!(
+                compiled.matches_one(o),
+                general,
+                "matches_one differs: {pattern} on {}",
+                o.id()
+            );
+        }
         if ours != theirs {
             diffs.push(format!(
                 "{pattern}\n  ours:   {ours:?}\n  theirs: {theirs:?}"
