@@ -423,6 +423,9 @@ const OPINIONS: &[&str] = &[
     "strongly-agree",
 ];
 
+/// STIX 2.1 section 10.4, `encryption-algorithm-enum`.
+const ENCRYPTION_ALGORITHMS: &[&str] = &["AES-256-GCM", "ChaCha20-Poly1305", "mime-type-indicated"];
+
 const EXTENSION_TYPES: &[&str] = &[
     "new-sdo",
     "new-sco",
@@ -916,6 +919,16 @@ fn type_rules(out: &mut V<'_>, t: &str, m: &Map<String, Value>, path: &str) {
             }
             if m.contains_key("url") && !m.contains_key("hashes") {
                 out.add(path, "'hashes' is required with 'url'");
+            }
+            if let Some(alg) = m.get("encryption_algorithm")
+                && !alg
+                    .as_str()
+                    .is_some_and(|a| ENCRYPTION_ALGORITHMS.contains(&a))
+            {
+                out.add(
+                    &format!("{path}.encryption_algorithm"),
+                    "must be one of the encryption-algorithm-enum values (AES-256-GCM, ChaCha20-Poly1305, mime-type-indicated)",
+                );
             }
         }
         _ => {}
