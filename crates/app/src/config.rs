@@ -96,7 +96,21 @@ pub enum StoreConfig {
         /// Events older than this many days are deleted.
         #[serde(default = "default_retention_days")]
         event_retention_days: u32,
+        /// Which telemetry readings are stored: `all`, or `none` when a historian elsewhere
+        /// keeps raw readings. Security, state and command events are always stored, and
+        /// detection always sees every reading.
+        #[serde(default)]
+        telemetry: TelemetryStorage,
     },
+}
+
+/// Whether raw telemetry readings are persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelemetryStorage {
+    #[default]
+    All,
+    None,
 }
 
 fn default_retention_days() -> u32 {
@@ -107,6 +121,7 @@ impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig::Embedded {
             event_retention_days: default_retention_days(),
+            telemetry: TelemetryStorage::All,
         }
     }
 }
@@ -116,7 +131,14 @@ impl StoreConfig {
         match self {
             StoreConfig::Embedded {
                 event_retention_days,
+                ..
             } => *event_retention_days,
+        }
+    }
+
+    pub fn telemetry(&self) -> TelemetryStorage {
+        match self {
+            StoreConfig::Embedded { telemetry, .. } => *telemetry,
         }
     }
 }

@@ -22,7 +22,7 @@ use store::{DeviceQuery, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{BusConfig, Config};
+use crate::config::{BusConfig, Config, TelemetryStorage};
 use crate::directory::Directory;
 use crate::{inventory, metrics, tls, token};
 
@@ -161,7 +161,12 @@ impl Platform {
             bus.clone(),
             counters.clone(),
         ));
-        let writer_task = tokio::spawn(store_writer(writer_sub, store.clone(), counters.clone()));
+        let writer_task = tokio::spawn(store_writer(
+            writer_sub,
+            store.clone(),
+            config.store.telemetry(),
+            counters.clone(),
+        ));
         let background = vec![
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
@@ -423,14 +428,21 @@ async fn flush_alerts(
 async fn store_writer(
     mut sub: Box<dyn bus::Subscription>,
     store: Arc<dyn Store>,
+    telemetry: TelemetryStorage,
     counters: Arc<Counters>,
 ) {
     let mut events = Vec::with_capacity(8192);
     while let Some(batch) = sub.next_batch(8192).await {
         events.extend(batch.iter().filter_map(|m| match m.as_ref() {
-            Message::Event(event) => Some(event.clone()),
+            Message::Event(event) => match (&event.kind, telemetry) {
+                (model::EventKind::Telemetry { .. }, TelemetryStorage::None) => None,
+                _ => Some(event.clone()),
+            },
             Message::Alert(_) => None,
         }));
+        if events.is_empty() {
+            continue;
+        }
         let mut delay = Duration::from_millis(50);
         loop {
             match store.append_events(&events).await {

@@ -22,6 +22,30 @@ fn the_default_config_parses() {
     assert_eq!(config.ingest.mqtt.listen, "127.0.0.1:1883");
     assert_eq!(config.detect, detect::DetectConfig::default());
     assert!(!config.http.metrics_public);
+    assert_eq!(
+        config.store.telemetry(),
+        crate::config::TelemetryStorage::All
+    );
+}
+
+#[test]
+fn telemetry_storage_can_be_turned_off() {
+    let config = Config::load(
+        "version = 1\ndata_dir = 'x'\n[store]\ntype = 'embedded'\ntelemetry = 'none'",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.store.telemetry(),
+        crate::config::TelemetryStorage::None
+    );
+    assert!(
+        Config::load(
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'embedded'\ntelemetry = 'some'",
+            &env(&[])
+        )
+        .is_err()
+    );
 }
 
 #[test]

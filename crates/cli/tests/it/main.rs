@@ -598,3 +598,114 @@ fn serve_with_tls_and_device_certificates() {
         },
     );
 }
+
+/// `[store] telemetry = "none"`: raw readings are not persisted, while broker security
+/// events still are.
+#[test]
+fn telemetry_storage_off_keeps_security_events() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = "0123456789abcdef0123456789abcdef";
+    run_ok(
+        citysec()
+            .args([
+                "device",
+                "add",
+                "meter-0001",
+                "--class",
+                "smart_meter",
+                "--zone",
+                "energy-ami",
+            ])
+            .args([
+                "--owner",
+                "utility",
+                "--secret",
+                secret,
+                "--offline",
+                "--data-dir",
+            ])
+            .arg(&data),
+    );
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let config = run_ok(citysec().arg("generate-config"))
+        .replace(
+            "${CITYSEC_DATA_DIR:-./citysec-data}",
+            &data.display().to_string(),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{http_port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
+        )
+        .replace("telemetry = \"all\"", "telemetry = \"none\"");
+    assert!(config.contains("telemetry = \"none\""));
+    let config_path = dir.path().join("citysec.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = citysec()
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("CITYSEC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let demo = Demo {
+        child,
+        http: format!("http://127.0.0.1:{http_port}"),
+        mqtt_port,
+    };
+    wait_for("readyz", Duration::from_secs(30), || {
+        http_get(&format!("{}/readyz", demo.http), None).0 == 200
+    });
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let ok = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt_port.to_string(),
+            "-i",
+            "meter-0001",
+            "-u",
+            "meter-0001",
+            "-P",
+            secret,
+        ])
+        .args([
+            "-t",
+            "city/energy/meter-0001/telemetry",
+            "-m",
+            "{\"energy_kwh\": 1234.5}",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // The session's events arrive in order: once its disconnect is stored, the reading
+    // published before it has been through the store writer too.
+    wait_for("the session stored", Duration::from_secs(15), || {
+        let (_, events) = http_get(
+            &format!("{}/api/v1/events?device_id=meter-0001", demo.http),
+            Some(&token),
+        );
+        let text = events.to_string();
+        text.contains("connect_accepted") && text.contains("\"disconnect\"")
+    });
+    let (_, events) = http_get(
+        &format!("{}/api/v1/events?device_id=meter-0001", demo.http),
+        Some(&token),
+    );
+    assert!(!events.to_string().contains("energy_kwh"), "{events}");
+    let (_, status) = http_get(&format!("{}/api/v1/status", demo.http), Some(&token));
+    assert_eq!(status["devices_registered"], 1);
+}
