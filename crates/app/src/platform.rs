@@ -405,23 +405,29 @@ async fn flush_alerts(
             tracing::debug!(alert_id = %alert.id, rule = %alert.rule, count = alert.count, device_id, "alert repeated");
         }
     }
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match store.upsert_alerts(&latest).await {
-            Ok(()) => break,
-            Err(err) => {
-                counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, "failed to store alerts; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    retry_store("alerts", counters, || store.upsert_alerts(&latest)).await;
     // Other consumers (the console's live queue) read alerts from the bus; a closed bus at
     // shutdown is fine because the alerts are already stored.
     let _ = bus
         .publish(latest.into_iter().map(Message::Alert).collect())
         .await;
+}
+
+/// Runs a store write until it succeeds, backing off up to 5 s between attempts: what the
+/// pipeline has taken from the bus is never dropped, and while the store is down the bus
+/// fills and pushes back on the broker.
+async fn retry_store<'a, F, Fut>(what: &str, counters: &Counters, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = store::Result<()>> + 'a,
+{
+    let mut delay = Duration::from_millis(50);
+    while let Err(err) = write().await {
+        counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %err, what, "failed to write to the store; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Persists the event stream in batches.
@@ -443,18 +449,7 @@ async fn store_writer(
         if events.is_empty() {
             continue;
         }
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match store.append_events(&events).await {
-                Ok(()) => break,
-                Err(err) => {
-                    counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %err, "failed to store events; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        retry_store("events", &counters, || store.append_events(&events)).await;
         counters
             .events_stored
             .fetch_add(events.len() as u64, Ordering::Relaxed);
