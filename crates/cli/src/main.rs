@@ -48,8 +48,7 @@ enum Command {
     #[command(subcommand)]
     Device(device::DeviceCommand),
     /// Drive a broker with a simulated city (ours, or any MQTT broker).
-    #[command(subcommand)]
-    Sim(simulate::SimCommand),
+    Sim(simulate::SimArgs),
     /// Create a city CA and device or server certificates for a pilot.
     #[command(subcommand)]
     Pki(pki::PkiCommand),

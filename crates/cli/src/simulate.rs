@@ -12,42 +12,58 @@ use sim::population::Population;
 
 use crate::duration;
 
+/// `citysec sim --mqtt HOST:PORT ...` drives a broker; `citysec sim population` writes the
+/// files that give a broker the same devices.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
+    #[command(flatten)]
+    run: Option<RunArgs>,
+}
+
+/// Drive a broker with simulated devices.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The broker, HOST:PORT.
+    #[arg(long)]
+    mqtt: String,
+    /// The population file with each device's credentials (`citysec sim population` writes
+    /// one). Without it, the population of `--devices` and `--seed` is generated, the same
+    /// one `citysec sim population --devices N --seed S` writes.
+    #[arg(long)]
+    devices_file: Option<PathBuf>,
+    /// How many devices: the first N of the file, or N generated (default 2000).
+    #[arg(long)]
+    devices: Option<usize>,
+    /// Total messages/s spread across the devices (load-generator mode); without it each
+    /// device publishes at its class's natural cadence.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this long (e.g. 60s); without it, run until Ctrl-C.
+    #[arg(long, value_parser = duration::parse)]
+    duration: Option<Duration>,
+    /// Replay the attack schedule.
+    #[arg(long)]
+    attacks: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// QoS of telemetry publishes (0 or 1).
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Share of devices speaking MQTT 5.0 (the rest speak 3.1.1).
+    #[arg(long, default_value_t = 0.2)]
+    mqtt5_share: f64,
+    /// Print the final counters as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
-    /// Drive a broker with the devices of a population file (`citysec sim population` writes
-    /// one; `citysec device import` registers it with citysec).
-    Run {
-        /// The broker, HOST:PORT.
-        #[arg(long)]
-        mqtt: String,
-        /// The population file with each device's credentials.
-        #[arg(long)]
-        devices_file: PathBuf,
-        /// Use only the first N devices of the file.
-        #[arg(long)]
-        devices: Option<usize>,
-        /// Total messages/s spread across the devices (load-generator mode); without it each
-        /// device publishes at its class's natural cadence.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Stop after this long (e.g. 60s); without it, run until Ctrl-C.
-        #[arg(long, value_parser = duration::parse)]
-        duration: Option<Duration>,
-        /// Replay the attack schedule.
-        #[arg(long)]
-        attacks: bool,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// QoS of telemetry publishes (0 or 1).
-        #[arg(long, default_value_t = 0)]
-        qos: u8,
-        /// Share of devices speaking MQTT 5.0 (the rest speak 3.1.1).
-        #[arg(long, default_value_t = 0.2)]
-        mqtt5_share: f64,
-        /// Print the final counters as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Drive a broker (the same as `citysec sim --mqtt ...`).
+    Run(RunArgs),
     /// Generate a reproducible population file (with plaintext secrets: keep it private).
     Population {
         #[arg(long, default_value_t = 2000)]
@@ -64,9 +80,16 @@ pub enum SimCommand {
     },
 }
 
-pub async fn run(cmd: SimCommand) -> anyhow::Result<()> {
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let cmd = match (args.command, args.run) {
+        (Some(cmd), _) => cmd,
+        (None, Some(run)) => SimCommand::Run(run),
+        (None, None) => {
+            anyhow::bail!("give --mqtt HOST:PORT, or a subcommand (see citysec sim --help)")
+        }
+    };
     match cmd {
-        SimCommand::Run {
+        SimCommand::Run(RunArgs {
             mqtt,
             devices_file,
             devices,
@@ -77,16 +100,22 @@ pub async fn run(cmd: SimCommand) -> anyhow::Result<()> {
             qos,
             mqtt5_share,
             json,
-        } => {
+        }) => {
             let addr: SocketAddr = mqtt
                 .to_socket_addrs()
                 .with_context(|| format!("cannot resolve {mqtt}"))?
                 .next()
                 .with_context(|| format!("{mqtt} resolves to no address"))?;
-            let mut population = Population::read_json(&devices_file)?;
-            if let Some(n) = devices {
-                population.devices.truncate(n);
-            }
+            let population = match devices_file {
+                Some(file) => {
+                    let mut population = Population::read_json(&file)?;
+                    if let Some(n) = devices {
+                        population.devices.truncate(n);
+                    }
+                    population
+                }
+                None => Population::generate(devices.unwrap_or(2000), seed),
+            };
             let population = Arc::new(population);
             let stats = Arc::new(sim::SimStats::default());
             let mut config = sim::SimConfig::new(addr, population.clone());

@@ -709,3 +709,97 @@ fn telemetry_storage_off_keeps_security_events() {
     let (_, status) = http_get(&format!("{}/api/v1/status", demo.http), Some(&token));
     assert_eq!(status["devices_registered"], 1);
 }
+
+/// The simulator as a load generator against a platform that knows the same population:
+/// `citysec sim --mqtt HOST:PORT --devices N --rate R`.
+#[test]
+fn sim_drives_a_served_platform_with_the_same_population() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let population = dir.path().join("city.json");
+    run_ok(
+        citysec()
+            .args([
+                "sim",
+                "population",
+                "--devices",
+                "60",
+                "--seed",
+                "3",
+                "--out",
+            ])
+            .arg(&population),
+    );
+    run_ok(
+        citysec()
+            .args(["device", "import", "--offline", "--data-dir"])
+            .arg(&data)
+            .arg(&population),
+    );
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let config = run_ok(citysec().arg("generate-config"))
+        .replace(
+            "${CITYSEC_DATA_DIR:-./citysec-data}",
+            &data.display().to_string(),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{http_port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
+        );
+    let config_path = dir.path().join("citysec.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = citysec()
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("CITYSEC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let platform = Demo {
+        child,
+        http: format!("http://127.0.0.1:{http_port}"),
+        mqtt_port,
+    };
+    wait_for("readyz", Duration::from_secs(30), || {
+        http_get(&format!("{}/readyz", platform.http), None).0 == 200
+    });
+
+    // No file: the population of --devices and --seed is generated, the same as imported.
+    let out = run_ok(
+        citysec()
+            .args([
+                "sim",
+                "--mqtt",
+                &format!("127.0.0.1:{mqtt_port}"),
+                "--devices",
+                "60",
+                "--seed",
+                "3",
+            ])
+            .args(["--rate", "600", "--duration", "4s", "--json"])
+            .env("CITYSEC_LOG", "error"),
+    );
+    let stats: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(stats["connect_failures"], 0, "{stats}");
+    assert_eq!(stats["connects"], 60, "{stats}");
+    assert!(stats["messages_sent"].as_u64().unwrap() > 500, "{stats}");
+
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (_, events) = http_get(
+        &format!("{}/api/v1/events?kind=telemetry&limit=10", platform.http),
+        Some(&token),
+    );
+    assert_eq!(
+        events["items"].as_array().map(Vec::len),
+        Some(10),
+        "{events}"
+    );
+}
