@@ -428,6 +428,44 @@ fn offline_inventory_import_and_listing() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("sha256$"));
 }
 
+/// Starts `citysec serve` from the generated config with `data` as its data directory, free
+/// loopback ports and `edit` applied to the config text; returns once it is ready.
+fn serve(dir: &Path, data: &Path, edit: impl FnOnce(String) -> String) -> Demo {
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let config = run_ok(citysec().arg("generate-config"))
+        .replace(
+            "${CITYSEC_DATA_DIR:-./citysec-data}",
+            &data.display().to_string(),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{http_port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
+        );
+    let config_path = dir.join("citysec.toml");
+    std::fs::write(&config_path, edit(config)).unwrap();
+    let child = citysec()
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("CITYSEC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let platform = Demo {
+        child,
+        http: format!("http://127.0.0.1:{http_port}"),
+        mqtt_port,
+    };
+    wait_for("readyz", Duration::from_secs(30), || {
+        http_get(&format!("{}/readyz", platform.http), None).0 == 200
+    });
+    platform
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -630,39 +668,8 @@ fn telemetry_storage_off_keeps_security_events() {
             ])
             .arg(&data),
     );
-    let (http_port, mqtt_port) = (free_port(), free_port());
-    let config = run_ok(citysec().arg("generate-config"))
-        .replace(
-            "${CITYSEC_DATA_DIR:-./citysec-data}",
-            &data.display().to_string(),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{http_port}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:1883\"",
-            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
-        )
-        .replace("telemetry = \"all\"", "telemetry = \"none\"");
-    assert!(config.contains("telemetry = \"none\""));
-    let config_path = dir.path().join("citysec.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = citysec()
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("CITYSEC_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let demo = Demo {
-        child,
-        http: format!("http://127.0.0.1:{http_port}"),
-        mqtt_port,
-    };
-    wait_for("readyz", Duration::from_secs(30), || {
-        http_get(&format!("{}/readyz", demo.http), None).0 == 200
+    let demo = serve(dir.path(), &data, |config| {
+        config.replace("telemetry = \"all\"", "telemetry = \"none\"")
     });
     let token = std::fs::read_to_string(data.join("admin.token"))
         .unwrap()
@@ -673,7 +680,7 @@ fn telemetry_storage_off_keeps_security_events() {
             "-h",
             "127.0.0.1",
             "-p",
-            &mqtt_port.to_string(),
+            &demo.mqtt_port.to_string(),
             "-i",
             "meter-0001",
             "-u",
@@ -736,38 +743,7 @@ fn sim_drives_a_served_platform_with_the_same_population() {
             .arg(&data)
             .arg(&population),
     );
-    let (http_port, mqtt_port) = (free_port(), free_port());
-    let config = run_ok(citysec().arg("generate-config"))
-        .replace(
-            "${CITYSEC_DATA_DIR:-./citysec-data}",
-            &data.display().to_string(),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{http_port}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:1883\"",
-            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
-        );
-    let config_path = dir.path().join("citysec.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = citysec()
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("CITYSEC_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let platform = Demo {
-        child,
-        http: format!("http://127.0.0.1:{http_port}"),
-        mqtt_port,
-    };
-    wait_for("readyz", Duration::from_secs(30), || {
-        http_get(&format!("{}/readyz", platform.http), None).0 == 200
-    });
+    let platform = serve(dir.path(), &data, |config| config);
 
     // No file: the population of --devices and --seed is generated, the same as imported.
     let out = run_ok(
@@ -775,7 +751,7 @@ fn sim_drives_a_served_platform_with_the_same_population() {
             .args([
                 "sim",
                 "--mqtt",
-                &format!("127.0.0.1:{mqtt_port}"),
+                &format!("127.0.0.1:{}", platform.mqtt_port),
                 "--devices",
                 "60",
                 "--seed",
