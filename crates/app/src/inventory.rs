@@ -4,8 +4,10 @@
 //! JSON is either an array of device objects or `{"version": 1, "devices": [...]}` (the
 //! simulator's population file). CSV has a header row. The fields, in both:
 //! `id, class, sector (optional; must match the class), zone, owner, vendor, model,
-//! firmware, lat, lon (or a JSON "location": {"lat", "lon"}), secret (plaintext; hashed on
-//! import and never stored), secret_hash (an already-hashed secret), cert_sha256`.
+//! firmware, lat, lon (or a JSON "location": {"lat", "lon"}), addresses (IP addresses the
+//! device uses, a JSON array or, in CSV, separated by `;` or spaces; flow records are matched
+//! to devices by these), secret (plaintext; hashed on import and never stored), secret_hash
+//! (an already-hashed secret), cert_sha256`.
 //! A bad row is reported by number and skipped; the rest are imported.
 
 use model::{Credential, Device, DeviceClass, DeviceId, DeviceStatus, Location, Sector, Timestamp};
@@ -61,6 +63,8 @@ pub struct Row {
     #[serde(default)]
     pub location: Option<Location>,
     #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
     pub secret: Option<String>,
     #[serde(default)]
     pub secret_hash: Option<String>,
@@ -77,6 +81,9 @@ enum JsonInventory {
         devices: Vec<serde_json::Value>,
     },
 }
+
+/// The most addresses one device may list.
+pub const MAX_ADDRESSES: usize = 16;
 
 /// The most rows one import accepts.
 pub const MAX_ROWS: usize = 1_000_000;
@@ -161,6 +168,8 @@ struct CsvRow {
     #[serde(default)]
     lon: Option<f64>,
     #[serde(default)]
+    addresses: Option<String>,
+    #[serde(default)]
     secret: Option<String>,
     #[serde(default)]
     secret_hash: Option<String>,
@@ -183,6 +192,13 @@ impl From<CsvRow> for Row {
             lat: r.lat,
             lon: r.lon,
             location: None,
+            addresses: r
+                .addresses
+                .unwrap_or_default()
+                .split(|c: char| c == ';' || c.is_whitespace())
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
             secret: some(r.secret),
             secret_hash: some(r.secret_hash),
             cert_sha256: some(r.cert_sha256),
@@ -219,6 +235,18 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
             "location {},{} is not a WGS 84 coordinate",
             loc.lat, loc.lon
         ));
+    }
+    if row.addresses.len() > MAX_ADDRESSES {
+        return Err(format!("at most {MAX_ADDRESSES} addresses per device"));
+    }
+    let mut addresses = Vec::with_capacity(row.addresses.len());
+    for address in &row.addresses {
+        let ip: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("address {address:?} is not an IP address"))?;
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
     }
     let mut credentials = Vec::new();
     match (row.secret, row.secret_hash) {
@@ -273,6 +301,7 @@ pub fn to_device(row: Row, now: Timestamp) -> Result<Device, String> {
         model: text(row.model, "model", 128)?,
         firmware: text(row.firmware, "firmware", 64)?,
         location,
+        addresses,
         credentials,
         status: DeviceStatus::Active,
         created_at: now,

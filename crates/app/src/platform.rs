@@ -614,6 +614,7 @@ pub fn new_device(
         model: request.model,
         firmware: request.firmware,
         location: request.location,
+        addresses: request.addresses,
         credentials,
         status: DeviceStatus::Active,
         created_at: now,

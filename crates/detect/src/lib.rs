@@ -112,7 +112,7 @@ impl Engine {
                     self.last_command.insert(id.clone(), event.ts);
                 }
             }
-            EventKind::Telemetry { .. } => {}
+            EventKind::Telemetry { .. } | EventKind::Flow(_) => {}
         }
     }
 

@@ -98,6 +98,7 @@ async fn run(devices: usize, per_device: usize, external: Option<std::net::Socke
                 vendor: "v".into(),
                 model: "m".into(),
                 firmware: "1".into(),
+                addresses: Vec::new(),
                 location: None,
                 credentials: vec![cred.clone()],
                 status: DeviceStatus::Active,

@@ -1,6 +1,7 @@
 //! Devices: identity, classification, ownership and credentials.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -318,6 +319,9 @@ pub struct Device {
     pub firmware: String,
     #[serde(default)]
     pub location: Option<Location>,
+    /// The network addresses the device uses; flow records are matched to devices by these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
     #[serde(default)]
     pub credentials: Vec<Credential>,
     #[serde(default)]

@@ -1,11 +1,11 @@
 //! The one normalised event type: telemetry readings, actuator state, broker security
-//! events, authorised commands, and (later) flow records all travel as an [`Event`].
+//! events, authorised commands and network flow records all travel as an [`Event`].
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, Sector, Timestamp};
+use crate::{DeviceId, FlowRecord, Sector, Timestamp};
 
 /// Something that happened in the city, as citysec saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,16 +32,19 @@ impl Event {
             EventKind::State { .. } => "obs.state",
             EventKind::Security(_) => "obs.security",
             EventKind::Command { .. } => "obs.command",
+            EventKind::Flow(_) => "obs.flow",
         }
     }
 
-    /// The short kind name stored with the event: `telemetry`, `state`, `security`, `command`.
+    /// The short kind name stored with the event: `telemetry`, `state`, `security`,
+    /// `command` or `flow`.
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             EventKind::Telemetry { .. } => "telemetry",
             EventKind::State { .. } => "state",
             EventKind::Security(_) => "security",
             EventKind::Command { .. } => "command",
+            EventKind::Flow(_) => "flow",
         }
     }
 }
@@ -63,6 +66,8 @@ pub enum EventKind {
         /// Who authorised it.
         actor: String,
     },
+    /// A network flow record (NetFlow v5/v9, IPFIX or a JSON line from a collector).
+    Flow(FlowRecord),
 }
 
 /// One named value.

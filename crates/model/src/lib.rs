@@ -1,5 +1,6 @@
 //! Core domain types shared by every citysec crate: devices and their identity, the one
-//! normalised [`Event`] that flows over the bus, [`Alert`]s, timestamps and error codes.
+//! normalised [`Event`] that flows over the bus (telemetry, state, broker events, commands,
+//! network flows), [`Alert`]s, timestamps and error codes.
 //!
 //! This crate does no IO and pulls in no runtime; engines and adapters agree on these types.
 
@@ -7,6 +8,7 @@ mod alert;
 mod device;
 mod error;
 mod event;
+mod flow;
 mod time;
 pub mod topic;
 
@@ -16,6 +18,7 @@ pub use crate::device::{
 };
 pub use crate::error::ErrorCode;
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
+pub use crate::flow::{FlowRecord, proto};
 pub use crate::time::Timestamp;
 
 #[cfg(test)]

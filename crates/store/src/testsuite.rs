@@ -72,6 +72,7 @@ pub fn device(id: &str, class: DeviceClass, zone: &str) -> Device {
         vendor: "acme".to_owned(),
         model: "x1".to_owned(),
         firmware: "1.0.0".to_owned(),
+        addresses: Vec::new(),
         location: None,
         credentials: vec![model::Credential::Certificate {
             sha256: "ab".repeat(32),

@@ -96,6 +96,9 @@ pub struct NewDevice {
     pub firmware: String,
     #[serde(default)]
     pub location: Option<Location>,
+    /// The IP addresses the device uses (flow records are matched to devices by these).
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
     /// A secret chosen by the caller (at least [`NewDevice::MIN_SECRET_LEN`] characters).
     #[serde(default, skip_serializing)]
     pub secret: Option<String>,
@@ -119,6 +122,7 @@ impl fmt::Debug for NewDevice {
             .field("model", &self.model)
             .field("firmware", &self.firmware)
             .field("location", &self.location)
+            .field("addresses", &self.addresses)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("generate_secret", &self.generate_secret)
             .field("cert_sha256", &self.cert_sha256)
@@ -165,6 +169,9 @@ impl NewDevice {
             if value.chars().any(char::is_control) {
                 return Err(format!("{name} contains control characters"));
             }
+        }
+        if self.addresses.len() > 16 {
+            return Err("at most 16 addresses per device".to_owned());
         }
         for (name, value) in [("zone", &self.zone), ("owner", &self.owner)] {
             if value.trim().is_empty() {

@@ -65,6 +65,7 @@ fn device_from(request: NewDevice) -> (Device, Option<String>) {
         vendor: request.vendor,
         model: request.model,
         firmware: request.firmware,
+        addresses: Vec::new(),
         location: request.location,
         credentials,
         status: DeviceStatus::Active,
@@ -161,6 +162,7 @@ fn seeded_device(name: &str, class: DeviceClass, zone: &str) -> Device {
         vendor: "acme".into(),
         model: "m1".into(),
         firmware: "1.0.0".into(),
+        addresses: Vec::new(),
         location: None,
         credentials: vec![
             Credential::Secret {

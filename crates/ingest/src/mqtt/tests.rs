@@ -36,6 +36,7 @@ fn device(
         vendor: "acme".into(),
         model: "m".into(),
         firmware: "1.0".into(),
+        addresses: Vec::new(),
         location: None,
         credentials: creds,
         status,
@@ -314,6 +315,7 @@ fn ev(e: &Event) -> String {
         EventKind::Telemetry { readings } => format!("telemetry {}", readings.len()),
         EventKind::State { readings } => format!("state {}", readings.len()),
         EventKind::Command { .. } => "command".into(),
+        EventKind::Flow(_) => "flow".into(),
     }
 }
 

@@ -86,6 +86,7 @@ fn device(id: &str, class: DeviceClass, credentials: Vec<Credential>) -> Arc<Dev
         vendor: "v".into(),
         model: "m".into(),
         firmware: "1".into(),
+        addresses: Vec::new(),
         location: None,
         credentials,
         status: DeviceStatus::Active,
