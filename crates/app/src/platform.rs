@@ -45,6 +45,17 @@ impl Counters {
     }
 }
 
+/// A change the detection worker applies between event batches.
+#[derive(Debug)]
+pub enum DetectControl {
+    /// A device was registered or changed.
+    Device(DeviceId, DeviceMeta),
+    /// Indicators to add or replace (keyed by STIX id).
+    UpsertIndicators(Vec<detect::Indicator>),
+    /// Indicators to stop matching (revoked or deleted), by STIX id.
+    RemoveIndicators(Vec<String>),
+}
+
 /// What the HTTP layer, the CLI and the metrics exporter share.
 pub(crate) struct Inner {
     pub config: Config,
@@ -53,7 +64,8 @@ pub(crate) struct Inner {
     pub directory: Arc<Directory>,
     pub broker: BrokerHandle,
     pub counters: Arc<Counters>,
-    pub engine_tx: mpsc::UnboundedSender<(DeviceId, DeviceMeta)>,
+    /// Changes for the detection worker (devices registered, indicators received).
+    pub detect_control: mpsc::UnboundedSender<DetectControl>,
     pub started: Instant,
 }
 
@@ -140,7 +152,7 @@ impl Platform {
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink)
             .context("failed to start the MQTT broker")?;
 
-        let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+        let (detect_control, control_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             config: config.clone(),
@@ -149,14 +161,14 @@ impl Platform {
             directory,
             broker,
             counters: counters.clone(),
-            engine_tx,
+            detect_control,
             started: Instant::now(),
         });
 
         let detect_task = tokio::spawn(detect_worker(
             engine,
             detect_sub,
-            engine_rx,
+            control_rx,
             store.clone(),
             bus.clone(),
             counters.clone(),
@@ -337,7 +349,9 @@ async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::Platfo
         inner.store.upsert_devices(chunk).await?;
     }
     for device in devices {
-        let _ = inner.engine_tx.send((device.id.clone(), meta(&device)));
+        let _ = inner
+            .detect_control
+            .send(DetectControl::Device(device.id.clone(), meta(&device)));
         inner.directory.put(device);
     }
     Ok(())
@@ -348,7 +362,7 @@ async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::Platfo
 async fn detect_worker(
     mut engine: Engine,
     mut sub: Box<dyn bus::Subscription>,
-    mut registrations: mpsc::UnboundedReceiver<(DeviceId, DeviceMeta)>,
+    mut control: mpsc::UnboundedReceiver<DetectControl>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     counters: Arc<Counters>,
@@ -366,7 +380,15 @@ async fn detect_worker(
                 }
                 counters.detect_events.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            Some((id, meta)) = registrations.recv() => engine.register_device(id, meta),
+            Some(change) = control.recv() => match change {
+                DetectControl::Device(id, meta) => engine.register_device(id, meta),
+                DetectControl::UpsertIndicators(indicators) => {
+                    for refused in engine.upsert_indicators(indicators) {
+                        tracing::warn!(indicator = %refused.id, error = %refused.message, "indicator refused");
+                    }
+                }
+                DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
+            },
             _ = tick.tick() => engine.tick(Timestamp::now()),
         }
         if !alerts.is_empty() {
@@ -515,7 +537,9 @@ impl web::Platform for ApiPlatform {
         }
         let (device, secret) = new_device(request, Timestamp::now())?;
         inner.store.insert_device(&device).await?;
-        let _ = inner.engine_tx.send((device.id.clone(), meta(&device)));
+        let _ = inner
+            .detect_control
+            .send(DetectControl::Device(device.id.clone(), meta(&device)));
         inner.directory.put(device.clone());
         tracing::info!(device_id = %device.id, class = %device.class, "device registered");
         Ok((device, secret))

@@ -20,6 +20,7 @@
 //! whose `count` and `last_ts` grow; the engine emits the updated alert so stores upsert it.
 
 mod config;
+mod indicator;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,7 @@ use model::{
 };
 
 pub use crate::config::{ActuationConfig, BruteForceConfig, DetectConfig};
+pub use crate::indicator::{Indicator, IndicatorError};
 use crate::window::Window;
 
 /// What the engine knows about a registered device.
@@ -68,6 +70,7 @@ pub struct Engine {
     acting: HashMap<DeviceId, bool>,
     /// Open alerts by (rule, key), for merging repeats.
     open: HashMap<(&'static str, String), Alert>,
+    indicators: indicator::IndicatorSet,
     stats: EngineStats,
 }
 
@@ -81,6 +84,7 @@ impl Engine {
             last_command: HashMap::new(),
             acting: HashMap::new(),
             open: HashMap::new(),
+            indicators: indicator::IndicatorSet::default(),
             stats: EngineStats::default(),
         }
     }
@@ -88,6 +92,22 @@ impl Engine {
     /// Tells the engine about a device (or updates it).
     pub fn register_device(&mut self, id: DeviceId, meta: DeviceMeta) {
         self.devices.insert(id, meta);
+    }
+
+    /// Adds or replaces threat indicators (by STIX id); returns those whose pattern does not
+    /// compile, with the reason. The others are matched from the next event on.
+    pub fn upsert_indicators(&mut self, indicators: Vec<Indicator>) -> Vec<IndicatorError> {
+        self.indicators.upsert(indicators)
+    }
+
+    /// Stops matching these indicators.
+    pub fn remove_indicators(&mut self, ids: &[String]) {
+        self.indicators.remove(ids);
+    }
+
+    /// How many indicators are loaded.
+    pub fn indicator_count(&self) -> usize {
+        self.indicators.len()
     }
 
     pub fn stats(&self) -> EngineStats {
