@@ -1,0 +1,1 @@
+//! Unit tests of the taxii crate: filters, cursors, media types, access and TLP.
