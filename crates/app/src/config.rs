@@ -29,6 +29,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: detect::DetectConfig,
+    #[serde(default)]
+    pub taxii: crate::intel::config::TaxiiConfig,
 }
 
 /// `[http]`.
@@ -205,6 +207,7 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        self.taxii.validate()?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod directory;
+pub mod intel;
 pub mod inventory;
 mod landing;
 mod metrics;

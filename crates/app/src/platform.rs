@@ -179,7 +179,7 @@ impl Platform {
             config.store.telemetry(),
             counters.clone(),
         ));
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -187,6 +187,7 @@ impl Platform {
                 shutdown_rx.clone(),
             )),
         ];
+        background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
 
         // HTTP last: readiness means everything behind it runs.
         let ready = Arc::new(AtomicBool::new(false));
@@ -200,7 +201,10 @@ impl Platform {
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
         };
-        let router = crate::landing::router().merge(web::router(api));
+        let mut router = crate::landing::router().merge(web::router(api));
+        if config.taxii.enabled {
+            router = router.merge(crate::intel::router(&config.taxii, store.clone()));
+        }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
