@@ -58,7 +58,11 @@ fn sha256_hex(s: &str) -> String {
 
 /// Compares two strings in time independent of where they differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The TAXII backend over the store, with the configured partners.
@@ -73,7 +77,7 @@ pub struct IntelBackend {
 mod verified_cache {
     //! A tiny mutex-protected map (std only).
     use std::collections::HashMap;
-        use std::sync::Mutex;
+    use std::sync::Mutex;
 
     #[derive(Default)]
     pub struct Cache(Mutex<HashMap<String, String>>);
@@ -137,7 +141,10 @@ fn to_intel_query(root: &str, collection: &str, q: &Query) -> IntelQuery {
 
 #[async_trait]
 impl taxii::Backend for IntelBackend {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, BackendError> {
+    async fn authenticate(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Principal>, BackendError> {
         let partners = &self.config.partners;
         Ok(match credentials {
             Credentials::None => None,
@@ -164,9 +171,11 @@ impl taxii::Backend for IntelBackend {
                     return Ok(Some(self.principal(p)));
                 }
                 let password = password.clone();
-                let ok = tokio::task::spawn_blocking(move || ingest::credentials::verify(&hash, &password))
-                    .await
-                    .map_err(|e| BackendError::Internal(e.to_string()))?;
+                let ok = tokio::task::spawn_blocking(move || {
+                    ingest::credentials::verify(&hash, &password)
+                })
+                .await
+                .map_err(|e| BackendError::Internal(e.to_string()))?;
                 if ok {
                     self.verified.put(user, h);
                     Some(self.principal(p))
@@ -177,7 +186,12 @@ impl taxii::Backend for IntelBackend {
         })
     }
 
-    async fn query(&self, root: &str, collection: &str, query: &Query) -> Result<Vec<Record>, BackendError> {
+    async fn query(
+        &self,
+        root: &str,
+        collection: &str,
+        query: &Query,
+    ) -> Result<Vec<Record>, BackendError> {
         let rows = self
             .store
             .intel_query(&to_intel_query(root, collection, query))
@@ -197,7 +211,12 @@ impl taxii::Backend for IntelBackend {
             .collect())
     }
 
-    async fn add(&self, root: &str, collection: &str, objects: Vec<NewObject>) -> Result<Vec<Added>, BackendError> {
+    async fn add(
+        &self,
+        root: &str,
+        collection: &str,
+        objects: Vec<NewObject>,
+    ) -> Result<Vec<Added>, BackendError> {
         let objects: Vec<IntelObject> = objects
             .into_iter()
             .map(|o| IntelObject {
@@ -225,14 +244,21 @@ impl taxii::Backend for IntelBackend {
             .collect())
     }
 
-    async fn delete(&self, root: &str, collection: &str, object_id: &str, query: &Query) -> Result<u64, BackendError> {
+    async fn delete(
+        &self,
+        root: &str,
+        collection: &str,
+        object_id: &str,
+        query: &Query,
+    ) -> Result<u64, BackendError> {
         let mut q = to_intel_query(root, collection, query);
         q.object_id = Some(object_id.to_owned());
         self.store.intel_delete(&q).await.map_err(store_err)
     }
 
     async fn save_status(&self, root: &str, status: &StatusRecord) -> Result<(), BackendError> {
-        let body = serde_json::to_string(&status.status).map_err(|e| BackendError::Internal(e.to_string()))?;
+        let body = serde_json::to_string(&status.status)
+            .map_err(|e| BackendError::Internal(e.to_string()))?;
         self.store
             .intel_put_status(&IntelStatus {
                 root: root.to_owned(),
@@ -245,11 +271,21 @@ impl taxii::Backend for IntelBackend {
             .map_err(store_err)
     }
 
-    async fn load_status(&self, root: &str, id: &str) -> Result<Option<StatusRecord>, BackendError> {
-        let Some(s) = self.store.intel_get_status(root, id).await.map_err(store_err)? else {
+    async fn load_status(
+        &self,
+        root: &str,
+        id: &str,
+    ) -> Result<Option<StatusRecord>, BackendError> {
+        let Some(s) = self
+            .store
+            .intel_get_status(root, id)
+            .await
+            .map_err(store_err)?
+        else {
             return Ok(None);
         };
-        let status = serde_json::from_str(&s.body).map_err(|e| BackendError::Internal(e.to_string()))?;
+        let status =
+            serde_json::from_str(&s.body).map_err(|e| BackendError::Internal(e.to_string()))?;
         Ok(Some(StatusRecord {
             owner: s.owner,
             created_us: s.created_us,
@@ -302,7 +338,12 @@ pub fn router(config: &TaxiiConfig, store: Arc<dyn Store>) -> axum::Router {
 
 /// Adds TLP 2.0 marking to objects and stores them in the sharing collection; returns
 /// the ids stored. Objects are validated first: if any is invalid nothing is written.
-pub async fn publish(store: &dyn Store, config: &TaxiiConfig, objects: Vec<Value>, tlp: Tlp) -> anyhow::Result<Vec<String>> {
+pub async fn publish(
+    store: &dyn Store,
+    config: &TaxiiConfig,
+    objects: Vec<Value>,
+    tlp: Tlp,
+) -> anyhow::Result<Vec<String>> {
     let Some(coll) = config.collections.iter().find(|c| c.sharing) else {
         bail!("no sharing collection is configured ([[taxii.collections]] with sharing = true)");
     };
@@ -318,11 +359,18 @@ pub async fn publish(store: &dyn Store, config: &TaxiiConfig, objects: Vec<Value
             .cloned()
             .unwrap_or_default();
         // One TLP marking: the one given replaces any other TLP marking.
-        refs.retain(|r| r.as_str().is_none_or(|s| stix::object::tlp::level(s).is_none()));
+        refs.retain(|r| {
+            r.as_str()
+                .is_none_or(|s| stix::object::tlp::level(s).is_none())
+        });
         refs.push(Value::String(stix::object::tlp::tlp2_id(tlp).to_owned()));
         m.insert("object_marking_refs".to_owned(), Value::Array(refs));
-        let o = taxii::server::prepare_object(&v, config.unmarked_tlp(), now)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", v.get("id").and_then(Value::as_str).unwrap_or("object")))?;
+        let o = taxii::server::prepare_object(&v, config.unmarked_tlp(), now).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}",
+                v.get("id").and_then(Value::as_str).unwrap_or("object")
+            )
+        })?;
         prepared.push(IntelObject {
             id: o.id,
             object_type: o.object_type,
@@ -357,7 +405,13 @@ pub fn new_indicator(pattern: &str, name: &str, now: model::Timestamp) -> Value 
 }
 
 /// A new STIX sighting of `sighting_of` (an indicator id, say) seen `count` times.
-pub fn new_sighting(sighting_of: &str, count: u64, first_seen: model::Timestamp, last_seen: model::Timestamp, now: model::Timestamp) -> Value {
+pub fn new_sighting(
+    sighting_of: &str,
+    count: u64,
+    first_seen: model::Timestamp,
+    last_seen: model::Timestamp,
+    now: model::Timestamp,
+) -> Value {
     let ts = now.to_rfc3339();
     json!({
         "type": "sighting",
@@ -384,13 +438,19 @@ pub struct IndicatorChanges {
 /// Maps objects from a partner feed to detection changes: live STIX-pattern indicators
 /// are upserted (source = the partner); revoked or expired ones are removed. Other
 /// objects and other pattern languages are ignored.
-pub fn indicator_changes(objects: &[Value], source: &str, now: model::Timestamp) -> IndicatorChanges {
+pub fn indicator_changes(
+    objects: &[Value],
+    source: &str,
+    now: model::Timestamp,
+) -> IndicatorChanges {
     let mut out = IndicatorChanges::default();
     for o in objects {
         if o.get("type").and_then(Value::as_str) != Some("indicator") {
             continue;
         }
-        let Some(id) = o.get("id").and_then(Value::as_str) else { continue };
+        let Some(id) = o.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         let valid_until = o
             .get("valid_until")
             .and_then(Value::as_str)
@@ -400,13 +460,19 @@ pub fn indicator_changes(objects: &[Value], source: &str, now: model::Timestamp)
         let pattern = o.get("pattern").and_then(Value::as_str);
         let stix_pattern = o.get("pattern_type").and_then(Value::as_str) == Some("stix");
         match pattern {
-            Some(pattern) if stix_pattern && !revoked && !expired => out.upsert.push(detect::Indicator {
-                id: id.to_owned(),
-                pattern: pattern.to_owned(),
-                name: o.get("name").and_then(Value::as_str).unwrap_or(id).to_owned(),
-                source: source.to_owned(),
-                valid_until,
-            }),
+            Some(pattern) if stix_pattern && !revoked && !expired => {
+                out.upsert.push(detect::Indicator {
+                    id: id.to_owned(),
+                    pattern: pattern.to_owned(),
+                    name: o
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(id)
+                        .to_owned(),
+                    source: source.to_owned(),
+                    valid_until,
+                })
+            }
             _ if revoked || expired => out.remove.push(id.to_owned()),
             _ => {}
         }
@@ -439,14 +505,22 @@ pub async fn poll_feed(
     let mut next: Option<String> = None;
     let mut total = 0;
     loop {
-        let mut params: Vec<(&'static str, String)> = vec![("match[type]", "indicator".to_owned())];
+        // `limit` goes with `next` too: some servers (medallion) require it.
+        let mut params: Vec<(&'static str, String)> = vec![
+            ("match[type]", "indicator".to_owned()),
+            ("limit", taxii::client::PULL_PAGE.to_string()),
+        ];
         if let Some(a) = &added_after {
             params.push(("added_after", a.clone()));
         }
         if let Some(n) = &next {
             params.push(("next", n.clone()));
         }
-        let (c, root, coll) = (client.clone(), feed.api_root.clone(), feed.collection.clone());
+        let (c, root, coll) = (
+            client.clone(),
+            feed.api_root.clone(),
+            feed.collection.clone(),
+        );
         let page = tokio::task::spawn_blocking(move || c.get_objects(&root, &coll, &params))
             .await?
             .with_context(|| format!("failed to poll feed {}", feed.name))?;
@@ -475,7 +549,10 @@ pub async fn poll_feed(
 }
 
 /// Starts the feed pollers and the hourly status pruning.
-pub(crate) fn start(inner: Arc<Inner>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+pub(crate) fn start(
+    inner: Arc<Inner>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let config = inner.config.taxii.clone();
     for feed in config.feeds.clone() {
@@ -517,4 +594,3 @@ pub(crate) fn start(inner: Arc<Inner>, shutdown: watch::Receiver<bool>) -> Vec<t
 pub fn hash_password(password: &str) -> String {
     ingest::credentials::hash_password(password)
 }
-

@@ -13,6 +13,9 @@ use crate::types::{
 };
 use crate::{MEDIA_TYPE_TAXII, server};
 
+/// The page size [`Client::pull`] asks for (servers may lower it).
+pub const PULL_PAGE: usize = 1000;
+
 /// How the client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -379,6 +382,10 @@ impl Client {
         let mut next: Option<String> = None;
         loop {
             let mut params: Vec<(&str, String)> = extra.to_vec();
+            // Some servers (medallion) need `limit` beside `next`.
+            if !params.iter().any(|(k, _)| *k == "limit") {
+                params.push(("limit", PULL_PAGE.to_string()));
+            }
             if let Some(a) = &added_after {
                 params.push(("added_after", a.clone()));
             }

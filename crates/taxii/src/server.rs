@@ -593,8 +593,20 @@ async fn delete_object(
     if !stix::object::is_identifier(object_id, None) {
         return Err(TaxiiError::not_found());
     }
-    let filters =
+    let mut filters =
         Filters::parse(raw_query, Endpoint::Delete).map_err(|e| TaxiiError::bad_request(e.0))?;
+    // Without filters a delete removes every version of every spec version.
+    if !raw_query.is_some_and(|q| q.contains("match%5Bversion%5D") || q.contains("match[version]"))
+    {
+        filters.versions = VersionMatch {
+            all: true,
+            last: false,
+            ..VersionMatch::default()
+        };
+    }
+    if filters.spec_versions.is_empty() {
+        filters.spec_versions = vec!["2.0".to_owned(), "2.1".to_owned()];
+    }
     let (query, _) = build_query(cfg, filters, Some(object_id), p, Kind::Object);
     let n = state
         .backend

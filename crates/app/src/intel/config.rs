@@ -128,8 +128,16 @@ impl TaxiiConfig {
         if taxii::access::parse_tlp(&self.unmarked).is_none() {
             bail!("taxii.unmarked: {:?} is not a TLP level", self.unmarked);
         }
-        if self.root.is_empty() || !self.root.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            bail!("taxii.root: {:?} must be a non-empty path segment (letters, digits, - and _)", self.root);
+        if self.root.is_empty()
+            || !self
+                .root
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!(
+                "taxii.root: {:?} must be a non-empty path segment (letters, digits, - and _)",
+                self.root
+            );
         }
         if self.max_page_size == 0 || self.max_page_size > 10_000 {
             bail!("taxii.max_page_size must be between 1 and 10000");
@@ -143,20 +151,37 @@ impl TaxiiConfig {
         let mut names = std::collections::HashSet::new();
         for p in &self.partners {
             let ctx = || format!("taxii.partners {:?}", p.name);
-            if p.name.is_empty() || p.name == "*" || p.name == "anonymous" || !names.insert(&p.name) {
-                bail!("{}: names must be unique, non-empty, and not * or anonymous", ctx());
+            if p.name.is_empty() || p.name == "*" || p.name == "anonymous" || !names.insert(&p.name)
+            {
+                bail!(
+                    "{}: names must be unique, non-empty, and not * or anonymous",
+                    ctx()
+                );
             }
             if p.password_hash.is_none() && p.token_sha256.is_none() && p.cert_sha256.is_none() {
-                bail!("{}: needs password_hash, token_sha256 or cert_sha256", ctx());
+                bail!(
+                    "{}: needs password_hash, token_sha256 or cert_sha256",
+                    ctx()
+                );
             }
             if let Some(h) = &p.password_hash {
                 if !h.starts_with("$argon2") {
-                    bail!("{}: password_hash must be an argon2 PHC string (citysec taxii hash-password); plain passwords are not accepted", ctx());
+                    bail!(
+                        "{}: password_hash must be an argon2 PHC string (citysec taxii hash-password); plain passwords are not accepted",
+                        ctx()
+                    );
                 }
             }
-            for (what, v) in [("token_sha256", &p.token_sha256), ("cert_sha256", &p.cert_sha256)] {
+            for (what, v) in [
+                ("token_sha256", &p.token_sha256),
+                ("cert_sha256", &p.cert_sha256),
+            ] {
                 if let Some(v) = v {
-                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    if v.len() != 64
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    {
                         bail!("{}: {what} must be 64 lowercase hex digits", ctx());
                     }
                 }
@@ -185,7 +210,10 @@ impl TaxiiConfig {
         let mut feeds = std::collections::HashSet::new();
         for f in &self.feeds {
             if f.name.is_empty() || !feeds.insert(&f.name) {
-                bail!("taxii.feeds {:?}: names must be unique and non-empty", f.name);
+                bail!(
+                    "taxii.feeds {:?}: names must be unique and non-empty",
+                    f.name
+                );
             }
             if !(f.api_root.starts_with("http://") || f.api_root.starts_with("https://")) {
                 bail!("taxii.feeds {:?}: api_root must be an http(s) URL", f.name);
