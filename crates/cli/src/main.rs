@@ -8,6 +8,7 @@ mod pki;
 mod serve;
 mod simulate;
 mod stix;
+mod taxii;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +56,13 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Share threat intelligence over TAXII 2.1 with any server.
+    Taxii {
+        #[command(subcommand)]
+        command: taxii::TaxiiCommand,
+        #[command(flatten)]
+        auth: taxii::AuthArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +112,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
         }
+        Command::Taxii { command, auth } => taxii::run(command, auth),
     }
 }
 
