@@ -326,12 +326,29 @@ pub fn server_config(config: &TaxiiConfig) -> taxii::access::ServerConfig {
     }
 }
 
-/// The router serving `/taxii2/` over the store.
+/// The router serving `/taxii2/` over the store. Over HTTPS, a client certificate the
+/// TLS layer saw is handed to the server as [`taxii::access::ClientCertificate`].
 pub fn router(config: &TaxiiConfig, store: Arc<dyn Store>) -> axum::Router {
     taxii::server::router(
         server_config(config),
         Arc::new(IntelBackend::new(store, config.clone())),
     )
+    .layer(axum::middleware::from_fn(client_certificate))
+}
+
+async fn client_certificate(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::PeerCertificate>>()
+        .and_then(|c| c.0.sha256.clone());
+    if let Some(sha256) = peer {
+        req.extensions_mut()
+            .insert(taxii::access::ClientCertificate(sha256));
+    }
+    next.run(req).await
 }
 
 // ---------------------------------------------------------------- publishing

@@ -215,7 +215,18 @@ impl Platform {
         };
         let http_task = match (&config.http.tls_cert, &config.http.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
+                // TAXII partners may identify by client certificate: ask for one then.
+                let client_certs = config.taxii.enabled
+                    && config
+                        .taxii
+                        .partners
+                        .iter()
+                        .any(|p| p.cert_sha256.is_some());
+                let tls = tls::TlsListener::new(
+                    listener,
+                    tls::server_config_with_client_certs(cert, key, client_certs)?,
+                )?;
+                let router = router.into_make_service_with_connect_info::<tls::PeerCertificate>();
                 tokio::spawn(async move {
                     if let Err(err) = axum::serve(tls, router)
                         .with_graceful_shutdown(graceful)

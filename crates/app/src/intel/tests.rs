@@ -1115,3 +1115,88 @@ fn our_client_and_feed_against_medallion() {
         1
     );
 }
+
+#[test]
+fn client_certificate_identifies_a_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::create("test ca").unwrap();
+    let server = ca
+        .issue_server(
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse().unwrap()],
+            1,
+        )
+        .unwrap();
+    let client_cert = ca.issue_device("water-utility", 1).unwrap();
+    let other_cert = ca.issue_device("stranger", 1).unwrap();
+    std::fs::write(dir.path().join("s.pem"), &server.cert_pem).unwrap();
+    std::fs::write(dir.path().join("s.key"), &server.key_pem).unwrap();
+    let mut cfg = config();
+    cfg.partners.push(PartnerConfig {
+        name: "cert-partner".into(),
+        password_hash: None,
+        token_sha256: None,
+        cert_sha256: Some(client_cert.sha256_hex.clone()),
+        tlp: "green".into(),
+    });
+    let store: Arc<dyn Store> =
+        Arc::new(store::EmbeddedStore::open(&dir.path().join("c.db")).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let router = super::router(&cfg, store);
+    let tls = crate::tls::server_config_with_client_certs(
+        &dir.path().join("s.pem"),
+        &dir.path().join("s.key"),
+        true,
+    )
+    .unwrap();
+    let addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = crate::tls::TlsListener::new(listener, tls).unwrap();
+        let svc = router.into_make_service_with_connect_info::<crate::tls::PeerCertificate>();
+        tokio::spawn(async move { axum::serve(tls, svc).await.unwrap() });
+        addr
+    });
+    let get = |cert: Option<&pki::Issued>| -> (u16, String) {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let ca_cert = Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca_cert]));
+        if let Some(c) = cert {
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(
+                &[Certificate::from_pem(c.cert_pem.as_bytes()).unwrap()],
+                PrivateKey::from_pem(c.key_pem.as_bytes()).unwrap(),
+            )));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .build()
+            .into();
+        let mut r = agent
+            .get(&format!(
+                "https://127.0.0.1:{}/taxii2/city/collections/",
+                addr.port()
+            ))
+            .header("Accept", taxii::MEDIA_TYPE_TAXII)
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let (code, body) = get(Some(&client_cert));
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    // The pinned certificate is the partner: it reads the shared and the public collection.
+    assert_eq!(v["collections"].as_array().unwrap().len(), 2);
+    assert_eq!(v["collections"][0]["id"], SHARED);
+    // Without a certificate: anonymous (the public collection only); an unpinned one: 401.
+    let (code, body) = get(None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["collections"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(get(Some(&other_cert)).0, 401);
+}
