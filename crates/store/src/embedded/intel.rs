@@ -91,7 +91,7 @@ fn filter_sql(q: &IntelQuery, sql: &mut String, args: &mut Vec<SqlValue>) {
 /// Recomputes `is_first` and `is_last` of one object's versions.
 fn refresh_ends(tx: &rusqlite::Transaction<'_>, collection: &str, id: &str) -> Result<()> {
     tx.execute(
-        "UPDATE intel_objects SET
+        "UPDATE intel_objects INDEXED BY intel_objects_version SET
             is_first = (version_us = (SELECT MIN(version_us) FROM intel_objects WHERE collection = ?1 AND id = ?2)),
             is_last  = (version_us = (SELECT MAX(version_us) FROM intel_objects WHERE collection = ?1 AND id = ?2))
          WHERE collection = ?1 AND id = ?2",
@@ -146,12 +146,12 @@ impl IntelStore for EmbeddedStore {
                     .map_err(db_err)?;
                 let mut clear_last = tx
                     .prepare_cached(
-                        "UPDATE intel_objects SET is_last = 0 WHERE collection = ?1 AND id = ?2 AND is_last = 1",
+                        "UPDATE intel_objects INDEXED BY intel_objects_version SET is_last = 0 WHERE collection = ?1 AND id = ?2 AND is_last = 1",
                     )
                     .map_err(db_err)?;
                 let mut clear_first = tx
                     .prepare_cached(
-                        "UPDATE intel_objects SET is_first = 0 WHERE collection = ?1 AND id = ?2 AND is_first = 1",
+                        "UPDATE intel_objects INDEXED BY intel_objects_version SET is_first = 0 WHERE collection = ?1 AND id = ?2 AND is_first = 1",
                     )
                     .map_err(db_err)?;
                 for o in &objects {
@@ -221,9 +221,18 @@ impl IntelStore for EmbeddedStore {
         let q = query.clone();
         self.read(move |conn| {
             let body = if q.with_body { "body" } else { "NULL" };
+            // One object's versions: its own index, not a walk of the collection's pages.
+            // One type (what partner feeds ask for): the type's pages, already in order.
+            let index = if q.object_id.is_some() {
+                "INDEXED BY intel_objects_version"
+            } else if q.types.len() == 1 {
+                "INDEXED BY intel_objects_type_page"
+            } else {
+                ""
+            };
             let mut sql = format!(
                 "SELECT id, version, version_us, date_added_us, spec_version, tlp, {body}
-                 FROM intel_objects WHERE collection = ?"
+                 FROM intel_objects {index} WHERE collection = ?"
             );
             let mut args = vec![SqlValue::Text(q.collection.clone())];
             filter_sql(&q, &mut sql, &mut args);
@@ -259,7 +268,9 @@ impl IntelStore for EmbeddedStore {
         q.max_tlp = 4;
         self.write(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
-            let mut sql = "DELETE FROM intel_objects WHERE collection = ?".to_owned();
+            let mut sql =
+                "DELETE FROM intel_objects INDEXED BY intel_objects_version WHERE collection = ?"
+                    .to_owned();
             let mut args = vec![SqlValue::Text(q.collection.clone())];
             filter_sql(&q, &mut sql, &mut args);
             let n = tx.execute(&sql, params_from_iter(args)).map_err(db_err)?;
