@@ -477,10 +477,10 @@ async fn get_records(
     if !c.can_read(p) {
         return Err(TaxiiError::forbidden("you may not read this collection"));
     }
-    if let Some(o) = object_id {
-        if !stix::object::is_identifier(o, None) {
-            return Err(TaxiiError::not_found());
-        }
+    if let Some(o) = object_id
+        && !stix::object::is_identifier(o, None)
+    {
+        return Err(TaxiiError::not_found());
     }
     let endpoint = match kind {
         Kind::Objects | Kind::Manifest => Endpoint::Objects,

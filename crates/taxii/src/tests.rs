@@ -225,7 +225,7 @@ fn filters_parse_as_the_spec_says() {
         };
         assert_eq!(&got, want, "{endpoint:?} {q}");
     }
-    assert_eq!(VersionMatch::default().last, true);
+    assert!(VersionMatch::default().last);
 }
 
 #[test]

@@ -164,26 +164,25 @@ impl TaxiiConfig {
                     ctx()
                 );
             }
-            if let Some(h) = &p.password_hash {
-                if !h.starts_with("$argon2") {
-                    bail!(
-                        "{}: password_hash must be an argon2 PHC string (citysec taxii hash-password); plain passwords are not accepted",
-                        ctx()
-                    );
-                }
+            if let Some(h) = &p.password_hash
+                && !h.starts_with("$argon2")
+            {
+                bail!(
+                    "{}: password_hash must be an argon2 PHC string (citysec taxii hash-password); plain passwords are not accepted",
+                    ctx()
+                );
             }
             for (what, v) in [
                 ("token_sha256", &p.token_sha256),
                 ("cert_sha256", &p.cert_sha256),
             ] {
-                if let Some(v) = v {
-                    if v.len() != 64
+                if let Some(v) = v
+                    && (v.len() != 64
                         || !v
                             .bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    {
-                        bail!("{}: {what} must be 64 lowercase hex digits", ctx());
-                    }
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                {
+                    bail!("{}: {what} must be 64 lowercase hex digits", ctx());
                 }
             }
             match taxii::access::parse_tlp(&p.tlp) {

@@ -1200,3 +1200,57 @@ fn client_certificate_identifies_a_partner() {
     );
     assert_eq!(get(Some(&other_cert)).0, 401);
 }
+
+#[test]
+fn taxii_config_section_is_checked() {
+    let env = std::collections::HashMap::new();
+    let default = crate::Config::default_with_env(&env).unwrap();
+    assert!(default.taxii.enabled);
+    assert!(default.taxii.partners.is_empty() && default.taxii.collections.is_empty());
+    let base = "version = 1\ndata_dir = 'x'\n";
+    let hash = crate::intel::hash_password("pw");
+    let good = format!(
+        "{base}[taxii]\n[[taxii.partners]]\nname = 'utility'\npassword_hash = '{hash}'\ntlp = 'amber'\n\
+         [[taxii.collections]]\nid = '{SHARED}'\ntitle = 't'\nread = ['*']\nwrite = ['utility']\nsharing = true\n\
+         [[taxii.feeds]]\nname = 'isac'\napi_root = 'https://isac.example/taxii2/api1/'\ncollection = 'c'\ntoken = 't'\n"
+    );
+    let c = crate::Config::load(&good, &env).unwrap();
+    assert_eq!(c.taxii.partners[0].tlp, "amber");
+    assert_eq!(c.taxii.feeds[0].interval_s, 300);
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[taxii.partners]]\nname = 'u'\npassword_hash = 'secret'\n",
+            "plain passwords are not accepted",
+        ),
+        (
+            "[[taxii.partners]]\nname = 'u'\n",
+            "needs password_hash, token_sha256 or cert_sha256",
+        ),
+        (
+            "[[taxii.partners]]\nname = 'u'\ntoken_sha256 = 'ABC'\n",
+            "must be 64 lowercase hex digits",
+        ),
+        (
+            "[[taxii.partners]]\nname = 'u'\ntoken_sha256 = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'\ntlp = 'red'\n",
+            "tlp must be clear, green, amber or amber+strict",
+        ),
+        (
+            "[[taxii.collections]]\nid = 'nope'\ntitle = 't'\n",
+            "id must be a unique UUID",
+        ),
+        (
+            "[[taxii.collections]]\nid = '11111111-1111-4111-8111-111111111111'\ntitle = 't'\nread = ['ghost']\n",
+            "unknown partner \"ghost\"",
+        ),
+        ("[taxii]\nstatus_retention_hours = 1\n", "at least 24"),
+        ("[taxii]\nunmarked = 'purple'\n", "not a TLP level"),
+        (
+            "[[taxii.feeds]]\nname = 'f'\napi_root = 'ftp://x'\ncollection = 'c'\n",
+            "must be an http(s) URL",
+        ),
+    ];
+    for (section, want) in cases {
+        let err = crate::Config::load(&format!("{base}{section}"), &env).unwrap_err();
+        assert!(format!("{err:#}").contains(want), "{section}: {err:#}");
+    }
+}
