@@ -309,10 +309,14 @@ fn start_medallion(
 fn row(out: &mut String, name: &str, m: &Measured) {
     let _ = writeln!(
         out,
-        "| {name} | {} | {} | {:.1} | {:.2} | {:.2} |",
+        "| {name} | {} | {} | {} | {:.2} | {:.2} |",
         m.objects_per_page,
         m.requests,
-        m.rps(),
+        if m.rps() < 1.0 {
+            format!("{:.4}", m.rps())
+        } else {
+            format!("{:.1}", m.rps())
+        },
         m.p50_ms,
         m.p99_ms
     );
