@@ -329,6 +329,7 @@ impl Engine {
         let alert = Alert {
             id: alert_id(draft.rule, &draft.key, event.ts),
             rule: draft.rule.to_owned(),
+            key: draft.key.clone(),
             severity: draft.severity,
             ts: event.ts,
             last_ts: event.ts,

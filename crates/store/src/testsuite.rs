@@ -120,6 +120,7 @@ pub fn alert(id: &str, rule: &str, ts: i64, device: Option<&str>) -> Alert {
     Alert {
         id: AlertId(id.to_owned()),
         rule: rule.to_owned(),
+        key: String::new(),
         severity: Severity::High,
         ts: Timestamp::from_millis(ts),
         last_ts: Timestamp::from_millis(ts),

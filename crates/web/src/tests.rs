@@ -181,6 +181,7 @@ fn alert(n: i64, device: &str, rule: &str) -> Alert {
     Alert {
         id: AlertId(format!("alert-{n}")),
         rule: rule.into(),
+        key: String::new(),
         severity: Severity::High,
         ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
         last_ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
