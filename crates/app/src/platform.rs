@@ -326,6 +326,16 @@ fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),
+        firmware: device.firmware.clone(),
+        addresses: device.addresses.clone(),
+        credentials: device
+            .credentials
+            .iter()
+            .map(|c| match c {
+                Credential::Secret { hash } => hash.clone(),
+                Credential::Certificate { sha256 } => format!("cert:{sha256}"),
+            })
+            .collect(),
     }
 }
 

@@ -49,10 +49,7 @@ fn run(config: DetectConfig, fixture: &str) -> String {
             let class: DeviceClass = words[2].parse().unwrap();
             engine.register_device(
                 DeviceId::new(words[1]).unwrap(),
-                DeviceMeta {
-                    class,
-                    zone: words[3].to_owned(),
-                },
+                DeviceMeta::new(class, words[3].to_owned()),
             );
             continue;
         }
@@ -292,10 +289,7 @@ fn alert_ids_are_deterministic() {
         let mut engine = Engine::new(DetectConfig::default());
         engine.register_device(
             DeviceId::new("siren-0001").unwrap(),
-            DeviceMeta {
-                class: DeviceClass::Siren,
-                zone: "ps-field".into(),
-            },
+            DeviceMeta::new(DeviceClass::Siren, "ps-field"),
         );
         let mut out = Vec::new();
         engine.process(
