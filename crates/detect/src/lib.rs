@@ -271,17 +271,20 @@ impl Engine {
     }
 
     /// Marks what `rule` saw for `key` as normal: the rule stays quiet for that key from
-    /// now on, and baselines absorb it (a learned conduit, a known destination, a reading
-    /// that relearns its band).
+    /// now on (a learned conduit, a known destination, an accepted firmware), except for
+    /// `baseline.telemetry`, whose reading relearns its band and keeps being judged.
     pub fn learn(&mut self, rule: &str, key: &str) {
+        self.open.retain(|(r, k), _| !(*r == rule && k == key));
+        if rule == "baseline.telemetry" {
+            // The reading relearns its band from what it reports now; a later departure
+            // from the new band alerts again.
+            if let Some((device, reading)) = key.split_once('/') {
+                self.devices.relearn(device, reading);
+            }
+            return;
+        }
         self.suppressed
             .insert((rule.to_owned(), key.to_owned()), Suppression::Learned);
-        if rule == "baseline.telemetry"
-            && let Some((device, reading)) = key.split_once('/')
-        {
-            self.devices.relearn(device, reading);
-        }
-        self.open.retain(|(r, k), _| !(*r == rule && k == key));
     }
 
     /// Silences `rule` for `key` until `until` (or for good), without calling it normal.
