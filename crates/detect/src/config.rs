@@ -155,7 +155,7 @@ fn any() -> String {
 }
 
 /// `[detect.firmware]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirmwareConfig {
     /// The vendors' update servers (CIDRs). A firmware change shortly after a device
@@ -165,13 +165,18 @@ pub struct FirmwareConfig {
     pub update_window_s: u64,
 }
 
+impl Default for FirmwareConfig {
+    fn default() -> FirmwareConfig {
+        FirmwareConfig {
+            update_servers: Vec::new(),
+            update_window_s: 3600,
+        }
+    }
+}
+
 impl FirmwareConfig {
     pub fn update_window_ms(&self) -> i64 {
-        secs_to_ms(if self.update_window_s == 0 {
-            3600
-        } else {
-            self.update_window_s
-        })
+        secs_to_ms(self.update_window_s)
     }
 }
 
