@@ -1119,12 +1119,14 @@ mod never_panics {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn arbitrary_streams(events in proptest::collection::vec(event(), 1..200)) {
-            let mut config = DetectConfig::default();
-            config.zones = vec![crate::ZoneConfig {
-                name: "z".into(),
-                cidrs: vec!["10.0.0.0/8".into()],
-                allow_unregistered: false,
-            }];
+            let config = DetectConfig {
+                zones: vec![crate::ZoneConfig {
+                    name: "z".into(),
+                    cidrs: vec!["10.0.0.0/8".into()],
+                    allow_unregistered: false,
+                }],
+                ..DetectConfig::default()
+            };
             let mut engine = Engine::new(config);
             engine.upsert_indicators(vec![crate::Indicator {
                 id: "indicator--x".into(),
