@@ -48,7 +48,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sim", &["model", "app"]),
     (
         "cli",
-        &["app", "sim", "model", "store", "stix", "pki", "taxii"],
+        &[
+            "app", "sim", "model", "store", "stix", "pki", "detect", "taxii",
+        ],
     ),
     ("test-support", &["model"]),
     ("xtask", &[]),

@@ -1,6 +1,7 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod bench;
 mod demo;
 mod device;
 mod duration;
@@ -63,6 +64,9 @@ enum Command {
         #[command(flatten)]
         auth: taxii::AuthArgs,
     },
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -96,9 +100,23 @@ fn run(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::CheckConfig { file } => match app::Config::load_file(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(0)
+            Ok(config) => {
+                // Broken rules and zones are skipped at run time; here they fail the check.
+                let (_, diagnostics) = app::detect::build_engine(&config);
+                if diagnostics.is_empty() {
+                    println!("{}: ok", file.display());
+                    Ok(0)
+                } else {
+                    for d in &diagnostics {
+                        eprintln!("{}: detection: {d}", file.display());
+                    }
+                    eprintln!(
+                        "{}: {} detection problem(s); the platform would skip those entries and run the rest",
+                        file.display(),
+                        diagnostics.len()
+                    );
+                    Ok(1)
+                }
             }
             Err(err) => {
                 eprintln!("{}: {err:#}", file.display());
@@ -108,6 +126,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

@@ -11,6 +11,7 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
+mod detect;
 mod embedded;
 pub mod intel;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod tests;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
 
@@ -106,7 +108,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: IntelStore + Send + Sync + 'static {
+pub trait Store: DetectStore + IntelStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

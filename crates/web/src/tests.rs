@@ -14,7 +14,7 @@ use model::{
     Reading, Severity, Timestamp, Value,
 };
 use serde_json::{Value as Json, json};
-use store::{ApiToken, EmbeddedStore, Store};
+use store::{ApiToken, DetectStore, EmbeddedStore, Store};
 use tower::ServiceExt;
 
 use crate::routes::{Access, ROUTES, Verb};
@@ -129,6 +129,86 @@ impl Platform for FakePlatform {
             .ok_or_else(|| PlatformError::not_found(format!("device {id} not found")))
     }
 
+    async fn learn_alert(
+        &self,
+        alert: &Alert,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError> {
+        let s = suppression(alert, "learned", None, actor, reason);
+        self.store.put_suppression(&s).await?;
+        Ok(s)
+    }
+
+    async fn mute_alert(
+        &self,
+        alert: &Alert,
+        until: Option<Timestamp>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError> {
+        let s = suppression(alert, "muted", until, actor, reason);
+        self.store.put_suppression(&s).await?;
+        Ok(s)
+    }
+
+    async fn lift_suppression(
+        &self,
+        rule: &str,
+        key: &str,
+        _actor: &str,
+    ) -> Result<(), PlatformError> {
+        Ok(self.store.delete_suppression(rule, key).await?)
+    }
+
+    async fn add_indicators(
+        &self,
+        body: Json,
+        actor: &str,
+    ) -> Result<crate::detect::IndicatorReport, PlatformError> {
+        let objects = body
+            .get("objects")
+            .and_then(Json::as_array)
+            .cloned()
+            .ok_or_else(|| PlatformError::invalid("the fake takes bundles only"))?;
+        let mut report = crate::detect::IndicatorReport {
+            accepted: 0,
+            refused: Vec::new(),
+        };
+        for object in objects {
+            let id = object["id"].as_str().unwrap_or("").to_owned();
+            match object["pattern"].as_str() {
+                Some(pattern) => {
+                    self.store
+                        .put_indicators(&[store::LocalIndicator {
+                            id,
+                            name: String::new(),
+                            pattern: pattern.to_owned(),
+                            valid_until: None,
+                            object: object.clone(),
+                            actor: actor.to_owned(),
+                            created_at: Timestamp::from_millis(1),
+                        }])
+                        .await?;
+                    report.accepted += 1;
+                }
+                None => report.refused.push(crate::detect::IndicatorRefusal {
+                    id,
+                    message: "no pattern".into(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+
+    fn detect_status(&self) -> crate::detect::DetectStatus {
+        crate::detect::DetectStatus {
+            builtin_rules: vec!["policy.conduit".into()],
+            indicators: 1,
+            ..Default::default()
+        }
+    }
+
     fn status(&self) -> Status {
         Status {
             devices_registered: 3,
@@ -137,6 +217,25 @@ impl Platform for FakePlatform {
             alerts_total: 1,
             uptime_s: 60,
         }
+    }
+}
+
+fn suppression(
+    alert: &Alert,
+    kind: &str,
+    until: Option<Timestamp>,
+    actor: &str,
+    reason: &str,
+) -> store::Suppression {
+    store::Suppression {
+        rule: alert.rule.clone(),
+        key: alert.key.clone(),
+        kind: kind.to_owned(),
+        until,
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+        alert_id: Some(alert.id.0.clone()),
+        created_at: Timestamp::from_millis(1),
     }
 }
 
@@ -181,6 +280,7 @@ fn alert(n: i64, device: &str, rule: &str) -> Alert {
     Alert {
         id: AlertId(format!("alert-{n}")),
         rule: rule.into(),
+        key: String::new(),
         severity: Severity::High,
         ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
         last_ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
@@ -1123,6 +1223,78 @@ async fn unknown_routes_and_methods_are_json() {
 /// A store whose every call fails, to check that internal errors are generic.
 struct BrokenStore;
 
+fn on_fire<T>() -> store::Result<T> {
+    Err(store::Error::Internal(
+        "disk on fire at /secret/path".into(),
+    ))
+}
+
+#[async_trait]
+impl DetectStore for BrokenStore {
+    async fn put_suppression(&self, _: &store::Suppression) -> store::Result<()> {
+        on_fire()
+    }
+    async fn delete_suppression(&self, _: &str, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+    async fn list_suppressions(&self) -> store::Result<Vec<store::Suppression>> {
+        on_fire()
+    }
+    async fn put_indicators(&self, _: &[store::LocalIndicator]) -> store::Result<()> {
+        on_fire()
+    }
+    async fn delete_indicator(&self, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+    async fn list_indicators(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> store::Result<Vec<store::LocalIndicator>> {
+        on_fire()
+    }
+}
+
+#[async_trait]
+impl store::IntelStore for BrokenStore {
+    async fn intel_add(
+        &self,
+        _: &str,
+        _: &[store::intel::IntelObject],
+        _: i64,
+    ) -> store::Result<Vec<store::intel::IntelAdded>> {
+        on_fire()
+    }
+    async fn intel_query(
+        &self,
+        _: &store::intel::IntelQuery,
+    ) -> store::Result<Vec<store::intel::IntelRecord>> {
+        on_fire()
+    }
+    async fn intel_delete(&self, _: &store::intel::IntelQuery) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_put_status(&self, _: &store::intel::IntelStatus) -> store::Result<()> {
+        on_fire()
+    }
+    async fn intel_get_status(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> store::Result<Option<store::intel::IntelStatus>> {
+        on_fire()
+    }
+    async fn intel_prune_statuses(&self, _: i64) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_bookmark(&self, _: &str) -> store::Result<Option<String>> {
+        on_fire()
+    }
+    async fn intel_set_bookmark(&self, _: &str, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+}
+
 #[async_trait]
 impl Store for BrokenStore {
     async fn insert_device(&self, _: &Device) -> store::Result<()> {
@@ -1345,4 +1517,135 @@ fn token_sha256_is_lowercase_hex() {
         token_sha256("abc"),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+}
+
+#[tokio::test]
+async fn learn_and_mute_are_attributed_and_listed() {
+    let f = fixture().await;
+    let reply = f
+        .post_json(
+            "/api/v1/alerts/alert-2/learn",
+            ANALYST,
+            json!({"reason": "the siren test every first Monday"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["kind"], "learned");
+    assert_eq!(reply.json()["actor"], "analyst token");
+    assert_eq!(reply.json()["rule"], "actuation.uncommanded");
+    let reply = f
+        .post_json(
+            "/api/v1/alerts/alert-1/mute",
+            ANALYST,
+            json!({"reason": "pen test this week", "duration_s": 3600}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["kind"], "muted");
+    assert!(reply.json()["until"].is_string());
+    let listed = f
+        .send(Method::GET, "/api/v1/suppressions", Some(VIEWER), None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json()["suppressions"].as_array().unwrap().len(), 2);
+    // lifting
+    let lift = f
+        .post_json(
+            "/api/v1/suppressions/lift",
+            ANALYST,
+            json!({"rule": "actuation.uncommanded", "key": ""}),
+        )
+        .await;
+    assert_eq!(lift.status, StatusCode::NO_CONTENT, "{}", lift.text);
+    f.post_json(
+        "/api/v1/suppressions/lift",
+        ANALYST,
+        json!({"rule": "actuation.uncommanded", "key": ""}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn learn_and_mute_refuse_bad_requests() {
+    let f = fixture().await;
+    for (path, body) in [
+        ("/api/v1/alerts/alert-1/learn", json!({"reason": "  "})),
+        (
+            "/api/v1/alerts/alert-1/learn",
+            json!({"reason": "x", "duration_s": 60}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "duration_s": 0}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "duration_s": 999_999_999u64}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "extra": 1}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "bad\u{7}bell"}),
+        ),
+    ] {
+        let reply = f.post_json(path, ANALYST, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            reply.text
+        );
+    }
+    f.post_json(
+        "/api/v1/alerts/alert-404/learn",
+        ANALYST,
+        json!({"reason": "x"}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // nothing was stored by the refused requests
+    assert!(f.store.list_suppressions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn indicators_are_added_per_object_and_paged() {
+    let f = fixture().await;
+    let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": [
+        {"type": "indicator", "id": "indicator--1", "pattern": "[ipv4-addr:value = '203.0.113.5']"},
+        {"type": "indicator", "id": "indicator--2", "pattern": "[ipv4-addr:value = '203.0.113.6']"},
+        {"type": "indicator", "id": "indicator--3"},
+    ]});
+    let reply = f.post_json("/api/v1/indicators", ANALYST, bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["accepted"], 2);
+    assert_eq!(reply.json()["refused"][0]["id"], "indicator--3");
+    let page = f
+        .send(
+            Method::GET,
+            "/api/v1/indicators?limit=1",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(page.json()["indicators"].as_array().unwrap().len(), 1);
+    let next = page.json()["next"].as_str().unwrap().to_owned();
+    let rest = f
+        .send(
+            Method::GET,
+            &format!("/api/v1/indicators?after={next}&limit=10"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(rest.json()["indicators"].as_array().unwrap().len(), 1);
+    assert!(rest.json()["next"].is_null());
+    let status = f
+        .send(Method::GET, "/api/v1/detect", Some(VIEWER), None)
+        .await;
+    assert_eq!(status.json()["builtin_rules"][0], "policy.conduit");
 }

@@ -1082,7 +1082,7 @@ fn our_client_and_feed_against_medallion() {
         match msg {
             DetectControl::UpsertIndicators(v) => upserted.extend(v),
             DetectControl::RemoveIndicators(v) => removed.extend(v),
-            DetectControl::Device(..) => panic!("unexpected device change"),
+            other => panic!("unexpected detection change {other:?}"),
         }
     }
     assert_eq!(upserted.len(), 44);
