@@ -1254,3 +1254,73 @@ fn taxii_config_section_is_checked() {
         assert!(format!("{err:#}").contains(want), "{section}: {err:#}");
     }
 }
+
+/// The running platform serves `/taxii2/` to its partners and polls a partner's feed into
+/// the detection engine (the engine's indicator count is `/api/v1/detect`'s).
+#[test]
+fn platform_serves_taxii_and_polls_feeds_into_detection() {
+    // The partner: a TAXII server holding three GREEN indicators, one revoked, one AMBER.
+    let partner = serve(config());
+    let mut revoked = indicator(3, "2026-01-01T00:00:00.000Z", Some(tlp::TLP2_GREEN));
+    revoked["revoked"] = json!(true);
+    add(
+        &utility(),
+        &partner.root(),
+        SHARED,
+        &[
+            indicator(1, "2026-01-01T00:00:00.000Z", Some(tlp::TLP2_GREEN)),
+            indicator(2, "2026-01-01T00:00:00.000Z", Some(tlp::TLP2_GREEN)),
+            revoked,
+            // The feed identity (isac, GREEN) never receives this one.
+            indicator(4, "2026-01-01T00:00:00.000Z", Some(tlp::TLP2_AMBER)),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\ndata_dir = '{}'\n[http]\nlisten = '127.0.0.1:0'\n[ingest.mqtt]\nlisten = '127.0.0.1:0'\n\
+         [[taxii.partners]]\nname = 'isac'\ntoken_sha256 = '{}'\n\
+         [[taxii.collections]]\nid = '{SHARED}'\ntitle = 'city'\nread = ['isac']\nsharing = true\n\
+         [[taxii.feeds]]\nname = 'neighbour'\napi_root = '{}'\ncollection = '{SHARED}'\ntoken = '{TOKEN}'\ninterval_s = 1\n",
+        dir.path().display(),
+        super::sha256_hex(TOKEN),
+        partner.root()
+    );
+    let config = crate::Config::load(&text, &std::collections::HashMap::new()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let platform = rt.block_on(crate::Platform::start(config)).unwrap();
+    let base = format!("http://{}", platform.http_addr());
+    let root = format!("{base}/taxii2/city/");
+    let c = isac().collections(&root).unwrap().collections;
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].can_read, c[0].can_write), (true, false));
+    let token = platform.admin_token().to_owned();
+    let mut indicators = 0;
+    for _ in 0..100 {
+        let (code, body, _) = raw(
+            "GET",
+            &format!("{base}/api/v1/detect"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        indicators = serde_json::from_str::<Value>(&body).unwrap()["indicators"]
+            .as_u64()
+            .unwrap();
+        if indicators == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        indicators, 2,
+        "the two live GREEN indicators reached detection"
+    );
+    let bookmark = rt
+        .block_on(platform.store().intel_bookmark("feed:neighbour"))
+        .unwrap();
+    assert!(
+        bookmark.is_some(),
+        "the feed's added_after bookmark is stored"
+    );
+    rt.block_on(platform.shutdown()).unwrap();
+}
