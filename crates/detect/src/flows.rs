@@ -3,7 +3,6 @@
 //! the online anomaly score, and vendor update traffic (which makes a firmware change
 //! benign).
 
-use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
@@ -34,7 +33,8 @@ struct FlowState {
 #[derive(Debug, Default)]
 pub(crate) struct FlowRules {
     per_device: FnvMap<u32, Box<FlowState>>,
-    models: HashMap<DeviceClass, Model>,
+    /// One model per device class (indexed by the class's position in `DeviceClass::ALL`).
+    models: [Model; DeviceClass::ALL.len()],
 }
 
 impl FlowRules {
@@ -246,15 +246,11 @@ fn outbound(
     let ts = event.ts.as_millis();
     let cfg = FlowLimits::of(&engine.config.flow);
     let learning_ms = engine.config.baseline.learning_ms();
-    let (device, class, first_seen, own_zone) = {
+    let (device, class, first_seen) = {
         let s = engine.devices.state(idx);
-        (
-            s.id.clone(),
-            s.class,
-            s.first_seen,
-            engine.devices.zone_of_device(idx).to_owned(),
-        )
+        (&s.id, s.class, s.first_seen)
     };
+    let own_zone = engine.devices.zone_of_device(idx);
     let same_zone = engine.zones.name(dst_zone) == own_zone;
     let state = engine.flows.per_device.entry(idx).or_default();
     state.last_flow = ts;
@@ -396,7 +392,7 @@ fn outbound(
 
     // The anomaly score, per device class.
     let x = anomaly::features(flow);
-    let model = engine.flows.models.entry(class).or_default();
+    let model = &mut engine.flows.models[class_index(class)];
     let score = model.score(&x);
     if model.samples() >= cfg.anomaly_min_flows && score > cfg.anomaly_score {
         findings.push((
@@ -419,8 +415,9 @@ fn outbound(
     if findings.is_empty() {
         return;
     }
+    let device = device.clone();
+    let zone = Some(own_zone.to_owned());
     let summary = flow.summary();
-    let zone = Some(own_zone);
     for (rule, severity, key, title, explanation) in findings {
         let draft = AlertDraft {
             rule,
@@ -489,6 +486,12 @@ fn inbound(engine: &mut Engine, event: &Event, flow: &FlowRecord, idx: u32, out:
         ),
     };
     engine.raise(draft, event, flow.summary(), out);
+}
+
+/// The class's position in `DeviceClass::ALL`, which lists the classes in declaration
+/// order (a test holds it to that).
+pub(crate) fn class_index(class: DeviceClass) -> usize {
+    class as usize
 }
 
 pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {

@@ -201,7 +201,8 @@ pub(crate) struct Devices {
     zone_names: Vec<String>,
     zone_index: FnvMap<String, u16>,
     names: FnvMap<String, u16>,
-    rules: HashMap<DeviceClass, Vec<(u16, ReadingRule)>>,
+    /// Reading rules per class (indexed by the class's position in `DeviceClass::ALL`).
+    rules: Vec<Vec<(u16, ReadingRule)>>,
     class_stats: FnvMap<(DeviceClass, u16), Stats>,
     groups: FnvMap<(u16, DeviceClass, u16), Group>,
     totals: Vec<Totals>,
@@ -218,7 +219,7 @@ impl Devices {
             zone_names: Vec::new(),
             zone_index: FnvMap::default(),
             names: FnvMap::default(),
-            rules: HashMap::new(),
+            rules: vec![Vec::new(); DeviceClass::ALL.len()],
             class_stats: FnvMap::default(),
             groups: FnvMap::default(),
             totals: Vec::new(),
@@ -230,7 +231,7 @@ impl Devices {
                 .into_iter()
                 .filter_map(|r| devices.intern(&r.reading).map(|id| (id, r)))
                 .collect();
-            devices.rules.insert(class, list);
+            devices.rules[crate::flows::class_index(class)] = list;
         }
         for rule in &rules.totals {
             let parts_name = devices.intern(&rule.parts.reading);
@@ -753,7 +754,7 @@ fn numeric(
     let Some(rule) = engine
         .devices
         .rules
-        .get(&class)
+        .get(crate::flows::class_index(class))
         .and_then(|list| list.iter().find(|(n, _)| *n == name))
         .map(|(_, r)| Limits::of(r))
     else {

@@ -1189,3 +1189,10 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn class_indexes_follow_the_list_of_classes() {
+    for (i, class) in DeviceClass::ALL.iter().enumerate() {
+        assert_eq!(crate::flows::class_index(*class), i);
+    }
+}
