@@ -100,8 +100,13 @@ impl IncidentService {
             tracing::warn!(incident_id = %outcome.incident.id, severity = %outcome.incident.severity, "incident opened: {}", outcome.incident.title);
         }
         if !outcome.repeat {
+            let change = if outcome.created {
+                "incident.opened"
+            } else {
+                "incident.alert_added"
+            };
             self.forwarder
-                .forward(Record::Incident(outcome.incident.clone()));
+                .forward(Record::Incident(outcome.incident.clone(), change));
             for action in outcome.incident.actions.iter().filter(|a| {
                 a.requested_at == alert.last_ts.max(alert.ts)
                     && a.status == model::ActionStatus::Pending
@@ -137,13 +142,22 @@ impl IncidentService {
         op: Op,
         actor: &str,
     ) -> Result<(Incident, incident::Effects), web::PlatformError> {
+        let change = match &op {
+            Op::Transition(_) => "incident.state_changed",
+            Op::Assign(_) => "incident.owner_changed",
+            Op::Note(_) => "incident.note",
+            Op::RequestAction { .. } | Op::Decide { .. } | Op::ActionResult { .. } => {
+                "incident.action"
+            }
+        };
         let mut changed = incident.clone();
         let effects =
             incident::apply(&mut changed, op, actor, Timestamp::now()).map_err(lifecycle_error)?;
         if changed != *incident {
             self.store_incident(&changed).await?;
             correlator.track(changed.clone());
-            self.forwarder.forward(Record::Incident(changed.clone()));
+            self.forwarder
+                .forward(Record::Incident(changed.clone(), change));
         }
         Ok((changed, effects))
     }
@@ -349,3 +363,6 @@ pub fn validate_playbooks(playbooks: &[incident::Playbook]) -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,22 +93,9 @@ pub fn alert(alert: &Alert) -> String {
     format!("{}{ext}", header(&alert.rule, &alert.title, alert.severity))
 }
 
-/// The signature id of an incident change: `incident.<timeline entry type>`.
-pub fn change_name(incident: &Incident) -> &'static str {
-    match incident.timeline.last().map(|e| &e.what) {
-        None => "incident.updated",
-        Some(TimelineKind::AlertAdded { .. }) if incident.alerts.len() <= 1 => "incident.opened",
-        Some(TimelineKind::AlertAdded { .. }) => "incident.alert_added",
-        Some(TimelineKind::SeverityRaised { .. }) => "incident.severity_raised",
-        Some(TimelineKind::StateChanged { .. }) => "incident.state_changed",
-        Some(TimelineKind::OwnerChanged { .. }) => "incident.owner_changed",
-        Some(TimelineKind::Note { .. }) => "incident.note",
-        Some(TimelineKind::Action { .. }) => "incident.action",
-    }
-}
-
-/// The CEF message of an incident change.
-pub fn incident(incident: &Incident) -> String {
+/// The CEF message of an incident change (`change` is its signature id, e.g.
+/// `incident.opened`, `incident.state_changed`).
+pub fn incident(incident: &Incident, change: &str) -> String {
     let last = incident.timeline.last();
     let detail = last.map(|e| match &e.what {
         TimelineKind::AlertAdded { alert_id, rule, .. } => format!("alert {alert_id} {rule}"),
@@ -133,7 +120,7 @@ pub fn incident(incident: &Incident) -> String {
     let ext = extension(&[
         ("rt", Some(incident.updated_at.as_millis().to_string())),
         ("externalId", Some(incident.id.0.clone())),
-        ("cat", Some(change_name(incident).to_owned())),
+        ("cat", Some(change.to_owned())),
         ("cnt", Some(incident.alerts.len().to_string())),
         ("suser", last.map(|e| e.actor.clone())),
         ("duser", incident.owner.clone()),
@@ -149,7 +136,7 @@ pub fn incident(incident: &Incident) -> String {
     format!(
         "{}{ext}",
         header(
-            change_name(incident),
+            change,
             &format!("{} {}", incident.id, incident.title),
             incident.severity
         )
@@ -160,6 +147,6 @@ pub fn incident(incident: &Incident) -> String {
 pub fn record(record: &Record) -> String {
     match record {
         Record::Alert(a) => alert(a),
-        Record::Incident(i) => incident(i),
+        Record::Incident(i, change) => incident(i, change),
     }
 }

@@ -104,15 +104,16 @@ impl IntegrationsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Alert(Alert),
-    /// An incident after a change (its last timeline entry says which).
-    Incident(Incident),
+    /// An incident after a change, and which: `incident.opened`, `incident.alert_added`,
+    /// `incident.state_changed`, `incident.owner_changed`, `incident.note`, `incident.action`.
+    Incident(Incident, &'static str),
 }
 
 impl Record {
     fn describe(&self) -> String {
         match self {
             Record::Alert(a) => format!("alert {} ({})", a.id, a.rule),
-            Record::Incident(i) => format!("incident {} ({})", i.id, cef::change_name(i)),
+            Record::Incident(i, change) => format!("incident {} ({change})", i.id),
         }
     }
 }
@@ -247,7 +248,7 @@ impl Forwarder {
     pub fn forward(&self, record: Record) {
         let wanted = match &record {
             Record::Alert(_) => self.config.forward_alerts,
-            Record::Incident(_) => self.config.forward_incidents,
+            Record::Incident(..) => self.config.forward_incidents,
         };
         if !wanted || self.stats.is_empty() {
             return;
@@ -306,7 +307,8 @@ impl Forwarder {
 pub fn render_metrics(forwarder: &Forwarder) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let series: [(&str, &str, fn(&SinkStats) -> u64); 5] = [
+    type Series = (&'static str, &'static str, fn(&SinkStats) -> u64);
+    let series: [Series; 5] = [
         (
             "integrations_delivered_total",
             "Records delivered to a SIEM sink.",

@@ -109,7 +109,7 @@ pub fn format_message(
 ) -> String {
     let (severity, msgid) = match record {
         Record::Alert(a) => (a.severity, "alert"),
-        Record::Incident(i) => (i.severity, "incident"),
+        Record::Incident(i, _) => (i.severity, "incident"),
     };
     let pri = u16::from(facility) * 8 + u16::from(syslog_severity(severity));
     format!(

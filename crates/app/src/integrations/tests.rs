@@ -15,7 +15,7 @@ use expect_test::expect;
 use hmac::{KeyInit, Mac};
 use model::{
     Alert, AlertId, Correlation, DeviceId, Evidence, Incident, IncidentAlert, IncidentId,
-    IncidentState, IncidentTimes, Severity, Timestamp, TimelineEntry, TimelineKind,
+    IncidentState, IncidentTimes, Severity, TimelineEntry, TimelineKind, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -61,9 +61,16 @@ impl Drop for Rsyslog {
 }
 
 /// The fields rsyslog parsed from each RFC 5424 message, one line per message.
-const TEMPLATE: &str = "%pri% %protocol-version% %hostname% %app-name% %msgid% %structured-data% %msg%\\n";
+const TEMPLATE: &str =
+    "%pri% %protocol-version% %hostname% %app-name% %msgid% %structured-data% %msg%\\n";
 
-fn start_rsyslog(bin: &Path, dir: &Path, port: u16, tls: Option<&pki::Issued>, ca: Option<&Path>) -> Rsyslog {
+fn start_rsyslog(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    tls: Option<&pki::Issued>,
+    ca: Option<&Path>,
+) -> Rsyslog {
     let out = dir.join("received.log");
     let (global_tls, module) = match (tls, ca) {
         (Some(server), Some(ca)) => {
@@ -134,7 +141,10 @@ async fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
     let started = Instant::now();
     while !f() {
-        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -232,7 +242,13 @@ fn config(syslog: Vec<SyslogConfig>, webhooks: Vec<WebhookConfig>) -> Integratio
 fn messages_are_rfc5424_with_cef_bodies() {
     let now = Timestamp::from_millis(1_795_000_200_000);
     let alert = syslog::format_message(10, "citysec", 42, &Record::Alert(test_alert()), now);
-    let incident = syslog::format_message(16, "citysec", 42, &Record::Incident(test_incident()), now);
+    let incident = syslog::format_message(
+        16,
+        "citysec",
+        42,
+        &Record::Incident(test_incident(), "incident.state_changed"),
+        now,
+    );
     expect![[r#"
         <83>1 2026-11-18T11:10:00.000Z citysec citysec 42 alert - CEF:0|citysec|citysec|0.0.0|auth.brute_force.device|credential brute force \| against camera-0001|8|rt=1795000000000 end=1795000005000 externalId=al-0001 cat=auth.brute_force.device cnt=3 deviceExternalId=camera-0001 src=10.0.0.9 cs1Label=zone cs1=ps-field msg=10 failures in 60 s; key\=value\nsecond line \\ backslash
         <130>1 2026-11-18T11:10:00.000Z citysec citysec 42 incident - CEF:0|citysec|citysec|0.0.0|incident.state_changed|INC-000007 credential brute force \| against camera-0001|10|rt=1795000120000 externalId=INC-000007 cat=incident.state_changed cnt=1 suser=bob duser=alice cs1Label=state cs1=contained cs2Label=devices cs2=camera-0001 msg=state triaged -> contained
@@ -289,7 +305,7 @@ async fn syslog_over_tcp_reaches_rsyslog() {
     ))
     .unwrap();
     forwarder.forward(Record::Alert(test_alert()));
-    forwarder.forward(Record::Incident(test_incident()));
+    forwarder.forward(Record::Incident(test_incident(), "incident.state_changed"));
     let lines = wait_for_lines(&rsyslog.out, 2).await;
     // rsyslog parsed PRI, version, hostname, app-name and msgid from our RFC 5424 header,
     // and split the octet-counted frames (the CEF body keeps its escapes).
@@ -324,7 +340,12 @@ async fn syslog_over_tls_reaches_rsyslog() {
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
     let rsyslog = start_rsyslog(&bin, dir.path(), free_port(), Some(&server), Some(&ca_file));
     let forwarder = Forwarder::start(config(
-        vec![syslog_sink("siem-tls", rsyslog.port, Transport::Tls, Some(ca_file.clone()))],
+        vec![syslog_sink(
+            "siem-tls",
+            rsyslog.port,
+            Transport::Tls,
+            Some(ca_file.clone()),
+        )],
         Vec::new(),
     ))
     .unwrap();
@@ -344,17 +365,31 @@ async fn syslog_over_tls_reaches_rsyslog() {
     let forwarder = Forwarder::start(IntegrationsConfig {
         max_attempts: 2,
         ..config(
-            vec![syslog_sink("siem-bad-ca", rsyslog.port, Transport::Tls, Some(other_file))],
+            vec![syslog_sink(
+                "siem-bad-ca",
+                rsyslog.port,
+                Transport::Tls,
+                Some(other_file),
+            )],
             Vec::new(),
         )
     })
     .unwrap();
     forwarder.forward(Record::Alert(test_alert()));
     let stats = forwarder.stats()[0].clone();
-    wait_until("the tls failure", || stats.failed.load(Ordering::Relaxed) == 1).await;
+    wait_until("the tls failure", || {
+        stats.failed.load(Ordering::Relaxed) == 1
+    })
+    .await;
     let status = forwarder.status();
-    let reason = status["sinks"][0]["undelivered"][0]["reason"].as_str().unwrap().to_owned();
-    assert!(reason.contains("tls handshake") && reason.contains("after 2 attempts"), "{reason}");
+    let reason = status["sinks"][0]["undelivered"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("tls handshake") && reason.contains("after 2 attempts"),
+        "{reason}"
+    );
     forwarder.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -365,16 +400,24 @@ async fn a_receiver_that_comes_up_late_gets_the_record_after_retries() {
     let port = free_port();
     let forwarder = Forwarder::start(IntegrationsConfig {
         max_attempts: 100,
-        ..config(vec![syslog_sink("late", port, Transport::Tcp, None)], Vec::new())
+        ..config(
+            vec![syslog_sink("late", port, Transport::Tcp, None)],
+            Vec::new(),
+        )
     })
     .unwrap();
     forwarder.forward(Record::Alert(test_alert()));
     let stats = forwarder.stats()[0].clone();
-    wait_until("a failed attempt", || stats.retries.load(Ordering::Relaxed) >= 2).await;
-    assert!(forwarder.status()["sinks"][0]["last_error"]
-        .as_str()
-        .unwrap()
-        .contains("connect to 127.0.0.1"));
+    wait_until("a failed attempt", || {
+        stats.retries.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert!(
+        forwarder.status()["sinks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connect to 127.0.0.1")
+    );
     let rsyslog = start_rsyslog(&bin, dir.path(), port, None, None);
     let lines = wait_for_lines(&rsyslog.out, 1).await;
     assert!(lines[0].contains("externalId=al-0001"));
@@ -437,13 +480,20 @@ async fn webhooks_are_signed_and_retried_with_backoff() {
     let rx = receiver(vec![503, 500], Duration::ZERO).await;
     let forwarder = Forwarder::start(config(Vec::new(), vec![hook("soar", &rx.url)])).unwrap();
     forwarder.forward(Record::Alert(test_alert()));
-    forwarder.forward(Record::Incident(test_incident()));
+    forwarder.forward(Record::Incident(test_incident(), "incident.state_changed"));
     let stats = forwarder.stats()[0].clone();
-    wait_until("two deliveries", || stats.delivered.load(Ordering::Relaxed) == 2).await;
+    wait_until("two deliveries", || {
+        stats.delivered.load(Ordering::Relaxed) == 2
+    })
+    .await;
     assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
     assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
     let received = rx.received.lock().unwrap().clone();
-    assert_eq!(received.len(), 4, "two refused attempts, then two deliveries");
+    assert_eq!(
+        received.len(),
+        4,
+        "two refused attempts, then two deliveries"
+    );
     for (headers, body) in &received {
         let ts = headers["x-citysec-timestamp"].to_str().unwrap();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -459,7 +509,10 @@ async fn webhooks_are_signed_and_retried_with_backoff() {
     assert_eq!(incident["type"], "incident");
     assert_eq!(incident["change"], "incident.state_changed");
     assert_eq!(incident["incident"]["state"], "contained");
-    assert_eq!(incident["incident"]["durations"]["time_to_contain_ms"], 120_000);
+    assert_eq!(
+        incident["incident"]["durations"]["time_to_contain_ms"],
+        120_000
+    );
     // A tampered body does not verify.
     assert_ne!(
         webhook::signature(SECRET, 1, "{\"type\":\"alert\"}"),
@@ -478,10 +531,19 @@ async fn a_refusing_webhook_is_not_retried_and_is_reported() {
     assert_eq!(stats.retries.load(Ordering::Relaxed), 0);
     let status = forwarder.status();
     let undelivered = &status["sinks"][0]["undelivered"][0];
-    assert_eq!(undelivered["record"], "alert al-0001 (auth.brute_force.device)");
-    assert!(undelivered["reason"].as_str().unwrap().contains("401"), "{status}");
+    assert_eq!(
+        undelivered["record"],
+        "alert al-0001 (auth.brute_force.device)"
+    );
+    assert!(
+        undelivered["reason"].as_str().unwrap().contains("401"),
+        "{status}"
+    );
     let metrics = crate::integrations::render_metrics(&forwarder);
-    assert!(metrics.contains("integrations_failed_total{sink=\"soar\",kind=\"webhook\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("integrations_failed_total{sink=\"soar\",kind=\"webhook\"} 1"),
+        "{metrics}"
+    );
     forwarder.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -528,7 +590,10 @@ fn bad_integration_configs_are_refused() {
         ),
         (
             config(
-                vec![syslog_sink("s", 1, Transport::Tcp, None), syslog_sink("s", 2, Transport::Tcp, None)],
+                vec![
+                    syslog_sink("s", 1, Transport::Tcp, None),
+                    syslog_sink("s", 2, Transport::Tcp, None),
+                ],
                 Vec::new(),
             ),
             "used twice",

@@ -70,9 +70,9 @@ pub fn body(record: &Record, sent_at: Timestamp) -> String {
             "sent_at": sent_at,
             "alert": alert,
         }),
-        Record::Incident(incident) => serde_json::json!({
+        Record::Incident(incident, change) => serde_json::json!({
             "type": "incident",
-            "change": crate::integrations::cef::change_name(incident),
+            "change": change,
             "sent_at": sent_at,
             "incident": {
                 "id": incident.id,
