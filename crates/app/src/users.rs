@@ -68,3 +68,8 @@ pub async fn set_password(
     store.delete_user_tokens(name).await?;
     Ok(generated)
 }
+
+/// A random password for an account (128 bits, hex).
+pub fn generate_password() -> anyhow::Result<String> {
+    web::accounts::generate_password().map_err(anyhow::Error::msg)
+}
