@@ -418,10 +418,11 @@ fn add_alert(
     incident.updated_at = incident.updated_at.max(at);
 }
 
-/// The STIX indicator id (`indicator--<uuid>`) an alert names in its rule, title,
-/// explanation or evidence, if any.
+/// The STIX indicator id (`indicator--<uuid>`) an alert names in its key (`intel.indicator`
+/// alerts are keyed `<indicator id>/<subject>`), rule, title, explanation or evidence.
 pub fn indicator_of(alert: &Alert) -> Option<String> {
-    std::iter::once(alert.rule.as_str())
+    [alert.key.as_str(), alert.rule.as_str()]
+        .into_iter()
         .chain([alert.title.as_str(), alert.explanation.as_str()])
         .chain(alert.evidence.iter().map(|e| e.summary.as_str()))
         .find_map(find_indicator)

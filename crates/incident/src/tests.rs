@@ -2,7 +2,7 @@
 //! (state, times, timeline) come out.
 //!
 //! Fixture lines (time is `@HH:MM:SS` from the epoch):
-//! - `@t alert <id> <rule> <severity> [device=D] [source=S] [zone=Z] [evidence=@t] [count=N] [text=WORD]`
+//! - `@t alert <id> <rule> <severity> [device=D] [source=S] [zone=Z] [evidence=@t] [count=N] [text=WORD] [key=K]`
 //! - `@t <ack|contain|resolve|close> <incident> by <actor>`
 //! - `@t assign <incident> <owner> by <actor>`
 //! - `@t note <incident> by <actor> <text...>`
@@ -49,6 +49,7 @@ fn alert(ts: Timestamp, words: &[&str]) -> Alert {
     let mut alert = Alert {
         id: AlertId(words[0].to_owned()),
         rule: words[1].to_owned(),
+        key: String::new(),
         severity,
         ts,
         last_ts: ts,
@@ -68,6 +69,7 @@ fn alert(ts: Timestamp, words: &[&str]) -> Alert {
             "zone" => alert.zone = Some(value.to_owned()),
             "count" => alert.count = value.parse().unwrap(),
             "text" => alert.explanation = value.to_owned(),
+            "key" => alert.key = value.to_owned(),
             "evidence" => alert.evidence.push(Evidence {
                 ts: parse_time(value),
                 device_id: None,
@@ -308,15 +310,17 @@ fn same_indicator_correlates_across_devices() {
     check(
         "@00:00:00 alert a1 intel.indicator high device=pump-1 zone=water text=matched:indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f
          @02:00:00 alert a2 intel.indicator high device=camera-9 zone=video text=indicator--8E2E2D2B-17D4-4CBF-938F-98EE46B3CD3F
-         @02:00:01 alert a3 intel.indicator high device=camera-8 zone=parks text=indicator--00000000-0000-0000-0000-000000000000",
+         @02:00:01 alert a3 intel.indicator high device=camera-8 zone=parks text=indicator--00000000-0000-0000-0000-000000000000
+         @02:00:02 alert a4 intel.indicator high device=meter-3 zone=energy key=indicator--00000000-0000-0000-0000-000000000000/198.51.100.7",
         expect![[r#"
             INC-000001 new high owner=- devices=[pump-1,camera-9] sources=[] zones=[water,video] indicators=[indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f] alerts=2
               detect=0s ack=- contain=- resolve=-
               @00:00:00 correlator alert a1 intel.indicator high (opened)
               @02:00:00 correlator alert a2 intel.indicator high (same indicator indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f)
-            INC-000002 new high owner=- devices=[camera-8] sources=[] zones=[parks] indicators=[indicator--00000000-0000-0000-0000-000000000000] alerts=1
+            INC-000002 new high owner=- devices=[camera-8,meter-3] sources=[] zones=[parks,energy] indicators=[indicator--00000000-0000-0000-0000-000000000000] alerts=2
               detect=0s ack=- contain=- resolve=-
               @02:00:01 correlator alert a3 intel.indicator high (opened)
+              @02:00:02 correlator alert a4 intel.indicator high (same indicator indicator--00000000-0000-0000-0000-000000000000)
         "#]],
     );
 }

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 pub mod accounts;
 mod api;
 mod auth;
+pub mod detect;
 mod error;
 mod incidents;
 mod platform;

@@ -153,6 +153,7 @@ fn test_alert() -> Alert {
     Alert {
         id: AlertId("al-0001".into()),
         rule: "auth.brute_force.device".into(),
+        key: "camera-0001".into(),
         severity: Severity::High,
         ts: Timestamp::from_millis(1_795_000_000_000),
         last_ts: Timestamp::from_millis(1_795_000_005_000),
