@@ -270,7 +270,11 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    if let Err(err) = axum::serve(tls, router)
+                    // The peer address reaches handlers (login rate limits per source).
+                    let service = router
+                        .layer(axum::middleware::from_fn(tls::peer_connect_info))
+                        .into_make_service_with_connect_info::<tls::Peer>();
+                    if let Err(err) = axum::serve(tls, service)
                         .with_graceful_shutdown(graceful)
                         .await
                     {
@@ -279,7 +283,8 @@ impl Platform {
                 })
             }
             _ => tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(err) = axum::serve(listener, service)
                     .with_graceful_shutdown(graceful)
                     .await
                 {

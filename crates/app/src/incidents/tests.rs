@@ -238,6 +238,15 @@ secret = "${{HOOK_SECRET}}"
         assert_eq!(status, 200, "{session}");
         tokens.insert(name, Some(session["token"].as_str().unwrap().to_owned()));
     }
+    // Sessions know where the login came from (the per-source login limit keys on it).
+    let session = platform
+        .store()
+        .find_user_token(&web::token_sha256(tokens["sue"].as_deref().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.label, "login from 127.0.0.1");
+    assert_eq!(session.user, "sue");
 
     // The siren sounds with no command.
     let (mut mqtt, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &secret);
