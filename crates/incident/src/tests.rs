@@ -472,6 +472,135 @@ fn playbooks_propose_auto_and_approval_actions() {
     );
 }
 
+/// The stored and API form of an incident (a versioned document: fields may be added with
+/// defaults, never renamed).
+#[test]
+fn incident_json_is_stable_and_round_trips() {
+    let mut correlator = Correlator::new(CorrelatorConfig::default(), siren_playbook(), 41);
+    let outcome = correlator.on_alert(&alert(
+        parse_time("@00:00:05"),
+        &[
+            "a1",
+            "actuation.uncommanded",
+            "critical",
+            "device=siren-1",
+            "zone=north",
+        ],
+    ));
+    let (incident, _) = correlator
+        .apply(
+            outcome.incident,
+            Op::Note("checked on site".into()),
+            "alice",
+            parse_time("@00:01:00"),
+        )
+        .unwrap();
+    let text = serde_json::to_string_pretty(&incident).unwrap();
+    let back: model::Incident = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, incident);
+    expect![[r#"
+        {
+          "id": "INC-000041",
+          "title": "actuation.uncommanded alert",
+          "state": "new",
+          "severity": "critical",
+          "devices": [
+            "siren-1"
+          ],
+          "zones": [
+            "north"
+          ],
+          "sources": [],
+          "indicators": [],
+          "alerts": [
+            {
+              "id": "a1",
+              "rule": "actuation.uncommanded",
+              "severity": "critical",
+              "ts": "1970-01-01T00:00:05.000Z",
+              "last_ts": "1970-01-01T00:00:05.000Z",
+              "count": 1,
+              "device_id": "siren-1",
+              "title": "actuation.uncommanded alert",
+              "correlation": {
+                "by": "opened"
+              }
+            }
+          ],
+          "actions": [
+            {
+              "id": "A1",
+              "kind": "silence_siren",
+              "device_id": "siren-1",
+              "mode": "auto",
+              "status": "approved",
+              "origin": "uncommanded-siren",
+              "requested_by": "playbook:uncommanded-siren",
+              "requested_at": "1970-01-01T00:00:05.000Z",
+              "decided_by": "playbook:uncommanded-siren",
+              "decided_at": "1970-01-01T00:00:05.000Z"
+            },
+            {
+              "id": "A2",
+              "kind": "quarantine",
+              "device_id": "siren-1",
+              "mode": "approval",
+              "status": "pending",
+              "origin": "uncommanded-siren",
+              "requested_by": "playbook:uncommanded-siren",
+              "requested_at": "1970-01-01T00:00:05.000Z"
+            }
+          ],
+          "times": {
+            "first_evidence": "1970-01-01T00:00:05.000Z",
+            "first_alert": "1970-01-01T00:00:05.000Z"
+          },
+          "created_at": "1970-01-01T00:00:05.000Z",
+          "updated_at": "1970-01-01T00:01:00.000Z",
+          "timeline": [
+            {
+              "ts": "1970-01-01T00:00:05.000Z",
+              "actor": "correlator",
+              "type": "alert_added",
+              "alert_id": "a1",
+              "rule": "actuation.uncommanded",
+              "severity": "critical",
+              "correlation": {
+                "by": "opened"
+              }
+            },
+            {
+              "ts": "1970-01-01T00:00:05.000Z",
+              "actor": "playbook:uncommanded-siren",
+              "type": "action",
+              "action_id": "A1",
+              "kind": "silence_siren",
+              "device_id": "siren-1",
+              "status": "approved",
+              "detail": "requested (uncommanded-siren)"
+            },
+            {
+              "ts": "1970-01-01T00:00:05.000Z",
+              "actor": "playbook:uncommanded-siren",
+              "type": "action",
+              "action_id": "A2",
+              "kind": "quarantine",
+              "device_id": "siren-1",
+              "status": "pending",
+              "detail": "requested (uncommanded-siren)"
+            },
+            {
+              "ts": "1970-01-01T00:01:00.000Z",
+              "actor": "alice",
+              "type": "note",
+              "text": "checked on site"
+            }
+          ],
+          "timeline_dropped": 0
+        }"#]]
+    .assert_eq(&text);
+}
+
 #[test]
 fn playbook_patterns_are_validated() {
     let mut playbook = siren_playbook().remove(0);
