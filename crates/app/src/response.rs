@@ -150,14 +150,17 @@ impl Executor {
                         reason: Some(incident_id.to_owned()),
                     }),
                 };
-                inner
-                    .bus
-                    .publish(vec![bus::Message::Event(event)])
-                    .await
-                    .map_err(|e| format!("quarantine event not published: {e}"))?;
+                // Published from its own task: this runs under the incident lock, and the bus
+                // may be waiting for the detection worker, which may be waiting for us.
+                let bus = inner.bus.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = bus.publish(vec![bus::Message::Event(event)]).await {
+                        tracing::warn!(error = %err, "quarantine event not published");
+                    }
+                });
                 Ok(Executed {
                     detail: format!(
-                        "quarantined: credentials refused, {} session(s) dropped, quarantine event published",
+                        "quarantined: credentials refused, {} session(s) dropped, quarantine event sent",
                         u8::from(dropped)
                     ),
                     secret: None,
