@@ -108,8 +108,7 @@ impl IncidentService {
             self.forwarder
                 .forward(Record::Incident(outcome.incident.clone(), change));
             for action in outcome.incident.actions.iter().filter(|a| {
-                a.requested_at == alert.last_ts.max(alert.ts)
-                    && a.status == model::ActionStatus::Pending
+                outcome.proposed.contains(&a.id) && a.status == model::ActionStatus::Pending
             }) {
                 self.audit(
                     &action.requested_by,

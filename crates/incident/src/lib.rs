@@ -63,6 +63,8 @@ pub struct AlertOutcome {
     pub repeat: bool,
     /// Actions a playbook made approved (automatic ones) for the caller to execute.
     pub execute: Vec<String>,
+    /// Every action a playbook added for this alert (automatic and pending ones).
+    pub proposed: Vec<String>,
 }
 
 /// Counters for status displays and tests.
@@ -185,6 +187,7 @@ impl Correlator {
                 created: false,
                 repeat: true,
                 execute: Vec::new(),
+                proposed: Vec::new(),
             };
         }
         let indicator = indicator_of(alert);
@@ -207,6 +210,7 @@ impl Correlator {
         add_alert(incident, alert, indicator, correlation, &config, at);
         self.alert_index.insert(alert.id.clone(), id.clone());
         let mut execute = Vec::new();
+        let mut proposed = Vec::new();
         for playbook in &self.playbooks {
             if !playbook.matches(alert) {
                 continue;
@@ -239,8 +243,9 @@ impl Correlator {
                     at,
                 );
                 if step.mode == model::ActionMode::Auto {
-                    execute.push(action_id);
+                    execute.push(action_id.clone());
                 }
+                proposed.push(action_id);
             }
         }
         let incident = incident.clone();
@@ -252,6 +257,7 @@ impl Correlator {
             created,
             repeat: false,
             execute,
+            proposed,
         }
     }
 

@@ -10,8 +10,9 @@
 //! - `@t approve|reject <incident> <action-id> by <actor>`
 //! - `@t done|fail <incident> <action-id> <detail...>`
 //!
-//! Operations that are refused render as `! <error>`; automatic actions the engine hands
-//! out render as `> execute <incident> <action-id>`.
+//! Operations that are refused render as `! <error>`; actions a playbook adds render as
+//! `> proposed <incident> <ids>`, and automatic ones the engine hands out as
+//! `> execute <incident> <action-id>`.
 
 use expect_test::{Expect, expect};
 use model::{
@@ -98,6 +99,14 @@ fn run(playbooks: Vec<Playbook>, fixture: &str) -> String {
         let at = parse_time(words[0]);
         if words[1] == "alert" {
             let outcome = correlator.on_alert(&alert(at, &words[2..]));
+            if !outcome.proposed.is_empty() {
+                out.push_str(&format!(
+                    "{} > proposed {} {}\n",
+                    words[0],
+                    outcome.incident.id,
+                    outcome.proposed.join(",")
+                ));
+            }
             for action in outcome.execute {
                 out.push_str(&format!(
                     "{} > execute {} {action}\n",
@@ -445,6 +454,7 @@ fn playbooks_propose_auto_and_approval_actions() {
          @00:05:00 request INC-000001 revoke_credentials siren-1 approval by alice
          @00:05:30 reject INC-000001 A4 by sue",
         expect![[r#"
+            @00:00:05 > proposed INC-000001 A1,A2
             @00:00:05 > execute INC-000001 A1
             @00:01:00 > execute INC-000001 A2
             @00:01:02 ! action A2 is done, not approved
