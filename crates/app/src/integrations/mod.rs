@@ -193,7 +193,7 @@ impl SinkStats {
 
 enum Sink {
     Syslog(Box<syslog::SyslogSender>),
-    Webhook(Arc<WebhookConfig>),
+    Webhook(Arc<webhook::WebhookSender>),
 }
 
 /// The running forwarders.
@@ -218,7 +218,7 @@ impl Forwarder {
         for sink in &config.webhooks {
             sinks.push((
                 SinkStats::new(&sink.name, "webhook"),
-                Sink::Webhook(Arc::new(sink.clone())),
+                Sink::Webhook(Arc::new(webhook::WebhookSender::new(sink.clone())?)),
             ));
         }
         let mut queues = Vec::new();
@@ -381,9 +381,9 @@ async fn run_sink(
         loop {
             let result = match &mut sink {
                 Sink::Syslog(sender) => sender.send(&record).await.map_err(webhook::Failure::Retry),
-                Sink::Webhook(config) => {
-                    let (config, record) = (config.clone(), record.clone());
-                    tokio::task::spawn_blocking(move || webhook::deliver(&config, &record))
+                Sink::Webhook(sender) => {
+                    let (sender, record) = (sender.clone(), record.clone());
+                    tokio::task::spawn_blocking(move || sender.deliver(&record))
                         .await
                         .unwrap_or_else(|e| {
                             Err(webhook::Failure::Retry(format!(

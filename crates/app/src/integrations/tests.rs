@@ -473,6 +473,7 @@ fn hook(name: &str, url: &str) -> WebhookConfig {
         url: url.into(),
         secret: SECRET.into(),
         timeout_ms: 2000,
+        ca_file: None,
     }
 }
 
@@ -617,4 +618,73 @@ fn bad_integration_configs_are_refused() {
     facility.facility = 1;
     facility.address = "no-port".into();
     assert!(facility.validate().is_err());
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_trusted_through_the_configured_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::create("city ca").unwrap();
+    let server = ca
+        .issue_server(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 30)
+        .unwrap();
+    let (cert, key, ca_file) = (
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, &server.cert_pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let received = received.clone();
+                async move {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let tls =
+        crate::tls::TlsListener::new(listener, crate::tls::server_config(&cert, &key).unwrap())
+            .unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(tls, app).await;
+    });
+
+    let trusted = WebhookConfig {
+        ca_file: Some(ca_file),
+        ..hook("city-soar", &url)
+    };
+    let forwarder = Forwarder::start(config(Vec::new(), vec![trusted])).unwrap();
+    forwarder.forward(Record::Alert(test_alert()));
+    let stats = forwarder.stats()[0].clone();
+    wait_until("the https delivery", || {
+        stats.delivered.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+    forwarder.shutdown(Duration::from_secs(1)).await;
+
+    // Without the city's CA the receiver's certificate is not trusted.
+    let forwarder = Forwarder::start(IntegrationsConfig {
+        max_attempts: 2,
+        ..config(Vec::new(), vec![hook("untrusted", &url)])
+    })
+    .unwrap();
+    forwarder.forward(Record::Alert(test_alert()));
+    let stats = forwarder.stats()[0].clone();
+    wait_until("the refusal", || stats.failed.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1,
+        "nothing reached the receiver"
+    );
+    forwarder.shutdown(Duration::from_secs(1)).await;
 }

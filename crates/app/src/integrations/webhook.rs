@@ -24,6 +24,10 @@ pub struct WebhookConfig {
     /// Per-request timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM file of the CA that signed the receiver's certificate (an `https://` receiver
+    /// with a certificate from the city's own CA); default: the public web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -33,6 +37,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("url", &self.url)
             .field("secret", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -108,16 +113,56 @@ pub(crate) enum Failure {
     Permanent(String),
 }
 
-/// POSTs one record (blocking; the forwarder runs it on the blocking pool).
-pub(crate) fn deliver(config: &WebhookConfig, record: &Record) -> Result<(), Failure> {
+/// One receiver's HTTP client (its CA loaded once).
+pub(crate) struct WebhookSender {
+    config: WebhookConfig,
+    agent: ureq::Agent,
+}
+
+impl WebhookSender {
+    pub(crate) fn new(config: WebhookConfig) -> anyhow::Result<WebhookSender> {
+        use anyhow::Context;
+        let mut builder = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_millis(config.timeout_ms)));
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file)
+                .with_context(|| format!("failed to read {}", ca_file.display()))?;
+            let mut roots = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let ureq::tls::PemItem::Certificate(cert) =
+                    item.with_context(|| format!("bad pem in {}", ca_file.display()))?
+                {
+                    roots.push(cert);
+                }
+            }
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "{} holds no certificate",
+                ca_file.display()
+            );
+            builder = builder.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+                    .build(),
+            );
+        }
+        Ok(WebhookSender {
+            agent: builder.build().into(),
+            config,
+        })
+    }
+
+    /// POSTs one record (blocking; the forwarder runs it on the blocking pool).
+    pub(crate) fn deliver(&self, record: &Record) -> Result<(), Failure> {
+        deliver(&self.config, &self.agent, record)
+    }
+}
+
+fn deliver(config: &WebhookConfig, agent: &ureq::Agent, record: &Record) -> Result<(), Failure> {
     let now = Timestamp::now();
     let body = body(record, now);
     let timestamp = now.as_millis() / 1000;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_millis(config.timeout_ms)))
-        .build()
-        .into();
     let response = agent
         .post(&config.url)
         .header("Content-Type", "application/json")
