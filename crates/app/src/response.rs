@@ -216,6 +216,25 @@ impl Executor {
                 "not applied: the embedded broker has no per-device limits to lower (ingest::mqtt only limits connects per source address); quarantine the device instead"
                     .to_owned(),
             ),
+            ActionKind::Release => {
+                if device.status == DeviceStatus::Active {
+                    return Err(format!("{device_id} is not quarantined or revoked"));
+                }
+                let from = device.status;
+                inner
+                    .store
+                    .set_device_status(device_id, DeviceStatus::Active)
+                    .await
+                    .map_err(|e| format!("store: {e}"))?;
+                let mut device = device;
+                device.status = DeviceStatus::Active;
+                inner.directory.put(device);
+                Ok(Executed {
+                    detail: format!("released: was {}, its credentials work again", from.as_str()),
+                    secret: None,
+                    contains: false,
+                })
+            }
             ActionKind::SilenceSiren => {
                 if device.class != DeviceClass::Siren {
                     return Err(format!("{device_id} is a {}, not a siren", device.class));

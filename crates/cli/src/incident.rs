@@ -75,7 +75,7 @@ pub enum IncidentCommand {
         target: Target,
     },
     /// Ask for a response action (quarantine, revoke_credentials, rotate_credentials,
-    /// rate_limit, silence_siren); supervisors' requests run at once, others wait.
+    /// rate_limit, silence_siren, release); supervisors' requests run at once, others wait.
     Action {
         id: String,
         action: String,

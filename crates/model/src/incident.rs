@@ -168,15 +168,18 @@ pub enum ActionKind {
     RateLimit,
     /// Send an all-clear to a siren through the command gateway.
     SilenceSiren,
+    /// Lift a quarantine or revocation: the device's credentials work again.
+    Release,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 5] = [
+    pub const ALL: [ActionKind; 6] = [
         ActionKind::Quarantine,
         ActionKind::RevokeCredentials,
         ActionKind::RotateCredentials,
         ActionKind::RateLimit,
         ActionKind::SilenceSiren,
+        ActionKind::Release,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +189,7 @@ impl ActionKind {
             ActionKind::RotateCredentials => "rotate_credentials",
             ActionKind::RateLimit => "rate_limit",
             ActionKind::SilenceSiren => "silence_siren",
+            ActionKind::Release => "release",
         }
     }
 }
@@ -204,7 +208,7 @@ impl FromStr for ActionKind {
             .find(|kind| kind.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown action {s:?} (expected one of: quarantine, revoke_credentials, rotate_credentials, rate_limit, silence_siren)"
+                    "unknown action {s:?} (expected one of: quarantine, revoke_credentials, rotate_credentials, rate_limit, silence_siren, release)"
                 )
             })
     }

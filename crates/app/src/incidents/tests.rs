@@ -396,6 +396,24 @@ secret = "${{HOOK_SECRET}}"
         "{reply}"
     );
 
+    // Once the siren is fixed a supervisor releases it and it may connect again.
+    let (status, reply) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/actions"),
+        tokens["sue"].clone(),
+        Some(json!({"action": "release"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        actions(&reply)[4].starts_with("A5 release done released: was quarantined"),
+        "{reply}"
+    );
+    let (_, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &new_secret);
+    assert_eq!(rc, 0, "the rotated secret works after the release");
+    let (_, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &secret);
+    assert_eq!(rc, 4, "the old secret does not");
+
     // Notes, resolution and closure, each attributed.
     let (status, _) = http(
         "POST",
