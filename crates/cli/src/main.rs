@@ -1,6 +1,7 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod bench;
 mod demo;
 mod device;
 mod duration;
@@ -63,6 +64,9 @@ enum Command {
     /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::User(cmd) => user::run(cmd),
         Command::Incident(cmd) => incident::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
