@@ -267,6 +267,9 @@ pub(crate) fn on_security(
             }
         }
         SecurityEventKind::Disconnect => {}
+        // Response actions (from `app::response`); a quarantine is for the flow policy to
+        // use (flows of a quarantined device count as blocked), nothing for these rules.
+        SecurityEventKind::Quarantined | SecurityEventKind::ResponseAction => {}
     }
 }
 
