@@ -396,12 +396,13 @@ impl Platform {
     }
 }
 
-fn meta(device: &Device) -> DeviceMeta {
+pub(crate) fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),
         firmware: device.firmware.clone(),
         addresses: device.addresses.clone(),
+        quarantined: device.status == DeviceStatus::Quarantined,
         credentials: device
             .credentials
             .iter()

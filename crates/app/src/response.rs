@@ -269,6 +269,14 @@ async fn set_status(
         .await
         .map_err(|e| format!("store: {e}"))?
         .ok_or_else(|| format!("device {id} not found"))?;
+    // Detection follows the status too: a quarantined device's flows are outside every
+    // conduit; a released one is judged normally again.
+    let _ = inner
+        .detect_control
+        .send(crate::platform::DetectControl::Device(
+            device.id.clone(),
+            crate::platform::meta(&device),
+        ));
     inner.directory.put(device);
     Ok(inner.broker.disconnect_device(id.as_str(), reason))
 }

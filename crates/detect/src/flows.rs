@@ -113,8 +113,31 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
         }
     }
 
-    // Conduits: a flow between two zones that no conduit allows.
-    if engine.zones.is_configured()
+    // A quarantined device has no conduits at all.
+    let quarantined = [src_dev, dst_dev]
+        .into_iter()
+        .flatten()
+        .find(|d| engine.devices.state(*d).quarantined);
+    if let Some(q) = quarantined {
+        let device = engine.devices.state(q).id.clone();
+        let summary = flow.summary();
+        let draft = AlertDraft {
+            rule: "policy.conduit",
+            key: format!("quarantine {device}"),
+            severity: Severity::High,
+            zone: Some(engine.devices.zone_of_device(q).to_owned()),
+            device_id: Some(device.clone()),
+            source: Some(flow.src.to_string()),
+            title: format!("traffic of quarantined device {device}"),
+            explanation: format!(
+                "{summary}: {device} is quarantined, so every flow to or from it is outside the \
+                 conduit policy. Something still talks to it (or it to something): block the \
+                 flow at the network and check whether the device is still under the attacker's \
+                 control."
+            ),
+        };
+        engine.raise(draft, event, summary, out);
+    } else if engine.zones.is_configured()
         && !(src_zone == Zones::INTERNET && dst_zone == Zones::INTERNET)
         && !engine.zones.allowed(
             src_zone,

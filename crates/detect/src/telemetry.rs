@@ -172,6 +172,7 @@ pub(crate) struct DeviceState {
     slots: Vec<Slot>,
     pub(crate) addresses: Box<[IpAddr]>,
     credentials: Box<[String]>,
+    pub(crate) quarantined: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -328,6 +329,7 @@ impl Devices {
                 }
                 state.addresses = meta.addresses.clone().into_boxed_slice();
                 state.credentials = meta.credentials.clone().into_boxed_slice();
+                state.quarantined = meta.quarantined;
                 idx
             }
             None => {
@@ -346,6 +348,7 @@ impl Devices {
                     slots: Vec::new(),
                     addresses: meta.addresses.clone().into_boxed_slice(),
                     credentials: meta.credentials.clone().into_boxed_slice(),
+                    quarantined: meta.quarantined,
                 });
                 self.index.insert(id, idx);
                 idx
