@@ -186,14 +186,52 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     for PeerCertificate
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerCertificate {
-        use sha2::Digest as _;
-        let sha256 = stream
-            .io()
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|der| hex::encode(sha2::Sha256::digest(der.as_ref())));
-        PeerCertificate { sha256 }
+        PeerCertificate {
+            sha256: client_cert_sha256(&stream),
+        }
     }
+}
+
+/// The SHA-256 (lowercase hex of the DER) of the certificate a TLS client presented.
+fn client_cert_sha256(stream: &axum::serve::IncomingStream<'_, TlsListener>) -> Option<String> {
+    use sha2::Digest as _;
+    stream
+        .io()
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| hex::encode(sha2::Sha256::digest(der.as_ref())))
+}
+
+/// The peer address of an HTTPS connection, as connect info (axum knows only plain TCP
+/// listeners); [`peer_connect_info`] republishes it as `ConnectInfo<SocketAddr>`, which the
+/// API's login rate limit reads.
+/// The second field is the client certificate's SHA-256 (lowercase hex of the DER), when
+/// the client presented one.
+#[derive(Debug, Clone)]
+pub struct Peer(pub SocketAddr, pub Option<String>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr(), client_cert_sha256(&stream))
+    }
+}
+
+/// Middleware: `ConnectInfo<Peer>` to `ConnectInfo<SocketAddr>` (and to
+/// `ConnectInfo<PeerCertificate>` when a client certificate was presented).
+pub async fn peer_connect_info(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer.0));
+    if let Some(sha256) = peer.1 {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(PeerCertificate {
+                sha256: Some(sha256),
+            }));
+    }
+    next.run(req).await
 }

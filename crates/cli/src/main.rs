@@ -5,11 +5,13 @@ mod bench;
 mod demo;
 mod device;
 mod duration;
+mod incident;
 mod pki;
 mod serve;
 mod simulate;
 mod stix;
 mod taxii;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +59,12 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
     /// Share threat intelligence over TAXII 2.1 with any server.
     Taxii {
         #[command(subcommand)]
@@ -126,6 +134,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::User(cmd) => user::run(cmd),
+        Command::Incident(cmd) => incident::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;

@@ -1189,3 +1189,26 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn class_indexes_follow_the_list_of_classes() {
+    for (i, class) in DeviceClass::ALL.iter().enumerate() {
+        assert_eq!(crate::flows::class_index(*class), i);
+    }
+}
+
+#[test]
+fn a_quarantined_device_has_no_conduits() {
+    check(
+        &format!(
+            "{CITY}
+             @00:00:01 flow 10.1.0.11:40000 > 10.2.0.5:554 tcp
+             @00:00:02 sec quarantined camera-0001 from 127.0.0.1:1 reason=inc-1
+             @00:00:03 flow 10.1.0.11:40000 > 10.2.0.5:554 tcp
+             @00:00:04 flow 10.1.0.12:40000 > 10.2.0.5:554 tcp"
+        ),
+        expect![[r#"
+            @00:00:03 policy.conduit high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=quarantine camera-0001 :: traffic of quarantined device camera-0001
+        "#]],
+    );
+}
