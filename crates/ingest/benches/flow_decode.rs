@@ -43,11 +43,24 @@ fn bench(c: &mut Criterion) {
     let ipfix_layout = Layout::standard(false, TimeForm::Millis);
     let v5 = encode::v5_message(&clock, 1, &records);
     let v9_template = encode::v9_message(&clock, 0, 1, &[layout.template_set(Dialect::V9, 256)]);
-    let v9 = encode::v9_message(&clock, 1, 1, &[layout.data_set(Dialect::V9, 256, &records, &clock)]);
-    let ipfix_template =
-        encode::ipfix_message(&clock, 0, 1, &[ipfix_layout.template_set(Dialect::Ipfix, 256)]);
-    let ipfix =
-        encode::ipfix_message(&clock, 1, 1, &[ipfix_layout.data_set(Dialect::Ipfix, 256, &records, &clock)]);
+    let v9 = encode::v9_message(
+        &clock,
+        1,
+        1,
+        &[layout.data_set(Dialect::V9, 256, &records, &clock)],
+    );
+    let ipfix_template = encode::ipfix_message(
+        &clock,
+        0,
+        1,
+        &[ipfix_layout.template_set(Dialect::Ipfix, 256)],
+    );
+    let ipfix = encode::ipfix_message(
+        &clock,
+        1,
+        1,
+        &[ipfix_layout.data_set(Dialect::Ipfix, 256, &records, &clock)],
+    );
 
     let mut group = c.benchmark_group("flow_decode");
     group.throughput(Throughput::Elements(RECORDS as u64));

@@ -41,7 +41,9 @@ struct Key {
 
 impl Key {
     fn same_domain(&self, other: &Key) -> bool {
-        self.exporter == other.exporter && self.version == other.version && self.domain == other.domain
+        self.exporter == other.exporter
+            && self.version == other.version
+            && self.domain == other.domain
     }
 }
 
@@ -117,7 +119,13 @@ impl Collector {
     /// Decodes one datagram (NetFlow v5, v9 or IPFIX, told apart by the version field)
     /// from `exporter` received at `now`, appending flow records to `out`. Records of data
     /// sets that were waiting for a template this datagram carries are appended too.
-    pub fn decode(&mut self, exporter: SocketAddr, datagram: &[u8], now: Timestamp, out: &mut Vec<FlowRecord>) {
+    pub fn decode(
+        &mut self,
+        exporter: SocketAddr,
+        datagram: &[u8],
+        now: Timestamp,
+        out: &mut Vec<FlowRecord>,
+    ) {
         if now.as_millis().saturating_sub(self.last_sweep.as_millis()) >= 1000 {
             self.expire(now);
         }
@@ -136,7 +144,14 @@ impl Collector {
         }
     }
 
-    fn decode_v9(&mut self, exporter: SocketAddr, name: &str, d: &[u8], now: Timestamp, out: &mut Vec<FlowRecord>) {
+    fn decode_v9(
+        &mut self,
+        exporter: SocketAddr,
+        name: &str,
+        d: &[u8],
+        now: Timestamp,
+        out: &mut Vec<FlowRecord>,
+    ) {
         if d.len() < 20 {
             self.stats.drop(DropReason::Truncated);
             return;
@@ -156,7 +171,14 @@ impl Collector {
         self.walk_sets(message, name, &d[20..], now, out);
     }
 
-    fn decode_ipfix(&mut self, exporter: SocketAddr, name: &str, d: &[u8], now: Timestamp, out: &mut Vec<FlowRecord>) {
+    fn decode_ipfix(
+        &mut self,
+        exporter: SocketAddr,
+        name: &str,
+        d: &[u8],
+        now: Timestamp,
+        out: &mut Vec<FlowRecord>,
+    ) {
         if d.len() < 16 {
             self.stats.drop(DropReason::Truncated);
             return;
@@ -186,8 +208,19 @@ impl Collector {
     }
 
     /// Walks the sets (v9: flowsets) of one message body.
-    fn walk_sets(&mut self, m: Message, name: &str, body: &[u8], now: Timestamp, out: &mut Vec<FlowRecord>) {
-        let dialect = if m.version == 9 { Dialect::V9 } else { Dialect::Ipfix };
+    fn walk_sets(
+        &mut self,
+        m: Message,
+        name: &str,
+        body: &[u8],
+        now: Timestamp,
+        out: &mut Vec<FlowRecord>,
+    ) {
+        let dialect = if m.version == 9 {
+            Dialect::V9
+        } else {
+            Dialect::Ipfix
+        };
         let (template_set, options_set) = if m.version == 9 { (0, 1) } else { (2, 3) };
         let mut pos = 0;
         while body.len() - pos >= 4 {
@@ -228,7 +261,9 @@ impl Collector {
 
     fn lookup(&mut self, key: &Key, now: Timestamp) -> Option<Arc<Template>> {
         let entry = self.templates.get(key)?;
-        if now.as_millis().saturating_sub(entry.refreshed.as_millis()) > self.limits.template_timeout_ms {
+        if now.as_millis().saturating_sub(entry.refreshed.as_millis())
+            > self.limits.template_timeout_ms
+        {
             self.forget(key);
             return None;
         }
@@ -243,7 +278,14 @@ impl Collector {
         }
     }
 
-    fn learn(&mut self, m: Message, record: TemplateRecord, name: &str, now: Timestamp, out: &mut Vec<FlowRecord>) {
+    fn learn(
+        &mut self,
+        m: Message,
+        record: TemplateRecord,
+        name: &str,
+        now: Timestamp,
+        out: &mut Vec<FlowRecord>,
+    ) {
         let key = |id| Key {
             exporter: m.exporter,
             version: m.version,
@@ -294,18 +336,22 @@ impl Collector {
                     for p in waiting {
                         self.release(&key, p.body.len());
                         self.stats.pending_decoded += 1;
-                        let mut base = p.base;
-                        if m.version == 10 && base.system_init_ms.is_none() {
-                            base.system_init_ms = self.system_init.get(&(m.exporter, 10, m.domain)).copied();
-                        }
-                        self.decode_set(&key, &template, &p.body, base, name, out);
+                        self.decode_set(&key, &template, &p.body, p.base, name, out);
                     }
                 }
             }
         }
     }
 
-    fn decode_set(&mut self, key: &Key, template: &Template, set: &[u8], base: TimeBase, name: &str, out: &mut Vec<FlowRecord>) {
+    fn decode_set(
+        &mut self,
+        key: &Key,
+        template: &Template,
+        set: &[u8],
+        base: TimeBase,
+        name: &str,
+        out: &mut Vec<FlowRecord>,
+    ) {
         let mut pos = 0;
         while set.len() - pos >= template.min_len {
             let (fields, len) = match template::decode_record(template, &set[pos..]) {
@@ -320,18 +366,25 @@ impl Collector {
                 self.stats.options_records += 1;
                 if let Some(init) = fields.system_init_ms
                     && (self.system_init.len() < self.limits.max_templates
-                        || self.system_init.contains_key(&(key.exporter, key.version, key.domain)))
+                        || self
+                            .system_init
+                            .contains_key(&(key.exporter, key.version, key.domain)))
                 {
-                    self.system_init.insert((key.exporter, key.version, key.domain), init);
+                    self.system_init
+                        .insert((key.exporter, key.version, key.domain), init);
                 }
                 continue;
             }
-            match fields.into_record(&base, name) {
-                Some(record) => {
-                    out.push(record);
-                    self.stats.records += 1;
-                }
-                None => self.stats.drop(DropReason::IncompleteRecord),
+            let mut base = base;
+            if key.version == 10 && base.system_init_ms.is_none() {
+                base.system_init_ms = self
+                    .system_init
+                    .get(&(key.exporter, 10, key.domain))
+                    .copied();
+            }
+            match fields.into_records(&base, name, out) {
+                0 => self.stats.drop(DropReason::IncompleteRecord),
+                n => self.stats.records += n as u64,
             }
         }
     }
@@ -369,7 +422,9 @@ impl Collector {
         let stale: Vec<Key> = self
             .templates
             .iter()
-            .filter(|(_, e)| now_ms.saturating_sub(e.refreshed.as_millis()) > self.limits.template_timeout_ms)
+            .filter(|(_, e)| {
+                now_ms.saturating_sub(e.refreshed.as_millis()) > self.limits.template_timeout_ms
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
@@ -377,7 +432,9 @@ impl Collector {
         }
         let keys: Vec<Key> = self.pending.keys().copied().collect();
         for key in keys {
-            let Some(queue) = self.pending.get_mut(&key) else { continue };
+            let Some(queue) = self.pending.get_mut(&key) else {
+                continue;
+            };
             let mut released = 0;
             let mut expired = 0;
             while let Some(front) = queue.front() {
@@ -394,6 +451,7 @@ impl Collector {
             self.release(&key, released);
             self.stats.dropped[DropReason::PendingTimeout.index()] += expired;
         }
-        self.usage.retain(|_, u| u.templates > 0 || u.pending_bytes > 0);
+        self.usage
+            .retain(|_, u| u.templates > 0 || u.pending_bytes > 0);
     }
 }

@@ -65,9 +65,15 @@ pub enum Column {
     SrcPort,
     DstPort,
     Protocol,
-    TcpFlags { len: u16 },
-    Bytes { len: u16 },
-    Packets { len: u16 },
+    TcpFlags {
+        len: u16,
+    },
+    Bytes {
+        len: u16,
+    },
+    Packets {
+        len: u16,
+    },
     Start(TimeForm),
     End(TimeForm),
     /// A field the collector skips: an unused IANA element or an enterprise-specific one
@@ -148,7 +154,15 @@ impl Layout {
                 enterprise,
                 value,
                 variable,
-            } => (*id, *enterprise, if *variable { VARIABLE } else { value.len() as u16 }),
+            } => (
+                *id,
+                *enterprise,
+                if *variable {
+                    VARIABLE
+                } else {
+                    value.len() as u16
+                },
+            ),
         }
     }
 
@@ -190,7 +204,9 @@ impl Layout {
                 Column::Packets { len } => uint(out, r.packets, *len),
                 Column::Start(form) => time(out, *form, r.start.as_millis()),
                 Column::End(form) => time(out, *form, r.end.as_millis()),
-                Column::Opaque { value, variable, .. } => {
+                Column::Opaque {
+                    value, variable, ..
+                } => {
                     if *variable {
                         if value.len() < 255 {
                             out.push(value.len() as u8);
@@ -221,11 +237,21 @@ impl Layout {
                 body.extend_from_slice(&len.to_be_bytes());
             }
         }
-        set(if dialect == Dialect::V9 { 0 } else { 2 }, body, dialect == Dialect::V9)
+        set(
+            if dialect == Dialect::V9 { 0 } else { 2 },
+            body,
+            dialect == Dialect::V9,
+        )
     }
 
     /// A data set of these records under template `id` (v9 sets are padded to 4 bytes).
-    pub fn data_set(&self, dialect: Dialect, id: u16, records: &[FlowRecord], clock: &Clock) -> Vec<u8> {
+    pub fn data_set(
+        &self,
+        dialect: Dialect,
+        id: u16,
+        records: &[FlowRecord],
+        clock: &Clock,
+    ) -> Vec<u8> {
         let mut body = Vec::new();
         for r in records {
             self.record(r, clock, &mut body);

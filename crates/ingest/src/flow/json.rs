@@ -139,14 +139,34 @@ const NAMES: [(Slot, &str); 11] = [
 /// Keys normalised: lowercase, without `_`, `-` and `.`.
 fn slot(normalised: &str) -> Option<Slot> {
     Some(match normalised {
-        "src" | "srcaddr" | "srcip" | "src4addr" | "src6addr" | "ipsrc" | "sa" | "sourceipv4address"
-        | "sourceipv6address" | "sourceaddress" | "sourceip" | "srcaddress" => Slot::Src,
-        "dst" | "dstaddr" | "dstip" | "dst4addr" | "dst6addr" | "ipdst" | "da" | "destinationipv4address"
-        | "destinationipv6address" | "destinationaddress" | "destinationip" | "dstaddress" => Slot::Dst,
-        "srcport" | "sport" | "sp" | "portsrc" | "sourceport" | "l4srcport" | "sourcetransportport" => {
-            Slot::SrcPort
-        }
-        "dstport" | "dport" | "dp" | "portdst" | "destinationport" | "l4dstport"
+        "src" | "srcaddr" | "srcip" | "src4addr" | "src6addr" | "ipsrc" | "sa"
+        | "sourceipv4address" | "sourceipv6address" | "sourceaddress" | "sourceip"
+        | "srcaddress" => Slot::Src,
+        "dst"
+        | "dstaddr"
+        | "dstip"
+        | "dst4addr"
+        | "dst6addr"
+        | "ipdst"
+        | "da"
+        | "destinationipv4address"
+        | "destinationipv6address"
+        | "destinationaddress"
+        | "destinationip"
+        | "dstaddress" => Slot::Dst,
+        "srcport"
+        | "sport"
+        | "sp"
+        | "portsrc"
+        | "sourceport"
+        | "l4srcport"
+        | "sourcetransportport" => Slot::SrcPort,
+        "dstport"
+        | "dport"
+        | "dp"
+        | "portdst"
+        | "destinationport"
+        | "l4dstport"
         | "destinationtransportport" => Slot::DstPort,
         "protocol" | "proto" | "ipproto" | "pr" | "protocolidentifier" => Slot::Protocol,
         "bytes" | "octets" | "inbytes" | "ibyt" | "byt" | "octetdeltacount" | "octettotalcount" => {
@@ -155,13 +175,28 @@ fn slot(normalised: &str) -> Option<Slot> {
         "packets" | "pkts" | "inpackets" | "inpkts" | "ipkt" | "pkt" | "packetdeltacount"
         | "packettotalcount" => Slot::Packets,
         "tcpflags" | "flags" | "flg" | "tcpcontrolbits" => Slot::TcpFlags,
-        "start" | "first" | "tfirst" | "timestart" | "timestampstart" | "flowstart" | "timeflowstart"
-        | "timeflowstartns" | "flowstartmilliseconds" | "flowstartseconds" => Slot::Start,
-        "end" | "last" | "tlast" | "timeend" | "timestampend" | "flowend" | "timeflowend"
-        | "timeflowendns" | "flowendmilliseconds" | "flowendseconds" => Slot::End,
-        "exporter" | "exporterip" | "exporteraddress" | "sampleraddress" | "peeripsrc" | "router" => {
-            Slot::Exporter
-        }
+        "start"
+        | "first"
+        | "tfirst"
+        | "timestart"
+        | "timestampstart"
+        | "flowstart"
+        | "timeflowstart"
+        | "timeflowstartns"
+        | "flowstartmilliseconds"
+        | "flowstartseconds" => Slot::Start,
+        "end"
+        | "last"
+        | "tlast"
+        | "timeend"
+        | "timestampend"
+        | "flowend"
+        | "timeflowend"
+        | "timeflowendns"
+        | "flowendmilliseconds"
+        | "flowendseconds" => Slot::End,
+        "exporter" | "exporterip" | "exporteraddress" | "sampleraddress" | "peeripsrc"
+        | "router" => Slot::Exporter,
         _ => return None,
     })
 }
@@ -198,26 +233,34 @@ fn from_object(object: &Map<String, Value>, now: Timestamp) -> Result<FlowRecord
     let number = |s: Slot, max: u64| -> Result<u64, String> {
         match get(s) {
             None => Ok(0),
-            Some(v) => unsigned(v)
-                .filter(|n| *n <= max)
-                .ok_or_else(|| format!("{}: {} is not a whole number from 0 to {max}", name(s), short(v))),
+            Some(v) => unsigned(v).filter(|n| *n <= max).ok_or_else(|| {
+                format!(
+                    "{}: {} is not a whole number from 0 to {max}",
+                    name(s),
+                    short(v)
+                )
+            }),
         }
     };
     let src_port = number(Slot::SrcPort, u64::from(u16::MAX))? as u16;
     let dst_port = number(Slot::DstPort, u64::from(u16::MAX))? as u16;
     let protocol = match get(Slot::Protocol) {
         None => 0,
-        Some(v) => protocol(v).ok_or_else(|| format!("protocol: {} is not a protocol number or name", short(v)))?,
+        Some(v) => protocol(v)
+            .ok_or_else(|| format!("protocol: {} is not a protocol number or name", short(v)))?,
     };
     let bytes = number(Slot::Bytes, u64::MAX)?;
     let packets = number(Slot::Packets, u64::MAX)?;
     let tcp_flags = match get(Slot::TcpFlags) {
         None => 0,
-        Some(v) => flags(v).ok_or_else(|| format!("tcp_flags: {} is not a flags number or string", short(v)))?,
+        Some(v) => flags(v)
+            .ok_or_else(|| format!("tcp_flags: {} is not a flags number or string", short(v)))?,
     };
     let time = |s: Slot| -> Result<Option<Timestamp>, String> {
         get(s)
-            .map(|v| timestamp(v).ok_or_else(|| format!("{}: {} is not a timestamp", name(s), short(v))))
+            .map(|v| {
+                timestamp(v).ok_or_else(|| format!("{}: {} is not a timestamp", name(s), short(v)))
+            })
             .transpose()
     };
     let (start, end) = match (time(Slot::Start)?, time(Slot::End)?) {
@@ -243,7 +286,11 @@ fn from_object(object: &Map<String, Value>, now: Timestamp) -> Result<FlowRecord
         protocol,
         bytes,
         packets,
-        tcp_flags: if protocol == model::proto::TCP { tcp_flags } else { 0 },
+        tcp_flags: if protocol == model::proto::TCP {
+            tcp_flags
+        } else {
+            0
+        },
         start,
         end,
         exporter,
@@ -333,7 +380,11 @@ fn timestamp(v: &Value) -> Option<Timestamp> {
             }
             // `YYYY-MM-DD HH:MM:SS[.fff]` in UTC (pmacct, nfdump).
             let iso = s.replacen(' ', "T", 1);
-            let iso = if iso.ends_with('Z') || iso.contains('+') { iso } else { format!("{iso}Z") };
+            let iso = if iso.ends_with('Z') || iso.contains('+') {
+                iso
+            } else {
+                format!("{iso}Z")
+            };
             Timestamp::parse_rfc3339(&iso)
         }
         _ => None,

@@ -57,7 +57,10 @@ impl Admission {
             }
         }
         let burst = self.rate * 2.0;
-        let bucket = self.buckets.entry(ip).or_insert(Bucket { tokens: burst, at: now });
+        let bucket = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
         let elapsed = now.duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(burst);
         bucket.at = now;
@@ -83,7 +86,10 @@ impl FlowListener {
             addr: config.listen.clone(),
             source,
         };
-        let addr: SocketAddr = config.listen.parse().map_err(|_| FlowError::Address(config.listen.clone()))?;
+        let addr: SocketAddr = config
+            .listen
+            .parse()
+            .map_err(|_| FlowError::Address(config.listen.clone()))?;
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::DGRAM,
@@ -106,7 +112,15 @@ impl FlowListener {
             buckets: HashMap::new(),
         };
         let collector = Collector::new(config.limits());
-        let task = tokio::spawn(run(socket, collector, admission, book, sink, metrics.clone(), stop));
+        let task = tokio::spawn(run(
+            socket,
+            collector,
+            admission,
+            book,
+            sink,
+            metrics.clone(),
+            stop,
+        ));
         tracing::info!(listen = %local_addr, "flow collector listening (netflow v5/v9, ipfix)");
         Ok(FlowHandle {
             local_addr,
@@ -190,12 +204,17 @@ async fn run(
         stats.merge(&refused);
         metrics.add(&stats);
         if !records.is_empty() {
-            let events: Vec<model::Event> = records.drain(..).map(|r| to_event(r, book.as_ref())).collect();
+            let events: Vec<model::Event> = records
+                .drain(..)
+                .map(|r| to_event(r, book.as_ref()))
+                .collect();
             let n = events.len() as u64;
             if sink.send(events).await.is_err() {
                 break;
             }
-            metrics.events.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .events
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

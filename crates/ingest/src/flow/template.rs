@@ -34,7 +34,13 @@ impl Template {
     fn new(fields: Vec<Field>, options: bool) -> Result<Template, DropReason> {
         let min_len = fields
             .iter()
-            .map(|f| if f.len == VARIABLE { 1 } else { usize::from(f.len) })
+            .map(|f| {
+                if f.len == VARIABLE {
+                    1
+                } else {
+                    usize::from(f.len)
+                }
+            })
             .sum();
         if fields.is_empty() || min_len == 0 {
             return Err(DropReason::BadTemplate);
@@ -83,7 +89,8 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn rest_is_zero(&self) -> bool {
         self.data[self.pos..].iter().all(|b| *b == 0)
@@ -92,7 +99,11 @@ impl<'a> Cursor<'a> {
 
 /// Parses the records of one template set (`options` for v9 flowset 1 / IPFIX set 3).
 /// Stops at the first bad record, whose error is the last item.
-pub fn parse_set(dialect: Dialect, options: bool, body: &[u8]) -> Vec<Result<TemplateRecord, DropReason>> {
+pub fn parse_set(
+    dialect: Dialect,
+    options: bool,
+    body: &[u8],
+) -> Vec<Result<TemplateRecord, DropReason>> {
     let mut out = Vec::new();
     let mut c = Cursor { data: body, pos: 0 };
     while c.remaining() >= 4 {
@@ -110,7 +121,11 @@ pub fn parse_set(dialect: Dialect, options: bool, body: &[u8]) -> Vec<Result<Tem
     out
 }
 
-fn parse_record(dialect: Dialect, options: bool, c: &mut Cursor<'_>) -> Result<TemplateRecord, DropReason> {
+fn parse_record(
+    dialect: Dialect,
+    options: bool,
+    c: &mut Cursor<'_>,
+) -> Result<TemplateRecord, DropReason> {
     let bad = DropReason::BadTemplate;
     let id = c.u16().ok_or(DropReason::Truncated)?;
     let count = match (dialect, options) {
@@ -166,7 +181,11 @@ fn parse_record(dialect: Dialect, options: bool, c: &mut Cursor<'_>) -> Result<T
         if dialect == Dialect::V9 && (len == 0 || len == VARIABLE) {
             return Err(bad);
         }
-        fields.push(Field { id, enterprise, len });
+        fields.push(Field {
+            id,
+            enterprise,
+            len,
+        });
     }
     Ok(TemplateRecord::Define(id, Template::new(fields, options)?))
 }
@@ -186,7 +205,14 @@ impl TimeBase {
     /// Converts a sysUpTime-relative time (ms) to ms since the epoch.
     pub fn from_uptime(&self, t: u32, system_init_ms: Option<i64>) -> Option<i64> {
         if let Some(init) = system_init_ms.or(self.system_init_ms) {
-            return Some(init + i64::from(t));
+            // Flows end before they are exported: an unsigned uptime that lands after the
+            // export time is a time before the init time that wrapped (exporters replaying
+            // captures older than their start, such as softflowd -r).
+            let unsigned = init + i64::from(t);
+            if unsigned > self.export_ms + 60_000 {
+                return Some(init + i64::from(t as i32));
+            }
+            return Some(unsigned);
         }
         // An uptime a little after the header's (clock skew) is a small negative age.
         let up = self.sys_uptime_ms?;
@@ -214,7 +240,14 @@ pub struct Fields {
     pub start_delta_us: Option<u64>,
     pub end_delta_us: Option<u64>,
     pub system_init_ms: Option<i64>,
+    /// RFC 5103 reverse direction of a biflow (enterprise 29305).
+    pub reverse_bytes: Option<u64>,
+    pub reverse_packets: Option<u64>,
+    pub reverse_tcp_flags: Option<u8>,
 }
+
+/// The private enterprise number of RFC 5103's reverse information elements.
+pub const REVERSE_PEN: u32 = 29305;
 
 fn uint(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 8 {
@@ -262,7 +295,53 @@ impl Fields {
         }
     }
 
-    /// Builds the flow record; `None` without a source and destination of one family.
+    /// Records one RFC 5103 reverse element.
+    fn set_reverse(&mut self, id: u16, b: &[u8]) {
+        match id {
+            1 | 85 => self.reverse_bytes = uint(b),
+            2 | 86 => self.reverse_packets = uint(b),
+            6 => self.reverse_tcp_flags = uint(b).map(|v| (v & 0xff) as u8),
+            _ => {}
+        }
+    }
+
+    /// Builds the flow records: one, or for a biflow with reverse counters also the
+    /// reverse direction (and only that when the forward one saw nothing). Empty without
+    /// a source and destination of one family.
+    pub fn into_records(self, base: &TimeBase, exporter: &str, out: &mut Vec<FlowRecord>) -> usize {
+        let reverse = (
+            self.reverse_bytes,
+            self.reverse_packets,
+            self.reverse_tcp_flags,
+        );
+        let Some(forward) = self.into_record(base, exporter) else {
+            return 0;
+        };
+        let mut n = 0;
+        let has_reverse = reverse.0.unwrap_or(0) > 0 || reverse.1.unwrap_or(0) > 0;
+        if has_reverse {
+            let mut back = forward.clone();
+            std::mem::swap(&mut back.src, &mut back.dst);
+            std::mem::swap(&mut back.src_port, &mut back.dst_port);
+            back.bytes = reverse.0.unwrap_or(0);
+            back.packets = reverse.1.unwrap_or(0);
+            back.tcp_flags = if back.protocol == model::proto::TCP {
+                reverse.2.unwrap_or(0)
+            } else {
+                0
+            };
+            if forward.bytes > 0 || forward.packets > 0 {
+                out.push(forward);
+                n += 1;
+            }
+            out.push(back);
+            return n + 1;
+        }
+        out.push(forward);
+        1
+    }
+
+    /// Builds the forward flow record; `None` without a source and destination of one family.
     pub fn into_record(self, base: &TimeBase, exporter: &str) -> Option<FlowRecord> {
         let (src, dst) = match (self.src4, self.dst4, self.src6, self.dst6) {
             (Some(s), Some(d), _, _) => (IpAddr::V4(s), IpAddr::V4(d)),
@@ -308,7 +387,11 @@ pub fn decode_record(template: &Template, data: &[u8]) -> Result<(Fields, usize)
     let mut fields = Fields::default();
     for f in &template.fields {
         let len = if f.len == VARIABLE {
-            let first = *c.take(1).ok_or(DropReason::Truncated)?.first().unwrap_or(&0);
+            let first = *c
+                .take(1)
+                .ok_or(DropReason::Truncated)?
+                .first()
+                .unwrap_or(&0);
             if first == 255 {
                 usize::from(c.u16().ok_or(DropReason::Truncated)?)
             } else {
@@ -318,8 +401,10 @@ pub fn decode_record(template: &Template, data: &[u8]) -> Result<(Fields, usize)
             usize::from(f.len)
         };
         let value = c.take(len).ok_or(DropReason::Truncated)?;
-        if f.enterprise == 0 {
-            fields.set(f.id, value);
+        match f.enterprise {
+            0 => fields.set(f.id, value),
+            REVERSE_PEN => fields.set_reverse(f.id, value),
+            _ => {}
         }
     }
     Ok((fields, c.pos))

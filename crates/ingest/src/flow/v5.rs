@@ -35,7 +35,8 @@ pub fn decode(datagram: &[u8], exporter: &str, stats: &mut FlowStats, out: &mut 
         return;
     }
     let sys_uptime = u32_at(datagram, 4);
-    let unix_ms = i64::from(u32_at(datagram, 8)) * 1000 + i64::from(u32_at(datagram, 12) / 1_000_000);
+    let unix_ms =
+        i64::from(u32_at(datagram, 8)) * 1000 + i64::from(u32_at(datagram, 12) / 1_000_000);
     let base = TimeBase {
         export_ms: unix_ms,
         sys_uptime_ms: Some(sys_uptime),
@@ -54,7 +55,11 @@ pub fn decode(datagram: &[u8], exporter: &str, stats: &mut FlowStats, out: &mut 
             protocol,
             bytes: u64::from(u32_at(r, 20)),
             packets: u64::from(u32_at(r, 16)),
-            tcp_flags: if protocol == model::proto::TCP { r[37] } else { 0 },
+            tcp_flags: if protocol == model::proto::TCP {
+                r[37]
+            } else {
+                0
+            },
             start: Timestamp::from_millis(first.min(last)),
             end: Timestamp::from_millis(first.max(last)),
             exporter: Some(exporter.to_owned()),
