@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod directory;
+mod flows;
 pub mod inventory;
 mod landing;
 mod metrics;

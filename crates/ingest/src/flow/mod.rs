@@ -40,7 +40,8 @@ pub trait AddressBook: Send + Sync + 'static {
 /// one owning `dst`; `peer_device` is the device at the other end, if any. Its time is the
 /// flow's end (when the exporter knew all of it).
 pub fn to_event(mut record: FlowRecord, book: &dyn AddressBook) -> Event {
-    let (owner, peer) = match (book.device_at(record.src), book.device_at(record.dst)) {
+    let (src, dst) = (record.src.to_canonical(), record.dst.to_canonical());
+    let (owner, peer) = match (book.device_at(src), book.device_at(dst)) {
         (Some(src), dst) => (Some(src), dst),
         (None, dst) => (dst, None),
     };
