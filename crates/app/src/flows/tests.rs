@@ -516,7 +516,10 @@ fn the_flow_section_is_on_by_default_and_validated() {
         ("template_timeout = 5", "unknown field"),
     ] {
         let text = format!("version = 1\ndata_dir = 'x'\n[ingest.flow]\n{section}\n");
-        let err = format!("{:#}", Config::load(&text, &Default::default()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Config::load(&text, &Default::default()).unwrap_err()
+        );
         assert!(err.contains(message), "{section}: {err}");
     }
 }
