@@ -69,8 +69,15 @@ impl Flows {
         &self,
         body: &[u8],
     ) -> Result<web::FlowReport, web::PlatformError> {
-        let mut records = Vec::new();
-        let report = ingest::flow::json::decode_lines(body, Timestamp::now(), &mut records);
+        // Up to 16 MiB of JSON: decoded off the async threads.
+        let body = body.to_vec();
+        let (records, report) = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            let report = ingest::flow::json::decode_lines(&body, Timestamp::now(), &mut records);
+            (records, report)
+        })
+        .await
+        .map_err(|e| web::PlatformError::internal(e.to_string()))?;
         let events: Vec<model::Event> = records
             .into_iter()
             .map(|r| ingest::flow::to_event(r, self.directory.as_ref()))
