@@ -1,13 +1,16 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod bench;
 mod demo;
 mod device;
 mod duration;
+mod incident;
 mod pki;
 mod serve;
 mod simulate;
 mod stix;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +58,15 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +126,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::User(cmd) => user::run(cmd),
+        Command::Incident(cmd) => incident::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

@@ -25,7 +25,7 @@ fn t0() -> i64 {
 
 async fn start(dir: &Path) -> Platform {
     let text = format!(
-        "version = 1\ndata_dir = {:?}\n[http]\nlisten = '127.0.0.1:0'\n[ingest.mqtt]\nlisten = '127.0.0.1:0'\n[ingest.flow]\nlisten = '127.0.0.1:0'\n",
+        "version = 1\ndata_dir = {:?}\n[http]\nlisten = '127.0.0.1:0'\n[ingest.mqtt]\nlisten = '127.0.0.1:0'\n[ingest.flow]\nenabled = true\nlisten = '127.0.0.1:0'\n",
         dir.display().to_string()
     );
     let config = Config::load(&text, &Default::default()).unwrap();
@@ -509,7 +509,16 @@ fn the_flow_section_is_on_by_default_and_validated() {
     let config = Config::load(crate::config::DEFAULT_CONFIG, &Default::default()).unwrap();
     assert!(config.ingest.flow.enabled);
     assert_eq!(config.ingest.flow.listen, "127.0.0.1:2055");
-    assert_eq!(config.ingest.flow, ingest::flow::FlowConfig::default());
+    // The file differs from a config without the section only in turning the listener on.
+    let absent = Config::load("version = 1\ndata_dir = 'x'\n", &Default::default()).unwrap();
+    assert!(!absent.ingest.flow.enabled);
+    assert_eq!(
+        config.ingest.flow,
+        ingest::flow::FlowConfig {
+            enabled: true,
+            ..absent.ingest.flow
+        }
+    );
     for (section, message) in [
         ("listen = 'nowhere'", "ingest.flow.listen"),
         ("max_templates = 0", "ingest.flow.max_templates"),

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
-    /// Whether the UDP listener runs (JSON lines over HTTP are accepted either way).
+    /// Whether the UDP listener runs (JSON lines over HTTP are accepted either way). Off
+    /// when a config file has no `[ingest.flow]` section, so no port opens unasked;
+    /// `config/default.toml` turns it on.
     pub enabled: bool,
     /// UDP listen address for NetFlow v5, v9 and IPFIX (one port takes all three).
     pub listen: String,
@@ -37,7 +39,7 @@ pub struct FlowConfig {
 impl Default for FlowConfig {
     fn default() -> FlowConfig {
         FlowConfig {
-            enabled: true,
+            enabled: false,
             listen: "127.0.0.1:2055".to_owned(),
             recv_buffer_bytes: 4 * 1024 * 1024,
             exporters: Vec::new(),
