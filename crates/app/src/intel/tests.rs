@@ -74,7 +74,7 @@ fn config() -> TaxiiConfig {
 struct Served {
     url: String,
     store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -82,6 +82,16 @@ fn serve(config: TaxiiConfig) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(store::EmbeddedStore::open(&dir.path().join("citysec.db")).unwrap());
+    serve_over(config, store, Some(dir))
+}
+
+/// A server instance over an existing store (another process, or the same one restarted,
+/// shares nothing with the first but the store).
+fn serve_over(
+    config: TaxiiConfig,
+    store: Arc<dyn Store>,
+    dir: Option<tempfile::TempDir>,
+) -> Served {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -392,23 +402,27 @@ fn paging_filters_headers_and_versions() {
     dedup.sort();
     dedup.dedup();
     assert_eq!(dedup.len(), 31, "no object repeated across pages");
-    // A cursor survives a restart of the server: it is a position, not a session.
+    // A cursor survives a restart of the server: it is a position, not a session. A new
+    // server instance over the same store continues the listing where the first left it.
     let page = utility()
         .get_objects(&root, SHARED, &[("limit", "10".to_owned())])
         .unwrap();
     let cursor = page.body.next.unwrap();
-    let restarted = Client::new(Auth::Basic {
-        user: "utility".into(),
-        password: "utility-pass".into(),
-    });
-    let p2 = restarted
+    let restarted = serve_over(config(), s.store.clone(), None);
+    let p2 = utility()
         .get_objects(
-            &root,
+            &restarted.root(),
             SHARED,
             &[("limit", "10".to_owned()), ("next", cursor)],
         )
         .unwrap();
-    assert_eq!(p2.body.objects.len(), 10);
+    let ids = |e: &taxii::types::Envelope| -> Vec<String> {
+        e.objects
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&p2.body), seen[10..20].to_vec());
 
     // added_after is exclusive.
     let all = utility().get_objects(&root, SHARED, &[]).unwrap();
