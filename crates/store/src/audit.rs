@@ -292,10 +292,12 @@ pub struct CommandQuery {
 /// The command gateway's durable state.
 #[async_trait]
 pub trait GatewayStore: Send + Sync + 'static {
-    /// Increments each device's command counter and returns the new values, in order; a
-    /// device named twice gets two increasing values. Durable when this returns, so a
-    /// restarted gateway never signs a counter twice.
-    async fn next_command_counters(&self, devices: &[DeviceId]) -> Result<Vec<u64>>;
+    /// Advances each device's command counter to `max(last + 1, floor)` and returns the new
+    /// values, in order; a device named twice gets two increasing values. Durable when this
+    /// returns, so a restarted gateway never signs a counter twice. (The gateway passes a
+    /// floor derived from the clock, so counters it had to issue while the store was
+    /// unreachable stay below the ones issued after.)
+    async fn next_command_counters(&self, devices: &[DeviceId], floor: u64) -> Result<Vec<u64>>;
     /// Inserts or replaces a command record.
     async fn put_command(&self, command: &CommandRecord) -> Result<()>;
     async fn get_command(&self, id: &str) -> Result<Option<CommandRecord>>;

@@ -98,7 +98,9 @@ impl AuditStore for EmbeddedStore {
 
 #[async_trait]
 impl GatewayStore for EmbeddedStore {
-    async fn next_command_counters(&self, devices: &[DeviceId]) -> Result<Vec<u64>> {
+    async fn next_command_counters(&self, devices: &[DeviceId], floor: u64) -> Result<Vec<u64>> {
+        let floor = i64::try_from(floor)
+            .map_err(|_| Error::Invalid("counter floor out of range".into()))?;
         let ids: Vec<String> = devices.iter().map(|d| d.as_str().to_owned()).collect();
         self.write(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
@@ -106,13 +108,15 @@ impl GatewayStore for EmbeddedStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO command_counters (device_id, counter) VALUES (?1, 1) \
-                         ON CONFLICT (device_id) DO UPDATE SET counter = counter + 1 \
+                        "INSERT INTO command_counters (device_id, counter) VALUES (?1, max(?2, 1)) \
+                         ON CONFLICT (device_id) DO UPDATE SET counter = max(counter + 1, ?2) \
                          RETURNING counter",
                     )
                     .map_err(db_err)?;
                 for id in &ids {
-                    let counter: i64 = stmt.query_row([id], |row| row.get(0)).map_err(db_err)?;
+                    let counter: i64 = stmt
+                        .query_row(params![id, floor], |row| row.get(0))
+                        .map_err(db_err)?;
                     out.push(counter as u64);
                 }
             }

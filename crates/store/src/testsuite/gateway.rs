@@ -79,22 +79,44 @@ pub async fn command_counters_increase(backend: &dyn Backend) {
     let b = DeviceId::new("valve-1").unwrap();
     assert_eq!(
         store
-            .next_command_counters(&[a.clone(), b.clone()])
+            .next_command_counters(&[a.clone(), b.clone()], 0)
             .await
             .unwrap(),
         vec![1, 1]
     );
     assert_eq!(
         store
-            .next_command_counters(&[a.clone(), a.clone()])
+            .next_command_counters(&[a.clone(), a.clone()], 0)
             .await
             .unwrap(),
         vec![2, 3]
     );
     store.close().await.unwrap();
     let store = backend.open().await;
-    assert_eq!(store.next_command_counters(&[a]).await.unwrap(), vec![4]);
-    assert_eq!(store.next_command_counters(&[b]).await.unwrap(), vec![2]);
+    assert_eq!(
+        store.next_command_counters(&[a.clone()], 0).await.unwrap(),
+        vec![4]
+    );
+    assert_eq!(store.next_command_counters(&[b], 0).await.unwrap(), vec![2]);
+    // A floor moves the counter up, never down.
+    assert_eq!(
+        store
+            .next_command_counters(&[a.clone()], 1_000)
+            .await
+            .unwrap(),
+        vec![1_000]
+    );
+    assert_eq!(
+        store.next_command_counters(&[a.clone()], 10).await.unwrap(),
+        vec![1_001]
+    );
+    assert_eq!(
+        store
+            .next_command_counters(&[a.clone(), a], 2_000)
+            .await
+            .unwrap(),
+        vec![2_000, 2_001]
+    );
 }
 
 pub async fn commands_put_get_list(backend: &dyn Backend) {
