@@ -314,7 +314,7 @@ pub(crate) async fn import_devices(State(s): AppState, req: Request) -> Result<R
 
 #[derive(Serialize)]
 pub(crate) struct Items<T> {
-    items: Vec<T>,
+    pub(crate) items: Vec<T>,
 }
 
 #[derive(Debug, Deserialize)]
