@@ -29,6 +29,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: detect::DetectConfig,
+    #[serde(default)]
+    pub gateway: gateway::GatewayConfig,
 }
 
 /// `[http]`.
@@ -205,6 +207,7 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        self.gateway.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

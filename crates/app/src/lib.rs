@@ -2,8 +2,10 @@
 //! platform (embedded broker -> bus -> detection and store -> HTTP API), with an orderly
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
+pub mod audit;
 pub mod config;
 pub mod directory;
+pub mod gateway;
 pub mod inventory;
 mod landing;
 mod metrics;

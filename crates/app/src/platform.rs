@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     /// Changes for the detection worker (devices registered, indicators received).
     pub detect_control: mpsc::UnboundedSender<DetectControl>,
     pub started: Instant,
+    /// The command gateway: the only path to an actuator.
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 /// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
@@ -144,6 +146,8 @@ impl Platform {
         // Consumers subscribe before the broker can publish anything.
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
+        let gateway_states = bus.subscribe("obs.state", "gateway").await?;
+        let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
@@ -151,6 +155,26 @@ impl Platform {
         });
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink)
             .context("failed to start the MQTT broker")?;
+        let gateway = crate::gateway::build(
+            &config,
+            store.clone(),
+            bus.clone(),
+            directory.clone(),
+            broker.publisher(),
+            Arc::new(crate::gateway::NoAdvisories),
+        )?;
+        crate::audit::record_or_log(
+            store.as_ref(),
+            "citysec",
+            "config.loaded",
+            None,
+            "ok",
+            serde_json::json!({
+                "config_sha256": config_sha256(&config),
+                "gateway_public_key": hex::encode(gateway.public_key()),
+            }),
+        )
+        .await;
 
         let (detect_control, control_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -163,6 +187,7 @@ impl Platform {
             counters: counters.clone(),
             detect_control,
             started: Instant::now(),
+            gateway: gateway.clone(),
         });
 
         let detect_task = tokio::spawn(detect_worker(
@@ -180,6 +205,11 @@ impl Platform {
             counters.clone(),
         ));
         let background = vec![
+            tokio::spawn(crate::gateway::run(
+                gateway.clone(),
+                gateway_states,
+                gateway_alerts,
+            )),
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -283,6 +313,11 @@ impl Platform {
         self.inner.counters.clone()
     }
 
+    /// The command gateway (see `app::gateway::all_clear`).
+    pub fn gateway(&self) -> Arc<gateway::Gateway> {
+        self.inner.gateway.clone()
+    }
+
     /// Live figures (the same as `GET /api/v1/status`).
     pub fn status(&self) -> web::Status {
         status(&self.inner)
@@ -320,6 +355,14 @@ impl Platform {
         );
         Ok(())
     }
+}
+
+/// SHA-256 of the config as loaded (after interpolation), so the audit log shows when the
+/// configuration changed between starts.
+fn config_sha256(config: &Config) -> String {
+    use sha2::Digest;
+    let text = toml::to_string(config).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 fn meta(device: &Device) -> DeviceMeta {
@@ -542,6 +585,15 @@ impl web::Platform for ApiPlatform {
             .send(DetectControl::Device(device.id.clone(), meta(&device)));
         inner.directory.put(device.clone());
         tracing::info!(device_id = %device.id, class = %device.class, "device registered");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.registered",
+            Some(device.id.as_str()),
+            "ok",
+            serde_json::json!({"class": device.class, "zone": device.zone}),
+        )
+        .await;
         Ok((device, secret))
     }
 
@@ -567,6 +619,15 @@ impl web::Platform for ApiPlatform {
             refused = errors.len(),
             "device inventory imported"
         );
+        crate::audit::record_or_log(
+            self.0.store.as_ref(),
+            "api",
+            "devices.imported",
+            None,
+            "ok",
+            serde_json::json!({"imported": imported, "refused": errors.len()}),
+        )
+        .await;
         Ok(web::ImportReport {
             imported,
             errors: errors
@@ -597,12 +658,68 @@ impl web::Platform for ApiPlatform {
         inner.directory.put(device.clone());
         inner.broker.disconnect_device(id.as_str(), reason);
         tracing::warn!(device_id = %id, reason, "device revoked");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.revoked",
+            Some(id.as_str()),
+            "ok",
+            serde_json::json!({"reason": reason}),
+        )
+        .await;
         Ok(device)
     }
 
     fn status(&self) -> web::Status {
         status(&self.0)
     }
+
+    async fn submit_command(
+        &self,
+        principal: &web::Principal,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let request: gateway::CommandRequest = serde_json::from_value(request)
+            .map_err(|e| web::PlatformError::invalid(format!("invalid command: {e}")))?;
+        let command = self
+            .0
+            .gateway
+            .submit(&who, request, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn approve_command(
+        &self,
+        principal: &web::Principal,
+        id: &str,
+        payload_sha256: &str,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let command = self
+            .0
+            .gateway
+            .approve(&who, id, payload_sha256, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn get_command(&self, id: &str) -> Result<Option<serde_json::Value>, web::PlatformError> {
+        match self.0.gateway.get(id).await {
+            Ok(command) => serde_json::to_value(command)
+                .map(Some)
+                .map_err(|e| web::PlatformError::internal(e.to_string())),
+            Err(gateway::GatewayError::NotFound(_)) => Ok(None),
+            Err(err) => Err(gateway_error(err)),
+        }
+    }
+}
+
+fn gateway_error(err: gateway::GatewayError) -> web::PlatformError {
+    web::PlatformError::new(err.code(), err.to_string())
 }
 
 /// Builds a device from an API request, hashing (or generating) its secret.

@@ -127,8 +127,11 @@ impl Engine {
         match &event.kind {
             EventKind::Security(sec) => self.on_security(event, sec, out),
             EventKind::State { readings } => self.on_state(event, readings, out),
-            EventKind::Command { .. } => {
-                if let Some(id) = &event.device_id {
+            EventKind::Command { action, .. } => {
+                // A silencing command (the gateway's all-clear) explains no later actuation.
+                if let Some(id) = &event.device_id
+                    && !is_deactivation(action)
+                {
                     self.last_command.insert(id.clone(), event.ts);
                 }
             }
@@ -355,6 +358,12 @@ struct AlertDraft {
     source: Option<String>,
     title: String,
     explanation: String,
+}
+
+/// Commands that stop an actuator (a siren's cancel or all-clear, as the gateway's default
+/// `siren_cancels` names them): they authorise no actuation.
+fn is_deactivation(action: &str) -> bool {
+    matches!(action, "silence" | "cancel" | "stop" | "off" | "all_clear")
 }
 
 /// The state reading that means "this actuator is acting" for classes whose uncommanded

@@ -93,6 +93,8 @@ struct State {
     counters: HashMap<DeviceId, u64>,
     /// When the gateway last delivered an activation to each siren.
     activations: HashMap<DeviceId, Timestamp>,
+    /// The last uncommanded actuation (alert `last_ts`) answered with an all-clear, per siren.
+    answered: HashMap<DeviceId, Timestamp>,
     backlog: Vec<AuditNote>,
 }
 
@@ -502,14 +504,17 @@ impl Gateway {
                     command = live.clone();
                     if command.state.is_final() {
                         state.active.remove(&command.id);
-                        true
+                        Some(true)
                     } else {
-                        false
+                        Some(false)
                     }
                 }
                 // Every ack arrived (and was recorded) while we were delivering.
-                None => return self.get(&command.id).await,
+                None => None,
             }
+        };
+        let Some(finished) = finished else {
+            return self.get(&command.id).await;
         };
         if finished {
             self.finish(&command, now).await;
@@ -625,37 +630,35 @@ impl Gateway {
         let error = text("ack.error");
         let (finished, late) = {
             let mut state = self.state.lock();
-            let Some(command) = state.active.get_mut(&id) else {
-                drop(state);
-                if !ok {
-                    self.device_refused_late(device, &id, error, now).await;
-                }
-                return;
-            };
-            let delivery = command
-                .deliveries
-                .iter_mut()
-                .find(|d| &d.device == device && d.state == DeliveryState::Sent);
-            match delivery {
-                Some(d) => {
-                    d.state = if ok {
-                        DeliveryState::Acked
-                    } else {
-                        DeliveryState::Refused
-                    };
-                    d.acked_at = Some(now);
-                    d.error = error.clone();
-                    command.updated_at = now;
-                    command.settle();
-                    if command.state.is_final() {
-                        let done = command.clone();
-                        state.active.remove(&id);
-                        (Some(done), false)
-                    } else {
-                        (None, false)
+            match state.active.get_mut(&id) {
+                None => (None, !ok),
+                Some(command) => {
+                    let delivery = command
+                        .deliveries
+                        .iter_mut()
+                        .find(|d| &d.device == device && d.state == DeliveryState::Sent);
+                    match delivery {
+                        Some(d) => {
+                            d.state = if ok {
+                                DeliveryState::Acked
+                            } else {
+                                DeliveryState::Refused
+                            };
+                            d.acked_at = Some(now);
+                            d.error = error.clone();
+                            command.updated_at = now;
+                            command.settle();
+                            if command.state.is_final() {
+                                let done = command.clone();
+                                state.active.remove(&id);
+                                (Some(done), false)
+                            } else {
+                                (None, false)
+                            }
+                        }
+                        None => (None, !ok),
                     }
                 }
-                None => (None, !ok),
             }
         };
         if let Some(command) = finished {
@@ -765,8 +768,7 @@ impl Gateway {
         alert: &Alert,
         now: Timestamp,
     ) -> Option<Result<Command, GatewayError>> {
-        if !self.config.auto_all_clear || alert.rule != "actuation.uncommanded" || alert.count != 1
-        {
+        if !self.config.auto_all_clear || alert.rule != "actuation.uncommanded" {
             return None;
         }
         let device = alert.device_id.as_ref()?;
@@ -774,11 +776,24 @@ impl Gateway {
         if target.class != DeviceClass::Siren {
             return None;
         }
-        let authorised = self.state.lock().activations.get(device).is_some_and(|at| {
-            alert.ts.as_millis() - at.as_millis() <= self.config.reconcile_window_ms()
-        });
-        if authorised {
-            return None;
+        {
+            // Detection emits the alert again (count + 1) for each new actuation; answer each
+            // once.
+            let mut state = self.state.lock();
+            let authorised = state.activations.get(device).is_some_and(|at| {
+                alert.last_ts.as_millis() - at.as_millis() <= self.config.reconcile_window_ms()
+            });
+            if authorised {
+                return None;
+            }
+            if state
+                .answered
+                .get(device)
+                .is_some_and(|last| *last >= alert.last_ts)
+            {
+                return None;
+            }
+            state.answered.insert(device.clone(), alert.last_ts);
         }
         self.stats.auto_all_clears.fetch_add(1, Ordering::Relaxed);
         let reason = format!("automatic all-clear: alert {} ({})", alert.id, alert.title);

@@ -809,8 +809,13 @@ async fn uncommanded_sirens_get_an_automatic_all_clear() {
         ("silence", "citysec", CommandState::Delivered)
     );
     assert_eq!(w.sent.lock().len(), 1);
-    // Repeats of the alert, other classes and other rules: nothing.
-    assert!(g.on_alert(&alert("siren-1", 2, 10), at(10)).await.is_none());
+    // The same emission twice: answered once. A repeat (a new actuation) is answered.
+    assert!(g.on_alert(&alert("siren-1", 1, 0), at(6)).await.is_none());
+    let mut repeat = alert("siren-1", 2, 0);
+    repeat.last_ts = at(8);
+    assert!(g.on_alert(&repeat, at(8)).await.unwrap().is_ok());
+    assert_eq!(w.sent.lock().len(), 2);
+    // Other classes and other rules: nothing.
     assert!(g.on_alert(&alert("light-1", 1, 10), at(10)).await.is_none());
     let mut other = alert("siren-1", 1, 10);
     other.rule = "auth.brute_force.device".into();
@@ -845,6 +850,18 @@ async fn uncommanded_sirens_get_an_automatic_all_clear() {
             .await
             .is_none()
     );
+}
+
+#[test]
+fn gateway_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let w = world();
+    let g = gateway(&w);
+    send(&g.submit(&alice(), req(&["light-1"], "on"), at(0)));
+    send(&g.approve(&alice(), "x", "y", at(0)));
+    send(&g.on_ack(&id("light-1"), &[], at(0)));
+    send(&g.tick(at(0)));
+    send(&g.on_alert(&alert("siren-1", 1, 0), at(0)));
 }
 
 #[test]
