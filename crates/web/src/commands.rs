@@ -11,7 +11,7 @@ use axum::extract::State;
 use model::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use store::audit::{AuditRecord, ChainReport, CommandQuery};
+use store::audit::{ChainReport, CommandQuery, StoredAudit};
 
 use crate::Shared;
 use crate::api::{Items, MAX_LIMIT};
@@ -161,10 +161,11 @@ pub(crate) struct AuditParams {
     limit: Option<String>,
 }
 
-/// One page of the log, with each record's stored body (what the hash covers).
+/// One page of the log as stored: each record's `body` is the exact canonical JSON its hash
+/// covers, so an export can be verified with SHA-256 alone.
 #[derive(Debug, Serialize)]
 pub(crate) struct AuditPage {
-    items: Vec<AuditRecord>,
+    items: Vec<StoredAudit>,
     /// Pass as `after` for the next page; absent at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<u64>,
@@ -186,9 +187,8 @@ pub(crate) async fn list_audit(
     let next_after = (rows.len() == limit)
         .then(|| rows.last().map(|r| r.seq))
         .flatten();
-    let items = rows
-        .iter()
-        .map(|r| r.record())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(AuditPage { items, next_after }))
+    Ok(axum::Json(AuditPage {
+        items: rows,
+        next_after,
+    }))
 }

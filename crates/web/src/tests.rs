@@ -1462,7 +1462,9 @@ async fn command_and_audit_routes() {
         .await
         .assert_error(StatusCode::FORBIDDEN, "forbidden");
     let reply = f.get("/api/v1/audit?after=0", ADMIN).await;
-    assert_eq!(reply.json()["items"][0]["actor"], "alice");
+    let body: Json =
+        serde_json::from_str(reply.json()["items"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["actor"], "alice");
     assert_eq!(reply.json()["items"][0]["seq"], 1);
     f.get("/api/v1/audit/verify", VIEWER)
         .await
