@@ -1,6 +1,8 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod audit;
+mod command;
 mod demo;
 mod device;
 mod duration;
@@ -55,6 +57,12 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Send and approve actuator commands through the command gateway.
+    #[command(subcommand)]
+    Command(command::CommandCommand),
+    /// Verify and export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +108,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Command(cmd) => command::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
