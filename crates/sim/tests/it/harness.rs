@@ -118,25 +118,35 @@ impl City {
         count: u32,
         timeout: Duration,
     ) -> Result<Instant> {
-        let store = self.platform.store();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let alerts = store
-                .list_alerts(&AlertQuery {
-                    device_id: Some(device.clone()),
-                    rule: Some("actuation.uncommanded".into()),
-                    limit: 1,
-                    ..AlertQuery::default()
-                })
-                .await?;
-            if alerts.first().is_some_and(|a| a.count >= count) {
-                return Ok(Instant::now());
-            }
-            if Instant::now() > deadline {
-                bail!("no alert #{count} for {device} within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        alert_stored(self.platform.store(), device.clone(), count, timeout).await
+    }
+}
+
+/// Polls `store` every millisecond until `device`'s `actuation.uncommanded` alert has at
+/// least `count` occurrences; returns when it saw it.
+pub async fn alert_stored(
+    store: Arc<dyn store::Store>,
+    device: DeviceId,
+    count: u32,
+    timeout: Duration,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alerts = store
+            .list_alerts(&AlertQuery {
+                device_id: Some(device.clone()),
+                rule: Some("actuation.uncommanded".into()),
+                limit: 1,
+                ..AlertQuery::default()
+            })
+            .await?;
+        if alerts.first().is_some_and(|a| a.count >= count) {
+            return Ok(Instant::now());
         }
+        if Instant::now() > deadline {
+            bail!("no alert #{count} for {device} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
