@@ -47,7 +47,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("sim", &["model", "app", "verifier"]),
-    ("cli", &["app", "sim", "model", "store", "stix", "pki", "gateway"]),
+    (
+        "cli",
+        &["app", "sim", "model", "store", "stix", "pki", "gateway"],
+    ),
     ("test-support", &["model"]),
     ("xtask", &[]),
 ];

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod detect;
 pub mod directory;
 pub mod gateway;
 pub mod inventory;

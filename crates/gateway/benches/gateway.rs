@@ -60,7 +60,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("verify at the device", |b| {
         b.iter(|| {
             let mut v = verifier::Verifier::new(&key, 0).unwrap();
-            v.check("light-0001", &payload, 1_790_000_000_001).unwrap().counter
+            v.check("light-0001", &payload, 1_790_000_000_001)
+                .unwrap()
+                .counter
         })
     });
 }

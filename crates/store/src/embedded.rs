@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
+mod detect;
 mod gateway;
 
 /// The most rows one list call returns.
@@ -22,6 +23,7 @@ const PRUNE_CHUNK: i64 = 5_000;
 /// Migrations in order; entry `i` moves the schema to `user_version = i + 1`.
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_detect", include_str!("../migrations/0002_detect.sql")),
     (
         "0005_gateway",
         include_str!("../migrations/0005_gateway.sql"),

@@ -12,6 +12,7 @@ use model::{
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+mod detect;
 mod embedded;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ mod tests;
 pub mod testsuite;
 
 pub use crate::audit::{AuditStore, GatewayStore};
+pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 
 /// Errors a store reports.
@@ -106,7 +108,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: AuditStore + GatewayStore + Send + Sync + 'static {
+pub trait Store: AuditStore + DetectStore + GatewayStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

@@ -125,7 +125,12 @@ fn commands_and_audit_through_the_cli() {
     let out = run_ok(&mut with(&["audit", "verify"]));
     assert!(out.starts_with("audit log intact:"), "{out}");
     let export = dir.path().join("audit.jsonl");
-    run_ok(&mut with(&["audit", "export", "--out", export.to_str().unwrap()]));
+    run_ok(&mut with(&[
+        "audit",
+        "export",
+        "--out",
+        export.to_str().unwrap(),
+    ]));
     let text = std::fs::read_to_string(&export).unwrap();
     let actions: Vec<String> = text
         .lines()

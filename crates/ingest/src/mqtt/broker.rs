@@ -272,7 +272,6 @@ impl Publisher {
         }
         queued
     }
-
 }
 
 /// Resolves once shutdown was requested (the watch guard is dropped before returning).
