@@ -461,8 +461,8 @@ fn an_all_clear_does_not_explain_the_next_actuation() {
          @00:00:03 state siren-0001 sounding=false
          @00:00:10 state siren-0001 sounding=true",
         expect![[r#"
-            @00:00:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
-            @00:00:10 actuation.uncommanded critical count=2 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:00:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:00:10 actuation.uncommanded critical count=2 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
         "#]],
     );
 }

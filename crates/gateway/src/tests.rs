@@ -782,6 +782,7 @@ fn alert(device: &str, count: u32, ts: i64) -> Alert {
     Alert {
         id: AlertId("al-1".into()),
         rule: "actuation.uncommanded".into(),
+        key: device.into(),
         severity: Severity::Critical,
         ts: at(ts),
         last_ts: at(ts),
