@@ -58,8 +58,8 @@ enum Command {
     #[command(subcommand)]
     Stix(stix::StixCommand),
     /// Send and approve actuator commands through the command gateway.
-    #[command(subcommand)]
-    Command(command::CommandCommand),
+    #[command(subcommand, name = "command")]
+    Gateway(command::CommandCommand),
     /// Verify and export the hash-chained audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -122,7 +122,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
-        Command::Command(cmd) => command::run(cmd),
+        Command::Gateway(cmd) => command::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;

@@ -698,10 +698,10 @@ impl Gateway {
             let mut finished = Vec::new();
             for command in state.active.values_mut() {
                 match command.state {
-                    CommandState::PendingApproval => {
-                        if command.approval_expires_at.is_some_and(|at| now >= at) {
-                            expired.push(command.clone());
-                        }
+                    CommandState::PendingApproval
+                        if command.approval_expires_at.is_some_and(|at| now >= at) =>
+                    {
+                        expired.push(command.clone());
                     }
                     CommandState::Delivered => {
                         let mut changed = false;

@@ -150,8 +150,10 @@ fn world() -> Arc<World> {
 }
 
 fn config() -> GatewayConfig {
-    let mut config = GatewayConfig::default();
-    config.max_devices_per_request = 20;
+    let mut config = GatewayConfig {
+        max_devices_per_request: 20,
+        ..GatewayConfig::default()
+    };
     // HVAC only at night, to test the hours.
     for rule in &mut config.rules {
         rule.classes.retain(|c| *c != DeviceClass::Hvac);

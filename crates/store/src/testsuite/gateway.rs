@@ -94,20 +94,26 @@ pub async fn command_counters_increase(backend: &dyn Backend) {
     store.close().await.unwrap();
     let store = backend.open().await;
     assert_eq!(
-        store.next_command_counters(&[a.clone()], 0).await.unwrap(),
+        store
+            .next_command_counters(std::slice::from_ref(&a), 0)
+            .await
+            .unwrap(),
         vec![4]
     );
     assert_eq!(store.next_command_counters(&[b], 0).await.unwrap(), vec![2]);
     // A floor moves the counter up, never down.
     assert_eq!(
         store
-            .next_command_counters(&[a.clone()], 1_000)
+            .next_command_counters(std::slice::from_ref(&a), 1_000)
             .await
             .unwrap(),
         vec![1_000]
     );
     assert_eq!(
-        store.next_command_counters(&[a.clone()], 10).await.unwrap(),
+        store
+            .next_command_counters(std::slice::from_ref(&a), 10)
+            .await
+            .unwrap(),
         vec![1_001]
     );
     assert_eq!(
