@@ -49,7 +49,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sim", &["model", "app", "verifier"]),
     (
         "cli",
-        &["app", "sim", "model", "store", "stix", "pki", "gateway"],
+        &[
+            "app", "sim", "model", "store", "stix", "pki", "detect", "gateway",
+        ],
     ),
     ("test-support", &["model"]),
     ("xtask", &[]),

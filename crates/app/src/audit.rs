@@ -55,6 +55,31 @@ pub async fn record_or_log(
     }
 }
 
+/// The incident service's audit port (`response::Auditor`), written to the hash-chained log:
+/// one record per response action, before its effect is reported.
+pub struct StoreAuditor {
+    pub store: std::sync::Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl crate::response::Auditor for StoreAuditor {
+    async fn record(&self, entry: crate::response::AuditEntry) -> Result<(), String> {
+        let record = AuditEntry {
+            ts: entry.at,
+            actor: entry.actor,
+            action: entry.action,
+            subject: Some(entry.device_id.to_string()),
+            outcome: entry.outcome,
+            detail: serde_json::json!({"incident_id": entry.incident_id, "device": entry.device_id}),
+        };
+        self.store
+            .append_audit(&[record])
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("failed to write the audit log: {e}"))
+    }
+}
+
 /// Checks the whole chain in the store.
 pub async fn verify(store: &dyn Store) -> anyhow::Result<ChainReport> {
     store

@@ -31,6 +31,15 @@ pub struct Config {
     pub detect: detect::DetectConfig,
     #[serde(default)]
     pub gateway: gateway::GatewayConfig,
+    /// `[incidents]`: how alerts are grouped into incidents.
+    #[serde(default)]
+    pub incidents: incident::CorrelatorConfig,
+    /// `[[playbooks]]`: which alert rules trigger which response actions.
+    #[serde(default)]
+    pub playbooks: Vec<incident::Playbook>,
+    /// `[integrations]`: forwarding to the city's SIEM (syslog, webhooks).
+    #[serde(default)]
+    pub integrations: crate::integrations::IntegrationsConfig,
 }
 
 /// `[http]`.
@@ -217,6 +226,8 @@ impl Config {
             bail!("detect.brute_force thresholds must be at least 1");
         }
         self.gateway.validate().map_err(anyhow::Error::msg)?;
+        crate::incidents::validate_playbooks(&self.playbooks)?;
+        self.integrations.validate()?;
         Ok(())
     }
 

@@ -253,6 +253,37 @@ pub async fn run(
     gateway.tick(Timestamp::now()).await;
 }
 
+/// The incident service's gateway port (`response::ActuatorGateway`): the playbook's
+/// `silence_siren` sends an all-clear through the gateway. When the gateway's own
+/// reconciliation already sent one to this siren in the last few seconds (it answers
+/// `actuation.uncommanded` itself), that one is reported instead of sending a second.
+pub struct PlaybookGateway(pub Arc<Gateway>);
+
+/// An all-clear to the same siren within this long counts as the one asked for.
+const RECENT_CANCEL_MS: i64 = 5_000;
+
+#[async_trait]
+impl crate::response::ActuatorGateway for PlaybookGateway {
+    async fn all_clear(&self, device: &DeviceId, actor: &str) -> Result<String, String> {
+        let now = Timestamp::now();
+        if let Some(id) = self.0.recent_cancel(device, now, RECENT_CANCEL_MS) {
+            return Ok(format!(
+                "all-clear {id} already sent to {device} by the gateway"
+            ));
+        }
+        let reason = format!("response action by {actor}");
+        match all_clear(&self.0, device, actor, &reason).await {
+            Ok(command) => Ok(format!(
+                "all-clear {} {} ({})",
+                command.id,
+                command.state,
+                command.outcome.as_deref().unwrap_or("sent")
+            )),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
 /// Silences a siren through the gateway, one step, on behalf of the platform itself
 /// (`actor` names the part, e.g. `playbook:uncommanded-siren`).
 pub async fn all_clear(

@@ -93,6 +93,8 @@ pub struct Platform {
     http_task: JoinHandle<()>,
     detect_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
+    incidents: Arc<crate::incidents::IncidentService>,
+    incident_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -167,6 +169,7 @@ impl Platform {
         let writer_sub = bus.subscribe("obs.*", "store").await?;
         let gateway_states = bus.subscribe("obs.state", "gateway").await?;
         let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
+        let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
@@ -226,6 +229,33 @@ impl Platform {
             config.store.telemetry(),
             counters.clone(),
         ));
+        // Incidents, response actions and SIEM forwarding. The gateway and audit ports are
+        // where the command gateway and the audit log plug in.
+        let forwarder = Arc::new(
+            crate::integrations::Forwarder::start(config.integrations.clone())
+                .context("failed to start the integrations")?,
+        );
+        let actuators: Arc<dyn crate::response::ActuatorGateway> =
+            Arc::new(crate::gateway::PlaybookGateway(gateway.clone()));
+        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::audit::StoreAuditor {
+            store: store.clone(),
+        });
+        let incidents = Arc::new(
+            crate::incidents::IncidentService::start(
+                config.incidents.clone(),
+                config.playbooks.clone(),
+                store.clone(),
+                crate::response::Executor {
+                    inner: inner.clone(),
+                    gateway: actuators,
+                },
+                auditor,
+                forwarder.clone(),
+            )
+            .await
+            .context("failed to start the incident service")?,
+        );
+        let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let background = vec![
             tokio::spawn(crate::gateway::run(
                 gateway.clone(),
@@ -244,10 +274,15 @@ impl Platform {
         let ready = Arc::new(AtomicBool::new(false));
         let api = web::ApiState {
             store: store.clone(),
-            platform: Arc::new(ApiPlatform(inner.clone())),
+            platform: Arc::new(ApiPlatform(inner.clone(), incidents.clone())),
             metrics: {
                 let inner = inner.clone();
-                Arc::new(move || metrics::render(&inner))
+                let forwarder = forwarder.clone();
+                Arc::new(move || {
+                    let mut text = metrics::render(&inner);
+                    text.push_str(&crate::integrations::render_metrics(&forwarder));
+                    text
+                })
             },
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
@@ -265,7 +300,11 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    if let Err(err) = axum::serve(tls, router)
+                    // The peer address reaches handlers (login rate limits per source).
+                    let service = router
+                        .layer(axum::middleware::from_fn(tls::peer_connect_info))
+                        .into_make_service_with_connect_info::<tls::Peer>();
+                    if let Err(err) = axum::serve(tls, service)
                         .with_graceful_shutdown(graceful)
                         .await
                     {
@@ -274,7 +313,8 @@ impl Platform {
                 })
             }
             _ => tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(err) = axum::serve(listener, service)
                     .with_graceful_shutdown(graceful)
                     .await
                 {
@@ -294,6 +334,8 @@ impl Platform {
             http_task,
             detect_task,
             writer_task,
+            incidents,
+            incident_task,
             background,
         })
     }
@@ -331,6 +373,11 @@ impl Platform {
         self.inner.store.clone()
     }
 
+    /// The incident service (correlation, response actions, SIEM forwarding).
+    pub fn incidents(&self) -> Arc<crate::incidents::IncidentService> {
+        self.incidents.clone()
+    }
+
     pub fn counters(&self) -> Arc<Counters> {
         self.inner.counters.clone()
     }
@@ -363,6 +410,11 @@ impl Platform {
         self.inner.bus.close().await;
         let _ = self.detect_task.await;
         let _ = self.writer_task.await;
+        let _ = self.incident_task.await;
+        self.incidents
+            .forwarder()
+            .shutdown(Duration::from_secs(2))
+            .await;
         for task in self.background {
             task.abort();
         }
@@ -387,12 +439,13 @@ fn config_sha256(config: &Config) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn meta(device: &Device) -> DeviceMeta {
+pub(crate) fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),
         firmware: device.firmware.clone(),
         addresses: device.addresses.clone(),
+        quarantined: device.status == DeviceStatus::Quarantined,
         credentials: device
             .credentials
             .iter()
@@ -604,7 +657,7 @@ async fn retention(store: Arc<dyn Store>, days: u32, mut shutdown: watch::Receiv
 }
 
 /// The API's view of the platform.
-struct ApiPlatform(Arc<Inner>);
+struct ApiPlatform(Arc<Inner>, Arc<crate::incidents::IncidentService>);
 
 #[async_trait]
 impl web::Platform for ApiPlatform {
@@ -791,6 +844,19 @@ impl web::Platform for ApiPlatform {
 
     fn detect_status(&self) -> web::detect::DetectStatus {
         self.0.detect_status.read().clone()
+    }
+
+    async fn update_incident(
+        &self,
+        id: &model::IncidentId,
+        request: web::IncidentRequest,
+        actor: &web::Principal,
+    ) -> Result<web::IncidentUpdate, web::PlatformError> {
+        self.1.update(id, request, actor).await
+    }
+
+    fn integrations_status(&self) -> Option<serde_json::Value> {
+        Some(self.1.forwarder().status())
     }
 
     async fn submit_command(

@@ -397,6 +397,10 @@ pub(crate) fn api(
     let agent = agent();
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("PATCH", Some(body)) => agent
+            .patch(&url)
+            .header("Authorization", &auth)
+            .send_json(body),
         (_, Some(body)) => agent.post(&url).header("Authorization", &auth).send_json(body),
         (_, None) => agent.post(&url).header("Authorization", &auth).send_empty(),
     }

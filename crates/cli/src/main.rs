@@ -2,14 +2,17 @@
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
 mod audit;
+mod bench;
 mod command;
 mod demo;
 mod device;
 mod duration;
+mod incident;
 mod pki;
 mod serve;
 mod simulate;
 mod stix;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +66,15 @@ enum Command {
     /// Verify and export the hash-chained audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +136,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Gateway(cmd) => command::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::User(cmd) => user::run(cmd),
+        Command::Incident(cmd) => incident::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

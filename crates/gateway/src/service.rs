@@ -93,6 +93,8 @@ struct State {
     counters: HashMap<DeviceId, u64>,
     /// When the gateway last delivered an activation to each siren.
     activations: HashMap<DeviceId, Timestamp>,
+    /// The last cancel delivered to each siren: when and which command.
+    cancels: HashMap<DeviceId, (Timestamp, String)>,
     /// The last uncommanded actuation (alert `last_ts`) answered with an all-clear, per siren.
     answered: HashMap<DeviceId, Timestamp>,
     backlog: Vec<AuditNote>,
@@ -488,6 +490,13 @@ impl Gateway {
                     }
                 }
             }
+            if command.kind == Some(CommandKind::Cancel) {
+                for t in &targets {
+                    state
+                        .cancels
+                        .insert(t.id.clone(), (now, command.id.clone()));
+                }
+            }
             match state.active.get_mut(&command.id) {
                 Some(live) => {
                     for (device, error) in unreachable {
@@ -801,6 +810,18 @@ impl Gateway {
             self.all_clear(device, &Principal::system("citysec"), &reason, now)
                 .await,
         )
+    }
+
+    /// The id of a cancel delivered to `device` within `within_ms` before `now`, if any.
+    pub fn recent_cancel(
+        &self,
+        device: &DeviceId,
+        now: Timestamp,
+        within_ms: i64,
+    ) -> Option<String> {
+        let state = self.state.lock();
+        let (at, id) = state.cancels.get(device)?;
+        (now.as_millis() - at.as_millis() <= within_ms).then(|| id.clone())
     }
 
     /// A command by id: the live copy while it is active, else the ledger's.

@@ -13,6 +13,7 @@ use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store,
 
 mod detect;
 mod gateway;
+mod users;
 
 /// The most rows one list call returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -27,6 +28,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_gateway",
         include_str!("../migrations/0005_gateway.sql"),
+    ),
+    (
+        "0007_incidents",
+        include_str!("../migrations/0007_incidents.sql"),
     ),
 ];
 
