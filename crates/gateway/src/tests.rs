@@ -842,6 +842,22 @@ async fn uncommanded_sirens_get_an_automatic_all_clear() {
             .await
             .is_some()
     );
+    assert_eq!(g.stats.auto_all_clears.load(Ordering::Relaxed), 3);
+    // The playbook's all-clear can tell that one just went out.
+    let last = w.sent.lock().len();
+    assert!(
+        g.recent_cancel(&id("siren-2"), at(205_000), 5_000)
+            .is_some()
+    );
+    assert!(
+        g.recent_cancel(&id("siren-2"), at(205_001), 5_000)
+            .is_none()
+    );
+    assert!(
+        g.recent_cancel(&id("light-1"), at(200_000), 5_000)
+            .is_none()
+    );
+    assert_eq!(w.sent.lock().len(), last);
 
     let off = GatewayConfig {
         auto_all_clear: false,
