@@ -255,21 +255,36 @@ pub async fn run(
 
 /// The incident service's gateway port (`response::ActuatorGateway`): the playbook's
 /// `silence_siren` sends an all-clear through the gateway. When the gateway's own
-/// reconciliation already sent one to this siren in the last few seconds (it answers
-/// `actuation.uncommanded` itself), that one is reported instead of sending a second.
+/// reconciliation sent one to this siren in the last few seconds (both answer
+/// `actuation.uncommanded`), that one is reported instead of sending a second.
 pub struct PlaybookGateway(pub Arc<Gateway>);
 
-/// An all-clear to the same siren within this long counts as the one asked for.
-const RECENT_CANCEL_MS: i64 = 5_000;
+/// How long the playbook waits for the gateway's own all-clear before sending one.
+const OWN_ALL_CLEAR_WAIT: Duration = Duration::from_secs(1);
+/// An all-clear to the same siren this recent is the one the playbook asks for.
+const RECENT_ALL_CLEAR_MS: i64 = 5_000;
 
 #[async_trait]
 impl crate::response::ActuatorGateway for PlaybookGateway {
     async fn all_clear(&self, device: &DeviceId, actor: &str) -> Result<String, String> {
-        let now = Timestamp::now();
-        if let Some(id) = self.0.recent_cancel(device, now, RECENT_CANCEL_MS) {
-            return Ok(format!(
-                "all-clear {id} already sent to {device} by the gateway"
-            ));
+        // The gateway answers `actuation.uncommanded` itself (when `auto_all_clear`); the
+        // playbook reacts to the same alert, so it first looks for that all-clear.
+        if self.0.config().auto_all_clear {
+            let deadline = tokio::time::Instant::now() + OWN_ALL_CLEAR_WAIT;
+            loop {
+                if let Some(id) =
+                    self.0
+                        .recent_cancel(device, Timestamp::now(), RECENT_ALL_CLEAR_MS)
+                {
+                    return Ok(format!(
+                        "all-clear {id} already sent to {device} by the gateway"
+                    ));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         let reason = format!("response action by {actor}");
         match all_clear(&self.0, device, actor, &reason).await {

@@ -48,6 +48,7 @@ pub enum GatewayError {
     Refused { id: String, reason: Refusal },
     #[error("command {0} not found")]
     NotFound(String),
+
     #[error("command store unavailable: {0}")]
     Unavailable(String),
 }
@@ -804,8 +805,8 @@ impl Gateway {
             }
             state.answered.insert(device.clone(), alert.last_ts);
         }
-        self.stats.auto_all_clears.fetch_add(1, Ordering::Relaxed);
         let reason = format!("automatic all-clear: alert {} ({})", alert.id, alert.title);
+        self.stats.auto_all_clears.fetch_add(1, Ordering::Relaxed);
         Some(
             self.all_clear(device, &Principal::system("citysec"), &reason, now)
                 .await,

@@ -66,6 +66,7 @@ async fn uncommanded_siren_is_silenced_and_commands_are_tracked() {
         siren.report(false).await.unwrap();
         let command = settled(&city, &id).await;
         assert_eq!(command.state, CommandState::Acked, "{command:?}");
+        // The gateway's reconciliation; the incident playbook finds it and sends no second.
         assert_eq!(command.requested_by, "citysec");
         last = payload;
     }
