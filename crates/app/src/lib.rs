@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod detect;
 pub mod directory;
+mod flows;
 pub mod gateway;
 pub mod incidents;
 pub mod integrations;

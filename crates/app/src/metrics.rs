@@ -179,5 +179,6 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Audit entries waiting for the store (cancels sent while it was unreachable).",
         load(&g.audit_backlog) as f64,
     );
+    inner.flows.render_metrics(&mut out.0);
     out.0
 }
