@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Changes for the detection worker (devices registered, indicators received).
     pub detect_control: mpsc::UnboundedSender<DetectControl>,
     pub started: Instant,
+    /// The command gateway: the only path to an actuator.
+    pub gateway: Arc<gateway::Gateway>,
     /// What the detection worker last reported about its engine.
     pub detect_status: crate::detect::SharedStatus,
 }
@@ -167,6 +169,8 @@ impl Platform {
         // Consumers subscribe before the broker can publish anything.
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
+        let gateway_states = bus.subscribe("obs.state", "gateway").await?;
+        let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
         let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
@@ -175,6 +179,26 @@ impl Platform {
         });
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
+        let gateway = crate::gateway::build(
+            &config,
+            store.clone(),
+            bus.clone(),
+            directory.clone(),
+            broker.publisher(),
+            Arc::new(crate::gateway::NoAdvisories),
+        )?;
+        crate::audit::record_or_log(
+            store.as_ref(),
+            "citysec",
+            "config.loaded",
+            None,
+            "ok",
+            serde_json::json!({
+                "config_sha256": config_sha256(&config),
+                "gateway_public_key": hex::encode(gateway.public_key()),
+            }),
+        )
+        .await;
         let flows = crate::flows::Flows::start(&config.ingest.flow, directory.clone(), sink)?;
 
         let (detect_control, control_rx) = mpsc::unbounded_channel();
@@ -189,6 +213,7 @@ impl Platform {
             counters: counters.clone(),
             detect_control,
             started: Instant::now(),
+            gateway: gateway.clone(),
             detect_status: detect_status.clone(),
         });
 
@@ -214,9 +239,9 @@ impl Platform {
             crate::integrations::Forwarder::start(config.integrations.clone())
                 .context("failed to start the integrations")?,
         );
-        let gateway: Arc<dyn crate::response::ActuatorGateway> =
-            Arc::new(crate::response::NoGateway);
-        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::response::EventAuditor {
+        let actuators: Arc<dyn crate::response::ActuatorGateway> =
+            Arc::new(crate::gateway::PlaybookGateway(gateway.clone()));
+        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::audit::StoreAuditor {
             store: store.clone(),
         });
         let incidents = Arc::new(
@@ -226,7 +251,7 @@ impl Platform {
                 store.clone(),
                 crate::response::Executor {
                     inner: inner.clone(),
-                    gateway,
+                    gateway: actuators,
                 },
                 auditor,
                 forwarder.clone(),
@@ -236,6 +261,11 @@ impl Platform {
         );
         let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let mut background = vec![
+            tokio::spawn(crate::gateway::run(
+                gateway.clone(),
+                gateway_states,
+                gateway_alerts,
+            )),
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -375,6 +405,11 @@ impl Platform {
         self.inner.counters.clone()
     }
 
+    /// The command gateway (see `app::gateway::all_clear`).
+    pub fn gateway(&self) -> Arc<gateway::Gateway> {
+        self.inner.gateway.clone()
+    }
+
     /// Live figures (the same as `GET /api/v1/status`).
     pub fn status(&self) -> web::Status {
         status(&self.inner)
@@ -418,6 +453,14 @@ impl Platform {
         );
         Ok(())
     }
+}
+
+/// SHA-256 of the config as loaded (after interpolation), so the audit log shows when the
+/// configuration changed between starts.
+fn config_sha256(config: &Config) -> String {
+    use sha2::Digest;
+    let text = toml::to_string(config).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 pub(crate) fn meta(device: &Device) -> DeviceMeta {
@@ -660,6 +703,15 @@ impl web::Platform for ApiPlatform {
             .send(DetectControl::Device(device.id.clone(), meta(&device)));
         inner.directory.put(device.clone());
         tracing::info!(device_id = %device.id, class = %device.class, "device registered");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.registered",
+            Some(device.id.as_str()),
+            "ok",
+            serde_json::json!({"class": device.class, "zone": device.zone}),
+        )
+        .await;
         Ok((device, secret))
     }
 
@@ -685,6 +737,15 @@ impl web::Platform for ApiPlatform {
             refused = errors.len(),
             "device inventory imported"
         );
+        crate::audit::record_or_log(
+            self.0.store.as_ref(),
+            "api",
+            "devices.imported",
+            None,
+            "ok",
+            serde_json::json!({"imported": imported, "refused": errors.len()}),
+        )
+        .await;
         Ok(web::ImportReport {
             imported,
             errors: errors
@@ -715,6 +776,15 @@ impl web::Platform for ApiPlatform {
         inner.directory.put(device.clone());
         inner.broker.disconnect_device(id.as_str(), reason);
         tracing::warn!(device_id = %id, reason, "device revoked");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.revoked",
+            Some(id.as_str()),
+            "ok",
+            serde_json::json!({"reason": reason}),
+        )
+        .await;
         Ok(device)
     }
 
@@ -816,6 +886,53 @@ impl web::Platform for ApiPlatform {
     fn integrations_status(&self) -> Option<serde_json::Value> {
         Some(self.1.forwarder().status())
     }
+
+    async fn submit_command(
+        &self,
+        principal: &web::Principal,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let request: gateway::CommandRequest = serde_json::from_value(request)
+            .map_err(|e| web::PlatformError::invalid(format!("invalid command: {e}")))?;
+        let command = self
+            .0
+            .gateway
+            .submit(&who, request, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn approve_command(
+        &self,
+        principal: &web::Principal,
+        id: &str,
+        payload_sha256: &str,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let command = self
+            .0
+            .gateway
+            .approve(&who, id, payload_sha256, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn get_command(&self, id: &str) -> Result<Option<serde_json::Value>, web::PlatformError> {
+        match self.0.gateway.get(id).await {
+            Ok(command) => serde_json::to_value(command)
+                .map(Some)
+                .map_err(|e| web::PlatformError::internal(e.to_string())),
+            Err(gateway::GatewayError::NotFound(_)) => Ok(None),
+            Err(err) => Err(gateway_error(err)),
+        }
+    }
+}
+
+fn gateway_error(err: gateway::GatewayError) -> web::PlatformError {
+    web::PlatformError::new(err.code(), err.to_string())
 }
 
 /// Builds a device from an API request, hashing (or generating) its secret.

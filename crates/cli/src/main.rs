@@ -1,7 +1,9 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod audit;
 mod bench;
+mod command;
 mod demo;
 mod device;
 mod duration;
@@ -59,6 +61,12 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Send and approve actuator commands through the command gateway.
+    #[command(subcommand, name = "command")]
+    Gateway(command::CommandCommand),
+    /// Verify and export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
     #[command(subcommand)]
     User(user::UserCommand),
@@ -134,6 +142,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Gateway(cmd) => command::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::User(cmd) => user::run(cmd),
         Command::Incident(cmd) => incident::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| 0),

@@ -13,6 +13,7 @@ use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store,
 
 mod detect;
 mod intel;
+mod gateway;
 mod users;
 
 /// The most rows one list call returns.
@@ -26,6 +27,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_detect", include_str!("../migrations/0002_detect.sql")),
     ("0003_taxii", include_str!("../migrations/0003_taxii.sql")),
+    (
+        "0005_gateway",
+        include_str!("../migrations/0005_gateway.sql"),
+    ),
     (
         "0007_incidents",
         include_str!("../migrations/0007_incidents.sql"),

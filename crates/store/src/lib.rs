@@ -11,6 +11,7 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 mod detect;
 mod embedded;
 pub mod intel;
@@ -22,6 +23,7 @@ pub mod testsuite;
 pub mod testsuite_users;
 mod users;
 
+pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
@@ -115,7 +117,7 @@ pub struct StoreStats {
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
 pub trait Store:
-    DetectStore + UserStore + IncidentStore + IntelStore + Send + Sync + 'static
+    AuditStore + DetectStore + GatewayStore + UserStore + IncidentStore + IntelStore + Send + Sync + 'static
 {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;

@@ -19,6 +19,11 @@ use model::{
 use crate::{AlertQuery, ApiToken, DeviceQuery, EventQuery, Store, StoreStats};
 
 pub mod intel;
+mod gateway;
+pub use self::gateway::{
+    audit_appends_chain_and_verify, audit_survives_reopen, command_counters_increase,
+    commands_put_get_list,
+};
 
 /// A fresh, empty database for one test.
 #[async_trait]
@@ -50,6 +55,10 @@ macro_rules! testsuite {
             tokens,
             stats,
             close_and_reopen_persists,
+            audit_appends_chain_and_verify,
+            audit_survives_reopen,
+            command_counters_increase,
+            commands_put_get_list,
             detect_suppressions,
             detect_local_indicators,
         );

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod detect;
+mod gateway;
 
 fn citysec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_citysec"))
