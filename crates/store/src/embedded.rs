@@ -12,8 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
 mod detect;
-mod intel;
 mod gateway;
+mod intel;
 mod users;
 
 /// The most rows one list call returns.

@@ -117,7 +117,15 @@ pub struct StoreStats {
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
 pub trait Store:
-    AuditStore + DetectStore + GatewayStore + UserStore + IncidentStore + IntelStore + Send + Sync + 'static
+    AuditStore
+    + DetectStore
+    + GatewayStore
+    + UserStore
+    + IncidentStore
+    + IntelStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;

@@ -18,8 +18,8 @@ use model::{
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, EventQuery, Store, StoreStats};
 
-pub mod intel;
 mod gateway;
+pub mod intel;
 pub use self::gateway::{
     audit_appends_chain_and_verify, audit_survives_reopen, command_counters_increase,
     commands_put_get_list,
