@@ -4,14 +4,20 @@
 //!
 //! This crate does no IO and pulls in no runtime; engines and adapters agree on these types.
 
+mod advisory;
 mod alert;
 mod device;
 mod error;
 mod event;
 mod flow;
+mod report;
 mod time;
 pub mod topic;
 
+pub use crate::advisory::{
+    Advisory, AdvisoryArea, AdvisoryCircle, AdvisoryContent, AdvisoryMsgType, AdvisoryOrigin,
+    AdvisoryResource, AdvisoryState, AdvisoryStatus, AdvisoryText, Geocode,
+};
 pub use crate::alert::{Alert, AlertId, Evidence, Severity};
 pub use crate::device::{
     Credential, Device, DeviceClass, DeviceId, DeviceIdError, DeviceStatus, Location, Sector,
@@ -19,6 +25,7 @@ pub use crate::device::{
 pub use crate::error::ErrorCode;
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
 pub use crate::flow::{FlowRecord, proto};
+pub use crate::report::{CitizenReport, ReportCategory};
 pub use crate::time::Timestamp;
 
 #[cfg(test)]

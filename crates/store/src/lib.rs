@@ -11,12 +11,16 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
+mod advisory;
 mod embedded;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use crate::advisory::{
+    AdvisoryQuery, AdvisoryStore, ReadinessRecord, ReadinessStore, ReportQuery,
+};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 
 /// Errors a store reports.
@@ -104,7 +108,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AdvisoryStore + ReadinessStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

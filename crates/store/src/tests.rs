@@ -50,11 +50,13 @@ async fn open_creates_parent_dir_wal_and_schema_version() {
     let store = EmbeddedStore::open(&backend.path()).unwrap();
     assert!(backend.path().exists());
     assert_eq!(pragma(&backend.path(), "journal_mode"), "Text(\"wal\")");
-    assert_eq!(pragma(&backend.path(), "user_version"), "Integer(1)");
+    let latest = format!("Integer({})", crate::embedded::MIGRATIONS.len());
+    assert_eq!(pragma(&backend.path(), "user_version"), latest);
     store.close().await.unwrap();
     // Reopening an up-to-date database applies nothing and keeps the version.
     let store = EmbeddedStore::open(&backend.path()).unwrap();
-    assert_eq!(pragma(&backend.path(), "user_version"), "Integer(1)");
+    let latest = format!("Integer({})", crate::embedded::MIGRATIONS.len());
+    assert_eq!(pragma(&backend.path(), "user_version"), latest);
     store.close().await.unwrap();
 }
 

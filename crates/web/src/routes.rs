@@ -9,7 +9,7 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{IMPORT_BODY_LIMIT, Shared, api};
+use crate::{IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, advisories, api, readiness, reports};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +57,8 @@ pub struct Route {
 
 const VIEWER: Access = Access::Role(Role::Viewer);
 const ADMIN: Access = Access::Role(Role::Admin);
+const ANALYST: Access = Access::Role(Role::Analyst);
+const OPERATOR: Access = Access::Role(Role::Operator);
 
 /// Every route the API serves.
 pub static ROUTES: &[Route] = &[
@@ -137,6 +139,99 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/events",
         access: VIEWER,
         handler: |m| on(m, api::list_events),
+    },
+    // Public advisories: drafting (analyst), approving, issuing and cancelling (operator).
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/advisories",
+        access: VIEWER,
+        handler: |m| on(m, advisories::list),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories",
+        access: ANALYST,
+        handler: |m| on(m, advisories::draft),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/advisories/{id}",
+        access: VIEWER,
+        handler: |m| on(m, advisories::get),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/from-alert/{id}",
+        access: ANALYST,
+        handler: |m| on(m, advisories::draft_from_alert),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/approve",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::approve),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/issue",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::issue),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/cancel",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::cancel),
+    },
+    // The public CAP feed: issued documents only, signed.
+    Route {
+        verb: Verb::Get,
+        path: "/cap/feed.atom",
+        access: Access::Public,
+        handler: |m| on(m, advisories::feed),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/alerts/{id}",
+        access: Access::Public,
+        handler: |m| on(m, advisories::document),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/alerts/{id}/signature",
+        access: Access::Public,
+        handler: |m| on(m, advisories::signature),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/key.pem",
+        access: Access::Public,
+        handler: |m| on(m, advisories::public_key),
+    },
+    // Citizen reports: anonymous, rate-limited, size-limited.
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/reports",
+        access: Access::Public,
+        handler: |m| on(m, reports::submit_json).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/report",
+        access: Access::Public,
+        handler: |m| on(m, reports::form_page),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/report",
+        access: Access::Public,
+        handler: |m| on(m, reports::submit_form).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/readiness",
+        access: VIEWER,
+        handler: |m| on(m, readiness::get),
     },
 ];
 

@@ -146,6 +146,8 @@ struct Fixture {
     platform: Arc<FakePlatform>,
     ready: Arc<AtomicBool>,
     metrics_public: bool,
+    civic: Arc<civic::FakeCivic>,
+    report_limits: crate::ReportLimits,
 }
 
 fn id(s: &str) -> DeviceId {
@@ -276,12 +278,15 @@ async fn fixture() -> Fixture {
         store: store.clone(),
         revoked: Default::default(),
     });
+    let civic_store = store.clone();
     Fixture {
         _dir: dir,
         store,
         platform,
         ready: Arc::new(AtomicBool::new(true)),
         metrics_public: false,
+        civic: Arc::new(civic::FakeCivic { store: civic_store }),
+        report_limits: crate::ReportLimits::default(),
     }
 }
 
@@ -293,6 +298,10 @@ impl Fixture {
             metrics: Arc::new(|| "# TYPE citysec_up gauge\ncitysec_up 1\n".to_owned()),
             ready: self.ready.clone(),
             metrics_public: self.metrics_public,
+            advisories: self.civic.clone(),
+            reports: self.civic.clone(),
+            report_limits: self.report_limits.clone(),
+            readiness: self.civic.clone(),
         })
     }
 
@@ -1203,6 +1212,8 @@ impl Store for BrokenStore {
     }
 }
 
+civic::broken_civic_stores!(BrokenStore);
+
 #[tokio::test]
 async fn internal_failures_are_generic() {
     let mut f = fixture().await;
@@ -1225,6 +1236,7 @@ async fn internal_failures_are_generic() {
 fn concrete(path: &str) -> String {
     path.replace("/devices/{id}", "/devices/pump-1")
         .replace("/alerts/{id}", "/alerts/alert-1")
+        .replace("/advisories/{id}", "/advisories/adv-1")
 }
 
 #[test]
@@ -1346,3 +1358,5 @@ fn token_sha256_is_lowercase_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+mod civic;
