@@ -21,6 +21,7 @@
 
 mod config;
 mod indicator;
+mod reports;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,7 @@ use model::{
 
 pub use crate::config::{ActuationConfig, BruteForceConfig, DetectConfig};
 pub use crate::indicator::{Indicator, IndicatorError};
+pub use crate::reports::ReportsConfig;
 use crate::window::Window;
 
 /// What the engine knows about a registered device.
@@ -71,6 +73,8 @@ pub struct Engine {
     /// Open alerts by (rule, key), for merging repeats.
     open: HashMap<(&'static str, String), Alert>,
     indicators: indicator::IndicatorSet,
+    /// Citizen reports correlated with sirens (`reports.rs`).
+    reports: reports::ReportState,
     stats: EngineStats,
 }
 
@@ -85,6 +89,7 @@ impl Engine {
             acting: HashMap::new(),
             open: HashMap::new(),
             indicators: indicator::IndicatorSet::default(),
+            reports: reports::ReportState::default(),
             stats: EngineStats::default(),
         }
     }
@@ -116,7 +121,8 @@ impl Engine {
                 + self.failures_by_source.len()
                 + self.last_command.len()
                 + self.acting.len()
-                + self.open.len(),
+                + self.open.len()
+                + self.reports.tracked(),
             ..self.stats.clone()
         }
     }
@@ -124,6 +130,7 @@ impl Engine {
     /// Processes one event; alerts raised or updated are pushed to `out`.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         self.stats.events += 1;
+        self.observe_reports(event, out);
         match &event.kind {
             EventKind::Security(sec) => self.on_security(event, sec, out),
             EventKind::State { readings } => self.on_state(event, readings, out),
@@ -132,7 +139,7 @@ impl Engine {
                     self.last_command.insert(id.clone(), event.ts);
                 }
             }
-            EventKind::Telemetry { .. } | EventKind::Flow(_) => {}
+            EventKind::Telemetry { .. } | EventKind::Flow(_) | EventKind::CitizenReport { .. } => {}
         }
     }
 
@@ -148,6 +155,7 @@ impl Engine {
         let merge = self.config.merge_window_ms();
         self.open
             .retain(|_, alert| now.as_millis() - alert.last_ts.as_millis() <= merge);
+        self.tick_reports(now);
     }
 
     fn on_security(&mut self, event: &Event, sec: &SecurityEvent, out: &mut Vec<Alert>) {
