@@ -29,6 +29,12 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: detect::DetectConfig,
+    #[serde(default)]
+    pub advisories: crate::advisories::AdvisoryConfig,
+    #[serde(default)]
+    pub reports: web::ReportLimits,
+    #[serde(default)]
+    pub readiness: crate::readiness::ReadinessConfig,
 }
 
 /// `[http]`.

@@ -2,12 +2,15 @@
 //! platform (embedded broker -> bus -> detection and store -> HTTP API), with an orderly
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
+pub mod advisories;
 pub mod config;
 pub mod directory;
 pub mod inventory;
 mod landing;
 mod metrics;
 pub mod platform;
+pub mod readiness;
+pub mod reports;
 pub mod tls;
 pub mod token;
 

@@ -54,6 +54,8 @@ pub enum DetectControl {
     UpsertIndicators(Vec<detect::Indicator>),
     /// Indicators to stop matching (revoked or deleted), by STIX id.
     RemoveIndicators(Vec<String>),
+    /// Where a device is (citizen reports are matched to sirens by it).
+    Location(DeviceId, model::Location),
 }
 
 /// What the HTTP layer, the CLI and the metrics exporter share.
@@ -114,6 +116,7 @@ impl Platform {
             })?,
         );
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
+        let signing_key = crate::advisories::signing_key(&config.data_dir)?;
 
         let BusConfig::InProcess { capacity } = &config.bus;
         let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
@@ -136,6 +139,9 @@ impl Platform {
             after = Some(last.id.clone());
             for device in page {
                 engine.register_device(device.id.clone(), meta(&device));
+                if let Some(location) = device.location {
+                    engine.register_location(device.id.clone(), location);
+                }
                 directory.put(device);
             }
         }
@@ -144,6 +150,7 @@ impl Platform {
         // Consumers subscribe before the broker can publish anything.
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
+        let readiness_sub = bus.subscribe("obs.*", "readiness").await?;
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
@@ -179,7 +186,25 @@ impl Platform {
             config.store.telemetry(),
             counters.clone(),
         ));
+        let tracker = Arc::new(crate::readiness::Tracker::default());
+        let readiness = Arc::new(crate::readiness::ReadinessService {
+            store: store.clone(),
+            directory: inner.directory.clone(),
+            tracker: tracker.clone(),
+        });
+        let advisories = Arc::new(crate::advisories::AdvisoryService::new(
+            store.clone(),
+            inner.directory.clone(),
+            config.advisories.clone(),
+            signing_key,
+        )?);
         let background = vec![
+            tokio::spawn(crate::readiness::track(readiness_sub, tracker)),
+            tokio::spawn(crate::readiness::recorder(
+                readiness.clone(),
+                Duration::from_secs(config.readiness.interval_s),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -199,8 +224,17 @@ impl Platform {
             },
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
+            advisories,
+            reports: Arc::new(crate::reports::ReportSink {
+                store: store.clone(),
+                bus: bus.clone(),
+            }),
+            report_limits: config.reports.clone(),
+            readiness,
         };
-        let router = crate::landing::router().merge(web::router(api));
+        let router = crate::landing::router()
+            .merge(web::router(api))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
@@ -213,7 +247,10 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    if let Err(err) = axum::serve(tls, router)
+                    // `tap_io` lets the TLS listener hand each connection's peer address to
+                    // the router (the report intake limits per source address).
+                    use axum::serve::ListenerExt as _;
+                    if let Err(err) = axum::serve(tls.tap_io(|_| {}), router)
                         .with_graceful_shutdown(graceful)
                         .await
                     {
@@ -352,6 +389,11 @@ async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::Platfo
         let _ = inner
             .detect_control
             .send(DetectControl::Device(device.id.clone(), meta(&device)));
+        if let Some(location) = device.location {
+            let _ = inner
+                .detect_control
+                .send(DetectControl::Location(device.id.clone(), location));
+        }
         inner.directory.put(device);
     }
     Ok(())
@@ -388,6 +430,7 @@ async fn detect_worker(
                     }
                 }
                 DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
+                DetectControl::Location(id, location) => engine.register_location(id, location),
             },
             _ = tick.tick() => engine.tick(Timestamp::now()),
         }
