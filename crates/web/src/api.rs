@@ -372,7 +372,7 @@ pub(crate) struct EventParams {
     limit: Option<String>,
 }
 
-const EVENT_KINDS: [&str; 4] = ["telemetry", "state", "security", "command"];
+const EVENT_KINDS: [&str; 5] = ["telemetry", "state", "security", "command", "report"];
 
 pub(crate) async fn list_events(
     State(s): AppState,
