@@ -46,7 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("sim", &["model", "app"]),
-    ("cli", &["app", "sim", "model", "store", "stix", "pki"]),
+    ("cli", &["app", "sim", "model", "store", "stix", "pki", "cap"]),
     ("test-support", &["model"]),
     ("xtask", &[]),
 ];

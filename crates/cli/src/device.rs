@@ -18,7 +18,7 @@ pub struct Target {
         default_value = "http://127.0.0.1:8080",
         global = true
     )]
-    url: String,
+    pub(crate) url: String,
     /// An API token (prefer --token-file or the environment over the command line).
     #[arg(long, env = "CITYSEC_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -38,7 +38,7 @@ pub struct Target {
     data_dir: PathBuf,
     /// Print JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,7 +361,7 @@ where
     })
 }
 
-fn token(target: &Target) -> anyhow::Result<String> {
+pub(crate) fn token(target: &Target) -> anyhow::Result<String> {
     if let Some(token) = &target.token {
         return Ok(token.clone());
     }
@@ -378,7 +378,7 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(text.trim().to_owned())
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(60)))
@@ -386,7 +386,12 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn api(target: &Target, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) fn api(
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", target.url.trim_end_matches('/'));
     let auth = format!("Bearer {}", token(target)?);
     let agent = agent();
@@ -430,7 +435,7 @@ fn reply(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value
 }
 
 /// Percent-encodes a query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

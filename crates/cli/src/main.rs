@@ -1,10 +1,12 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod cap;
 mod demo;
 mod device;
 mod duration;
 mod pki;
+mod readiness;
 mod serve;
 mod simulate;
 mod stix;
@@ -55,6 +57,11 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Check CAP 1.2 files; draft, approve, issue, cancel and list public advisories.
+    #[command(subcommand)]
+    Cap(cap::CapCommand),
+    /// The readiness index of the running platform.
+    Readiness(readiness::ReadinessArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +107,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Cap(cmd) => cap::run(cmd),
+        Command::Readiness(args) => readiness::run(args),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
