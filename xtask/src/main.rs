@@ -46,7 +46,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("sim", &["model", "app"]),
-    ("cli", &["app", "sim", "model", "store", "stix", "pki", "cap"]),
+    (
+        "cli",
+        &["app", "sim", "model", "store", "stix", "pki", "cap"],
+    ),
     ("test-support", &["model"]),
     ("xtask", &[]),
 ];

@@ -4,6 +4,7 @@
 
 pub mod advisories;
 pub mod config;
+pub mod detect;
 pub mod directory;
 pub mod inventory;
 mod landing;

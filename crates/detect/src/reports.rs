@@ -92,11 +92,12 @@ impl Engine {
         match &event.kind {
             EventKind::State { readings } => {
                 let Some(id) = &event.device_id else { return };
-                let is_siren = self
-                    .devices
-                    .get(id)
-                    .is_some_and(|meta| meta.class == DeviceClass::Siren);
-                if !is_siren || !self.reports.locations.contains_key(id) {
+                let Some(idx) = self.devices.get(id) else {
+                    return;
+                };
+                if self.devices.state(idx).class != DeviceClass::Siren
+                    || !self.reports.locations.contains_key(id)
+                {
                     return;
                 }
                 let sounding = readings
@@ -104,10 +105,10 @@ impl Engine {
                     .any(|r| r.name == "sounding" && r.value.is_on());
                 if sounding {
                     let window = self.config.actuation.authorisation_window_ms();
-                    let commanded = self
-                        .last_command
-                        .get(id)
-                        .is_some_and(|ts| event.ts.as_millis() - ts.as_millis() <= window);
+                    let ts = event.ts.as_millis();
+                    let last = self.devices.state(idx).last_command;
+                    let commanded =
+                        last != i64::MIN && ts >= last && ts.saturating_sub(last) <= window;
                     self.reports
                         .sounded
                         .insert(id.clone(), (event.ts, commanded));
@@ -138,8 +139,8 @@ impl Engine {
             .iter()
             .filter(|(id, _)| {
                 self.devices
-                    .get(*id)
-                    .is_some_and(|meta| meta.class == DeviceClass::Siren)
+                    .get(id)
+                    .is_some_and(|idx| self.devices.state(idx).class == DeviceClass::Siren)
             })
             .map(|(id, loc)| (id.clone(), distance_m(*loc, at)))
             .filter(|(_, d)| *d <= cfg.radius_m)
@@ -210,7 +211,7 @@ impl Engine {
         if n < cfg.threshold.max(1) {
             return;
         }
-        let zone = self.zone_of(&siren);
+        let zone = self.devices.zone_name(&siren);
         let draft = AlertDraft {
             rule: "reports.siren_unconfirmed",
             key: siren.as_str().to_owned(),
@@ -229,7 +230,7 @@ impl Engine {
             ),
         };
         let summary = format!("citizen report {distance:.0} m from {siren}: {excerpt:?}");
-        self.raise(draft, event, &summary, out);
+        self.raise(draft, event, summary, out);
     }
 
     /// Forgets reports and siren activity older than the window.

@@ -12,6 +12,7 @@ use model::{
 use serde::{Deserialize, Serialize};
 
 mod advisory;
+mod detect;
 mod embedded;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub mod testsuite;
 pub use crate::advisory::{
     AdvisoryQuery, AdvisoryStore, ReadinessRecord, ReadinessStore, ReportQuery,
 };
+pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 
 /// Errors a store reports.
@@ -108,7 +110,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: AdvisoryStore + ReadinessStore + Send + Sync + 'static {
+pub trait Store: AdvisoryStore + ReadinessStore + DetectStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 mod advisories;
 mod api;
 mod auth;
+pub mod detect;
 mod error;
 mod platform;
 mod readiness;

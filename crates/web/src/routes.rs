@@ -9,7 +9,9 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, advisories, api, readiness, reports};
+use crate::{
+    IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, advisories, api, detect, readiness, reports,
+};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -232,6 +234,49 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/readiness",
         access: VIEWER,
         handler: |m| on(m, readiness::get),
+    },
+    // detection: learn and mute, suppressions, the city's indicators, engine status
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/alerts/{id}/learn",
+        access: ANALYST,
+        handler: |m| on(m, detect::learn),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/alerts/{id}/mute",
+        access: ANALYST,
+        handler: |m| on(m, detect::mute),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/suppressions",
+        access: VIEWER,
+        handler: |m| on(m, detect::list_suppressions),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/suppressions/lift",
+        access: ANALYST,
+        handler: |m| on(m, detect::lift),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/indicators",
+        access: VIEWER,
+        handler: |m| on(m, detect::list_indicators),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/indicators",
+        access: ANALYST,
+        handler: |m| on(m, detect::add_indicators).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/detect",
+        access: VIEWER,
+        handler: |m| on(m, detect::status),
     },
 ];
 

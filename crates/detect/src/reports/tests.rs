@@ -28,13 +28,7 @@ fn run(fixture: &str) -> String {
         let w: Vec<&str> = line.split_whitespace().collect();
         if w[0] == "siren" {
             let id = DeviceId::new(w[1]).unwrap();
-            engine.register_device(
-                id.clone(),
-                DeviceMeta {
-                    class: DeviceClass::Siren,
-                    zone: "ps-field".into(),
-                },
-            );
+            engine.register_device(id.clone(), DeviceMeta::new(DeviceClass::Siren, "ps-field"));
             engine.register_location(
                 id,
                 Location {
@@ -185,13 +179,7 @@ fn reports_of_a_commanded_siren_are_explained() {
 fn report_state_is_bounded() {
     let mut engine = Engine::new(DetectConfig::default());
     let id = DeviceId::new("siren-1").unwrap();
-    engine.register_device(
-        id.clone(),
-        DeviceMeta {
-            class: DeviceClass::Siren,
-            zone: "z".into(),
-        },
-    );
+    engine.register_device(id.clone(), DeviceMeta::new(DeviceClass::Siren, "z"));
     engine.register_location(id, Location { lat: 0.0, lon: 0.0 });
     let mut out = Vec::new();
     for i in 0..(super::MAX_REPORTS as i64 + 500) {
