@@ -213,6 +213,7 @@ impl Platform {
             store: store.clone(),
             directory: inner.directory.clone(),
             tracker: tracker.clone(),
+            conduits: config.detect.conduits.clone(),
         });
         let advisories = Arc::new(crate::advisories::AdvisoryService::new(
             store.clone(),

@@ -77,6 +77,8 @@ pub struct ReadinessService {
     pub store: Arc<dyn Store>,
     pub directory: Arc<Directory>,
     pub tracker: Arc<Tracker>,
+    /// The conduits of `[detect]`'s zone plan.
+    pub conduits: Vec<detect::ConduitConfig>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -170,6 +172,14 @@ impl ReadinessService {
                 mean_score: None,
             }),
             intel: None,
+            conduits: (!self.conduits.is_empty()).then(|| readiness::Conduits {
+                zones: self
+                    .conduits
+                    .iter()
+                    .flat_map(|c| [c.from.clone(), c.to.clone()])
+                    .collect(),
+                any_zone: self.conduits.iter().any(|c| c.from == "*" || c.to == "*"),
+            }),
             history,
         }))
     }

@@ -102,6 +102,10 @@ fn bench(c: &mut Criterion) {
                         mean_score: Some(0.8),
                     }),
                     intel: None,
+                    conduits: Some(readiness::Conduits {
+                        zones: (0..30).map(|z| format!("zone-{z}")).collect(),
+                        any_zone: false,
+                    }),
                     history: history.clone(),
                 };
                 compute(&input)

@@ -62,6 +62,21 @@ pub struct Exercises {
     pub mean_score: Option<f64>,
 }
 
+/// The conduits of the zone plan (IEC 62443-3-2): which zones some conduit connects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conduits {
+    /// Zones named as either end of a conduit.
+    pub zones: Vec<String>,
+    /// Whether some conduit has `*` (any zone) at one end.
+    pub any_zone: bool,
+}
+
+impl Conduits {
+    fn covers(&self, zone: &str) -> bool {
+        self.any_zone || self.zones.iter().any(|z| z == zone)
+    }
+}
+
 /// Threat indicators exchanged with partners in the last 30 days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntelCounts {
@@ -79,6 +94,8 @@ pub struct Input<'a> {
     pub exercises: Option<Exercises>,
     /// `None` when there is no source of sharing counts.
     pub intel: Option<IntelCounts>,
+    /// `None` when no conduit is defined.
+    pub conduits: Option<Conduits>,
     /// Earlier city scores, any order.
     pub history: Vec<(Timestamp, f64)>,
 }
@@ -141,7 +158,7 @@ pub const INDICATORS: &[Indicator] = &[
         id: "outside_conduits",
         name: "devices outside every conduit",
         weight: 8.0,
-        formula: "1 - devices whose traffic falls outside every defined conduit / devices",
+        formula: "1 - active devices whose zone no conduit connects / active devices",
         source: "IEC 62443-3-2 ZCR 3 (zones and conduits)",
         per_sector: true,
     },
@@ -287,6 +304,7 @@ struct DeviceCounts {
     connected: usize,
     via_certificate: usize,
     fresh: usize,
+    outside_conduits: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -355,6 +373,13 @@ pub fn compute(input: &Input<'_>) -> Index {
                     c.firmware_current += 1;
                 }
             }
+            if input
+                .conduits
+                .as_ref()
+                .is_some_and(|c| !c.covers(&dev.zone))
+            {
+                c.outside_conduits += 1;
+            }
             if let Some(cert) = d.observed.connect_via_certificate {
                 c.connected += 1;
                 if cert {
@@ -404,10 +429,12 @@ pub fn compute(input: &Input<'_>) -> Index {
         }
     }
 
+    let has_conduits = input.conduits.is_some();
     let city_card = scorecard(
         &city,
         &city_inc,
         derived,
+        has_conduits,
         Some((input.exercises, input.intel)),
     );
     let sector_cards = sectors
@@ -418,6 +445,7 @@ pub fn compute(input: &Input<'_>) -> Index {
                 counts,
                 sector_inc.get(sector).unwrap_or(&IncidentCounts::default()),
                 derived,
+                has_conduits,
                 None,
             ),
         })
@@ -513,6 +541,7 @@ fn scorecard(
     d: &DeviceCounts,
     inc: &IncidentCounts,
     derived: bool,
+    has_conduits: bool,
     city_only: Option<(Option<Exercises>, Option<IntelCounts>)>,
 ) -> Scorecard {
     let no_devices = "no active registered devices";
@@ -577,10 +606,24 @@ fn scorecard(
             ),
             no_devices,
         ),
-        no_data(
-            "outside_conduits",
-            "citysec has no conduit model yet (zones are recorded, allowed flows between them are not)",
-        ),
+        if has_conduits {
+            ratio(
+                "outside_conduits",
+                d.active - d.outside_conduits,
+                d.active,
+                "active devices in a zone some conduit connects",
+                format!(
+                    "place {} devices in zones with defined conduits (or define the conduits their zones need)",
+                    d.outside_conduits
+                ),
+                no_devices,
+            )
+        } else {
+            no_data(
+                "outside_conduits",
+                "no conduits are defined ([[detect.conduits]] in the config)",
+            )
+        },
     ];
     let none_yet = if inc.total == 0 {
         "no incident in the last 365 days"

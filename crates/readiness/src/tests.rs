@@ -96,6 +96,7 @@ fn an_empty_city_has_no_data_rather_than_numbers() {
             incidents: Incidents::DerivedFromAlerts(vec![]),
             exercises: None,
             intel: None,
+            conduits: None,
             history: vec![],
         },
         expect![[r#"
@@ -105,7 +106,7 @@ fn an_empty_city_has_no_data_rather_than_numbers() {
               firmware_current no data: no active device records vendor, model and firmware
               secure_transport no data: no device has connected since the platform started
               telemetry_freshness no data: no active registered devices
-              outside_conduits no data: citysec has no conduit model yet (zones are recorded, allowed flows between them are not)
+              outside_conduits no data: no conduits are defined ([[detect.conduits]] in the config)
               time_to_detect no data: no incident in the last 365 days
               time_to_acknowledge no data: no incident in the last 365 days
               time_to_contain no data: no incident in the last 365 days
@@ -168,6 +169,7 @@ fn a_small_city_from_live_data() {
                 mean_score: None,
             }),
             intel: None,
+            conduits: None,
             history: vec![
                 (Timestamp::from_millis(NOW - 10 * 86_400_000), 40.0),
                 (Timestamp::from_millis(NOW - 40 * 86_400_000), 10.0),
@@ -180,7 +182,7 @@ fn a_small_city_from_live_data() {
               firmware_current 0.60 3 of 5 devices on the newest firmware seen for their model
               secure_transport 0.50 2 of 4 connected devices using mutual TLS
               telemetry_freshness 0.40 2 of 5 active devices heard from in the last 15 min
-              outside_conduits no data: citysec has no conduit model yet (zones are recorded, allowed flows between them are not)
+              outside_conduits no data: no conduits are defined ([[detect.conduits]] in the config)
               time_to_detect 0.50 median 30.0 min over 2 incidents (target 15.0 min)
               time_to_acknowledge no data: incidents are derived from alerts, which have no lifecycle times yet
               time_to_contain no data: incidents are derived from alerts, which have no lifecycle times yet
@@ -194,7 +196,7 @@ fn a_small_city_from_live_data() {
               firmware_current 0.33 1 of 3 devices on the newest firmware seen for their model
               secure_transport 0.50 1 of 2 connected devices using mutual TLS
               telemetry_freshness 0.33 1 of 3 active devices heard from in the last 15 min
-              outside_conduits no data: citysec has no conduit model yet (zones are recorded, allowed flows between them are not)
+              outside_conduits no data: no conduits are defined ([[detect.conduits]] in the config)
               time_to_detect 0.50 median 30.0 min over 2 incidents (target 15.0 min)
               time_to_acknowledge no data: incidents are derived from alerts, which have no lifecycle times yet
               time_to_contain no data: incidents are derived from alerts, which have no lifecycle times yet
@@ -206,7 +208,7 @@ fn a_small_city_from_live_data() {
               firmware_current 1.00 2 of 2 devices on the newest firmware seen for their model
               secure_transport 0.50 1 of 2 connected devices using mutual TLS
               telemetry_freshness 0.50 1 of 2 active devices heard from in the last 15 min
-              outside_conduits no data: citysec has no conduit model yet (zones are recorded, allowed flows between them are not)
+              outside_conduits no data: no conduits are defined ([[detect.conduits]] in the config)
               time_to_detect no data: no incident in the last 365 days
               time_to_acknowledge no data: no incident in the last 365 days
               time_to_contain no data: no incident in the last 365 days
@@ -241,6 +243,10 @@ fn lifecycle_incidents_feed_every_time_indicator() {
             run: 4,
             mean_score: Some(0.5),
         }),
+        conduits: Some(crate::Conduits {
+            zones: vec![],
+            any_zone: true,
+        }),
         intel: Some(crate::IntelCounts {
             shared: 20,
             received: 5,
@@ -255,7 +261,7 @@ fn lifecycle_incidents_feed_every_time_indicator() {
         city,firmware_current,,no data,"no active device records vendor, model and firmware"
         city,secure_transport,,no data,no device has connected since the platform started
         city,telemetry_freshness,,no data,no active registered devices
-        city,outside_conduits,,no data,"citysec has no conduit model yet (zones are recorded, allowed flows between them are not)"
+        city,outside_conduits,,no data,no active registered devices
         city,time_to_detect,100.0,median 5.0 min over 1 incidents (target 15.0 min),
         city,time_to_acknowledge,50.0,median 60.0 min over 1 incidents (target 30.0 min),
         city,time_to_contain,50.0,median 8.0 h over 1 incidents (target 4.0 h),
@@ -270,4 +276,42 @@ fn lifecycle_incidents_feed_every_time_indicator() {
     assert_eq!(json["incident_source"], "lifecycle");
     assert_eq!(json["weights"]["unique_credentials"], 12.0);
     assert_eq!(index.improvements.len(), 3);
+}
+
+#[test]
+fn devices_in_zones_no_conduit_connects_count_against_the_city() {
+    let mut a = device("pump-1", DeviceClass::Pump, "1.0", "cert");
+    a.zone = "water-ot".into();
+    let mut b = device("pump-2", DeviceClass::Pump, "1.0", "cert");
+    b.zone = "forgotten".into();
+    let devices = [a, b];
+    let index = compute(&Input {
+        now: Timestamp::from_millis(NOW),
+        devices: devices
+            .iter()
+            .map(|device| DeviceInput {
+                device,
+                observed: seen(Some(1), Some(true)),
+            })
+            .collect(),
+        incidents: Incidents::Lifecycle(vec![]),
+        exercises: None,
+        intel: None,
+        conduits: Some(crate::Conduits {
+            zones: vec!["water-scada".into(), "water-ot".into()],
+            any_zone: false,
+        }),
+        history: vec![],
+    });
+    let value = index
+        .city
+        .values
+        .iter()
+        .find(|v| v.id == "outside_conduits")
+        .unwrap();
+    assert_eq!(value.score, Some(0.5));
+    assert_eq!(
+        value.detail,
+        "1 of 2 active devices in a zone some conduit connects"
+    );
 }
