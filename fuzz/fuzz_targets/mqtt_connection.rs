@@ -42,6 +42,7 @@ fn device() -> Arc<Device> {
             vendor: "v".into(),
             model: "m".into(),
             firmware: "1".into(),
+            addresses: Vec::new(),
             location: None,
             credentials: vec![Credential::Secret { hash: ingest::credentials::hash_secret("pw") }],
             status: DeviceStatus::Active,
