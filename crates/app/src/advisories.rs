@@ -610,6 +610,115 @@ impl web::Advisories for AdvisoryService {
         .await
     }
 
+    async fn import(&self, by: &Principal, document: &str) -> Result<Advisory, PlatformError> {
+        let alert = cap::Alert::from_xml(document)
+            .map_err(|e| invalid(format!("not a valid CAP 1.2 document: {e}")))?;
+        let status = match alert.status {
+            cap::Status::Actual => AdvisoryStatus::Actual,
+            cap::Status::Exercise => AdvisoryStatus::Exercise,
+            cap::Status::Test => AdvisoryStatus::Test,
+            other => {
+                return Err(invalid(format!(
+                    "a {other} message cannot become an advisory (Actual, Exercise or Test)"
+                )));
+            }
+        };
+        if alert.msg_type != cap::MsgType::Alert {
+            return Err(invalid(format!(
+                "only Alert messages can be imported; a {} acts on messages this city did not issue",
+                alert.msg_type
+            )));
+        }
+        if alert.scope != cap::Scope::Public {
+            return Err(invalid(format!(
+                "only Public messages can become public advisories (this one is {})",
+                alert.scope
+            )));
+        }
+        let Some(first) = alert.info.first() else {
+            return Err(invalid("the document has no info block to draft from"));
+        };
+        let texts = alert
+            .info
+            .iter()
+            .map(|info| AdvisoryText {
+                language: info.language.clone().unwrap_or_else(|| "en-US".into()),
+                headline: info.headline.clone().unwrap_or_else(|| info.event.clone()),
+                description: info.description.clone().unwrap_or_default(),
+                instruction: info.instruction.clone().unwrap_or_default(),
+            })
+            .collect();
+        let location = |p: &cap::Point| model::Location {
+            lat: p.lat,
+            lon: p.lon,
+        };
+        let content = AdvisoryContent {
+            event: first.event.clone(),
+            categories: first.categories.iter().map(|c| c.to_string()).collect(),
+            urgency: first.urgency.to_string(),
+            severity: first.severity.to_string(),
+            certainty: first.certainty.to_string(),
+            response_types: first.response_types.iter().map(|r| r.to_string()).collect(),
+            texts,
+            areas: first
+                .areas
+                .iter()
+                .map(|a| AdvisoryArea {
+                    description: a.description.clone(),
+                    polygons: a
+                        .polygons
+                        .iter()
+                        .map(|p| p.0.iter().map(location).collect())
+                        .collect(),
+                    circles: a
+                        .circles
+                        .iter()
+                        .map(|c| AdvisoryCircle {
+                            center: location(&c.center),
+                            radius_km: c.radius_km,
+                        })
+                        .collect(),
+                    geocodes: a
+                        .geocodes
+                        .iter()
+                        .map(|g| model::Geocode {
+                            name: g.name.clone(),
+                            value: g.value.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            resources: first
+                .resources
+                .iter()
+                .filter_map(|r| {
+                    Some(model::AdvisoryResource {
+                        description: r.description.clone(),
+                        mime_type: r.mime_type.clone(),
+                        uri: r.uri.clone()?,
+                    })
+                })
+                .collect(),
+            expires: first
+                .expires
+                .map(|e| Timestamp::from_millis(e.unix().saturating_mul(1000))),
+            web: first.web.clone(),
+            contact: first.contact.clone(),
+            note: alert.note.clone(),
+        };
+        self.store_draft(
+            by,
+            DraftRequest {
+                status,
+                msg_type: Some(AdvisoryMsgType::Alert),
+                references: None,
+                content,
+                origin: None,
+            },
+        )
+        .await
+    }
+
     async fn approve(&self, by: &Principal, id: &str) -> Result<Advisory, PlatformError> {
         let mut advisory = self.load(id).await?;
         if advisory.msg_type == AdvisoryMsgType::Cancel {

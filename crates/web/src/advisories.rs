@@ -42,6 +42,9 @@ pub trait Advisories: Send + Sync + 'static {
         alert_id: &str,
         request: FromAlertRequest,
     ) -> Result<Advisory, PlatformError>;
+    /// Drafts an advisory from a CAP 1.2 document (from a partner agency, or written by
+    /// hand); a malformed or unsupported document is refused with the reason.
+    async fn import(&self, by: &Principal, document: &str) -> Result<Advisory, PlatformError>;
     /// Approves a draft; the approver must be another person than the drafter.
     async fn approve(&self, by: &Principal, id: &str) -> Result<Advisory, PlatformError>;
     /// Issues a draft or approved advisory: renders, signs and publishes its CAP document
@@ -175,6 +178,31 @@ pub(crate) async fn draft_from_alert(
         .advisories
         .draft_from_alert(&by, &alert_id, request)
         .await?;
+    Ok((StatusCode::CREATED, axum::Json(advisory)).into_response())
+}
+
+pub(crate) async fn import(
+    State(s): AppState,
+    Extension(by): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(
+        essence,
+        "application/cap+xml" | "application/xml" | "text/xml"
+    ) {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected content-type application/cap+xml".into(),
+        ));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("the CAP document is not UTF-8"))?;
+    let advisory = s.api.advisories.import(&by, text).await?;
     Ok((StatusCode::CREATED, axum::Json(advisory)).into_response())
 }
 

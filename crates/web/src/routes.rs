@@ -163,6 +163,12 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         verb: Verb::Post,
+        path: "/api/v1/advisories/import",
+        access: ANALYST,
+        handler: |m| on(m, advisories::import),
+    },
+    Route {
+        verb: Verb::Post,
         path: "/api/v1/advisories/from-alert/{id}",
         access: ANALYST,
         handler: |m| on(m, advisories::draft_from_alert),

@@ -325,6 +325,67 @@ async fn advisories_need_two_people_and_publish_a_signed_feed() {
         "urgency \"Now\" is not one of Immediate, Expected, Future, Past, Unknown"
     );
 
+    // CAP import: malformed or unsupported documents are refused with the reason.
+    let import = |body: String| {
+        let url = format!("{}/api/v1/advisories/import", city.base);
+        let auth = format!("Bearer {admin}");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut r = agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/cap+xml")
+                    .send(body.as_bytes())
+                    .unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&r.body_mut().read_to_vec().unwrap()).unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let cap_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cap/test_data");
+    let read = |name: &str| std::fs::read_to_string(cap_data.join(name)).unwrap();
+    let (status, err) = import(read("invalid/open_polygon.xml")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "not a valid CAP 1.2 document: breaks a CAP 1.2 rule at alert/info/area/polygon: the first and last pairs of a polygon must be the same"
+    );
+    let (status, err) = import("<alert><<<".into()).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a valid CAP 1.2 document: malformed xml at byte"),
+        "{err}"
+    );
+    let (status, err) = import(read("valid/full.xml")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "only Alert messages can be imported; a Update acts on messages this city did not issue"
+    );
+    let partner = read("valid/full.xml")
+        .replace("<msgType>Update</msgType>", "<msgType>Alert</msgType>")
+        .replace("<references>alerts@city.example,city-example-2026-0041,2026-12-01T18:10:00-00:00</references>\n", "");
+    let (status, imported) = import(partner).await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["status"], "Actual");
+    assert_eq!(imported["content"]["texts"][1]["language"], "es-US");
+    assert_eq!(
+        imported["content"]["areas"][0]["circles"][0]["radius_km"],
+        2.5
+    );
+
     // An Exercise needs no second person; an Update supersedes the first warning.
     let (_, exercise) = city
         .json(

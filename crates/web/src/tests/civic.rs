@@ -48,6 +48,9 @@ impl Advisories for FakeCivic {
     ) -> Result<Advisory, PlatformError> {
         Err(not_here())
     }
+    async fn import(&self, _: &Principal, _: &str) -> Result<Advisory, PlatformError> {
+        Err(not_here())
+    }
     async fn approve(&self, _: &Principal, _: &str) -> Result<Advisory, PlatformError> {
         Err(not_here())
     }
