@@ -1,5 +1,5 @@
-//! `citysec cap ...`: check CAP 1.2 files offline, and draft, approve, issue, cancel and
-//! list public advisories through the running platform's API (`/api/v1/advisories`).
+//! `citysec cap ...`: check CAP 1.2 files offline, and draft (by hand, from a CAP file or
+//! from a siren alert), approve, issue, cancel and list public advisories through the running platform's API (`/api/v1/advisories`).
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::device::{Target, api, encode};
+use crate::device::{Target, api, api_raw, encode};
 
 #[derive(Debug, Subcommand)]
 pub enum CapCommand {
@@ -26,6 +26,12 @@ pub enum CapCommand {
     },
     /// Draft an advisory from a JSON file (the body of POST /api/v1/advisories).
     Draft {
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Draft an advisory from a CAP 1.2 document (checked by the platform as by `validate`).
+    Import {
         file: PathBuf,
         #[command(flatten)]
         target: Target,
@@ -123,6 +129,17 @@ pub fn run(cmd: CapCommand) -> anyhow::Result<u8> {
                 &target,
                 api(&target, "POST", "/api/v1/advisories", Some(body))?,
             )
+        }
+        CapCommand::Import { file, target } => {
+            let body = std::fs::read(&file)
+                .with_context(|| format!("failed to read {}", file.display()))?;
+            let advisory = api_raw(
+                &target,
+                "/api/v1/advisories/import",
+                "application/cap+xml",
+                body,
+            )?;
+            show(&target, advisory)
         }
         CapCommand::FromAlert {
             alert_id,

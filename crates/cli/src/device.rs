@@ -404,7 +404,7 @@ pub(crate) fn api(
     reply(response)
 }
 
-fn api_raw(
+pub(crate) fn api_raw(
     target: &Target,
     path: &str,
     content_type: &str,
