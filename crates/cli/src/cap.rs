@@ -1,5 +1,6 @@
 //! `citysec cap ...`: check CAP 1.2 files offline, and draft (by hand, from a CAP file or
-//! from a siren alert), approve, issue, cancel and list public advisories through the running platform's API (`/api/v1/advisories`).
+//! from a siren alert), approve, issue, cancel and list public advisories through the
+//! running platform's API (`/api/v1/advisories`).
 
 use std::path::PathBuf;
 
