@@ -7,6 +7,10 @@
 //! too long, coordinates must be real WGS 84. Nothing about the sender is stored. The HTML
 //! pages escape everything they echo. Accepted reports go to [`Reports::submit`], which
 //! stores them and puts them on the bus as `obs.report` events.
+//!
+//! The source is the TCP peer address. `X-Forwarded-For` is not trusted (anyone can write
+//! it), so behind a reverse proxy every report shares the proxy's bucket: let the proxy
+//! limit per client, or raise `per_source_*` for its address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
