@@ -48,7 +48,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sim", &["model", "app"]),
     (
         "cli",
-        &["app", "sim", "model", "store", "stix", "pki", "cap"],
+        &[
+            "app", "sim", "model", "store", "stix", "pki", "detect", "cap",
+        ],
     ),
     ("test-support", &["model"]),
     ("xtask", &[]),

@@ -6,14 +6,18 @@ pub mod advisories;
 pub mod config;
 pub mod detect;
 pub mod directory;
+pub mod incidents;
+pub mod integrations;
 pub mod inventory;
 mod landing;
 mod metrics;
 pub mod platform;
 pub mod readiness;
 pub mod reports;
+pub mod response;
 pub mod tls;
 pub mod token;
+pub mod users;
 
 pub use crate::config::Config;
 pub use crate::platform::Platform;

@@ -93,6 +93,8 @@ pub struct Platform {
     http_task: JoinHandle<()>,
     detect_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
+    incidents: Arc<crate::incidents::IncidentService>,
+    incident_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -170,6 +172,7 @@ impl Platform {
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
         let readiness_sub = bus.subscribe("obs.*", "readiness").await?;
+        let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
@@ -221,6 +224,33 @@ impl Platform {
             config.advisories.clone(),
             signing_key,
         )?);
+        // Incidents, response actions and SIEM forwarding. The gateway and audit ports are
+        // where the command gateway and the audit log plug in.
+        let forwarder = Arc::new(
+            crate::integrations::Forwarder::start(config.integrations.clone())
+                .context("failed to start the integrations")?,
+        );
+        let gateway: Arc<dyn crate::response::ActuatorGateway> =
+            Arc::new(crate::response::NoGateway);
+        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::response::EventAuditor {
+            store: store.clone(),
+        });
+        let incidents = Arc::new(
+            crate::incidents::IncidentService::start(
+                config.incidents.clone(),
+                config.playbooks.clone(),
+                store.clone(),
+                crate::response::Executor {
+                    inner: inner.clone(),
+                    gateway,
+                },
+                auditor,
+                forwarder.clone(),
+            )
+            .await
+            .context("failed to start the incident service")?,
+        );
+        let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let background = vec![
             tokio::spawn(crate::readiness::track(readiness_sub, tracker)),
             tokio::spawn(crate::readiness::recorder(
@@ -240,10 +270,15 @@ impl Platform {
         let ready = Arc::new(AtomicBool::new(false));
         let api = web::ApiState {
             store: store.clone(),
-            platform: Arc::new(ApiPlatform(inner.clone())),
+            platform: Arc::new(ApiPlatform(inner.clone(), incidents.clone())),
             metrics: {
                 let inner = inner.clone();
-                Arc::new(move || metrics::render(&inner))
+                let forwarder = forwarder.clone();
+                Arc::new(move || {
+                    let mut text = metrics::render(&inner);
+                    text.push_str(&crate::integrations::render_metrics(&forwarder));
+                    text
+                })
             },
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
@@ -255,9 +290,7 @@ impl Platform {
             report_limits: config.reports.clone(),
             readiness,
         };
-        let router = crate::landing::router()
-            .merge(web::router(api))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let router = crate::landing::router().merge(web::router(api));
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
@@ -270,10 +303,11 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    // `tap_io` lets the TLS listener hand each connection's peer address to
-                    // the router (the report intake limits per source address).
-                    use axum::serve::ListenerExt as _;
-                    if let Err(err) = axum::serve(tls.tap_io(|_| {}), router)
+                    // The peer address reaches handlers (login rate limits per source).
+                    let service = router
+                        .layer(axum::middleware::from_fn(tls::peer_connect_info))
+                        .into_make_service_with_connect_info::<tls::Peer>();
+                    if let Err(err) = axum::serve(tls, service)
                         .with_graceful_shutdown(graceful)
                         .await
                     {
@@ -282,7 +316,8 @@ impl Platform {
                 })
             }
             _ => tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(err) = axum::serve(listener, service)
                     .with_graceful_shutdown(graceful)
                     .await
                 {
@@ -302,6 +337,8 @@ impl Platform {
             http_task,
             detect_task,
             writer_task,
+            incidents,
+            incident_task,
             background,
         })
     }
@@ -339,6 +376,11 @@ impl Platform {
         self.inner.store.clone()
     }
 
+    /// The incident service (correlation, response actions, SIEM forwarding).
+    pub fn incidents(&self) -> Arc<crate::incidents::IncidentService> {
+        self.incidents.clone()
+    }
+
     pub fn counters(&self) -> Arc<Counters> {
         self.inner.counters.clone()
     }
@@ -366,6 +408,11 @@ impl Platform {
         self.inner.bus.close().await;
         let _ = self.detect_task.await;
         let _ = self.writer_task.await;
+        let _ = self.incident_task.await;
+        self.incidents
+            .forwarder()
+            .shutdown(Duration::from_secs(2))
+            .await;
         for task in self.background {
             task.abort();
         }
@@ -382,12 +429,13 @@ impl Platform {
     }
 }
 
-fn meta(device: &Device) -> DeviceMeta {
+pub(crate) fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),
         firmware: device.firmware.clone(),
         addresses: device.addresses.clone(),
+        quarantined: device.status == DeviceStatus::Quarantined,
         credentials: device
             .credentials
             .iter()
@@ -605,7 +653,7 @@ async fn retention(store: Arc<dyn Store>, days: u32, mut shutdown: watch::Receiv
 }
 
 /// The API's view of the platform.
-struct ApiPlatform(Arc<Inner>);
+struct ApiPlatform(Arc<Inner>, Arc<crate::incidents::IncidentService>);
 
 #[async_trait]
 impl web::Platform for ApiPlatform {
@@ -765,6 +813,19 @@ impl web::Platform for ApiPlatform {
 
     fn detect_status(&self) -> web::detect::DetectStatus {
         self.0.detect_status.read().clone()
+    }
+
+    async fn update_incident(
+        &self,
+        id: &model::IncidentId,
+        request: web::IncidentRequest,
+        actor: &web::Principal,
+    ) -> Result<web::IncidentUpdate, web::PlatformError> {
+        self.1.update(id, request, actor).await
+    }
+
+    fn integrations_status(&self) -> Option<serde_json::Value> {
+        Some(self.1.forwarder().status())
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Target {
     pub(crate) url: String,
     /// An API token (prefer --token-file or the environment over the command line).
     #[arg(long, env = "CITYSEC_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// A file holding the API token.
     #[arg(
         long,
@@ -29,13 +29,13 @@ pub struct Target {
         default_value = "./citysec-data/admin.token",
         global = true
     )]
-    token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     /// Work on the data directory's store directly (the platform must be stopped).
     #[arg(long, global = true)]
-    offline: bool,
+    pub(crate) offline: bool,
     /// The data directory for --offline.
     #[arg(long, default_value = "./citysec-data", global = true)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Print JSON.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -342,7 +342,7 @@ fn redact(device: &Device) -> Value {
     value
 }
 
-fn offline<F, Fut, T>(target: &Target, f: F) -> anyhow::Result<T>
+pub(crate) fn offline<F, Fut, T>(target: &Target, f: F) -> anyhow::Result<T>
 where
     F: FnOnce(std::sync::Arc<dyn store::Store>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -397,6 +397,10 @@ pub(crate) fn api(
     let agent = agent();
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("PATCH", Some(body)) => agent
+            .patch(&url)
+            .header("Authorization", &auth)
+            .send_json(body),
         (_, Some(body)) => agent.post(&url).header("Authorization", &auth).send_json(body),
         (_, None) => agent.post(&url).header("Authorization", &auth).send_empty(),
     }

@@ -1,15 +1,18 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod bench;
 mod cap;
 mod demo;
 mod device;
 mod duration;
+mod incident;
 mod pki;
 mod readiness;
 mod serve;
 mod simulate;
 mod stix;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,6 +65,15 @@ enum Command {
     Cap(cap::CapCommand),
     /// The readiness index of the running platform.
     Readiness(readiness::ReadinessArgs),
+    /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +135,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Cap(cmd) => cap::run(cmd),
         Command::Readiness(args) => readiness::run(args),
+        Command::User(cmd) => user::run(cmd),
+        Command::Incident(cmd) => incident::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

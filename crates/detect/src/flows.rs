@@ -3,7 +3,6 @@
 //! the online anomaly score, and vendor update traffic (which makes a firmware change
 //! benign).
 
-use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
@@ -34,7 +33,8 @@ struct FlowState {
 #[derive(Debug, Default)]
 pub(crate) struct FlowRules {
     per_device: FnvMap<u32, Box<FlowState>>,
-    models: HashMap<DeviceClass, Model>,
+    /// One model per device class (indexed by the class's position in `DeviceClass::ALL`).
+    models: [Model; DeviceClass::ALL.len()],
 }
 
 impl FlowRules {
@@ -95,10 +95,8 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
     let dst_dev = engine.devices.by_address(&flow.dst);
     let src_zone = zone_of(engine, flow.src, src_dev);
     let dst_zone = zone_of(engine, flow.dst, dst_dev);
-    let summary = flow.summary();
-
     if !engine.indicators.is_empty() {
-        crate::indicator::match_flow(engine, event, flow, src_dev.or(dst_dev), &summary, out);
+        crate::indicator::match_flow(engine, event, flow, src_dev.or(dst_dev), out);
     }
 
     let to_update_server = engine
@@ -115,8 +113,31 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
         }
     }
 
-    // Conduits: a flow between two zones that no conduit allows.
-    if engine.zones.is_configured()
+    // A quarantined device has no conduits at all.
+    let quarantined = [src_dev, dst_dev]
+        .into_iter()
+        .flatten()
+        .find(|d| engine.devices.state(*d).quarantined);
+    if let Some(q) = quarantined {
+        let device = engine.devices.state(q).id.clone();
+        let summary = flow.summary();
+        let draft = AlertDraft {
+            rule: "policy.conduit",
+            key: format!("quarantine {device}"),
+            severity: Severity::High,
+            zone: Some(engine.devices.zone_of_device(q).to_owned()),
+            device_id: Some(device.clone()),
+            source: Some(flow.src.to_string()),
+            title: format!("traffic of quarantined device {device}"),
+            explanation: format!(
+                "{summary}: {device} is quarantined, so every flow to or from it is outside the \
+                 conduit policy. Something still talks to it (or it to something): block the \
+                 flow at the network and check whether the device is still under the attacker's \
+                 control."
+            ),
+        };
+        engine.raise(draft, event, summary, out);
+    } else if engine.zones.is_configured()
         && !(src_zone == Zones::INTERNET && dst_zone == Zones::INTERNET)
         && !engine.zones.allowed(
             src_zone,
@@ -131,6 +152,7 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
             engine.zones.name(dst_zone).to_owned(),
         );
         let service = service(flow);
+        let summary = flow.summary();
         let device = src_dev
             .or(dst_dev)
             .map(|d| engine.devices.state(d).id.clone());
@@ -158,6 +180,7 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
         && src_dev.is_none()
         && !engine.zones.allows_unregistered(src_zone)
     {
+        let summary = flow.summary();
         let zone = engine.zones.name(src_zone).to_owned();
         let draft = AlertDraft {
             rule: "policy.new_device",
@@ -178,19 +201,10 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
     }
 
     if let Some(idx) = src_dev {
-        outbound(
-            engine,
-            event,
-            flow,
-            idx,
-            dst_zone,
-            to_update_server,
-            &summary,
-            out,
-        );
+        outbound(engine, event, flow, idx, dst_zone, to_update_server, out);
     }
     if let Some(idx) = dst_dev {
-        inbound(engine, event, flow, idx, &summary, out);
+        inbound(engine, event, flow, idx, out);
     }
 }
 
@@ -212,6 +226,36 @@ fn service(flow: &FlowRecord) -> String {
     }
 }
 
+/// The scalar settings of [`crate::FlowConfig`], copied for the hot path.
+#[derive(Debug, Clone, Copy)]
+struct FlowLimits {
+    scan_hosts: usize,
+    scan_ports: usize,
+    scan_window_s: u64,
+    flood_packets: u64,
+    flood_bytes: u64,
+    flood_window_s: u64,
+    new_destination_bytes: u64,
+    anomaly_score: f64,
+    anomaly_min_flows: u64,
+}
+
+impl FlowLimits {
+    fn of(c: &crate::FlowConfig) -> FlowLimits {
+        FlowLimits {
+            scan_hosts: c.scan_hosts,
+            scan_ports: c.scan_ports,
+            scan_window_s: c.scan_window_s,
+            flood_packets: c.flood_packets,
+            flood_bytes: c.flood_bytes,
+            flood_window_s: c.flood_window_s,
+            new_destination_bytes: c.new_destination_bytes,
+            anomaly_score: c.anomaly_score,
+            anomaly_min_flows: c.anomaly_min_flows,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn outbound(
     engine: &mut Engine,
@@ -220,21 +264,16 @@ fn outbound(
     idx: u32,
     dst_zone: ZoneId,
     to_update_server: bool,
-    summary: &str,
     out: &mut Vec<Alert>,
 ) {
     let ts = event.ts.as_millis();
-    let cfg = engine.config.flow.clone();
+    let cfg = FlowLimits::of(&engine.config.flow);
     let learning_ms = engine.config.baseline.learning_ms();
-    let (device, class, first_seen, own_zone) = {
+    let (device, class, first_seen) = {
         let s = engine.devices.state(idx);
-        (
-            s.id.clone(),
-            s.class,
-            s.first_seen,
-            engine.devices.zone_of_device(idx).to_owned(),
-        )
+        (&s.id, s.class, s.first_seen)
     };
+    let own_zone = engine.devices.zone_of_device(idx);
     let same_zone = engine.zones.name(dst_zone) == own_zone;
     let state = engine.flows.per_device.entry(idx).or_default();
     state.last_flow = ts;
@@ -376,7 +415,7 @@ fn outbound(
 
     // The anomaly score, per device class.
     let x = anomaly::features(flow);
-    let model = engine.flows.models.entry(class).or_default();
+    let model = &mut engine.flows.models[class_index(class)];
     let score = model.score(&x);
     if model.samples() >= cfg.anomaly_min_flows && score > cfg.anomaly_score {
         findings.push((
@@ -385,9 +424,10 @@ fn outbound(
             device.to_string(),
             format!("unusual traffic from {device}"),
             format!(
-                "{summary} scores {score:.1} against what {class}s normally send (a typical \
+                "{} scores {score:.1} against what {class}s normally send (a typical \
                  flow scores about 1; the threshold is {}). No rule names it, but nothing like \
                  it was seen from this class before.",
+                flow.summary(),
                 cfg.anomaly_score
             ),
         ));
@@ -395,7 +435,12 @@ fn outbound(
         model.learn(&x);
     }
 
-    let zone = Some(own_zone);
+    if findings.is_empty() {
+        return;
+    }
+    let device = device.clone();
+    let zone = Some(own_zone.to_owned());
+    let summary = flow.summary();
     for (rule, severity, key, title, explanation) in findings {
         let draft = AlertDraft {
             rule,
@@ -407,18 +452,11 @@ fn outbound(
             title,
             explanation,
         };
-        engine.raise(draft, event, summary.to_owned(), out);
+        engine.raise(draft, event, summary.clone(), out);
     }
 }
 
-fn inbound(
-    engine: &mut Engine,
-    event: &Event,
-    flow: &FlowRecord,
-    idx: u32,
-    summary: &str,
-    out: &mut Vec<Alert>,
-) {
+fn inbound(engine: &mut Engine, event: &Event, flow: &FlowRecord, idx: u32, out: &mut Vec<Alert>) {
     let cfg = &engine.config.flow;
     if flow.protocol != proto::TCP || !cfg.login_ports.contains(&flow.dst_port) {
         return;
@@ -470,7 +508,13 @@ fn inbound(
             flow.src
         ),
     };
-    engine.raise(draft, event, summary.to_owned(), out);
+    engine.raise(draft, event, flow.summary(), out);
+}
+
+/// The class's position in `DeviceClass::ALL`, which lists the classes in declaration
+/// order (a test holds it to that).
+pub(crate) fn class_index(class: DeviceClass) -> usize {
+    class as usize
 }
 
 pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {

@@ -37,6 +37,7 @@ mod reports;
 pub mod rules;
 mod telemetry;
 mod window;
+pub mod workload;
 pub mod zones;
 
 use std::collections::{HashMap, HashSet};
@@ -66,6 +67,8 @@ pub struct DeviceMeta {
     pub addresses: Vec<IpAddr>,
     /// Fingerprints of the device's credentials (secret hashes, certificate digests).
     pub credentials: Vec<String>,
+    /// Quarantined by incident response: every flow to or from it is outside the conduits.
+    pub quarantined: bool,
 }
 
 impl DeviceMeta {
@@ -76,6 +79,7 @@ impl DeviceMeta {
             firmware: String::new(),
             addresses: Vec::new(),
             credentials: Vec::new(),
+            quarantined: false,
         }
     }
 }

@@ -75,6 +75,30 @@ impl Stats {
     }
 }
 
+/// The numbers of a [`ReadingRule`], copied out so the hot path does not clone strings.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    min: Option<f64>,
+    max: Option<f64>,
+    max_rate_per_s: Option<f64>,
+    never_decreases: bool,
+    neighbours_tolerance: Option<f64>,
+    baseline: bool,
+}
+
+impl Limits {
+    fn of(r: &ReadingRule) -> Limits {
+        Limits {
+            min: r.min,
+            max: r.max,
+            max_rate_per_s: r.max_rate_per_s,
+            never_decreases: r.never_decreases,
+            neighbours_tolerance: r.neighbours_tolerance,
+            baseline: r.baseline,
+        }
+    }
+}
+
 /// One reading of one device.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -82,6 +106,11 @@ struct Slot {
     last: f32,
     last_ts: i64,
     stats: StatsF32,
+    /// The typical change between two consecutive reports (a running mean of |delta|):
+    /// the sensor's noise, which the rate-of-change rule allows on top of the physical
+    /// limit so that two reports close together do not look like a jump.
+    step: f32,
+    steps: u16,
     /// The learned offset from the neighbours' median, and how many samples it has.
     offset: f32,
     offset_n: u16,
@@ -143,6 +172,7 @@ pub(crate) struct DeviceState {
     slots: Vec<Slot>,
     pub(crate) addresses: Box<[IpAddr]>,
     credentials: Box<[String]>,
+    pub(crate) quarantined: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -172,7 +202,8 @@ pub(crate) struct Devices {
     zone_names: Vec<String>,
     zone_index: FnvMap<String, u16>,
     names: FnvMap<String, u16>,
-    rules: HashMap<DeviceClass, Vec<(u16, ReadingRule)>>,
+    /// Reading rules per class (indexed by the class's position in `DeviceClass::ALL`).
+    rules: Vec<Vec<(u16, ReadingRule)>>,
     class_stats: FnvMap<(DeviceClass, u16), Stats>,
     groups: FnvMap<(u16, DeviceClass, u16), Group>,
     totals: Vec<Totals>,
@@ -189,7 +220,7 @@ impl Devices {
             zone_names: Vec::new(),
             zone_index: FnvMap::default(),
             names: FnvMap::default(),
-            rules: HashMap::new(),
+            rules: vec![Vec::new(); DeviceClass::ALL.len()],
             class_stats: FnvMap::default(),
             groups: FnvMap::default(),
             totals: Vec::new(),
@@ -201,7 +232,7 @@ impl Devices {
                 .into_iter()
                 .filter_map(|r| devices.intern(&r.reading).map(|id| (id, r)))
                 .collect();
-            devices.rules.insert(class, list);
+            devices.rules[crate::flows::class_index(class)] = list;
         }
         for rule in &rules.totals {
             let parts_name = devices.intern(&rule.parts.reading);
@@ -298,6 +329,7 @@ impl Devices {
                 }
                 state.addresses = meta.addresses.clone().into_boxed_slice();
                 state.credentials = meta.credentials.clone().into_boxed_slice();
+                state.quarantined = meta.quarantined;
                 idx
             }
             None => {
@@ -316,6 +348,7 @@ impl Devices {
                     slots: Vec::new(),
                     addresses: meta.addresses.clone().into_boxed_slice(),
                     credentials: meta.credentials.clone().into_boxed_slice(),
+                    quarantined: meta.quarantined,
                 });
                 self.index.insert(id, idx);
                 idx
@@ -724,9 +757,9 @@ fn numeric(
     let Some(rule) = engine
         .devices
         .rules
-        .get(&class)
+        .get(crate::flows::class_index(class))
         .and_then(|list| list.iter().find(|(n, _)| *n == name))
-        .map(|(_, r)| r.clone())
+        .map(|(_, r)| Limits::of(r))
     else {
         return;
     };
@@ -760,6 +793,8 @@ fn numeric(
                 last: f32::NAN,
                 last_ts: i64::MIN,
                 stats: StatsF32::default(),
+                step: 0.0,
+                steps: 0,
                 offset: 0.0,
                 offset_n: 0,
                 streak: 0,
@@ -783,8 +818,22 @@ fn numeric(
                 format!("{} {last} -> {v}", reading.name),
             ));
         } else if let Some(max_rate) = rule.max_rate_per_s {
-            let rate = (v - last).abs() / dt;
-            if rate > max_rate && !paused {
+            let delta = (v - last).abs();
+            let slot = &mut state.slots[si];
+            // noise allowance: four typical steps, once ten steps are known
+            let noise = if slot.steps >= 10 {
+                4.0 * f64::from(slot.step)
+            } else {
+                0.0
+            };
+            let rate = delta / dt;
+            let jump = delta > max_rate * dt + noise;
+            if !jump {
+                slot.steps = slot.steps.saturating_add(1);
+                let n = f32::from(slot.steps.min(50));
+                slot.step += (delta as f32 - slot.step) / n;
+            }
+            if jump && !paused {
                 findings.push((
                     "plausibility.rate_of_change",
                     format!(

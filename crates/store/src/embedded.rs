@@ -13,6 +13,7 @@ use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store,
 
 mod advisory;
 mod detect;
+mod users;
 
 /// The most rows one list call returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -27,6 +28,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_advisories",
         include_str!("../migrations/0004_advisories.sql"),
+    ),
+    (
+        "0007_incidents",
+        include_str!("../migrations/0007_incidents.sql"),
     ),
 ];
 

@@ -34,6 +34,7 @@ impl Backend for EmbeddedBackend {
 }
 
 crate::testsuite!(async { EmbeddedBackend::new() });
+crate::users_testsuite!(async { EmbeddedBackend::new() });
 
 fn pragma(store_path: &std::path::Path, name: &str) -> String {
     let conn = rusqlite::Connection::open(store_path).unwrap();

@@ -31,9 +31,9 @@ pub enum ApiError {
     /// The path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The caller sent too much too fast (the public report intake); retry after a minute.
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// Too many attempts (login rate limit); retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
 }
 
 impl ApiError {
@@ -73,7 +73,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 }
@@ -131,10 +131,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        if let ApiError::TooManyRequests { retry_after_s, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if server_side {
             response.extensions_mut().insert(FailureDetail(detail));

@@ -15,11 +15,13 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+pub mod accounts;
 mod advisories;
 mod api;
 mod auth;
 pub mod detect;
 mod error;
+mod incidents;
 mod platform;
 mod readiness;
 mod reports;
@@ -28,6 +30,7 @@ pub mod routes;
 pub use crate::advisories::{Advisories, DraftRequest, FromAlertRequest};
 pub use crate::auth::{Principal, Role, token_sha256};
 pub use crate::error::{ApiError, status_for};
+pub use crate::incidents::{IncidentRequest, IncidentUpdate};
 pub use crate::platform::{
     ImportFormat, ImportReport, ImportRowError, NewDevice, Platform, PlatformError, Status,
 };
@@ -70,6 +73,7 @@ pub(crate) struct Shared {
     pub api: ApiState,
     pub tokens: auth::TokenCache,
     pub report_limiter: reports::Limiter,
+    pub logins: accounts::LoginLimiter,
 }
 
 /// Builds the API router.
@@ -78,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         report_limiter: reports::Limiter::new(state.report_limits.clone()),
         api: state,
         tokens: auth::TokenCache::new(),
+        logins: accounts::LoginLimiter::new(),
     });
     routes::build(shared)
         .fallback(|| async { ApiError::not_found("no such route") })

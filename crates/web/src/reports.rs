@@ -332,14 +332,16 @@ async fn intake(
     match s.report_limiter.check(source, Instant::now()) {
         Ok(()) => {}
         Err(Refusal::Source) => {
-            return Err(ApiError::TooManyRequests(
-                "too many reports from your address; please wait a while".into(),
-            ));
+            return Err(ApiError::TooManyRequests {
+                message: "too many reports from your address; please wait a while".into(),
+                retry_after_s: 60,
+            });
         }
         Err(Refusal::Global) => {
-            return Err(ApiError::TooManyRequests(
-                "the report service is busy; please try again in a minute".into(),
-            ));
+            return Err(ApiError::TooManyRequests {
+                message: "the report service is busy; please try again in a minute".into(),
+                retry_after_s: 60,
+            });
         }
     }
     let (text, cleaned) = clean_text(&report.text, s.report_limiter.limits.max_text_chars)

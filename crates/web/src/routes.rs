@@ -10,7 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
 use crate::{
-    IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, advisories, api, detect, readiness, reports,
+    IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api, detect, incidents,
+    readiness, reports,
 };
 
 /// The HTTP methods the API uses.
@@ -18,6 +19,7 @@ use crate::{
 pub enum Verb {
     Get,
     Post,
+    Patch,
 }
 
 impl Verb {
@@ -26,6 +28,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Post => "post",
+            Verb::Patch => "patch",
         }
     }
 
@@ -33,6 +36,7 @@ impl Verb {
         match self {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
         }
     }
 }
@@ -58,9 +62,10 @@ pub struct Route {
 }
 
 const VIEWER: Access = Access::Role(Role::Viewer);
-const ADMIN: Access = Access::Role(Role::Admin);
 const ANALYST: Access = Access::Role(Role::Analyst);
 const OPERATOR: Access = Access::Role(Role::Operator);
+const SUPERVISOR: Access = Access::Role(Role::Supervisor);
+const ADMIN: Access = Access::Role(Role::Admin);
 
 /// Every route the API serves.
 pub static ROUTES: &[Route] = &[
@@ -283,6 +288,96 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/detect",
         access: VIEWER,
         handler: |m| on(m, detect::status),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/login",
+        access: Access::Public,
+        handler: |m| on(m, accounts::login),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/logout",
+        access: VIEWER,
+        handler: |m| on(m, accounts::logout),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/auth/me",
+        access: VIEWER,
+        handler: |m| on(m, accounts::me),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/tokens",
+        access: VIEWER,
+        handler: |m| on(m, accounts::create_token),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/users",
+        access: ADMIN,
+        handler: |m| on(m, accounts::list_users),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/users",
+        access: ADMIN,
+        handler: |m| on(m, accounts::create_user),
+    },
+    Route {
+        verb: Verb::Patch,
+        path: "/api/v1/users/{name}",
+        access: ADMIN,
+        handler: |m| on(m, accounts::update_user),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/incidents",
+        access: VIEWER,
+        handler: |m| on(m, incidents::list),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/incidents/{id}",
+        access: VIEWER,
+        handler: |m| on(m, incidents::show),
+    },
+    Route {
+        verb: Verb::Patch,
+        path: "/api/v1/incidents/{id}",
+        access: ANALYST,
+        handler: |m| on(m, incidents::patch),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/notes",
+        access: ANALYST,
+        handler: |m| on(m, incidents::add_note),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions",
+        access: OPERATOR,
+        handler: |m| on(m, incidents::request_action),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions/{action_id}/approve",
+        access: SUPERVISOR,
+        handler: |m| on(m, incidents::approve_action),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions/{action_id}/reject",
+        access: SUPERVISOR,
+        handler: |m| on(m, incidents::reject_action),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/integrations/status",
+        access: ADMIN,
+        handler: |m| on(m, incidents::integrations_status),
     },
 ];
 
