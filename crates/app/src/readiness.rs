@@ -1,7 +1,8 @@
 //! Feeding the readiness index from live data: a bus consumer keeps, per device, when it was
 //! last heard from and how its last connect authenticated; [`ReadinessService`] gathers the
-//! registry, that state, the alerts of the last year (as pseudo-incidents until incidents
-//! have a lifecycle), issued exercise advisories and the stored history, and runs
+//! registry, that state, the incidents of the last year (or, while the correlator has made
+//! none, one pseudo-incident per alert), issued exercise advisories and the stored history,
+//! and runs
 //! `readiness::compute`. A background task records the index every `interval_s`.
 
 use std::collections::HashMap;
@@ -97,8 +98,9 @@ impl ReadinessService {
                 observed: self.tracker.get(&device.id),
             })
             .collect();
-        // Incidents have no lifecycle in this build: one pseudo-incident per alert.
         let year_ago = now.saturating_sub_ms(365 * DAY_MS);
+        let lifecycle = self.incidents_since(year_ago).await?;
+        // Until the correlator has made incidents, one pseudo-incident per alert.
         let mut incidents = Vec::new();
         let mut before = None;
         loop {
@@ -137,10 +139,15 @@ impl ReadinessService {
                     resolved: None,
                 });
             }
-            if !full || incidents.len() >= MAX_ALERTS {
+            if !full || incidents.len() >= MAX_ALERTS || !lifecycle.is_empty() {
                 break;
             }
         }
+        let incidents = if lifecycle.is_empty() {
+            Incidents::DerivedFromAlerts(incidents)
+        } else {
+            Incidents::Lifecycle(lifecycle)
+        };
         let exercises = self
             .store
             .list_advisories(&AdvisoryQuery {
@@ -166,7 +173,7 @@ impl ReadinessService {
         Ok(readiness::compute(&Input {
             now,
             devices: inputs,
-            incidents: Incidents::DerivedFromAlerts(incidents),
+            incidents,
             exercises: Some(Exercises {
                 run: u32::try_from(exercises).unwrap_or(u32::MAX),
                 mean_score: None,
@@ -182,6 +189,51 @@ impl ReadinessService {
             }),
             history,
         }))
+    }
+
+    /// The incidents created since `since`, as the index needs them (newest first, paged
+    /// by sequence).
+    async fn incidents_since(&self, since: Timestamp) -> Result<Vec<IncidentInput>, PlatformError> {
+        let mut out = Vec::new();
+        let mut before_seq = None;
+        loop {
+            let page = self
+                .store
+                .list_incidents(&store::IncidentQuery {
+                    before_seq,
+                    limit: 1_000,
+                    ..store::IncidentQuery::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            before_seq = last.id.seq();
+            let full = page.len() == 1_000;
+            let mut older = false;
+            for incident in &page {
+                if incident.created_at < since {
+                    older = true;
+                    continue;
+                }
+                let times = &incident.times;
+                out.push(IncidentInput {
+                    sector: incident
+                        .devices
+                        .first()
+                        .and_then(|id| self.directory.lookup(id.as_str()))
+                        .map(|d| d.sector),
+                    severity: incident.severity,
+                    first_event: times.first_evidence,
+                    detected: times.first_alert,
+                    acknowledged: times.acknowledged,
+                    contained: times.contained,
+                    resolved: times.resolved.or(times.closed),
+                });
+            }
+            if !full || older || before_seq.is_none() || out.len() >= MAX_ALERTS {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Computes the index and keeps it in the history.

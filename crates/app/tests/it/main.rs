@@ -757,12 +757,13 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
         .await;
     assert_eq!(status, 404, "{err}");
 
-    // The readiness index sees the siren, the alert and the exercise-free year.
+    // The readiness index sees the siren, the incident the correlator made of the alert, and
+    // the exercise-free year.
     let (status, index) = city
         .json("GET", "/api/v1/readiness", Some(&admin), None)
         .await;
     assert_eq!(status, 200, "{index}");
-    assert_eq!(index["incident_source"], "derived_from_alerts");
+    assert_eq!(index["incident_source"], "lifecycle");
     let value = |id: &str| {
         index["city"]["values"]
             .as_array()
@@ -783,8 +784,9 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
     );
     assert_eq!(
         value("time_to_acknowledge")["no_data"],
-        "incidents are derived from alerts, which have no lifecycle times yet"
+        "no incident in the last 365 days reached this step"
     );
+    assert!(value("time_to_detect")["score"].as_f64().is_some());
     assert!(
         index["indicators"]
             .as_array()
