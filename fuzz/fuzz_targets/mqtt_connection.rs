@@ -44,6 +44,7 @@ fn device() -> Arc<Device> {
             firmware: "1".into(),
             addresses: Vec::new(),
             location: None,
+            addresses: Vec::new(),
             credentials: vec![Credential::Secret { hash: ingest::credentials::hash_secret("pw") }],
             status: DeviceStatus::Active,
             created_at: Timestamp::from_millis(0),

@@ -6,6 +6,7 @@ pub mod advisories;
 pub mod config;
 pub mod detect;
 pub mod directory;
+mod flows;
 pub mod incidents;
 pub mod integrations;
 pub mod inventory;

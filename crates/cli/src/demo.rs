@@ -32,6 +32,9 @@ pub struct DemoArgs {
     /// The embedded MQTT broker's address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt_listen: String,
+    /// The flow collector's UDP address (NetFlow v5/v9, IPFIX).
+    #[arg(long, default_value = "127.0.0.1:2055")]
+    flow_listen: String,
     /// Replay the attack schedule (on by default; `--attacks false` turns it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     attacks: bool,
@@ -52,6 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.http.listen = args.http_listen.clone();
     config.ingest.mqtt.listen = args.mqtt_listen.clone();
+    config.ingest.flow.listen = args.flow_listen.clone();
     // Every simulated device connects from this machine's loopback address.
     config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
     config.ingest.mqtt.max_connections =
@@ -102,6 +106,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         platform.admin_token_path().display()
     );
     eprintln!("  MQTT broker: {}", platform.mqtt_addr());
+    if let Some(flow) = platform.flow_addr() {
+        eprintln!("  flows (UDP): {flow} (NetFlow v5/v9, IPFIX)");
+    }
     eprintln!(
         "  try: curl -H \"Authorization: Bearer $(cat {})\" {scheme}://{http}/api/v1/alerts",
         platform.admin_token_path().display()

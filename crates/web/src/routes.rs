@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
 use crate::{
-    IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api, detect, incidents,
-    readiness, reports,
+    FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api,
+    detect, incidents, readiness, reports,
 };
 
 /// The HTTP methods the API uses.
@@ -140,6 +140,12 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/alerts/{id}",
         access: VIEWER,
         handler: |m| on(m, api::get_alert),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/flows",
+        access: OPERATOR,
+        handler: |m| on(m, api::ingest_flows).layer(DefaultBodyLimit::max(FLOWS_BODY_LIMIT)),
     },
     Route {
         verb: Verb::Get,

@@ -32,6 +32,7 @@ async fn start() -> City {
     let mut config = app::Config::load(app::config::DEFAULT_CONFIG, &env).unwrap();
     config.http.listen = "127.0.0.1:0".into();
     config.ingest.mqtt.listen = "127.0.0.1:0".into();
+    config.ingest.flow.listen = "127.0.0.1:0".into();
     config.advisories.sender = "alerts@city.example".into();
     config.advisories.public_url = "https://city.example".into();
     let platform = app::Platform::start(config).await.unwrap();
