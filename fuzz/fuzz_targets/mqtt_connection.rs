@@ -42,7 +42,6 @@ fn device() -> Arc<Device> {
             vendor: "v".into(),
             model: "m".into(),
             firmware: "1".into(),
-            addresses: Vec::new(),
             location: None,
             addresses: Vec::new(),
             credentials: vec![Credential::Secret { hash: ingest::credentials::hash_secret("pw") }],
