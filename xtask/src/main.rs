@@ -49,7 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "app", "sim", "model", "store", "stix", "pki", "detect", "cap",
+            "app", "sim", "model", "store", "stix", "pki", "detect", "cap", "taxii",
         ],
     ),
     ("test-support", &["model"]),

@@ -44,6 +44,8 @@ pub struct Config {
     /// `[integrations]`: forwarding to the city's SIEM (syslog, webhooks).
     #[serde(default)]
     pub integrations: crate::integrations::IntegrationsConfig,
+    #[serde(default)]
+    pub taxii: crate::intel::config::TaxiiConfig,
 }
 
 /// `[http]`.
@@ -244,6 +246,7 @@ impl Config {
         }
         crate::incidents::validate_playbooks(&self.playbooks)?;
         self.integrations.validate()?;
+        self.taxii.validate()?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod directory;
 mod flows;
 pub mod incidents;
 pub mod integrations;
+pub mod intel;
 pub mod inventory;
 mod landing;
 mod metrics;

@@ -255,7 +255,7 @@ impl Platform {
             .context("failed to start the incident service")?,
         );
         let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(crate::readiness::track(readiness_sub, tracker)),
             tokio::spawn(crate::readiness::recorder(
                 readiness.clone(),
@@ -269,6 +269,7 @@ impl Platform {
                 shutdown_rx.clone(),
             )),
         ];
+        background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
 
         // HTTP last: readiness means everything behind it runs.
         let ready = Arc::new(AtomicBool::new(false));
@@ -294,7 +295,10 @@ impl Platform {
             report_limits: config.reports.clone(),
             readiness,
         };
-        let router = crate::landing::router().merge(web::router(api));
+        let mut router = crate::landing::router().merge(web::router(api));
+        if config.taxii.enabled {
+            router = router.merge(crate::intel::router(&config.taxii, store.clone()));
+        }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
@@ -305,7 +309,17 @@ impl Platform {
         };
         let http_task = match (&config.http.tls_cert, &config.http.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
+                // TAXII partners may identify by client certificate: ask for one then.
+                let client_certs = config.taxii.enabled
+                    && config
+                        .taxii
+                        .partners
+                        .iter()
+                        .any(|p| p.cert_sha256.is_some());
+                let tls = tls::TlsListener::new(
+                    listener,
+                    tls::server_config_with_client_certs(cert, key, client_certs)?,
+                )?;
                 tokio::spawn(async move {
                     // The peer address reaches handlers (login rate limits per source).
                     let service = router

@@ -12,6 +12,7 @@ mod readiness;
 mod serve;
 mod simulate;
 mod stix;
+mod taxii;
 mod user;
 
 use std::io::Write;
@@ -71,6 +72,13 @@ enum Command {
     /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
+    /// Share threat intelligence over TAXII 2.1 with any server.
+    Taxii {
+        #[command(subcommand)]
+        command: taxii::TaxiiCommand,
+        #[command(flatten)]
+        auth: taxii::AuthArgs,
+    },
     /// Measure the platform's engines (see bench/results/ for recorded runs).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -142,6 +150,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
         }
+        Command::Taxii { command, auth } => taxii::run(command, auth),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store,
 
 mod advisory;
 mod detect;
+mod intel;
 mod users;
 
 /// The most rows one list call returns.
@@ -25,6 +26,7 @@ const PRUNE_CHUNK: i64 = 5_000;
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_detect", include_str!("../migrations/0002_detect.sql")),
+    ("0003_taxii", include_str!("../migrations/0003_taxii.sql")),
     (
         "0004_advisories",
         include_str!("../migrations/0004_advisories.sql"),

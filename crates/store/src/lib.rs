@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 mod advisory;
 mod detect;
 mod embedded;
+pub mod intel;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
@@ -27,6 +28,7 @@ pub use crate::advisory::{
 };
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
+pub use crate::intel::IntelStore;
 pub use crate::users::{
     IncidentQuery, IncidentStore, User, UserStore, UserToken, UserTokenKind, severity_rank,
 };
@@ -117,7 +119,15 @@ pub struct StoreStats {
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
 pub trait Store:
-    AdvisoryStore + ReadinessStore + DetectStore + UserStore + IncidentStore + Send + Sync + 'static
+    AdvisoryStore
+    + ReadinessStore
+    + DetectStore
+    + UserStore
+    + IncidentStore
+    + IntelStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;

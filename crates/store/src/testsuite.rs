@@ -18,6 +18,8 @@ use model::{
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, EventQuery, Store, StoreStats};
 
+pub mod intel;
+
 /// A fresh, empty database for one test.
 #[async_trait]
 pub trait Backend: Send + Sync {

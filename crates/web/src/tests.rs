@@ -1390,6 +1390,46 @@ impl DetectStore for BrokenStore {
 }
 
 #[async_trait]
+impl store::IntelStore for BrokenStore {
+    async fn intel_add(
+        &self,
+        _: &str,
+        _: &[store::intel::IntelObject],
+        _: i64,
+    ) -> store::Result<Vec<store::intel::IntelAdded>> {
+        on_fire()
+    }
+    async fn intel_query(
+        &self,
+        _: &store::intel::IntelQuery,
+    ) -> store::Result<Vec<store::intel::IntelRecord>> {
+        on_fire()
+    }
+    async fn intel_delete(&self, _: &store::intel::IntelQuery) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_put_status(&self, _: &store::intel::IntelStatus) -> store::Result<()> {
+        on_fire()
+    }
+    async fn intel_get_status(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> store::Result<Option<store::intel::IntelStatus>> {
+        on_fire()
+    }
+    async fn intel_prune_statuses(&self, _: i64) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_bookmark(&self, _: &str) -> store::Result<Option<String>> {
+        on_fire()
+    }
+    async fn intel_set_bookmark(&self, _: &str, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+}
+
+#[async_trait]
 impl Store for BrokenStore {
     async fn insert_device(&self, _: &Device) -> store::Result<()> {
         Err(store::Error::Internal(
