@@ -50,7 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "app", "sim", "model", "store", "stix", "pki", "detect", "taxii", "gateway",
+            "app", "sim", "model", "store", "stix", "pki", "detect", "cap", "taxii", "gateway",
         ],
     ),
     ("test-support", &["model"]),

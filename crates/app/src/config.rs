@@ -31,6 +31,12 @@ pub struct Config {
     pub detect: detect::DetectConfig,
     #[serde(default)]
     pub gateway: gateway::GatewayConfig,
+    #[serde(default)]
+    pub advisories: crate::advisories::AdvisoryConfig,
+    #[serde(default)]
+    pub reports: web::ReportLimits,
+    #[serde(default)]
+    pub readiness: crate::readiness::ReadinessConfig,
     /// `[incidents]`: how alerts are grouped into incidents.
     #[serde(default)]
     pub incidents: incident::CorrelatorConfig,

@@ -63,6 +63,12 @@ impl Directory {
             .count()
     }
 
+    /// Every registered device, in no particular order.
+    pub fn snapshot(&self) -> Vec<Arc<Device>> {
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices.values().cloned().collect()
+    }
+
     pub fn lookup(&self, id: &str) -> Option<Arc<Device>> {
         self.devices
             .read()

@@ -3,6 +3,7 @@
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
 pub mod audit;
+pub mod advisories;
 pub mod config;
 pub mod detect;
 pub mod directory;
@@ -15,6 +16,8 @@ pub mod inventory;
 mod landing;
 mod metrics;
 pub mod platform;
+pub mod readiness;
+pub mod reports;
 pub mod response;
 pub mod tls;
 pub mod token;

@@ -55,6 +55,8 @@ pub enum DetectControl {
     UpsertIndicators(Vec<detect::Indicator>),
     /// Indicators to stop matching (revoked or deleted), by STIX id.
     RemoveIndicators(Vec<String>),
+    /// Where a device is (citizen reports are matched to sirens by it).
+    Location(DeviceId, model::Location),
     /// An analyst marked what `rule` saw for `key` as normal.
     Learn { rule: String, key: String },
     /// An analyst silenced `rule` for `key`.
@@ -132,6 +134,7 @@ impl Platform {
             })?,
         );
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
+        let signing_key = crate::advisories::signing_key(&config.data_dir)?;
 
         let BusConfig::InProcess { capacity } = &config.bus;
         let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
@@ -161,6 +164,9 @@ impl Platform {
             after = Some(last.id.clone());
             for device in page {
                 engine.register_device(device.id.clone(), meta(&device));
+                if let Some(location) = device.location {
+                    engine.register_location(device.id.clone(), location);
+                }
                 directory.put(device);
             }
         }
@@ -171,6 +177,7 @@ impl Platform {
         let writer_sub = bus.subscribe("obs.*", "store").await?;
         let gateway_states = bus.subscribe("obs.state", "gateway").await?;
         let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
+        let readiness_sub = bus.subscribe("obs.*", "readiness").await?;
         let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
@@ -233,6 +240,19 @@ impl Platform {
             config.store.telemetry(),
             counters.clone(),
         ));
+        let tracker = Arc::new(crate::readiness::Tracker::default());
+        let readiness = Arc::new(crate::readiness::ReadinessService {
+            store: store.clone(),
+            directory: inner.directory.clone(),
+            tracker: tracker.clone(),
+            conduits: config.detect.conduits.clone(),
+        });
+        let advisories = Arc::new(crate::advisories::AdvisoryService::new(
+            store.clone(),
+            inner.directory.clone(),
+            config.advisories.clone(),
+            signing_key,
+        )?);
         // Incidents, response actions and SIEM forwarding. The gateway and audit ports are
         // where the command gateway and the audit log plug in.
         let forwarder = Arc::new(
@@ -266,6 +286,12 @@ impl Platform {
                 gateway_states,
                 gateway_alerts,
             )),
+            tokio::spawn(crate::readiness::track(readiness_sub, tracker)),
+            tokio::spawn(crate::readiness::recorder(
+                readiness.clone(),
+                Duration::from_secs(config.readiness.interval_s),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -291,6 +317,13 @@ impl Platform {
             },
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
+            advisories,
+            reports: Arc::new(crate::reports::ReportSink {
+                store: store.clone(),
+                bus: bus.clone(),
+            }),
+            report_limits: config.reports.clone(),
+            readiness,
         };
         let mut router = crate::landing::router().merge(web::router(api));
         if config.taxii.enabled {
@@ -504,6 +537,11 @@ async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::Platfo
         let _ = inner
             .detect_control
             .send(DetectControl::Device(device.id.clone(), meta(&device)));
+        if let Some(location) = device.location {
+            let _ = inner
+                .detect_control
+                .send(DetectControl::Location(device.id.clone(), location));
+        }
         inner.directory.put(device);
     }
     Ok(())
@@ -543,6 +581,7 @@ async fn detect_worker(
                     }
                 }
                 DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
+                DetectControl::Location(id, location) => engine.register_location(id, location),
                 DetectControl::Learn { rule, key } => engine.learn(&rule, &key),
                 DetectControl::Mute { rule, key, until } => engine.mute(&rule, &key, until),
                 DetectControl::Unsuppress { rule, key } => engine.unsuppress(&rule, &key),

@@ -361,7 +361,7 @@ where
     })
 }
 
-fn token(target: &Target) -> anyhow::Result<String> {
+pub(crate) fn token(target: &Target) -> anyhow::Result<String> {
     if let Some(token) = &target.token {
         return Ok(token.clone());
     }
@@ -378,7 +378,7 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(text.trim().to_owned())
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(60)))
@@ -408,7 +408,7 @@ pub(crate) fn api(
     reply(response)
 }
 
-fn api_raw(
+pub(crate) fn api_raw(
     target: &Target,
     path: &str,
     content_type: &str,

@@ -4,11 +4,13 @@
 mod audit;
 mod bench;
 mod command;
+mod cap;
 mod demo;
 mod device;
 mod duration;
 mod incident;
 mod pki;
+mod readiness;
 mod serve;
 mod simulate;
 mod stix;
@@ -67,6 +69,11 @@ enum Command {
     /// Verify and export the hash-chained audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check CAP 1.2 files; draft, approve, issue, cancel and list public advisories.
+    #[command(subcommand)]
+    Cap(cap::CapCommand),
+    /// The readiness index of the running platform.
+    Readiness(readiness::ReadinessArgs),
     /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
     #[command(subcommand)]
     User(user::UserCommand),
@@ -144,6 +151,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Gateway(cmd) => command::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Cap(cmd) => cap::run(cmd),
+        Command::Readiness(args) => readiness::run(args),
         Command::User(cmd) => user::run(cmd),
         Command::Incident(cmd) => incident::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| 0),

@@ -13,6 +13,8 @@ pub struct DetectConfig {
     pub brute_force: BruteForceConfig,
     /// Actuations nobody commanded.
     pub actuation: ActuationConfig,
+    /// Citizen reports correlated with sirens.
+    pub reports: crate::ReportsConfig,
     /// Repeats of an alert (same rule, same device or source) within this many seconds of
     /// its last occurrence are merged into it.
     pub merge_window_s: u64,
@@ -38,6 +40,7 @@ impl Default for DetectConfig {
         DetectConfig {
             brute_force: BruteForceConfig::default(),
             actuation: ActuationConfig::default(),
+            reports: crate::ReportsConfig::default(),
             merge_window_s: 600,
             max_evidence: 20,
             disabled_rules: Vec::new(),

@@ -33,6 +33,7 @@ mod auth;
 mod config;
 mod flows;
 pub mod indicator;
+mod reports;
 pub mod rules;
 mod telemetry;
 mod window;
@@ -52,6 +53,7 @@ pub use crate::config::{
     FlowConfig, RateConfig, ZoneConfig, parse_cidr,
 };
 pub use crate::indicator::{Indicator, IndicatorError};
+pub use crate::reports::ReportsConfig;
 pub use crate::rules::{Diagnostic, RuleSet};
 
 /// What the engine knows about a registered device.
@@ -159,6 +161,8 @@ pub struct Engine {
     pub(crate) auth: auth::AuthState,
     pub(crate) flows: flows::FlowRules,
     pub(crate) indicators: indicator::IndicatorSet,
+    /// Citizen reports correlated with sirens (`reports.rs`).
+    pub(crate) reports: reports::ReportState,
     /// Open alerts by (rule, key), for merging repeats.
     open: HashMap<(&'static str, String), Alert>,
     suppressed: HashMap<(String, String), Suppression>,
@@ -204,6 +208,7 @@ impl Engine {
             devices,
             flows,
             indicators: indicator::IndicatorSet::default(),
+            reports: reports::ReportState::default(),
             open: HashMap::new(),
             suppressed: HashMap::new(),
             pending: Vec::new(),
@@ -317,7 +322,10 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            tracked_keys: self.auth.tracked() + self.flows.tracked() + self.open.len(),
+            tracked_keys: self.auth.tracked()
+                + self.flows.tracked()
+                + self.open.len()
+                + self.reports.tracked(),
             devices: self.devices.len(),
             indicators: self.indicators.len(),
             ..self.stats.clone()
@@ -338,6 +346,7 @@ impl Engine {
                 self.raise_with(draft, evidence, out);
             }
         }
+        self.observe_reports(event, out);
         match &event.kind {
             EventKind::Security(sec) => auth::on_security(self, event, sec, out),
             EventKind::State { readings } | EventKind::Telemetry { readings } => {
@@ -345,6 +354,7 @@ impl Engine {
             }
             EventKind::Command { .. } => telemetry::on_command(self, event, out),
             EventKind::Flow(flow) => flows::on_flow(self, event, flow, out),
+            EventKind::CitizenReport { .. } => {}
         }
         if !self.auth.thresholds_empty() {
             auth::custom_thresholds(self, event, out);
@@ -364,6 +374,7 @@ impl Engine {
             _ => true,
         });
         self.indicators.expire(now);
+        self.tick_reports(now);
     }
 
     pub(crate) fn enabled(&self, rule: &str) -> bool {

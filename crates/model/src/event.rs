@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, FlowRecord, Sector, Timestamp};
+use crate::{DeviceId, FlowRecord, Location, ReportCategory, Sector, Timestamp};
 
 /// Something that happened in the city, as citysec saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct Event {
 
 impl Event {
     /// The bus subject for this event: `obs.telemetry`, `obs.state`, `obs.security`,
-    /// `obs.command` or `obs.flow`.
+    /// `obs.command`, `obs.flow` or `obs.report`.
     pub fn subject(&self) -> &'static str {
         match &self.kind {
             EventKind::Telemetry { .. } => "obs.telemetry",
@@ -33,11 +33,12 @@ impl Event {
             EventKind::Security(_) => "obs.security",
             EventKind::Command { .. } => "obs.command",
             EventKind::Flow(_) => "obs.flow",
+            EventKind::CitizenReport { .. } => "obs.report",
         }
     }
 
     /// The short kind name stored with the event: `telemetry`, `state`, `security`,
-    /// `command` or `flow`.
+    /// `command`, `flow` or `report`.
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             EventKind::Telemetry { .. } => "telemetry",
@@ -45,6 +46,7 @@ impl Event {
             EventKind::Security(_) => "security",
             EventKind::Command { .. } => "command",
             EventKind::Flow(_) => "flow",
+            EventKind::CitizenReport { .. } => "report",
         }
     }
 }
@@ -68,6 +70,13 @@ pub enum EventKind {
     },
     /// A network flow record (NetFlow v5/v9, IPFIX or a JSON line from a collector).
     Flow(FlowRecord),
+    /// A resident reported something odd through the public report endpoint (cleaned text,
+    /// no identity of the sender).
+    CitizenReport {
+        category: ReportCategory,
+        text: String,
+        location: Location,
+    },
 }
 
 /// One named value.

@@ -4,15 +4,21 @@
 //!
 //! This crate does no IO and pulls in no runtime; engines and adapters agree on these types.
 
+mod advisory;
 mod alert;
 mod device;
 mod error;
 mod event;
 mod flow;
 mod incident;
+mod report;
 mod time;
 pub mod topic;
 
+pub use crate::advisory::{
+    Advisory, AdvisoryArea, AdvisoryCircle, AdvisoryContent, AdvisoryMsgType, AdvisoryOrigin,
+    AdvisoryResource, AdvisoryState, AdvisoryStatus, AdvisoryText, Geocode,
+};
 pub use crate::alert::{Alert, AlertId, Evidence, Severity};
 pub use crate::device::{
     Credential, Device, DeviceClass, DeviceId, DeviceIdError, DeviceStatus, Location, Sector,
@@ -24,6 +30,7 @@ pub use crate::incident::{
     ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,
     IncidentId, IncidentState, IncidentTimes, ResponseAction, TimelineEntry, TimelineKind,
 };
+pub use crate::report::{CitizenReport, ReportCategory};
 pub use crate::time::Timestamp;
 
 #[cfg(test)]

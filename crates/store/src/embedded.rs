@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
+mod advisory;
 mod detect;
 mod gateway;
 mod intel;
@@ -27,6 +28,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_detect", include_str!("../migrations/0002_detect.sql")),
     ("0003_taxii", include_str!("../migrations/0003_taxii.sql")),
+    (
+        "0004_advisories",
+        include_str!("../migrations/0004_advisories.sql"),
+    ),
     (
         "0005_gateway",
         include_str!("../migrations/0005_gateway.sql"),

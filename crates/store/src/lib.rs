@@ -12,6 +12,7 @@ use model::{
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+mod advisory;
 mod detect;
 mod embedded;
 pub mod intel;
@@ -24,6 +25,9 @@ pub mod testsuite_users;
 mod users;
 
 pub use crate::audit::{AuditStore, GatewayStore};
+pub use crate::advisory::{
+    AdvisoryQuery, AdvisoryStore, ReadinessRecord, ReadinessStore, ReportQuery,
+};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
@@ -120,6 +124,8 @@ pub trait Store:
     AuditStore
     + DetectStore
     + GatewayStore
+    + AdvisoryStore
+    + ReadinessStore
     + UserStore
     + IncidentStore
     + IntelStore

@@ -59,6 +59,11 @@ macro_rules! testsuite {
             audit_survives_reopen,
             command_counters_increase,
             commands_put_get_list,
+            advisories_insert_and_versioned_update,
+            advisories_write_is_all_or_nothing,
+            advisories_list_drafts_and_issued,
+            reports_insert_and_list,
+            readiness_history_newest_first,
             detect_suppressions,
             detect_local_indicators,
         );
@@ -565,6 +570,222 @@ pub async fn close_and_reopen_persists(backend: &dyn Backend) {
     assert_eq!(store.get_alert(&alert.id).await.unwrap(), Some(alert));
     assert_eq!(store.find_token(&token.sha256).await.unwrap(), Some(token));
     store.close().await.unwrap();
+}
+
+// --- advisories, citizen reports, readiness history (`AdvisoryStore`, `ReadinessStore`) ---
+
+/// A draft advisory for tests.
+pub fn advisory(id: &str, drafted_at: i64) -> model::Advisory {
+    model::Advisory {
+        id: id.to_owned(),
+        version: 1,
+        state: model::AdvisoryState::Draft,
+        status: model::AdvisoryStatus::Exercise,
+        msg_type: model::AdvisoryMsgType::Alert,
+        references: None,
+        content: model::AdvisoryContent {
+            event: "siren test".to_owned(),
+            categories: vec!["Safety".to_owned()],
+            urgency: "Immediate".to_owned(),
+            severity: "Minor".to_owned(),
+            certainty: "Observed".to_owned(),
+            response_types: vec![],
+            texts: vec![model::AdvisoryText {
+                language: "en-US".to_owned(),
+                headline: "sirens will be tested".to_owned(),
+                description: String::new(),
+                instruction: String::new(),
+            }],
+            areas: vec![],
+            resources: vec![],
+            expires: None,
+            web: None,
+            contact: None,
+            note: None,
+        },
+        origin: None,
+        drafted_by: "ana".to_owned(),
+        drafted_at: Timestamp::from_millis(drafted_at),
+        approved_by: None,
+        approved_at: None,
+        issued_by: None,
+        issued_at: None,
+        cancel_id: None,
+        cap_identifier: None,
+        document: None,
+        signature: None,
+    }
+}
+
+pub async fn advisories_insert_and_versioned_update(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let draft = advisory("adv-1", 1_000);
+    store
+        .write_advisories(std::slice::from_ref(&draft))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_advisory("adv-1").await.unwrap(),
+        Some(draft.clone())
+    );
+    assert_eq!(store.get_advisory("adv-2").await.unwrap(), None);
+    let err = store
+        .write_advisories(std::slice::from_ref(&draft))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+
+    let mut approved = draft.clone();
+    approved.version = 2;
+    approved.state = model::AdvisoryState::Approved;
+    approved.approved_by = Some("ben".to_owned());
+    store
+        .write_advisories(std::slice::from_ref(&approved))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_advisory("adv-1").await.unwrap(),
+        Some(approved.clone())
+    );
+    // A second writer that also read version 1 loses.
+    let err = store
+        .write_advisories(std::slice::from_ref(&approved))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    let mut ghost = advisory("adv-9", 1_000);
+    ghost.version = 2;
+    let err = store.write_advisories(&[ghost]).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    let mut zero = advisory("adv-0", 1_000);
+    zero.version = 0;
+    let err = store.write_advisories(&[zero]).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Invalid, "{err}");
+}
+
+pub async fn advisories_write_is_all_or_nothing(backend: &dyn Backend) {
+    let store = backend.open().await;
+    store
+        .write_advisories(&[advisory("adv-1", 1_000)])
+        .await
+        .unwrap();
+    let mut stale = advisory("adv-1", 1_000);
+    stale.version = 3; // the stored one is 1, not 2
+    let err = store
+        .write_advisories(&[advisory("adv-2", 2_000), stale])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert_eq!(store.get_advisory("adv-2").await.unwrap(), None);
+}
+
+pub async fn advisories_list_drafts_and_issued(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut issued_early = advisory("adv-a", 1_000);
+    issued_early.state = model::AdvisoryState::Issued;
+    issued_early.issued_at = Some(Timestamp::from_millis(5_000));
+    let mut issued_late = advisory("adv-b", 2_000);
+    issued_late.state = model::AdvisoryState::Cancelled;
+    issued_late.issued_at = Some(Timestamp::from_millis(6_000));
+    let draft = advisory("adv-c", 3_000);
+    store
+        .write_advisories(&[issued_early, issued_late, draft])
+        .await
+        .unwrap();
+    let ids = |list: Vec<model::Advisory>| list.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let all = store
+        .list_advisories(&crate::AdvisoryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["adv-c", "adv-b", "adv-a"]);
+    let issued = store
+        .list_advisories(&crate::AdvisoryQuery {
+            issued: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(issued), ["adv-b", "adv-a"]);
+    let drafts = store
+        .list_advisories(&crate::AdvisoryQuery {
+            state: Some(model::AdvisoryState::Draft),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(drafts), ["adv-c"]);
+}
+
+pub async fn reports_insert_and_list(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let report = |id: &str, ts: i64, category| model::CitizenReport {
+        id: id.to_owned(),
+        ts: Timestamp::from_millis(ts),
+        category,
+        text: "siren sounding, sky is clear".to_owned(),
+        location: model::Location {
+            lat: 45.5,
+            lon: -122.6,
+        },
+    };
+    let r1 = report("r1", 1_000, model::ReportCategory::SirenNoStorm);
+    let r2 = report("r2", 2_000, model::ReportCategory::Other);
+    let r3 = report("r3", 3_000, model::ReportCategory::SirenNoStorm);
+    for r in [&r1, &r2, &r3] {
+        store.insert_report(r).await.unwrap();
+    }
+    let err = store.insert_report(&r1).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    let all = store
+        .list_reports(&crate::ReportQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all, [r3.clone(), r2.clone(), r1.clone()]);
+    let sirens = store
+        .list_reports(&crate::ReportQuery {
+            category: Some(model::ReportCategory::SirenNoStorm),
+            since: Some(Timestamp::from_millis(1_500)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sirens, [r3]);
+    let older = store
+        .list_reports(&crate::ReportQuery {
+            before: Some(Timestamp::from_millis(2_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older, [r1]);
+}
+
+pub async fn readiness_history_newest_first(backend: &dyn Backend) {
+    let store = backend.open().await;
+    for (ts, score) in [(1_000, Some(40.0)), (2_000, None), (3_000, Some(55.5))] {
+        store
+            .append_readiness(&crate::ReadinessRecord {
+                ts: Timestamp::from_millis(ts),
+                score,
+                body: serde_json::json!({ "ts": ts }),
+            })
+            .await
+            .unwrap();
+    }
+    let all = store.list_readiness(None, 0).await.unwrap();
+    let seen: Vec<(i64, Option<f64>)> = all.iter().map(|r| (r.ts.as_millis(), r.score)).collect();
+    assert_eq!(
+        seen,
+        [(3_000, Some(55.5)), (2_000, None), (1_000, Some(40.0))]
+    );
+    assert_eq!(all[0].body, serde_json::json!({ "ts": 3_000 }));
+    let recent = store
+        .list_readiness(Some(Timestamp::from_millis(2_000)), 1)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].ts.as_millis(), 3_000);
 }
 
 pub async fn detect_suppressions(backend: &dyn Backend) {

@@ -408,7 +408,14 @@ pub(crate) struct EventParams {
     limit: Option<String>,
 }
 
-const EVENT_KINDS: [&str; 5] = ["telemetry", "state", "security", "command", "flow"];
+const EVENT_KINDS: [&str; 6] = [
+    "telemetry",
+    "state",
+    "security",
+    "command",
+    "flow",
+    "report",
+];
 
 pub(crate) async fn list_events(
     State(s): AppState,

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub mod accounts;
+mod advisories;
 mod api;
 mod auth;
 mod commands;
@@ -23,14 +24,21 @@ pub mod detect;
 mod error;
 mod incidents;
 mod platform;
+mod readiness;
+mod reports;
 pub mod routes;
 
+pub use crate::advisories::{Advisories, DraftRequest, FromAlertRequest};
 pub use crate::auth::{Principal, Role, token_sha256};
 pub use crate::error::{ApiError, status_for};
 pub use crate::incidents::{IncidentRequest, IncidentUpdate};
 pub use crate::platform::{
     FlowLineError, FlowReport, ImportFormat, ImportReport, ImportRowError, NewDevice, Platform,
     PlatformError, Status,
+};
+pub use crate::readiness::Readiness;
+pub use crate::reports::{
+    NewReport, REPORT_BODY_LIMIT, ReportLimits, Reports, clean_text, html_escape,
 };
 
 /// The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
@@ -54,18 +62,28 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Whether `/metrics` may be read without a token (default: no).
     pub metrics_public: bool,
+    /// Public advisories (the `/api/v1/advisories` lifecycle and the `/cap/` feed).
+    pub advisories: Arc<dyn Advisories>,
+    /// Where accepted citizen reports go.
+    pub reports: Arc<dyn Reports>,
+    /// The limits of the public report intake.
+    pub report_limits: ReportLimits,
+    /// The readiness index.
+    pub readiness: Arc<dyn Readiness>,
 }
 
 /// The state handlers share: the caller's [`ApiState`] and the token cache.
 pub(crate) struct Shared {
     pub api: ApiState,
     pub tokens: auth::TokenCache,
+    pub report_limiter: reports::Limiter,
     pub logins: accounts::LoginLimiter,
 }
 
 /// Builds the API router.
 pub fn router(state: ApiState) -> Router {
     let shared = Arc::new(Shared {
+        report_limiter: reports::Limiter::new(state.report_limits.clone()),
         api: state,
         tokens: auth::TokenCache::new(),
         logins: accounts::LoginLimiter::new(),
@@ -97,10 +115,12 @@ async fn harden(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // A route may set a policy of its own (the report page allows its inline style).
+    headers
+        .entry(HeaderName::from_static("content-security-policy"))
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     response
 }
 

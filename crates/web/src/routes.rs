@@ -10,7 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
 use crate::{
-    FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, Shared, accounts, api, commands, detect, incidents,
+    FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api,
+    commands, detect, incidents, readiness, reports,
 };
 
 /// The HTTP methods the API uses.
@@ -189,6 +190,105 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/audit/verify",
         access: ANALYST,
         handler: |m| on(m, commands::verify),
+    },
+    // Public advisories: drafting (analyst), approving, issuing and cancelling (operator).
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/advisories",
+        access: VIEWER,
+        handler: |m| on(m, advisories::list),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories",
+        access: ANALYST,
+        handler: |m| on(m, advisories::draft),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/advisories/{id}",
+        access: VIEWER,
+        handler: |m| on(m, advisories::get),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/import",
+        access: ANALYST,
+        handler: |m| on(m, advisories::import),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/from-alert/{id}",
+        access: ANALYST,
+        handler: |m| on(m, advisories::draft_from_alert),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/approve",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::approve),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/issue",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::issue),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/advisories/{id}/cancel",
+        access: OPERATOR,
+        handler: |m| on(m, advisories::cancel),
+    },
+    // The public CAP feed: issued documents only, signed.
+    Route {
+        verb: Verb::Get,
+        path: "/cap/feed.atom",
+        access: Access::Public,
+        handler: |m| on(m, advisories::feed),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/alerts/{id}",
+        access: Access::Public,
+        handler: |m| on(m, advisories::document),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/alerts/{id}/signature",
+        access: Access::Public,
+        handler: |m| on(m, advisories::signature),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/cap/key.pem",
+        access: Access::Public,
+        handler: |m| on(m, advisories::public_key),
+    },
+    // Citizen reports: anonymous, rate-limited, size-limited.
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/reports",
+        access: Access::Public,
+        handler: |m| on(m, reports::submit_json).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/report",
+        access: Access::Public,
+        handler: |m| on(m, reports::form_page),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/report",
+        access: Access::Public,
+        handler: |m| on(m, reports::submit_form).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/readiness",
+        access: VIEWER,
+        handler: |m| on(m, readiness::get),
     },
     // detection: learn and mute, suppressions, the city's indicators, engine status
     Route {

@@ -281,6 +281,8 @@ struct Fixture {
     platform: Arc<FakePlatform>,
     ready: Arc<AtomicBool>,
     metrics_public: bool,
+    civic: Arc<civic::FakeCivic>,
+    report_limits: crate::ReportLimits,
 }
 
 fn id(s: &str) -> DeviceId {
@@ -412,12 +414,15 @@ async fn fixture() -> Fixture {
         store: store.clone(),
         revoked: Default::default(),
     });
+    let civic_store = store.clone();
     Fixture {
         _dir: dir,
         store,
         platform,
         ready: Arc::new(AtomicBool::new(true)),
         metrics_public: false,
+        civic: Arc::new(civic::FakeCivic { store: civic_store }),
+        report_limits: crate::ReportLimits::default(),
     }
 }
 
@@ -429,6 +434,10 @@ impl Fixture {
             metrics: Arc::new(|| "# TYPE citysec_up gauge\ncitysec_up 1\n".to_owned()),
             ready: self.ready.clone(),
             metrics_public: self.metrics_public,
+            advisories: self.civic.clone(),
+            reports: self.civic.clone(),
+            report_limits: self.report_limits.clone(),
+            readiness: self.civic.clone(),
         })
     }
 
@@ -1544,6 +1553,8 @@ impl store::GatewayStore for BrokenStore {
     }
 }
 
+civic::broken_civic_stores!(BrokenStore);
+
 #[tokio::test]
 async fn internal_failures_are_generic() {
     let mut f = fixture().await;
@@ -1567,6 +1578,7 @@ fn concrete(path: &str) -> String {
     path.replace("/devices/{id}", "/devices/pump-1")
         .replace("/alerts/{id}", "/alerts/alert-1")
         .replace("/commands/{id}", "/commands/cmd-1")
+        .replace("/advisories/{id}", "/advisories/adv-1")
         .replace("/incidents/{id}", "/incidents/INC-000001")
         .replace("/users/{name}", "/users/alice")
         .replace("/actions/{action_id}", "/actions/A1")
@@ -1906,3 +1918,4 @@ async fn indicators_are_added_per_object_and_paged() {
         .await;
     assert_eq!(status.json()["builtin_rules"][0], "policy.conduit");
 }
+mod civic;

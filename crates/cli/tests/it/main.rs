@@ -786,6 +786,106 @@ fn sim_drives_a_served_platform_with_the_same_population() {
     );
 }
 
+/// `citysec cap validate` checks files offline; `citysec cap ...` and `citysec readiness`
+/// drive a served platform.
+#[test]
+fn cap_and_readiness_commands() {
+    let cap_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cap/test_data");
+    let out = run_ok(
+        citysec()
+            .args(["cap", "validate"])
+            .arg(cap_data.join("valid/full.xml"))
+            .arg(cap_data.join("valid/minimal.xml")),
+    );
+    assert!(
+        out.contains("full.xml: ok (Actual Update city-example-2026-0042, 2 info block(s))"),
+        "{out}"
+    );
+    let bad = citysec()
+        .args(["cap", "validate"])
+        .arg(cap_data.join("valid/minimal.xml"))
+        .arg(cap_data.join("invalid/update_without_references.xml"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.contains("update_without_references.xml: breaks a CAP 1.2 rule at alert/references"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let platform = serve(dir.path(), &data, |c| c);
+    let target = |cmd: &mut Command| {
+        cmd.arg("--url")
+            .arg(&platform.http)
+            .arg("--token-file")
+            .arg(data.join("admin.token"));
+    };
+    let draft = dir.path().join("draft.json");
+    std::fs::write(
+        &draft,
+        r#"{"status": "Exercise", "content": {"event": "Siren exercise", "categories": ["Safety"],
+            "urgency": "Future", "severity": "Minor", "certainty": "Likely",
+            "texts": [{"language": "en-US", "headline": "Sirens will be tested at noon"}]}}"#,
+    )
+    .unwrap();
+    let mut cmd = citysec();
+    cmd.args(["cap", "draft", "--json"]).arg(&draft);
+    target(&mut cmd);
+    let drafted: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let id = drafted["id"].as_str().unwrap().to_owned();
+    let mut cmd = citysec();
+    cmd.args(["cap", "issue", &id]);
+    target(&mut cmd);
+    let out = run_ok(&mut cmd);
+    assert!(
+        out.contains(&format!("{id} issued (Exercise Alert)")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("ready cancel: {id}-cancel")), "{out}");
+    let mut cmd = citysec();
+    cmd.args(["cap", "cancel", &id, "--note", "exercise called off"]);
+    target(&mut cmd);
+    run_ok(&mut cmd);
+    let mut cmd = citysec();
+    cmd.args(["cap", "list"]);
+    target(&mut cmd);
+    let out = run_ok(&mut cmd);
+    assert!(
+        out.contains("cancelled") && out.contains("Sirens will be tested at noon"),
+        "{out}"
+    );
+    // The public document validates offline too.
+    let (status, _) = http_get(&format!("{}/cap/alerts/{id}", platform.http), None);
+    assert_eq!(status, 200);
+
+    let mut cmd = citysec();
+    cmd.args(["readiness", "--csv"]);
+    target(&mut cmd);
+    let csv = run_ok(&mut cmd);
+    assert!(
+        csv.starts_with("scope,indicator,score,detail,no_data\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("city,exercises,25.0,\"1 exercises in the last 365 days, not scored"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(
+            "city,intel_sharing,,no data,no source of sharing counts yet (TAXII exchange)"
+        ),
+        "{csv}"
+    );
+    let mut cmd = citysec();
+    cmd.arg("readiness");
+    target(&mut cmd);
+    let table = run_ok(&mut cmd);
+    assert!(table.contains("what would raise it most:"), "{table}");
+}
+
 /// The first admin account is made offline with a generated password (there is no default
 /// one); people then log in, manage accounts and work incidents as themselves.
 #[test]

@@ -316,6 +316,7 @@ fn ev(e: &Event) -> String {
         EventKind::State { readings } => format!("state {}", readings.len()),
         EventKind::Command { .. } => "command".into(),
         EventKind::Flow(_) => "flow".into(),
+        EventKind::CitizenReport { .. } => "report".into(),
     }
 }
 

