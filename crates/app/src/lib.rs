@@ -8,6 +8,7 @@ pub mod inventory;
 mod landing;
 mod metrics;
 pub mod platform;
+pub mod replay;
 pub mod tls;
 pub mod token;
 

@@ -22,10 +22,12 @@
 pub mod attacks;
 pub mod background;
 pub mod flow;
+pub mod live;
 pub mod mqtt;
 pub mod population;
 mod runner;
 pub mod scenario;
+pub mod soak;
 mod stats;
 pub mod telemetry;
 pub mod zones;
