@@ -4,6 +4,7 @@
 mod demo;
 mod device;
 mod duration;
+mod exercise;
 mod pki;
 mod serve;
 mod simulate;
@@ -55,6 +56,9 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Run the attack catalogue against a running platform and score detection.
+    #[command(subcommand)]
+    Exercise(exercise::ExerciseCommand),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +104,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Exercise(cmd) => exercise::run(cmd),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

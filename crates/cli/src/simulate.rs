@@ -78,6 +78,13 @@ pub enum SimCommand {
         #[arg(long)]
         mosquitto: Option<PathBuf>,
     },
+    /// Print the simulated city's `[[detect.zones]]`, `[[detect.conduits]]` and
+    /// `[detect.firmware]` config (append it to a platform config file).
+    Zones {
+        /// Also print an `[ingest.flow]` section listening here (e.g. 127.0.0.1:2055).
+        #[arg(long)]
+        flow_listen: Option<String>,
+    },
 }
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -173,6 +180,13 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                     population.len(),
                     s.connect_failures
                 );
+            }
+            Ok(())
+        }
+        SimCommand::Zones { flow_listen } => {
+            print!("{}", sim::zones::CityNetwork.detect_toml());
+            if let Some(listen) = flow_listen {
+                print!("\n{}", sim::zones::CityNetwork::flow_toml(&listen));
             }
             Ok(())
         }

@@ -171,13 +171,32 @@ mod all {
 }
 
 /// One step of a scenario, at `at_s` seconds after onset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
-    #[serde(default)]
     pub at_s: f64,
     #[serde(flatten)]
     pub kind: StepKind,
+}
+
+impl<'de> Deserialize<'de> for Step {
+    /// `at_s` beside the `do` table of a [`StepKind`], whose unknown fields are errors
+    /// (serde's `flatten` would silently accept them).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let at_s = match table.remove("at_s") {
+            None => 0.0,
+            Some(toml::Value::Float(f)) => f,
+            Some(toml::Value::Integer(i)) => i as f64,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "at_s must be a number of seconds, got {other}"
+                )));
+            }
+        };
+        let kind = StepKind::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        Ok(Step { at_s, kind })
+    }
 }
 
 /// What a step does.
