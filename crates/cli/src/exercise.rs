@@ -159,7 +159,12 @@ impl Api {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let response = match (method, body) {
@@ -170,7 +175,11 @@ impl Api {
                 .header("Authorization", &auth)
                 .header("Content-Type", ctype)
                 .send(&bytes[..]),
-            (_, None) => self.agent.post(&url).header("Authorization", &auth).send_empty(),
+            (_, None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_empty(),
         }
         .with_context(|| format!("failed to reach {url} (is the platform running?)"))?;
         let mut response = response;
@@ -193,7 +202,12 @@ impl Api {
         tokio::task::spawn_blocking(move || api.call("GET", &path, None)).await?
     }
 
-    pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let api = self.clone();
         let (path, ctype) = (path.to_owned(), content_type.to_owned());
         tokio::task::spawn_blocking(move || api.call("POST", &path, Some((&ctype, body)))).await?
@@ -271,7 +285,10 @@ pub async fn play(
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let until = Timestamp::now().as_millis().min(until).max(onset + plan.last_ms);
+        let until = Timestamp::now()
+            .as_millis()
+            .min(until)
+            .max(onset + plan.last_ms);
         ran.push((
             Ran {
                 plan,
@@ -291,7 +308,12 @@ pub async fn play(
 async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     let scenarios = select(&args.scenario)?;
     let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("failed to read the API token from {}", args.token_file.display()))?
+        .with_context(|| {
+            format!(
+                "failed to read the API token from {}",
+                args.token_file.display()
+            )
+        })?
         .trim()
         .to_owned();
     let api = Api::new(&args.api, token);
@@ -427,9 +449,8 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
         })
         .collect();
     let score = scenario::score(&played.ran, &alerts);
-    let benign_hours = population.len() as f64
-        * (finished.as_millis() - started.as_millis()) as f64
-        / 3_600_000.0;
+    let benign_hours =
+        population.len() as f64 * (finished.as_millis() - started.as_millis()) as f64 / 3_600_000.0;
     let all_detected = score.scenarios.iter().all(|v| v.detected);
     if args.json {
         let out = json!({
@@ -450,10 +471,7 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 fn print_score(score: &scenario::Score, benign_hours: f64) {
-    println!(
-        "{:<24} {:<9} {:>8}  alerts",
-        "scenario", "detected", "ttd"
-    );
+    println!("{:<24} {:<9} {:>8}  alerts", "scenario", "detected", "ttd");
     for v in &score.scenarios {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for a in &v.alerts {
@@ -461,7 +479,13 @@ fn print_score(score: &scenario::Score, benign_hours: f64) {
         }
         let alerts: Vec<String> = counts
             .iter()
-            .map(|(rule, n)| if *n > 1 { format!("{rule} x{n}") } else { (*rule).to_owned() })
+            .map(|(rule, n)| {
+                if *n > 1 {
+                    format!("{rule} x{n}")
+                } else {
+                    (*rule).to_owned()
+                }
+            })
             .collect();
         println!(
             "{:<24} {:<9} {:>8}  {}",
@@ -470,10 +494,20 @@ fn print_score(score: &scenario::Score, benign_hours: f64) {
             v.time_to_detect_s
                 .map(|t| format!("{t:.1} s"))
                 .unwrap_or_else(|| "-".into()),
-            if alerts.is_empty() { "-".to_owned() } else { alerts.join(", ") }
+            if alerts.is_empty() {
+                "-".to_owned()
+            } else {
+                alerts.join(", ")
+            }
         );
         if !v.rules_missing.is_empty() && v.detected {
-            println!("{:<24} {:<9} {:>8}  (did not fire: {})", "", "", "", v.rules_missing.join(", "));
+            println!(
+                "{:<24} {:<9} {:>8}  (did not fire: {})",
+                "",
+                "",
+                "",
+                v.rules_missing.join(", ")
+            );
         }
         for p in &v.problems {
             println!("{:<24} problem: {p}", "");
@@ -488,7 +522,10 @@ fn print_score(score: &scenario::Score, benign_hours: f64) {
             "  {} {} {} {}",
             a.ts,
             a.rule,
-            a.device_id.as_deref().or(a.source.as_deref()).unwrap_or("-"),
+            a.device_id
+                .as_deref()
+                .or(a.source.as_deref())
+                .unwrap_or("-"),
             a.title
         );
     }
@@ -501,19 +538,27 @@ pub fn city_config(
     env: &HashMap<String, String>,
     flow_listen: Option<&str>,
 ) -> anyhow::Result<app::Config> {
-    let mut text = app::config::DEFAULT_CONFIG.to_owned();
-    text.push('\n');
-    text.push_str(&sim::zones::CityNetwork.detect_toml());
+    let zones = format!(
+        "{}\n{}",
+        app::config::DEFAULT_CONFIG,
+        sim::zones::CityNetwork.detect_toml()
+    );
     if let Some(listen) = flow_listen {
-        text.push('\n');
-        text.push_str(&sim::zones::CityNetwork::flow_toml(listen));
+        let text = format!("{zones}\n{}", sim::zones::CityNetwork::flow_toml(listen));
+        match app::Config::load(&text, env) {
+            Ok(config) => return Ok(config),
+            Err(err) => tracing::warn!(
+                error = %format!("{err:#}"),
+                "this build has no [ingest.flow] listener; running without it"
+            ),
+        }
     }
-    match app::Config::load(&text, env) {
+    match app::Config::load(&zones, env) {
         Ok(config) => Ok(config),
         Err(err) => {
             tracing::warn!(
                 error = %format!("{err:#}"),
-                "this build does not accept the city's zones/conduits/flow listener config; running without them"
+                "this build's [detect] has no zones and conduits; running without them"
             );
             app::Config::default_with_env(env)
         }
@@ -559,12 +604,9 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
                     Some(peer),
                     ts,
                 ),
-                sim::soak::Observation::Disconnected { ts, device } => replay.security(
-                    &ids[device],
-                    model::SecurityEventKind::Disconnect,
-                    None,
-                    ts,
-                ),
+                sim::soak::Observation::Disconnected { ts, device } => {
+                    replay.security(&ids[device], model::SecurityEventKind::Disconnect, None, ts)
+                }
                 sim::soak::Observation::Flow(record) => replay.flow(record),
             }
         }
@@ -577,7 +619,8 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
     for a in &alerts {
         *by_rule.entry(a.rule.clone()).or_default() += 1;
     }
-    let count = |f: fn(&sim::background::LifeKind) -> bool| life.iter().filter(|e| f(&e.kind)).count();
+    let count =
+        |f: fn(&sim::background::LifeKind) -> bool| life.iter().filter(|e| f(&e.kind)).count();
     let honest = json!({
         "outages": count(|k| matches!(k, sim::background::LifeKind::Offline { .. })),
         "maintenance_windows": count(|k| matches!(k, sim::background::LifeKind::Maintenance { .. })),

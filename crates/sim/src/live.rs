@@ -140,7 +140,7 @@ pub async fn play_life(
         let flows = background::life_flows(device, &shifted, seed);
         match event.kind {
             LifeKind::Offline { duration_ms } => {
-                tracing::info!(device_id = %device.id, duration_ms, "benign: device offline");
+                tracing::debug!(device_id = %device.id, duration_ms, "benign: device offline");
                 offline.set(event.device, at + duration_ms);
                 handle
                     .inject(
@@ -156,7 +156,7 @@ pub async fn play_life(
                 duration_ms,
                 restart_ms,
             } => {
-                tracing::info!(device_id = %device.id, duration_ms, "benign: maintenance window");
+                tracing::debug!(device_id = %device.id, duration_ms, "benign: maintenance window");
                 if let Some(exporter) = &exporter {
                     let now = Timestamp::now().as_millis();
                     let (due, later): (Vec<_>, Vec<_>) = flows
@@ -191,7 +191,7 @@ pub async fn play_life(
                 firmware,
                 restart_ms,
             } => {
-                tracing::info!(device_id = %device.id, %firmware, "benign: firmware update");
+                tracing::debug!(device_id = %device.id, %firmware, "benign: firmware update");
                 if let Some(exporter) = &exporter {
                     // The download is reported when it ends: now.
                     let now = Timestamp::now().as_millis();

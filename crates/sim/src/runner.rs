@@ -633,13 +633,13 @@ async fn session(
                             mqtt::encode_disconnect(&mut wbuf);
                             let _ = stream.write_all(&wbuf).await;
                         }
-                        tracing::info!(device_id = %device.id, offline_s = duration.as_secs_f64(), "device offline");
+                        tracing::debug!(device_id = %device.id, offline_s = duration.as_secs_f64(), "device offline");
                         return Ok(SessionEnd::Offline(duration));
                     }
                     Inject::Firmware { version: new, restart } => {
                         mqtt::encode_disconnect(&mut wbuf);
                         let _ = stream.write_all(&wbuf).await;
-                        tracing::info!(device_id = %device.id, firmware = %new, "installing firmware, restarting");
+                        tracing::debug!(device_id = %device.id, firmware = %new, "installing firmware, restarting");
                         *firmware = new;
                         return Ok(SessionEnd::Offline(restart));
                     }

@@ -9,12 +9,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod exercise;
+
 fn citysec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_citysec"))
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
@@ -88,6 +98,7 @@ fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
         .arg(data_dir)
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+        .args(["--flow-listen", &format!("127.0.0.1:{}", free_udp_port())])
         .args([
             "--attack-first-after",
             "3s",
