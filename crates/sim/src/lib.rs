@@ -36,4 +36,6 @@ pub use crate::runner::{Inject, SimConfig, SimHandle, device_source, device_vers
 pub use crate::stats::{SimSnapshot, SimStats};
 
 #[cfg(test)]
+mod catalogue_tests;
+#[cfg(test)]
 mod tests;
