@@ -17,6 +17,8 @@ use sim::mqtt::Version;
 use sim::population::Population;
 use sim::{SimConfig, SimStats};
 
+mod flow;
+
 const OBSERVER: (&str, &str) = ("observer", "observer-secret-1");
 
 /// Whether the external programs exist; panics instead when peers are required.
