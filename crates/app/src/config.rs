@@ -166,7 +166,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read config {}", path.display()))?;
         let env: HashMap<String, String> = std::env::vars().collect();
-        Config::load(&text, &env).with_context(|| format!("in {}", path.display()))
+        let mut config =
+            Config::load(&text, &env).with_context(|| format!("in {}", path.display()))?;
+        // A relative rules directory is relative to the config file, wherever it is run from.
+        if let Some(dir) = &config.detect.rules_dir
+            && Path::new(dir).is_relative()
+            && let Some(base) = path.parent()
+        {
+            config.detect.rules_dir = Some(base.join(dir).display().to_string());
+        }
+        Ok(config)
     }
 
     /// The built-in default configuration.

@@ -3,6 +3,7 @@
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
 pub mod config;
+pub mod detect;
 pub mod directory;
 pub mod inventory;
 mod landing;

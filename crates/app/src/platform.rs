@@ -54,6 +54,16 @@ pub enum DetectControl {
     UpsertIndicators(Vec<detect::Indicator>),
     /// Indicators to stop matching (revoked or deleted), by STIX id.
     RemoveIndicators(Vec<String>),
+    /// An analyst marked what `rule` saw for `key` as normal.
+    Learn { rule: String, key: String },
+    /// An analyst silenced `rule` for `key`.
+    Mute {
+        rule: String,
+        key: String,
+        until: Option<Timestamp>,
+    },
+    /// A learn or mute was lifted.
+    Unsuppress { rule: String, key: String },
 }
 
 /// What the HTTP layer, the CLI and the metrics exporter share.
@@ -67,6 +77,8 @@ pub(crate) struct Inner {
     /// Changes for the detection worker (devices registered, indicators received).
     pub detect_control: mpsc::UnboundedSender<DetectControl>,
     pub started: Instant,
+    /// What the detection worker last reported about its engine.
+    pub detect_status: crate::detect::SharedStatus,
 }
 
 /// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
@@ -121,7 +133,14 @@ impl Platform {
 
         // The directory and the engine start from the registry.
         let directory = Arc::new(Directory::new());
-        let mut engine = Engine::new(config.detect.clone());
+        let (mut engine, diagnostics) = crate::detect::build_engine(&config);
+        for d in &diagnostics {
+            tracing::warn!(problem = %d, "detection rule or zone skipped");
+        }
+        crate::detect::restore(&mut engine, store.as_ref()).await?;
+        let detect_status: crate::detect::SharedStatus = Arc::new(parking_lot::RwLock::new(
+            crate::detect::status_of(&engine, &diagnostics),
+        ));
         let mut after = None;
         loop {
             let page = store
@@ -163,10 +182,13 @@ impl Platform {
             counters: counters.clone(),
             detect_control,
             started: Instant::now(),
+            detect_status: detect_status.clone(),
         });
 
         let detect_task = tokio::spawn(detect_worker(
             engine,
+            diagnostics,
+            detect_status,
             detect_sub,
             control_rx,
             store.clone(),
@@ -326,6 +348,16 @@ fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),
+        firmware: device.firmware.clone(),
+        addresses: device.addresses.clone(),
+        credentials: device
+            .credentials
+            .iter()
+            .map(|c| match c {
+                Credential::Secret { hash } => hash.clone(),
+                Credential::Certificate { sha256 } => format!("cert:{sha256}"),
+            })
+            .collect(),
     }
 }
 
@@ -359,8 +391,11 @@ async fn register(inner: &Inner, devices: Vec<Device>) -> Result<(), web::Platfo
 
 /// Runs the detection engine over the event stream. Alerts are stored before they are
 /// announced on the bus, so an alert that anyone saw is durable.
+#[allow(clippy::too_many_arguments)]
 async fn detect_worker(
     mut engine: Engine,
+    diagnostics: Vec<detect::Diagnostic>,
+    status: crate::detect::SharedStatus,
     mut sub: Box<dyn bus::Subscription>,
     mut control: mpsc::UnboundedReceiver<DetectControl>,
     store: Arc<dyn Store>,
@@ -388,8 +423,14 @@ async fn detect_worker(
                     }
                 }
                 DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
+                DetectControl::Learn { rule, key } => engine.learn(&rule, &key),
+                DetectControl::Mute { rule, key, until } => engine.mute(&rule, &key, until),
+                DetectControl::Unsuppress { rule, key } => engine.unsuppress(&rule, &key),
             },
-            _ = tick.tick() => engine.tick(Timestamp::now()),
+            _ = tick.tick() => {
+                engine.tick(Timestamp::now());
+                *status.write() = crate::detect::status_of(&engine, &diagnostics);
+            }
         }
         if !alerts.is_empty() {
             flush_alerts(&mut alerts, store.as_ref(), bus.as_ref(), &counters).await;
@@ -602,6 +643,84 @@ impl web::Platform for ApiPlatform {
 
     fn status(&self) -> web::Status {
         status(&self.0)
+    }
+
+    async fn learn_alert(
+        &self,
+        alert: &model::Alert,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, web::PlatformError> {
+        let s =
+            crate::detect::suppression_for(alert, "learned", None, actor, reason, Timestamp::now());
+        self.0.store.put_suppression(&s).await?;
+        let _ = self.0.detect_control.send(DetectControl::Learn {
+            rule: s.rule.clone(),
+            key: s.key.clone(),
+        });
+        tracing::info!(rule = %s.rule, key = %s.key, actor, reason, "alert learned");
+        Ok(s)
+    }
+
+    async fn mute_alert(
+        &self,
+        alert: &model::Alert,
+        until: Option<Timestamp>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, web::PlatformError> {
+        let s =
+            crate::detect::suppression_for(alert, "muted", until, actor, reason, Timestamp::now());
+        self.0.store.put_suppression(&s).await?;
+        let _ = self.0.detect_control.send(DetectControl::Mute {
+            rule: s.rule.clone(),
+            key: s.key.clone(),
+            until,
+        });
+        tracing::info!(rule = %s.rule, key = %s.key, actor, reason, "alert muted");
+        Ok(s)
+    }
+
+    async fn lift_suppression(
+        &self,
+        rule: &str,
+        key: &str,
+        actor: &str,
+    ) -> Result<(), web::PlatformError> {
+        self.0.store.delete_suppression(rule, key).await?;
+        let _ = self.0.detect_control.send(DetectControl::Unsuppress {
+            rule: rule.to_owned(),
+            key: key.to_owned(),
+        });
+        tracing::info!(rule, key, actor, "suppression lifted");
+        Ok(())
+    }
+
+    async fn add_indicators(
+        &self,
+        body: serde_json::Value,
+        actor: &str,
+    ) -> Result<web::detect::IndicatorReport, web::PlatformError> {
+        let (indicators, report) =
+            crate::detect::add_indicators(self.0.store.as_ref(), &body, actor, Timestamp::now())
+                .await?;
+        if !indicators.is_empty() {
+            let _ = self
+                .0
+                .detect_control
+                .send(DetectControl::UpsertIndicators(indicators));
+        }
+        tracing::info!(
+            accepted = report.accepted,
+            refused = report.refused.len(),
+            actor,
+            "indicators added"
+        );
+        Ok(report)
+    }
+
+    fn detect_status(&self) -> web::detect::DetectStatus {
+        self.0.detect_status.read().clone()
     }
 }
 

@@ -85,6 +85,7 @@ pub fn alert(seq: u64) -> Message {
     Message::Alert(Alert {
         id: AlertId(format!("a-{seq}")),
         rule: "test".to_owned(),
+        key: String::new(),
         severity: Severity::Low,
         ts: Timestamp::from_millis(seq as i64),
         last_ts: Timestamp::from_millis(seq as i64),

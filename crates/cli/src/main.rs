@@ -92,9 +92,23 @@ fn run(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::CheckConfig { file } => match app::Config::load_file(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(0)
+            Ok(config) => {
+                // Broken rules and zones are skipped at run time; here they fail the check.
+                let (_, diagnostics) = app::detect::build_engine(&config);
+                if diagnostics.is_empty() {
+                    println!("{}: ok", file.display());
+                    Ok(0)
+                } else {
+                    for d in &diagnostics {
+                        eprintln!("{}: detection: {d}", file.display());
+                    }
+                    eprintln!(
+                        "{}: {} detection problem(s); the platform would skip those entries and run the rest",
+                        file.display(),
+                        diagnostics.len()
+                    );
+                    Ok(1)
+                }
             }
             Err(err) => {
                 eprintln!("{}: {err:#}", file.display());

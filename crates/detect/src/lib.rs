@@ -4,41 +4,78 @@
 //! **Architecture invariant:** the engine is sans-IO. It never awaits, never reads the wall
 //! clock and never touches disk or network; time is the `ts` of its input events and the
 //! `now` of [`Engine::tick`]. That is what lets a simulated day replay in seconds and keeps
-//! its tests in milliseconds.
+//! its tests in milliseconds. Rule files are read by the caller and handed over as text.
 //!
 //! **Architecture invariant:** the engine does not fail on data. An event it cannot use is
-//! counted and skipped.
+//! counted and skipped; a broken rule is reported as a [`Diagnostic`] and the rest load.
 //!
-//! The first rules:
-//! - `auth.brute_force.device`: many failed authentications against one device id;
-//! - `auth.brute_force.source`: many failed authentications from one network address
-//!   (password spraying when they target many device ids);
-//! - `actuation.uncommanded`: an actuator reports that it acted (a siren `sounding`) with no
-//!   authorised command for it in the authorisation window.
+//! The engines inside, by the five kinds OT/IoT monitoring combines:
+//! - policy ([`zones`], `auth`): conduits between zones, unregistered addresses, topic
+//!   misuse, identity spoofing, firmware changes, credentials shared across devices;
+//! - rate and threshold: auth failures, reconnect storms, message floods, actuation bursts,
+//!   scans, floods, remote-login brute force, and the analysts' own [`rules::ThresholdRule`]s;
+//! - physical plausibility ([`rules::ReadingRule`]): range, rate of change, agreement with
+//!   neighbouring sensors, and sums that must keep their ratio to a total;
+//! - learned behaviour: per-device and per-class baselines of readings (a learning period,
+//!   then alerting), destinations per device, and an online anomaly score over flow
+//!   features ([`anomaly`]);
+//! - known threats: STIX indicators matched live ([`indicator`]);
+//! - and the operational check no product does: actuations that no authorised command
+//!   explains.
 //!
 //! Identical alerts (same rule and key) within the merge window are folded into one alert
 //! whose `count` and `last_ts` grow; the engine emits the updated alert so stores upsert it.
+//! `learn` and `mute` ([`Engine::learn`], [`Engine::mute`]) silence a rule for one key,
+//! and `learn` also folds what the alert saw into the baseline.
 
+pub mod anomaly;
+mod auth;
 mod config;
-mod indicator;
+mod flows;
+pub mod indicator;
+pub mod rules;
+mod telemetry;
 mod window;
+pub mod zones;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 
 use model::{
-    Alert, AlertId, DeviceClass, DeviceId, Event, EventKind, Evidence, Reading, SecurityEvent,
-    SecurityEventKind, Severity, Timestamp,
+    Alert, AlertId, DeviceClass, DeviceId, Event, EventKind, Evidence, Severity, Timestamp,
 };
 
-pub use crate::config::{ActuationConfig, BruteForceConfig, DetectConfig};
+pub use crate::config::{
+    ActuationConfig, BaselineConfig, BruteForceConfig, ConduitConfig, DetectConfig, FirmwareConfig,
+    FlowConfig, RateConfig, ZoneConfig, parse_cidr,
+};
 pub use crate::indicator::{Indicator, IndicatorError};
-use crate::window::Window;
+pub use crate::rules::{Diagnostic, RuleSet};
 
 /// What the engine knows about a registered device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceMeta {
     pub class: DeviceClass,
     pub zone: String,
+    /// The firmware version in the registry.
+    pub firmware: String,
+    /// The addresses flows are matched by.
+    pub addresses: Vec<IpAddr>,
+    /// Fingerprints of the device's credentials (secret hashes, certificate digests).
+    pub credentials: Vec<String>,
+}
+
+impl DeviceMeta {
+    pub fn new(class: DeviceClass, zone: impl Into<String>) -> DeviceMeta {
+        DeviceMeta {
+            class,
+            zone: zone.into(),
+            firmware: String::new(),
+            addresses: Vec::new(),
+            credentials: Vec::new(),
+        }
+    }
 }
 
 /// Counters describing what the engine did; cheap to read at any time.
@@ -47,51 +84,174 @@ pub struct EngineStats {
     pub events: u64,
     pub alerts_raised: u64,
     pub alerts_merged: u64,
+    /// Alerts not raised because the rule was learned or muted for that key.
+    pub alerts_suppressed: u64,
     /// Events that carried nothing a rule could use (for example a state event from a
     /// device the engine does not know).
     pub skipped: u64,
     /// Keys currently holding window state.
     pub tracked_keys: usize,
+    pub devices: usize,
+    pub indicators: usize,
+}
+
+/// Why a rule stays quiet for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppression {
+    /// An analyst said this is normal: it is part of the baseline from now on.
+    Learned,
+    /// An analyst silenced it, until the given time (or for good).
+    Muted { until: Option<Timestamp> },
+}
+
+/// FNV-1a, for maps keyed by values the registry controls (device ids, reading names).
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// An alert about to be raised.
+#[derive(Debug)]
+pub(crate) struct AlertDraft {
+    pub rule: &'static str,
+    pub key: String,
+    pub severity: Severity,
+    pub device_id: Option<DeviceId>,
+    pub zone: Option<String>,
+    pub source: Option<String>,
+    pub title: String,
+    pub explanation: String,
 }
 
 /// The detection engine. Feed it events in timestamp order with [`Engine::process`]; call
 /// [`Engine::tick`] now and then so that idle state is evicted.
 #[derive(Debug)]
 pub struct Engine {
-    config: DetectConfig,
-    devices: HashMap<DeviceId, DeviceMeta>,
-    /// Auth failures per claimed device id.
-    failures_by_device: HashMap<String, Window>,
-    /// Auth failures per source IP, with the device ids they tried.
-    failures_by_source: HashMap<String, (Window, HashSet<String>)>,
-    /// Last authorised command per device.
-    last_command: HashMap<DeviceId, Timestamp>,
-    /// Whether each actuator was last seen acting (so only the transition alerts).
-    acting: HashMap<DeviceId, bool>,
+    pub(crate) config: DetectConfig,
+    pub(crate) disabled: HashSet<String>,
+    pub(crate) rules: RuleSet,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+    pub(crate) zones: zones::Zones,
+    pub(crate) update_servers: Vec<(IpAddr, u8)>,
+    pub(crate) devices: telemetry::Devices,
+    pub(crate) auth: auth::AuthState,
+    pub(crate) flows: flows::FlowRules,
+    pub(crate) indicators: indicator::IndicatorSet,
     /// Open alerts by (rule, key), for merging repeats.
     open: HashMap<(&'static str, String), Alert>,
-    indicators: indicator::IndicatorSet,
+    suppressed: HashMap<(String, String), Suppression>,
+    /// Alerts found outside `process` (at registration), emitted with the next event.
+    pending: Vec<(AlertDraft, Evidence)>,
     stats: EngineStats,
 }
 
 impl Engine {
+    /// An engine with the built-in rules.
     pub fn new(config: DetectConfig) -> Engine {
+        let (rules, diagnostics) = RuleSet::defaults();
+        let mut engine = Engine::with_rules(config, rules);
+        engine.diagnostics.extend(diagnostics);
+        engine
+    }
+
+    /// An engine with the given rules (see [`RuleSet::load`]); problems with the zone plan
+    /// are in [`Engine::diagnostics`].
+    pub fn with_rules(config: DetectConfig, rules: RuleSet) -> Engine {
+        let (zones, mut diagnostics) = zones::Zones::new(&config.zones, &config.conduits);
+        let mut update_servers = Vec::new();
+        for (i, cidr) in config.firmware.update_servers.iter().enumerate() {
+            match parse_cidr(cidr) {
+                Ok(range) => update_servers.push(range),
+                Err(message) => diagnostics.push(Diagnostic {
+                    file: "config".into(),
+                    entry: format!("detect.firmware.update_servers[{i}]"),
+                    message,
+                }),
+            }
+        }
+        let devices = telemetry::Devices::new(&rules);
+        let flows = flows::FlowRules::new(&config);
         Engine {
+            disabled: config.disabled_rules.iter().cloned().collect(),
+            auth: auth::AuthState::new(&rules),
             config,
-            devices: HashMap::new(),
-            failures_by_device: HashMap::new(),
-            failures_by_source: HashMap::new(),
-            last_command: HashMap::new(),
-            acting: HashMap::new(),
-            open: HashMap::new(),
+            rules,
+            diagnostics,
+            zones,
+            update_servers,
+            devices,
+            flows,
             indicators: indicator::IndicatorSet::default(),
+            open: HashMap::new(),
+            suppressed: HashMap::new(),
+            pending: Vec::new(),
             stats: EngineStats::default(),
         }
     }
 
+    /// Problems found in the rules and the zone plan (each skipped; the rest work).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.config
+    }
+
+    /// The rules the engine runs.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
     /// Tells the engine about a device (or updates it).
     pub fn register_device(&mut self, id: DeviceId, meta: DeviceMeta) {
-        self.devices.insert(id, meta);
+        let shared = self.devices.register(id.clone(), &meta);
+        for (credential, others) in shared {
+            let mut ids: Vec<String> = others.iter().map(|d| d.to_string()).collect();
+            ids.sort();
+            let short = &credential[..credential.len().min(24)];
+            self.pending.push((
+                AlertDraft {
+                    rule: "policy.shared_credentials",
+                    key: credential.clone(),
+                    severity: Severity::High,
+                    device_id: Some(id.clone()),
+                    zone: Some(meta.zone.clone()),
+                    source: None,
+                    title: format!("{} devices share one credential", ids.len()),
+                    explanation: format!(
+                        "devices {} are registered with the same credential ({short}...). Every \
+                         device must prove its own identity (ETSI EN 303 645 5.1): anyone holding \
+                         this credential can pose as all of them. Issue each its own secret or \
+                         certificate.",
+                        ids.join(", ")
+                    ),
+                },
+                Evidence {
+                    ts: Timestamp::from_millis(0),
+                    device_id: Some(id.clone()),
+                    summary: format!("registered with credential {short}..."),
+                },
+            ));
+        }
     }
 
     /// Adds or replaces threat indicators (by STIX id); returns those whose pattern does not
@@ -110,216 +270,147 @@ impl Engine {
         self.indicators.len()
     }
 
+    /// Marks what `rule` saw for `key` as normal: the rule stays quiet for that key from
+    /// now on (a learned conduit, a known destination, an accepted firmware), except for
+    /// `baseline.telemetry`, whose reading relearns its band and keeps being judged.
+    pub fn learn(&mut self, rule: &str, key: &str) {
+        self.open.retain(|(r, k), _| !(*r == rule && k == key));
+        if rule == "baseline.telemetry" {
+            // The reading relearns its band from what it reports now; a later departure
+            // from the new band alerts again.
+            if let Some((device, reading)) = key.split_once('/') {
+                self.devices.relearn(device, reading);
+            }
+            return;
+        }
+        self.suppressed
+            .insert((rule.to_owned(), key.to_owned()), Suppression::Learned);
+    }
+
+    /// Silences `rule` for `key` until `until` (or for good), without calling it normal.
+    pub fn mute(&mut self, rule: &str, key: &str, until: Option<Timestamp>) {
+        self.suppressed.insert(
+            (rule.to_owned(), key.to_owned()),
+            Suppression::Muted { until },
+        );
+    }
+
+    /// Lifts a learn or mute.
+    pub fn unsuppress(&mut self, rule: &str, key: &str) {
+        self.suppressed.remove(&(rule.to_owned(), key.to_owned()));
+    }
+
+    /// The current learns and mutes.
+    pub fn suppressions(&self) -> Vec<(String, String, Suppression)> {
+        let mut all: Vec<_> = self
+            .suppressed
+            .iter()
+            .map(|((r, k), s)| (r.clone(), k.clone(), *s))
+            .collect();
+        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        all
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            tracked_keys: self.failures_by_device.len()
-                + self.failures_by_source.len()
-                + self.last_command.len()
-                + self.acting.len()
-                + self.open.len(),
+            tracked_keys: self.auth.tracked() + self.flows.tracked() + self.open.len(),
+            devices: self.devices.len(),
+            indicators: self.indicators.len(),
             ..self.stats.clone()
         }
+    }
+
+    /// Approximate bytes of state held per registered device (for the 1 KiB budget).
+    pub fn state_bytes_per_device(&self) -> usize {
+        (self.devices.state_bytes() + self.flows.bytes()) / self.devices.len().max(1)
     }
 
     /// Processes one event; alerts raised or updated are pushed to `out`.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         self.stats.events += 1;
-        match &event.kind {
-            EventKind::Security(sec) => self.on_security(event, sec, out),
-            EventKind::State { readings } => self.on_state(event, readings, out),
-            EventKind::Command { .. } => {
-                if let Some(id) = &event.device_id {
-                    self.last_command.insert(id.clone(), event.ts);
-                }
+        if !self.pending.is_empty() {
+            for (draft, mut evidence) in std::mem::take(&mut self.pending) {
+                evidence.ts = event.ts;
+                self.raise_with(draft, evidence, out);
             }
-            EventKind::Telemetry { .. } | EventKind::Flow(_) => {}
+        }
+        match &event.kind {
+            EventKind::Security(sec) => auth::on_security(self, event, sec, out),
+            EventKind::State { readings } | EventKind::Telemetry { readings } => {
+                telemetry::on_readings(self, event, readings, out)
+            }
+            EventKind::Command { .. } => telemetry::on_command(self, event, out),
+            EventKind::Flow(flow) => flows::on_flow(self, event, flow, out),
+        }
+        if !self.auth.thresholds_empty() {
+            auth::custom_thresholds(self, event, out);
         }
     }
 
     /// Advances time to `now`: forgets windows and merged alerts that have gone quiet.
     pub fn tick(&mut self, now: Timestamp) {
-        let bf = self.config.brute_force.window_ms();
-        self.failures_by_device.retain(|_, w| !w.is_stale(now, bf));
-        self.failures_by_source
-            .retain(|_, (w, _)| !w.is_stale(now, bf));
-        let auth = self.config.actuation.authorisation_window_ms();
-        self.last_command
-            .retain(|_, ts| now.as_millis() - ts.as_millis() <= auth);
+        self.auth.evict(now, &self.config);
+        self.flows.evict(now);
+        self.devices.evict(now);
         let merge = self.config.merge_window_ms();
         self.open
             .retain(|_, alert| now.as_millis() - alert.last_ts.as_millis() <= merge);
+        self.suppressed.retain(|_, s| match s {
+            Suppression::Muted { until: Some(t) } => *t > now,
+            _ => true,
+        });
+        self.indicators.expire(now);
     }
 
-    fn on_security(&mut self, event: &Event, sec: &SecurityEvent, out: &mut Vec<Alert>) {
-        let failed = match sec.action {
-            SecurityEventKind::AuthFailure => true,
-            // A refused connect naming an unknown device is a guess at an id: it counts
-            // towards the source's failures but not any device's.
-            SecurityEventKind::ConnectRefused => event.device_id.is_none(),
-            _ => false,
-        };
-        if !failed {
-            return;
-        }
-        let cfg = self.config.brute_force.clone();
-        let window_ms = cfg.window_ms();
-        let claimed = event
-            .device_id
-            .as_ref()
-            .map(|id| id.as_str().to_owned())
-            .or_else(|| sec.username.clone())
-            .or_else(|| sec.client_id.clone());
-        let source = sec.peer.as_deref().map(peer_ip).map(str::to_owned);
-        let summary = security_summary(sec);
-
-        if let (Some(device), Some(_)) = (&event.device_id, &claimed) {
-            let window = self
-                .failures_by_device
-                .entry(device.as_str().to_owned())
-                .or_insert_with(|| Window::new(cfg.per_device_threshold));
-            let n = window.push(event.ts, window_ms);
-            if n >= cfg.per_device_threshold {
-                let zone = self.zone_of(device);
-                let alert = AlertDraft {
-                    rule: "auth.brute_force.device",
-                    key: device.as_str().to_owned(),
-                    severity: Severity::High,
-                    device_id: Some(device.clone()),
-                    zone,
-                    source: source.clone(),
-                    title: format!("credential brute force against {device}"),
-                    explanation: format!(
-                        "{n} failed authentications as device {device} within {}s; someone is \
-                         guessing this device's credentials. Check the sources, confirm the \
-                         device's secret has not leaked, and consider rotating it.",
-                        cfg.window_s
-                    ),
-                };
-                self.raise(alert, event, &summary, out);
-            }
-        }
-
-        if let Some(source) = source {
-            let (window, ids) = self
-                .failures_by_source
-                .entry(source.clone())
-                .or_insert_with(|| (Window::new(cfg.per_source_threshold), HashSet::new()));
-            let n = window.push(event.ts, window_ms);
-            if let Some(claimed) = &claimed
-                && ids.len() < 1024
-            {
-                ids.insert(claimed.clone());
-            }
-            let distinct = ids.len();
-            if n >= cfg.per_source_threshold {
-                let spraying = distinct >= cfg.spray_distinct_devices;
-                let (title, explanation) = if spraying {
-                    (
-                        format!("password spraying from {source}"),
-                        format!(
-                            "{n} failed authentications from {source} within {}s against {distinct} \
-                             different device ids; one source is trying credentials across the \
-                             fleet. Block the source and check for any successful logins from it.",
-                            cfg.window_s
-                        ),
-                    )
-                } else {
-                    (
-                        format!("credential brute force from {source}"),
-                        format!(
-                            "{n} failed authentications from {source} within {}s; one source is \
-                             guessing credentials. Block the source and check for any successful \
-                             logins from it.",
-                            cfg.window_s
-                        ),
-                    )
-                };
-                let alert = AlertDraft {
-                    rule: "auth.brute_force.source",
-                    key: source.clone(),
-                    severity: Severity::High,
-                    device_id: None,
-                    zone: None,
-                    source: Some(source),
-                    title,
-                    explanation,
-                };
-                self.raise(alert, event, &summary, out);
-            }
-        }
+    pub(crate) fn enabled(&self, rule: &str) -> bool {
+        !self.disabled.contains(rule)
     }
 
-    fn on_state(&mut self, event: &Event, readings: &[Reading], out: &mut Vec<Alert>) {
-        let Some(id) = &event.device_id else {
-            self.stats.skipped += 1;
-            return;
-        };
-        let Some(meta) = self.devices.get(id) else {
-            self.stats.skipped += 1;
-            return;
-        };
-        let Some(key) = actuation_reading(meta.class) else {
-            return;
-        };
-        let Some(reading) = readings.iter().find(|r| r.name == key) else {
-            return;
-        };
-        let now_acting = reading.value.is_on();
-        let was_acting = self.acting.insert(id.clone(), now_acting).unwrap_or(false);
-        if !now_acting || was_acting {
-            return;
-        }
-        let window = self.config.actuation.authorisation_window_ms();
-        let commanded = self
-            .last_command
-            .get(id)
-            .is_some_and(|ts| event.ts.as_millis() - ts.as_millis() <= window);
-        if commanded {
-            return;
-        }
-        let class = meta.class;
-        let zone = Some(meta.zone.clone());
-        let alert = AlertDraft {
-            rule: "actuation.uncommanded",
-            key: id.as_str().to_owned(),
-            severity: Severity::Critical,
-            device_id: Some(id.clone()),
-            zone,
-            source: None,
-            title: format!("uncommanded {class} actuation: {id} reports {key}"),
-            explanation: format!(
-                "{class} {id} reported {key} = true, but no authorised command reached it in the \
-                 last {}s. Either the device was triggered outside the platform (a replayed radio \
-                 command, local tampering, a compromised controller) or it is faulty. Silence it \
-                 and tell the public it was not a real warning if it was heard.",
-                self.config.actuation.authorisation_window_s
-            ),
-        };
-        let summary = format!("state {key}=true");
-        self.raise(alert, event, &summary, out);
-    }
-
-    fn zone_of(&self, id: &DeviceId) -> Option<String> {
-        self.devices.get(id).map(|meta| meta.zone.clone())
-    }
-
-    fn raise(&mut self, draft: AlertDraft, event: &Event, summary: &str, out: &mut Vec<Alert>) {
+    pub(crate) fn raise(
+        &mut self,
+        draft: AlertDraft,
+        event: &Event,
+        summary: String,
+        out: &mut Vec<Alert>,
+    ) {
         let evidence = Evidence {
             ts: event.ts,
             device_id: event.device_id.clone(),
-            summary: summary.to_owned(),
+            summary,
         };
+        self.raise_with(draft, evidence, out);
+    }
+
+    fn raise_with(&mut self, draft: AlertDraft, evidence: Evidence, out: &mut Vec<Alert>) {
+        if !self.enabled(draft.rule) {
+            return;
+        }
+        let ts = evidence.ts;
+        if let Some(s) = self
+            .suppressed
+            .get(&(draft.rule.to_owned(), draft.key.clone()))
+        {
+            let active = match s {
+                Suppression::Learned => true,
+                Suppression::Muted { until } => until.is_none_or(|t| ts < t),
+            };
+            if active {
+                self.stats.alerts_suppressed += 1;
+                return;
+            }
+        }
         let merge_ms = self.config.merge_window_ms();
         let max_evidence = self.config.max_evidence;
         let slot = (draft.rule, draft.key.clone());
         if let Some(open) = self.open.get_mut(&slot)
-            && event.ts.as_millis() - open.last_ts.as_millis() <= merge_ms
+            && ts.as_millis() - open.last_ts.as_millis() <= merge_ms
         {
             open.count = open.count.saturating_add(1);
-            open.last_ts = event.ts;
+            open.last_ts = ts.max(open.last_ts);
             if open.evidence.len() < max_evidence {
                 open.evidence.push(evidence);
             }
+            open.severity = open.severity.max(draft.severity);
             open.title = draft.title;
             open.explanation = draft.explanation;
             self.stats.alerts_merged += 1;
@@ -327,11 +418,12 @@ impl Engine {
             return;
         }
         let alert = Alert {
-            id: alert_id(draft.rule, &draft.key, event.ts),
+            id: alert_id(draft.rule, &draft.key, ts),
             rule: draft.rule.to_owned(),
+            key: draft.key,
             severity: draft.severity,
-            ts: event.ts,
-            last_ts: event.ts,
+            ts,
+            last_ts: ts,
             count: 1,
             device_id: draft.device_id,
             zone: draft.zone,
@@ -346,28 +438,8 @@ impl Engine {
     }
 }
 
-struct AlertDraft {
-    rule: &'static str,
-    key: String,
-    severity: Severity,
-    device_id: Option<DeviceId>,
-    zone: Option<String>,
-    source: Option<String>,
-    title: String,
-    explanation: String,
-}
-
-/// The state reading that means "this actuator is acting" for classes whose uncommanded
-/// actuation is a safety matter.
-fn actuation_reading(class: DeviceClass) -> Option<&'static str> {
-    match class {
-        DeviceClass::Siren => Some("sounding"),
-        _ => None,
-    }
-}
-
 /// `10.0.0.7:5000` -> `10.0.0.7`; `[::1]:5000` -> `::1`; anything else unchanged.
-fn peer_ip(peer: &str) -> &str {
+pub(crate) fn peer_ip(peer: &str) -> &str {
     if let Some(rest) = peer.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -377,35 +449,20 @@ fn peer_ip(peer: &str) -> &str {
     }
 }
 
-fn security_summary(sec: &SecurityEvent) -> String {
-    let mut s = sec.action.as_str().to_owned();
-    if let Some(user) = &sec.username {
-        s.push_str(&format!(" as {user}"));
-    }
-    if let Some(peer) = &sec.peer {
-        s.push_str(&format!(" from {peer}"));
-    }
-    if let Some(reason) = &sec.reason {
-        s.push_str(&format!(" ({reason})"));
-    }
-    s
-}
-
 /// A deterministic alert id: FNV-1a of rule, key and first timestamp, in hex, prefixed by
 /// the first event's time so ids sort roughly by time.
 fn alert_id(rule: &str, key: &str, ts: Timestamp) -> AlertId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in rule
-        .bytes()
-        .chain([0])
-        .chain(key.bytes())
-        .chain([0])
-        .chain(ts.as_millis().to_le_bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    AlertId(format!("al-{:012x}-{hash:016x}", ts.as_millis().max(0)))
+    let mut hasher = Fnv::default();
+    hasher.write(rule.as_bytes());
+    hasher.write(&[0]);
+    hasher.write(key.as_bytes());
+    hasher.write(&[0]);
+    hasher.write(&ts.as_millis().to_le_bytes());
+    AlertId(format!(
+        "al-{:012x}-{:016x}",
+        ts.as_millis().max(0),
+        hasher.finish()
+    ))
 }
 
 #[cfg(test)]

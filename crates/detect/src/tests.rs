@@ -40,93 +40,323 @@ fn security(action: SecurityEventKind, device: Option<&str>, user: &str, peer: &
     })
 }
 
-fn run(config: DetectConfig, fixture: &str) -> String {
-    let mut engine = Engine::new(config);
-    let mut rendered = String::new();
-    for line in fixture.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words[0] == "device" {
-            let class: DeviceClass = words[2].parse().unwrap();
-            engine.register_device(
-                DeviceId::new(words[1]).unwrap(),
-                DeviceMeta {
-                    class,
-                    zone: words[3].to_owned(),
-                },
-            );
-            continue;
-        }
-        let ts = parse_time(words[0]);
-        let mut out = Vec::new();
-        let event = match words[1] {
-            "tick" => {
-                engine.tick(ts);
-                continue;
+fn value(v: &str) -> Value {
+    match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        other => other
+            .parse::<f64>()
+            .map(Value::Number)
+            .unwrap_or_else(|_| Value::Text(other.to_owned())),
+    }
+}
+
+fn readings(words: &[&str]) -> Vec<Reading> {
+    words
+        .iter()
+        .map(|w| {
+            let (name, v) = w.split_once('=').expect("name=value");
+            Reading {
+                name: name.to_owned(),
+                value: value(v),
+                unit: None,
             }
-            "auth_failure" => Event {
-                ts,
-                device_id: Some(DeviceId::new(words[2]).unwrap()),
-                sector: None,
-                kind: security(
-                    SecurityEventKind::AuthFailure,
-                    Some(words[2]),
-                    words[2],
-                    words[4],
-                ),
+        })
+        .collect()
+}
+
+fn endpoint(s: &str) -> (std::net::IpAddr, u16) {
+    let (ip, port) = s.rsplit_once(':').expect("ip:port");
+    (ip.parse().expect("ip"), port.parse().expect("port"))
+}
+
+fn device_event(ts: Timestamp, device: &str, kind: EventKind) -> Event {
+    Event {
+        ts,
+        device_id: Some(DeviceId::new(device).unwrap()),
+        sector: None,
+        kind,
+    }
+}
+
+/// One event line (after its time) into an event; `None` for control verbs it applied.
+fn event_of(engine: &mut Engine, ts: Timestamp, words: &[&str]) -> Option<Event> {
+    Some(match words[0] {
+        "tick" => {
+            engine.tick(ts);
+            return None;
+        }
+        "learn" => {
+            engine.learn(words[1], words[2]);
+            return None;
+        }
+        "mute" => {
+            engine.mute(words[1], words[2], None);
+            return None;
+        }
+        "auth_failure" => device_event(
+            ts,
+            words[1],
+            security(
+                SecurityEventKind::AuthFailure,
+                Some(words[1]),
+                words[1],
+                words[3],
+            ),
+        ),
+        "unknown" => Event {
+            ts,
+            device_id: None,
+            sector: None,
+            kind: security(SecurityEventKind::ConnectRefused, None, words[1], words[3]),
+        },
+        "state" => device_event(
+            ts,
+            words[1],
+            EventKind::State {
+                readings: readings(&words[2..]),
             },
-            "unknown" => Event {
+        ),
+        "telemetry" => device_event(
+            ts,
+            words[1],
+            EventKind::Telemetry {
+                readings: readings(&words[2..]),
+            },
+        ),
+        "command" => device_event(
+            ts,
+            words[1],
+            EventKind::Command {
+                action: words[2].to_owned(),
+                actor: "test".to_owned(),
+            },
+        ),
+        // sec <action> <device|-> from <peer> [topic=...] [reason=words_with_underscores]
+        "sec" => {
+            let action: SecurityEventKind =
+                serde_json::from_value(serde_json::Value::String(words[1].to_owned()))
+                    .expect("action");
+            let mut topic = None;
+            let mut reason = None;
+            for w in &words[5..] {
+                if let Some(t) = w.strip_prefix("topic=") {
+                    topic = Some(t.to_owned());
+                } else if let Some(r) = w.strip_prefix("reason=") {
+                    reason = Some(r.replace('_', " "));
+                }
+            }
+            Event {
+                ts,
+                device_id: (words[2] != "-").then(|| DeviceId::new(words[2]).unwrap()),
+                sector: None,
+                kind: EventKind::Security(SecurityEvent {
+                    action,
+                    client_id: Some(words[2].to_owned()),
+                    username: Some(words[2].to_owned()),
+                    peer: Some(words[4].to_owned()),
+                    topic,
+                    reason,
+                }),
+            }
+        }
+        // flow <src:port> > <dst:port> <tcp|udp|icmp> [bytes=N] [packets=N]
+        "flow" => {
+            let (src, src_port) = endpoint(words[1]);
+            let (dst, dst_port) = endpoint(words[3]);
+            let protocol = match words[4] {
+                "tcp" => model::proto::TCP,
+                "udp" => model::proto::UDP,
+                _ => model::proto::ICMP,
+            };
+            let mut bytes = 1_000;
+            let mut packets = 10;
+            for w in &words[5..] {
+                if let Some(b) = w.strip_prefix("bytes=") {
+                    bytes = b.parse().unwrap();
+                } else if let Some(p) = w.strip_prefix("packets=") {
+                    packets = p.parse().unwrap();
+                }
+            }
+            Event {
                 ts,
                 device_id: None,
                 sector: None,
-                kind: security(SecurityEventKind::ConnectRefused, None, words[2], words[4]),
-            },
-            "state" => {
-                let (name, value) = words[3].split_once('=').unwrap();
-                let value = match value {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    other => Value::Text(other.to_owned()),
-                };
-                Event {
-                    ts,
-                    device_id: Some(DeviceId::new(words[2]).unwrap()),
-                    sector: None,
-                    kind: EventKind::State {
-                        readings: vec![Reading {
-                            name: name.to_owned(),
-                            value,
-                            unit: None,
-                        }],
-                    },
+                kind: EventKind::Flow(model::FlowRecord {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                    protocol,
+                    bytes,
+                    packets,
+                    tcp_flags: 0,
+                    start: ts.saturating_sub_ms(1_000),
+                    end: ts,
+                    exporter: None,
+                    peer_device: None,
+                }),
+            }
+        }
+        other => panic!("unknown fixture verb {other}"),
+    })
+}
+
+/// Runs a fixture. Header lines configure the engine before the first event:
+/// - `config <toml>` a line of the `[detect]` section, e.g. `config baseline.learning_s = 60`;
+/// - `zone <name> <cidr,...> [allow_unregistered]`, `conduit <from> <to> <proto> <port,...|any>`,
+///   `update_server <cidr>`;
+/// - `device <id> <class> <zone> [ip=a,b] [fw=x] [cred=y]`;
+/// - `indicator <id> <source> <pattern...>`.
+///
+/// Event lines are `@HH:MM:SS <verb> ...`, or `@HH:MM:SS repeat <n> <step_s> <verb> ...`
+/// where `{i}` in the verb line is the repetition's index.
+fn run(config: DetectConfig, fixture: &str) -> String {
+    let mut tweaks = String::new();
+    let mut zones = Vec::new();
+    let mut conduits = Vec::new();
+    let mut update_servers = Vec::new();
+    let mut engine: Option<Engine> = None;
+    let mut rendered = String::new();
+    for line in fixture.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words[0].starts_with('@') && engine.is_none() {
+            match words[0] {
+                "config" => {
+                    tweaks.push_str(line.trim_start_matches("config").trim());
+                    tweaks.push('\n');
+                    continue;
+                }
+                "zone" => {
+                    zones.push(crate::ZoneConfig {
+                        name: words[1].to_owned(),
+                        cidrs: words[2].split(',').map(str::to_owned).collect(),
+                        allow_unregistered: words.get(3) == Some(&"allow_unregistered"),
+                    });
+                    continue;
+                }
+                "conduit" => {
+                    conduits.push(crate::ConduitConfig {
+                        name: String::new(),
+                        from: words[1].to_owned(),
+                        to: words[2].to_owned(),
+                        protocol: words[3].to_owned(),
+                        ports: if words[4] == "any" {
+                            Vec::new()
+                        } else {
+                            words[4].split(',').map(|p| p.parse().unwrap()).collect()
+                        },
+                    });
+                    continue;
+                }
+                "update_server" => {
+                    update_servers.push(words[1].to_owned());
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        let engine = engine.get_or_insert_with(|| {
+            let tweaks: toml::Table = toml::from_str(&tweaks).expect("config lines");
+            let mut value = toml::Value::try_from(&config).unwrap();
+            merge(&mut value, toml::Value::Table(tweaks));
+            let mut config: DetectConfig = value.try_into().expect("config tweaks");
+            config.zones = zones.clone();
+            config.conduits = conduits.clone();
+            config.firmware.update_servers = update_servers.clone();
+            let engine = Engine::new(config);
+            assert!(
+                engine.diagnostics().is_empty(),
+                "{:?}",
+                engine.diagnostics()
+            );
+            engine
+        });
+        if words[0] == "device" {
+            let class: DeviceClass = words[2].parse().unwrap();
+            let mut meta = DeviceMeta::new(class, words[3]);
+            for w in &words[4..] {
+                if let Some(ips) = w.strip_prefix("ip=") {
+                    meta.addresses = ips.split(',').map(|ip| ip.parse().unwrap()).collect();
+                } else if let Some(fw) = w.strip_prefix("fw=") {
+                    meta.firmware = fw.to_owned();
+                } else if let Some(c) = w.strip_prefix("cred=") {
+                    meta.credentials = vec![c.to_owned()];
                 }
             }
-            "command" => Event {
-                ts,
-                device_id: Some(DeviceId::new(words[2]).unwrap()),
-                sector: None,
-                kind: EventKind::Command {
-                    action: words[3].to_owned(),
-                    actor: "test".to_owned(),
-                },
-            },
-            other => panic!("unknown fixture verb {other}"),
-        };
-        engine.process(&event, &mut out);
-        for alert in out {
-            rendered.push_str(&format!(
-                "{} {} {} count={} device={} source={} zone={} :: {}\n",
-                words[0],
-                alert.rule,
-                alert.severity,
-                alert.count,
-                alert.device_id.as_ref().map_or("-", |d| d.as_str()),
-                alert.source.as_deref().unwrap_or("-"),
-                alert.zone.as_deref().unwrap_or("-"),
-                alert.title,
-            ));
+            engine.register_device(DeviceId::new(words[1]).unwrap(), meta);
+            continue;
+        }
+        if words[0] == "indicator" {
+            let pattern = words[3..].join(" ");
+            let refused = engine.upsert_indicators(vec![crate::Indicator {
+                id: words[1].to_owned(),
+                pattern,
+                name: words[1].to_owned(),
+                source: words[2].to_owned(),
+                valid_until: None,
+            }]);
+            for r in refused {
+                rendered.push_str(&format!("refused {}: {}\n", r.id, r.message));
+            }
+            continue;
+        }
+        let ts = parse_time(words[0]);
+        let mut events = Vec::new();
+        if words[1] == "repeat" {
+            let n: i64 = words[2].parse().unwrap();
+            let step: f64 = words[3].parse().unwrap();
+            let rest = words[4..].join(" ");
+            for i in 0..n {
+                let line = rest.replace("{i}", &i.to_string());
+                let ws: Vec<&str> = line.split_whitespace().collect();
+                let at = ts.saturating_add_ms((i as f64 * step * 1000.0) as i64);
+                if let Some(e) = event_of(engine, at, &ws) {
+                    events.push(e);
+                }
+            }
+        } else if let Some(e) = event_of(engine, ts, &words[1..]) {
+            events.push(e);
+        }
+        for event in events {
+            let mut out = Vec::new();
+            engine.process(&event, &mut out);
+            let ms = event.ts.as_millis();
+            for alert in out {
+                rendered.push_str(&format!(
+                    "@{:02}:{:02}:{:02} {} {} count={} device={} source={} zone={} key={} :: {}\n",
+                    ms / 3_600_000,
+                    ms / 60_000 % 60,
+                    ms / 1000 % 60,
+                    alert.rule,
+                    alert.severity,
+                    alert.count,
+                    alert.device_id.as_ref().map_or("-", |d| d.as_str()),
+                    alert.source.as_deref().unwrap_or("-"),
+                    alert.zone.as_deref().unwrap_or("-"),
+                    alert.key,
+                    alert.title,
+                ));
+            }
         }
     }
     rendered
+}
+
+fn merge(base: &mut toml::Value, tweaks: toml::Value) {
+    match (base, tweaks) {
+        (toml::Value::Table(b), toml::Value::Table(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }
 
 fn check(fixture: &str, expect: Expect) {
@@ -149,10 +379,10 @@ fn brute_force_against_one_device() {
     check(
         &fixture,
         expect![[r#"
-            @00:00:09 auth.brute_force.device high count=1 device=camera-0001 source=10.0.0.9 zone=ps-field :: credential brute force against camera-0001
-            @00:00:09 auth.brute_force.source high count=1 device=- source=10.0.0.9 zone=- :: credential brute force from 10.0.0.9
-            @00:00:10 auth.brute_force.device high count=2 device=camera-0001 source=10.0.0.9 zone=ps-field :: credential brute force against camera-0001
-            @00:00:10 auth.brute_force.source high count=2 device=- source=10.0.0.9 zone=- :: credential brute force from 10.0.0.9
+            @00:00:09 auth.brute_force.device high count=1 device=camera-0001 source=10.0.0.9 zone=ps-field key=camera-0001 :: credential brute force against camera-0001
+            @00:00:09 auth.brute_force.source high count=1 device=- source=10.0.0.9 zone=- key=10.0.0.9 :: credential brute force from 10.0.0.9
+            @00:00:10 auth.brute_force.device high count=2 device=camera-0001 source=10.0.0.9 zone=ps-field key=camera-0001 :: credential brute force against camera-0001
+            @00:00:10 auth.brute_force.source high count=2 device=- source=10.0.0.9 zone=- key=10.0.0.9 :: credential brute force from 10.0.0.9
         "#]],
     );
 }
@@ -179,7 +409,7 @@ fn password_spraying_from_one_source() {
     check(
         &fixture,
         expect![[r#"
-            @00:00:09 auth.brute_force.source high count=1 device=- source=203.0.113.5 zone=- :: password spraying from 203.0.113.5
+            @00:00:09 auth.brute_force.source high count=1 device=- source=203.0.113.5 zone=- key=203.0.113.5 :: password spraying from 203.0.113.5
         "#]],
     );
 }
@@ -193,7 +423,7 @@ fn uncommanded_siren_actuation() {
          @00:00:06 state siren-0001 sounding=true
          @00:00:30 state siren-0001 sounding=false",
         expect![[r#"
-            @00:00:05 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:00:05 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
         "#]],
     );
 }
@@ -217,7 +447,7 @@ fn a_stale_command_does_not_explain_an_actuation() {
          @00:10:00 tick
          @00:10:01 state siren-0001 sounding=true",
         expect![[r#"
-            @00:10:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:10:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
         "#]],
     );
 }
@@ -234,9 +464,9 @@ fn repeated_actuations_merge_into_one_alert() {
          @00:30:00 tick
          @00:30:01 state siren-0001 sounding=true",
         expect![[r#"
-            @00:00:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
-            @00:02:00 actuation.uncommanded critical count=2 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
-            @00:30:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:00:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:02:00 actuation.uncommanded critical count=2 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:30:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
         "#]],
     );
 }
@@ -292,10 +522,7 @@ fn alert_ids_are_deterministic() {
         let mut engine = Engine::new(DetectConfig::default());
         engine.register_device(
             DeviceId::new("siren-0001").unwrap(),
-            DeviceMeta {
-                class: DeviceClass::Siren,
-                zone: "ps-field".into(),
-            },
+            DeviceMeta::new(DeviceClass::Siren, "ps-field"),
         );
         let mut out = Vec::new();
         engine.process(
@@ -324,4 +551,518 @@ fn peer_addresses() {
     assert_eq!(crate::peer_ip("10.0.0.7:5000"), "10.0.0.7");
     assert_eq!(crate::peer_ip("[::1]:5000"), "::1");
     assert_eq!(crate::peer_ip("garbage"), "garbage");
+}
+
+/// The zone plan most flow tests use: cameras, the VMS, IT, and the vendor's update server.
+const CITY: &str = "
+    zone ps-field 10.1.0.0/16
+    zone ps-vms 10.2.0.0/24
+    zone it 10.9.0.0/16
+    zone maint 10.250.0.0/24 allow_unregistered
+    conduit ps-field ps-vms tcp 554,443
+    conduit ps-field internet tcp 443
+    conduit maint * tcp 22,443
+    update_server 198.51.100.0/28
+    device camera-0001 camera ps-field ip=10.1.0.11 fw=2.1.0
+    device camera-0002 camera ps-field ip=10.1.0.12 fw=2.1.0
+    device vms-01 camera ps-vms ip=10.2.0.5
+";
+
+#[test]
+fn flows_inside_conduits_are_quiet_and_others_alert() {
+    check(
+        &format!(
+            "{CITY}
+             @00:00:01 flow 10.1.0.11:40000 > 10.2.0.5:554 tcp
+             @00:00:02 flow 10.2.0.5:554 > 10.1.0.11:40000 tcp
+             @00:00:03 flow 10.1.0.11:40001 > 203.0.113.9:443 tcp
+             @00:00:04 flow 10.1.0.12:40002 > 10.1.0.11:80 tcp
+             @00:00:05 flow 10.250.0.7:50000 > 10.1.0.11:22 tcp
+             @00:00:06 flow 10.1.0.11:40003 > 10.9.0.20:445 tcp
+             @00:00:07 flow 10.1.0.12:40004 > 10.9.0.21:445 tcp
+             @00:00:08 flow 10.1.0.11:40005 > 203.0.113.9:23 tcp"
+        ),
+        expect![[r#"
+            @00:00:06 policy.conduit high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=ps-field->it tcp/445 :: flow from ps-field to it (tcp/445) outside every conduit
+            @00:00:07 policy.conduit high count=2 device=camera-0001 source=10.1.0.11 zone=ps-field key=ps-field->it tcp/445 :: flow from ps-field to it (tcp/445) outside every conduit
+            @00:00:08 policy.conduit high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=ps-field->internet tcp/23 :: flow from ps-field to internet (tcp/23) outside every conduit
+        "#]],
+    );
+}
+
+#[test]
+fn unregistered_addresses_in_city_zones_alert() {
+    check(
+        &format!(
+            "{CITY}
+             @00:00:01 flow 10.1.0.99:40000 > 10.2.0.5:554 tcp
+             @00:00:02 flow 10.250.0.8:40000 > 10.1.0.11:443 tcp
+             @00:00:03 flow 203.0.113.50:443 > 10.1.0.11:40001 tcp"
+        ),
+        expect![[r#"
+            @00:00:01 policy.new_device medium count=1 device=- source=10.1.0.99 zone=ps-field key=10.1.0.99 :: unregistered device 10.1.0.99 in zone ps-field
+        "#]],
+    );
+}
+
+#[test]
+fn mirai_takeover_login_brute_force_then_scan_then_flood() {
+    check(
+        &format!(
+            "conduit internet ps-field tcp 23
+             conduit ps-field internet tcp 23
+             conduit ps-field internet udp any
+             {CITY}
+             @00:00:00 repeat 25 1 flow 198.18.0.66:3{{i}}00 > 10.1.0.11:23 tcp bytes=300 packets=6
+             @00:01:00 repeat 60 0.5 flow 10.1.0.11:5{{i}}00 > 198.19.1.{{i}}:23 tcp bytes=60 packets=1
+             @00:02:00 repeat 12 1 flow 10.1.0.11:6000 > 203.0.113.80:80 udp bytes=1400000 packets=1000"
+        ),
+        expect![[r#"
+            @00:00:19 flow.brute_force high count=1 device=camera-0001 source=198.18.0.66 zone=ps-field key=camera-0001/198.18.0.66 :: remote-login brute force against camera-0001 from 198.18.0.66
+            @00:01:25 flow.scan high count=1 device=camera-0001 source=198.19.1.50 zone=ps-field key=camera-0001/hosts :: camera-0001 is scanning: 50 hosts in 60s
+            @00:02:07 flow.flood high count=1 device=camera-0001 source=203.0.113.80 zone=ps-field key=camera-0001->203.0.113.80 :: camera-0001 is flooding 203.0.113.80
+            @00:02:09 flow.flood high count=2 device=camera-0001 source=203.0.113.80 zone=ps-field key=camera-0001->203.0.113.80 :: camera-0001 is flooding 203.0.113.80
+        "#]],
+    );
+}
+
+#[test]
+fn exfiltration_to_a_new_destination_after_learning() {
+    check(
+        &format!(
+            "config baseline.learning_s = 600
+             {CITY}
+             @00:00:00 repeat 20 30 flow 10.1.0.11:40000 > 203.0.113.9:443 tcp bytes=200000 packets=200
+             @00:20:00 repeat 3 1 flow 10.1.0.11:40000 > 203.0.113.9:443 tcp bytes=900000 packets=800
+             @00:21:00 repeat 3 1 flow 10.1.0.11:40010 > 198.51.100.200:443 tcp bytes=400000 packets=400
+             @00:22:00 repeat 3 1 flow 10.1.0.11:40011 > 198.51.100.3:443 tcp bytes=900000 packets=700"
+        ),
+        expect![[r#"
+            @00:21:02 baseline.flow high count=1 device=camera-0001 source=198.51.100.200 zone=ps-field key=camera-0001->198.51.100.200 :: camera-0001 sends data to a destination it never used: 198.51.100.200
+        "#]],
+    );
+}
+
+#[test]
+fn firmware_changes_outside_vendor_updates_alert() {
+    check(
+        &format!(
+            "{CITY}
+             @00:00:01 telemetry camera-0001 firmware=2.1.0 fps=25
+             @00:10:00 flow 10.1.0.11:40000 > 198.51.100.3:443 tcp bytes=9000000 packets=7000
+             @00:12:00 telemetry camera-0001 firmware=2.2.0 fps=25
+             @00:13:00 telemetry camera-0002 firmware=2.1.0-patched fps=25"
+        ),
+        expect![[r#"
+            @00:13:00 policy.firmware_change high count=1 device=camera-0002 source=- zone=ps-field key=camera-0002 :: firmware of camera-0002 changed from 2.1.0 to 2.1.0-patched outside a vendor update
+        "#]],
+    );
+}
+
+#[test]
+fn topic_abuse_identity_spoofing_and_reconnect_storms() {
+    check(
+        "device camera-0001 camera ps-field
+         device siren-0001 siren ps-field
+         @00:00:01 sec subscribe_denied camera-0001 from 10.1.0.11:4000 topic=# reason=wildcard_subscription
+         @00:00:02 sec subscribe_denied camera-0001 from 10.1.0.11:4000 topic=$SYS/broker/clients reason=system_topic
+         @00:00:03 sec publish_denied camera-0001 from 10.1.0.11:4000 topic=city/public_safety/siren-0001/cmd reason=topic_outside_device_namespace
+         @00:00:04 sec client_id_takeover siren-0001 from 10.7.7.7:5000 reason=client_id_in_use_from_another_address
+         @00:00:05 sec connect_refused siren-0001 from 10.7.7.8:5000 reason=certificate_not_registered_for_device
+         @00:01:00 repeat 25 1 sec connect_accepted camera-0001 from 10.1.0.11:4000",
+        expect![[r#"
+            @00:00:01 mqtt.topic_abuse high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001/wildcard :: camera-0001 tried to subscribe to #
+            @00:00:02 mqtt.topic_abuse high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001/system :: camera-0001 tried to subscribe to $SYS/broker/clients
+            @00:00:03 mqtt.topic_abuse high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001/command :: camera-0001 tried to publish to city/public_safety/siren-0001/cmd
+            @00:00:04 identity.client_id_takeover high count=1 device=siren-0001 source=10.7.7.7 zone=ps-field key=siren-0001 :: second client claims to be siren-0001
+            @00:00:05 identity.certificate_mismatch high count=1 device=siren-0001 source=10.7.7.8 zone=ps-field key=siren-0001 :: certificate does not match the registry for siren-0001
+            @00:01:19 rate.connect_flood medium count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+            @00:01:20 rate.connect_flood medium count=2 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+            @00:01:21 rate.connect_flood medium count=3 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+            @00:01:22 rate.connect_flood medium count=4 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+            @00:01:23 rate.connect_flood medium count=5 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+            @00:01:24 rate.connect_flood medium count=6 device=camera-0001 source=10.1.0.11 zone=ps-field key=camera-0001 :: reconnect storm from camera-0001
+        "#]],
+    );
+}
+
+#[test]
+fn plausibility_range_rate_and_counters() {
+    check(
+        "device meter-0001 smart_meter energy-ami
+         device level-0001 level_sensor water-ot
+         @00:00:00 telemetry meter-0001 power=1.2 voltage=231 energy=5000.0
+         @00:00:30 telemetry meter-0001 power=1.3 voltage=229 energy=5000.01
+         @00:01:00 telemetry meter-0001 power=-4 voltage=300 energy=4000
+         @00:00:00 telemetry level-0001 level_m=2.00
+         @00:00:10 telemetry level-0001 level_m=2.01
+         @00:00:20 telemetry level-0001 level_m=0.40",
+        expect![[r#"
+            @00:01:00 plausibility.range high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/power :: implausible power from meter-0001
+            @00:01:00 plausibility.range high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/voltage :: implausible voltage from meter-0001
+            @00:01:00 plausibility.rate_of_change high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/energy :: physically impossible change of energy at meter-0001
+            @00:00:20 plausibility.rate_of_change high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
+        "#]],
+    );
+}
+
+#[test]
+fn a_sensor_that_leaves_its_neighbours_alerts_after_three_readings() {
+    let mut fixture = String::from(
+        "device level-0001 level_sensor water-ot
+         device level-0002 level_sensor water-ot
+         device level-0003 level_sensor water-ot
+         device level-0004 level_sensor water-ot\n",
+    );
+    // 40 rounds of agreeing sensors (each with its own offset), then level-0004 drifts away
+    // slowly (too slowly for the rate-of-change rule) while the others stay.
+    for round in 0..46 {
+        let base = 2.0 + 0.001 * f64::from(round);
+        let t = round * 10;
+        let drift = if round >= 40 {
+            0.2 * f64::from(round - 39)
+        } else {
+            0.0
+        };
+        for (i, offset) in [0.0, 0.3, -0.2, 0.5].iter().enumerate() {
+            let v = base + offset + if i == 3 { drift } else { 0.0 };
+            fixture.push_str(&format!(
+                "@00:{:02}:{:02} telemetry level-000{} level_m={v:.3}\n",
+                t / 60,
+                t % 60,
+                i + 1
+            ));
+        }
+    }
+    check(
+        &format!("config rate.messages_per_device = 1000\n{fixture}"),
+        expect![[r#"
+            @00:07:10 plausibility.neighbours high count=1 device=level-0004 source=- zone=water-ot key=level-0004/level_m :: level-0004 disagrees with its neighbours on level_m
+            @00:07:20 plausibility.neighbours high count=2 device=level-0004 source=- zone=water-ot key=level-0004/level_m :: level-0004 disagrees with its neighbours on level_m
+            @00:07:30 plausibility.neighbours high count=3 device=level-0004 source=- zone=water-ot key=level-0004/level_m :: level-0004 disagrees with its neighbours on level_m
+        "#]],
+    );
+}
+
+#[test]
+fn baselines_learn_then_judge_and_learn_absorbs() {
+    let mut fixture = String::from(
+        "config baseline.learning_s = 600
+         config baseline.min_samples = 30
+         device pump-0001 pump water-ot\n",
+    );
+    // An hour of normal pressure (3.5..4.5 bar, a slow daily drift), then a jump to 12 bar.
+    for i in 0..120 {
+        let t = i * 30;
+        let v = 4.0 + 0.4 * ((f64::from(i) / 10.0).sin());
+        fixture.push_str(&format!(
+            "@{:02}:{:02}:{:02} telemetry pump-0001 pressure_bar={v:.3}\n",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        ));
+    }
+    fixture.push_str(
+        "@01:00:30 telemetry pump-0001 pressure_bar=12.0
+         @01:01:00 learn baseline.telemetry pump-0001/pressure_bar
+         @01:01:30 telemetry pump-0001 pressure_bar=12.5
+         @01:02:00 command pump-0001 stop
+         @01:02:30 telemetry pump-0001 pressure_bar=1.2",
+    );
+    check(
+        &fixture,
+        expect![[r#"
+        @01:00:30 baseline.telemetry medium count=1 device=pump-0001 source=- zone=water-ot key=pump-0001/pressure_bar :: pressure_bar of pump-0001 outside its learned baseline
+    "#]],
+    );
+}
+
+#[test]
+fn bursts_of_actuations_across_one_class() {
+    check(
+        "device breaker-00 feeder_breaker energy-ot
+         device breaker-01 feeder_breaker energy-ot
+         device breaker-02 feeder_breaker energy-ot
+         device breaker-03 feeder_breaker energy-ot
+         device breaker-04 feeder_breaker energy-ot
+         device light-00 street_light energy-field
+         device light-01 street_light energy-field
+         @00:00:00 repeat 5 1 telemetry breaker-0{i} closed=true current_a=300
+         @00:01:00 command breaker-00 open
+         @00:01:01 state breaker-00 closed=false
+         @00:01:10 state breaker-01 closed=false
+         @00:01:12 state breaker-02 closed=false
+         @00:01:14 state breaker-03 closed=false
+         @00:01:16 state breaker-04 closed=false
+         @00:05:00 repeat 2 1 command light-0{i} off
+         @00:05:00 repeat 2 1 telemetry light-0{i} on=false",
+        expect![[r#"
+            @00:01:10 actuation.uncommanded critical count=1 device=breaker-01 source=- zone=energy-ot key=breaker-01 :: uncommanded feeder_breaker actuation: breaker-01 changed closed=false
+            @00:01:12 actuation.uncommanded critical count=1 device=breaker-02 source=- zone=energy-ot key=breaker-02 :: uncommanded feeder_breaker actuation: breaker-02 changed closed=false
+            @00:01:14 actuation.uncommanded critical count=1 device=breaker-03 source=- zone=energy-ot key=breaker-03 :: uncommanded feeder_breaker actuation: breaker-03 changed closed=false
+            @00:01:16 rate.actuation_burst critical count=1 device=breaker-04 source=- zone=energy-ot key=feeder_breaker :: 5 feeder_breaker actuators switched within 60s
+            @00:01:16 actuation.uncommanded critical count=1 device=breaker-04 source=- zone=energy-ot key=breaker-04 :: uncommanded feeder_breaker actuation: breaker-04 changed closed=false
+        "#]],
+    );
+}
+
+#[test]
+fn message_floods_alert_once_per_hundred() {
+    check(
+        "device meter-0001 smart_meter energy-ami
+         @00:00:00 repeat 250 0.02 telemetry meter-0001 power=1.0",
+        expect![[r#"
+            @00:00:02 rate.message_flood medium count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001 :: message flood from meter-0001
+            @00:00:04 rate.message_flood medium count=2 device=meter-0001 source=- zone=energy-ami key=meter-0001 :: message flood from meter-0001
+        "#]],
+    );
+}
+
+#[test]
+fn partner_indicators_match_flows_and_clients() {
+    check(
+        &format!(
+            "conduit ps-field internet any any
+             {CITY}
+             indicator indicator--a1 isac [ipv4-addr:value = '203.0.113.66' OR ipv4-addr:value = '203.0.113.67']
+             indicator indicator--b2 cert-nl [network-traffic:dst_port = 6667 AND network-traffic:protocols[*] = 'tcp']
+             indicator indicator--c3 local [ipv4-addr:value ISSUBSET '198.18.5.0/24']
+             indicator indicator--bad x [ipv4-addr:value = ]
+             @00:00:01 flow 10.1.0.11:40000 > 203.0.113.67:443 tcp
+             @00:00:02 flow 10.1.0.12:40000 > 192.0.2.1:6667 tcp
+             @00:00:03 flow 10.1.0.12:40000 > 198.18.5.77:53 udp
+             @00:00:04 sec connect_refused - from 203.0.113.66:4444 reason=unknown_device
+             @00:00:05 flow 10.1.0.12:40000 > 192.0.2.1:6668 tcp"
+        ),
+        expect![[r#"
+            refused indicator--bad: at 19: expected a literal value, found ']'
+            @00:00:01 intel.indicator high count=1 device=camera-0001 source=203.0.113.67 zone=ps-field key=indicator--a1/camera-0001 :: indicator "indicator--a1" (shared by isac) seen at camera-0001
+            @00:00:02 intel.indicator high count=1 device=camera-0002 source=- zone=ps-field key=indicator--b2/camera-0002 :: indicator "indicator--b2" (shared by cert-nl) seen at camera-0002
+            @00:00:03 intel.indicator high count=1 device=camera-0002 source=- zone=ps-field key=indicator--c3/camera-0002 :: indicator "indicator--c3" (written by the city's analysts) seen at camera-0002
+            @00:00:04 intel.indicator high count=1 device=- source=203.0.113.66 zone=- key=indicator--a1/203.0.113.66 :: indicator "indicator--a1" (shared by isac) seen at 203.0.113.66
+        "#]],
+    );
+}
+
+#[test]
+fn mute_silences_one_key_only() {
+    check(
+        "device camera-0001 camera ps-field
+         device camera-0002 camera ps-field
+         @00:00:00 mute mqtt.topic_abuse camera-0001/wildcard
+         @00:00:01 sec subscribe_denied camera-0001 from 10.1.0.11:4000 topic=# reason=wildcard
+         @00:00:02 sec subscribe_denied camera-0002 from 10.1.0.12:4000 topic=# reason=wildcard",
+        expect![[r#"
+            @00:00:02 mqtt.topic_abuse high count=1 device=camera-0002 source=10.1.0.12 zone=ps-field key=camera-0002/wildcard :: camera-0002 tried to subscribe to #
+        "#]],
+    );
+}
+
+#[test]
+fn shared_credentials_alert_at_the_next_event() {
+    check(
+        "device meter-0001 smart_meter energy-ami cred=$sha256$salt$abc
+         device meter-0002 smart_meter energy-ami cred=$sha256$salt$abc
+         device meter-0003 smart_meter energy-ami cred=$sha256$salt$def
+         @00:00:01 telemetry meter-0003 power=1.0",
+        expect![[r#"
+            @00:00:01 policy.shared_credentials high count=1 device=meter-0002 source=- zone=energy-ami key=$sha256$salt$abc :: 2 devices share one credential
+        "#]],
+    );
+}
+
+#[test]
+fn meters_that_stop_adding_up_to_their_feeders_alert() {
+    let mut fixture = String::from(
+        "config rate.messages_per_device = 1000
+         device breaker-01 feeder_breaker energy-ot\n",
+    );
+    for m in 1..=5 {
+        fixture.push_str(&format!("device meter-000{m} smart_meter energy-ami\n"));
+    }
+    // Twenty minutes where five meters (about 1 kW each) add up to ~400 A at the feeder,
+    // then three meters start under-reporting by 90%.
+    for minute in 0..30 {
+        let load = 1.0 + 0.2 * (f64::from(minute) / 5.0).sin();
+        let t = minute * 60;
+        let (h, m) = (t / 3600, t / 60 % 60);
+        fixture.push_str(&format!(
+            "@{h:02}:{m:02}:00 telemetry breaker-01 closed=true current_a={:.1}\n",
+            400.0 * load
+        ));
+        for meter in 1..=5 {
+            let lie = if minute >= 20 && meter <= 3 { 0.1 } else { 1.0 };
+            fixture.push_str(&format!(
+                "@{h:02}:{m:02}:{:02} telemetry meter-000{meter} power={:.3}\n",
+                meter * 5,
+                load * lie
+            ));
+        }
+    }
+    check(
+        &fixture,
+        expect![[r#"
+        @00:22:00 plausibility.totals high count=1 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:23:00 plausibility.totals high count=2 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:24:00 plausibility.totals high count=3 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:25:00 plausibility.totals high count=4 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:26:00 plausibility.totals high count=5 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:27:00 plausibility.totals high count=6 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:28:00 plausibility.totals high count=7 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+        @00:29:00 plausibility.totals high count=8 device=- source=- zone=- key=energy.meters_vs_feeders :: power of 5 smart_meter disagree with current_a of 1 feeder_breaker
+    "#]],
+    );
+}
+
+#[test]
+fn rule_files_load_entry_by_entry_with_clear_errors() {
+    let mut rules = crate::RuleSet::default();
+    let diagnostics = rules.load(
+        "city.toml",
+        r#"
+        version = 1
+        [[reading]]
+        class = "level_sensor"
+        reading = "level_m"
+        min = 0.0
+        max = 8.0
+
+        [[reading]]
+        class = "sirne"
+        reading = "x"
+
+        [[reading]]
+        class = "pump"
+        reading = "rpm"
+        min = 10.0
+        max = 1.0
+
+        [[threshold]]
+        id = "city.publish_denied_burst"
+        severity = "medium"
+        title = "many refused publishes"
+        event = "publish_denied"
+        group_by = "device"
+        count = 3
+        window_s = 60
+
+        [[threshold]]
+        id = "city.bad"
+        severity = "urgent"
+        title = "x"
+        event = "publish_denied"
+        group_by = "device"
+        count = 3
+        window_s = 60
+
+        [[nonsense]]
+        x = 1
+        "#,
+    );
+    let rendered: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    expect![[r#"
+        [
+            "city.toml: nonsense: unknown section (expected reading, totals or threshold)",
+            "city.toml: reading[1]: unknown variant `sirne`, expected one of `siren`, `camera`, `traffic_signal`, `ev_charger`, `smart_meter`, `street_light`, `feeder_breaker`, `pump`, `valve`, `level_sensor`, `quality_sensor`, `air_quality`, `weather`, `hvac`, `access_control`",
+            "city.toml: reading[2]: min 10 is greater than max 1",
+            "city.toml: threshold[1]: unknown variant `urgent`, expected one of `info`, `low`, `medium`, `high`, `critical`",
+        ]
+    "#]].assert_debug_eq(&rendered);
+    assert_eq!(rules.readings.len(), 1);
+    assert_eq!(rules.thresholds.len(), 1);
+    let broken = crate::RuleSet::default().load("broken.toml", "[[reading]\nclass=");
+    assert_eq!(broken.len(), 1);
+    assert!(broken[0].to_string().starts_with("broken.toml: not TOML"));
+}
+
+#[test]
+fn the_default_rules_load_cleanly() {
+    let (rules, diagnostics) = crate::RuleSet::defaults();
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    assert!(rules.readings.len() >= 20);
+    assert_eq!(rules.totals.len(), 1);
+}
+
+#[test]
+fn custom_threshold_rules_fire() {
+    let mut rules = crate::RuleSet::defaults().0;
+    let diagnostics = rules.load(
+        "city.toml",
+        r#"
+        [[threshold]]
+        id = "city.payload_errors"
+        severity = "low"
+        title = "a device keeps sending bad payloads"
+        explanation = "Check its firmware."
+        event = "payload_invalid"
+        group_by = "device"
+        count = 3
+        window_s = 60
+        "#,
+    );
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let mut engine = Engine::with_rules(DetectConfig::default(), rules);
+    engine.register_device(
+        DeviceId::new("meter-0001").unwrap(),
+        DeviceMeta::new(DeviceClass::SmartMeter, "energy-ami"),
+    );
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let event = Event {
+            ts: Timestamp::from_millis(i * 1000),
+            device_id: Some(DeviceId::new("meter-0001").unwrap()),
+            sector: None,
+            kind: EventKind::Security(SecurityEvent {
+                action: SecurityEventKind::PayloadInvalid,
+                client_id: None,
+                username: None,
+                peer: None,
+                topic: None,
+                reason: None,
+            }),
+        };
+        engine.process(&event, &mut out);
+    }
+    assert!(
+        out.iter()
+            .any(|a| a.rule == "city.payload_errors" && a.key == "meter-0001"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn zone_plan_errors_are_diagnostics_not_failures() {
+    let config = DetectConfig {
+        zones: vec![
+            crate::ZoneConfig {
+                name: "a".into(),
+                cidrs: vec!["10.0.0.0/33".into(), "nonsense".into()],
+                allow_unregistered: false,
+            },
+            crate::ZoneConfig {
+                name: "internet".into(),
+                cidrs: vec![],
+                allow_unregistered: false,
+            },
+        ],
+        conduits: vec![crate::ConduitConfig {
+            name: String::new(),
+            from: "a".into(),
+            to: "b".into(),
+            protocol: "tcp".into(),
+            ports: vec![],
+        }],
+        ..DetectConfig::default()
+    };
+    let engine = Engine::new(config);
+    let rendered: Vec<String> = engine.diagnostics().iter().map(|d| d.to_string()).collect();
+    expect![[r#"
+        [
+            "config: detect.zones[0]: \"10.0.0.0/33\": prefix length must be 0..=32",
+            "config: detect.zones[0]: \"nonsense\" is not an address or CIDR range",
+            "config: detect.zones[1]: zone name \"internet\" is reserved or empty",
+            "config: detect.conduits[0]: unknown zone \"b\" (define it under [[detect.zones]])",
+        ]
+    "#]]
+    .assert_debug_eq(&rendered);
 }

@@ -62,6 +62,11 @@ pub struct Alert {
     pub id: AlertId,
     /// The rule that fired, e.g. `auth.brute_force.device`.
     pub rule: String,
+    /// What the rule keyed this alert on (a device id, a source address, a device and a
+    /// destination, ...): with `rule`, it says which repeats merge into this alert and what
+    /// `learn` and `mute` apply to.
+    #[serde(default)]
+    pub key: String,
     pub severity: Severity,
     /// When the rule's condition first held.
     pub ts: Timestamp,

@@ -11,6 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
+mod detect;
+
 /// The most rows one list call returns.
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -18,7 +20,10 @@ pub const MAX_LIMIT: usize = 10_000;
 const PRUNE_CHUNK: i64 = 5_000;
 
 /// Migrations in order; entry `i` moves the schema to `user_version = i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_detect", include_str!("../migrations/0002_detect.sql")),
+];
 
 /// The embedded SQLite store.
 #[derive(Clone)]

@@ -11,12 +11,14 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
+mod detect;
 mod embedded;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 
 /// Errors a store reports.
@@ -104,7 +106,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DetectStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

@@ -48,6 +48,8 @@ macro_rules! testsuite {
             tokens,
             stats,
             close_and_reopen_persists,
+            detect_suppressions,
+            detect_local_indicators,
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -120,6 +122,7 @@ pub fn alert(id: &str, rule: &str, ts: i64, device: Option<&str>) -> Alert {
     Alert {
         id: AlertId(id.to_owned()),
         rule: rule.to_owned(),
+        key: String::new(),
         severity: Severity::High,
         ts: Timestamp::from_millis(ts),
         last_ts: Timestamp::from_millis(ts),
@@ -550,5 +553,77 @@ pub async fn close_and_reopen_persists(backend: &dyn Backend) {
     assert_eq!(listed, events.into_iter().rev().collect::<Vec<_>>());
     assert_eq!(store.get_alert(&alert.id).await.unwrap(), Some(alert));
     assert_eq!(store.find_token(&token.sha256).await.unwrap(), Some(token));
+    store.close().await.unwrap();
+}
+
+pub async fn detect_suppressions(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let suppression = |rule: &str, key: &str, kind: &str| crate::Suppression {
+        rule: rule.to_owned(),
+        key: key.to_owned(),
+        kind: kind.to_owned(),
+        until: (kind == "muted").then(|| Timestamp::from_millis(9_000)),
+        actor: "ana".to_owned(),
+        reason: "maintenance".to_owned(),
+        alert_id: Some("al-1".to_owned()),
+        created_at: Timestamp::from_millis(1),
+    };
+    store
+        .put_suppression(&suppression("policy.conduit", "a->b tcp/22", "learned"))
+        .await
+        .unwrap();
+    store
+        .put_suppression(&suppression("mqtt.topic_abuse", "cam/wildcard", "muted"))
+        .await
+        .unwrap();
+    // the same (rule, key) replaces
+    store
+        .put_suppression(&suppression("policy.conduit", "a->b tcp/22", "muted"))
+        .await
+        .unwrap();
+    let listed = store.list_suppressions().await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            suppression("mqtt.topic_abuse", "cam/wildcard", "muted"),
+            suppression("policy.conduit", "a->b tcp/22", "muted"),
+        ]
+    );
+    store
+        .delete_suppression("policy.conduit", "a->b tcp/22")
+        .await
+        .unwrap();
+    let err = store
+        .delete_suppression("policy.conduit", "a->b tcp/22")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(store.list_suppressions().await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}
+
+pub async fn detect_local_indicators(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let indicator = |n: i64| crate::LocalIndicator {
+        id: format!("indicator--00000000-0000-4000-8000-{n:012}"),
+        name: format!("c2 {n}"),
+        pattern: format!("[ipv4-addr:value = '203.0.113.{n}']"),
+        valid_until: None,
+        object: serde_json::json!({"type": "indicator", "n": n}),
+        actor: "ana".to_owned(),
+        created_at: Timestamp::from_millis(n / 2),
+    };
+    let all: Vec<_> = (1..=5).map(indicator).collect();
+    store.put_indicators(&all).await.unwrap();
+    let first = store.list_indicators(None, 2).await.unwrap();
+    assert_eq!(first, all[..2].to_vec());
+    let rest = store.list_indicators(Some(&first[1].id), 10).await.unwrap();
+    assert_eq!(rest, all[2..].to_vec());
+    store.delete_indicator(&all[0].id).await.unwrap();
+    assert_eq!(
+        store.delete_indicator(&all[0].id).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(store.list_indicators(None, 0).await.unwrap().len(), 4);
     store.close().await.unwrap();
 }

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 
 mod api;
 mod auth;
+pub mod detect;
 mod error;
 mod platform;
 pub mod routes;

@@ -33,6 +33,43 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Live figures for the status endpoint.
     fn status(&self) -> Status;
+
+    /// Marks what an alert saw as normal (the rule stays quiet for its key; baselines
+    /// absorb it), durably, attributed to `actor`.
+    async fn learn_alert(
+        &self,
+        alert: &model::Alert,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError>;
+
+    /// Silences an alert's rule for its key until `until` (or until lifted).
+    async fn mute_alert(
+        &self,
+        alert: &model::Alert,
+        until: Option<model::Timestamp>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError>;
+
+    /// Lifts a learn or mute.
+    async fn lift_suppression(
+        &self,
+        rule: &str,
+        key: &str,
+        actor: &str,
+    ) -> Result<(), PlatformError>;
+
+    /// Adds threat indicators written by the city: a STIX 2.1 bundle, one indicator
+    /// object, or an array of them. Each is validated on its own.
+    async fn add_indicators(
+        &self,
+        body: serde_json::Value,
+        actor: &str,
+    ) -> Result<crate::detect::IndicatorReport, PlatformError>;
+
+    /// What the detection engine runs.
+    fn detect_status(&self) -> crate::detect::DetectStatus;
 }
 
 /// A failure the platform reports, with the code the API maps to an HTTP status.

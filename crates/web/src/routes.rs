@@ -9,7 +9,7 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{IMPORT_BODY_LIMIT, Shared, api};
+use crate::{IMPORT_BODY_LIMIT, Shared, api, detect};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +56,7 @@ pub struct Route {
 }
 
 const VIEWER: Access = Access::Role(Role::Viewer);
+const ANALYST: Access = Access::Role(Role::Analyst);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 /// Every route the API serves.
@@ -137,6 +138,49 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/events",
         access: VIEWER,
         handler: |m| on(m, api::list_events),
+    },
+    // detection: learn and mute, suppressions, the city's indicators, engine status
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/alerts/{id}/learn",
+        access: ANALYST,
+        handler: |m| on(m, detect::learn),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/alerts/{id}/mute",
+        access: ANALYST,
+        handler: |m| on(m, detect::mute),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/suppressions",
+        access: VIEWER,
+        handler: |m| on(m, detect::list_suppressions),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/suppressions/lift",
+        access: ANALYST,
+        handler: |m| on(m, detect::lift),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/indicators",
+        access: VIEWER,
+        handler: |m| on(m, detect::list_indicators),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/indicators",
+        access: ANALYST,
+        handler: |m| on(m, detect::add_indicators).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/detect",
+        access: VIEWER,
+        handler: |m| on(m, detect::status),
     },
 ];
 

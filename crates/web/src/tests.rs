@@ -14,7 +14,7 @@ use model::{
     Reading, Severity, Timestamp, Value,
 };
 use serde_json::{Value as Json, json};
-use store::{ApiToken, EmbeddedStore, Store};
+use store::{ApiToken, DetectStore, EmbeddedStore, Store};
 use tower::ServiceExt;
 
 use crate::routes::{Access, ROUTES, Verb};
@@ -129,6 +129,86 @@ impl Platform for FakePlatform {
             .ok_or_else(|| PlatformError::not_found(format!("device {id} not found")))
     }
 
+    async fn learn_alert(
+        &self,
+        alert: &Alert,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError> {
+        let s = suppression(alert, "learned", None, actor, reason);
+        self.store.put_suppression(&s).await?;
+        Ok(s)
+    }
+
+    async fn mute_alert(
+        &self,
+        alert: &Alert,
+        until: Option<Timestamp>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<store::Suppression, PlatformError> {
+        let s = suppression(alert, "muted", until, actor, reason);
+        self.store.put_suppression(&s).await?;
+        Ok(s)
+    }
+
+    async fn lift_suppression(
+        &self,
+        rule: &str,
+        key: &str,
+        _actor: &str,
+    ) -> Result<(), PlatformError> {
+        Ok(self.store.delete_suppression(rule, key).await?)
+    }
+
+    async fn add_indicators(
+        &self,
+        body: Json,
+        actor: &str,
+    ) -> Result<crate::detect::IndicatorReport, PlatformError> {
+        let objects = body
+            .get("objects")
+            .and_then(Json::as_array)
+            .cloned()
+            .ok_or_else(|| PlatformError::invalid("the fake takes bundles only"))?;
+        let mut report = crate::detect::IndicatorReport {
+            accepted: 0,
+            refused: Vec::new(),
+        };
+        for object in objects {
+            let id = object["id"].as_str().unwrap_or("").to_owned();
+            match object["pattern"].as_str() {
+                Some(pattern) => {
+                    self.store
+                        .put_indicators(&[store::LocalIndicator {
+                            id,
+                            name: String::new(),
+                            pattern: pattern.to_owned(),
+                            valid_until: None,
+                            object: object.clone(),
+                            actor: actor.to_owned(),
+                            created_at: Timestamp::from_millis(1),
+                        }])
+                        .await?;
+                    report.accepted += 1;
+                }
+                None => report.refused.push(crate::detect::IndicatorRefusal {
+                    id,
+                    message: "no pattern".into(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+
+    fn detect_status(&self) -> crate::detect::DetectStatus {
+        crate::detect::DetectStatus {
+            builtin_rules: vec!["policy.conduit".into()],
+            indicators: 1,
+            ..Default::default()
+        }
+    }
+
     fn status(&self) -> Status {
         Status {
             devices_registered: 3,
@@ -137,6 +217,25 @@ impl Platform for FakePlatform {
             alerts_total: 1,
             uptime_s: 60,
         }
+    }
+}
+
+fn suppression(
+    alert: &Alert,
+    kind: &str,
+    until: Option<Timestamp>,
+    actor: &str,
+    reason: &str,
+) -> store::Suppression {
+    store::Suppression {
+        rule: alert.rule.clone(),
+        key: alert.key.clone(),
+        kind: kind.to_owned(),
+        until,
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+        alert_id: Some(alert.id.0.clone()),
+        created_at: Timestamp::from_millis(1),
     }
 }
 
@@ -181,6 +280,7 @@ fn alert(n: i64, device: &str, rule: &str) -> Alert {
     Alert {
         id: AlertId(format!("alert-{n}")),
         rule: rule.into(),
+        key: String::new(),
         severity: Severity::High,
         ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
         last_ts: Timestamp::from_millis(1_795_000_000_000 + n * 1000),
@@ -1122,6 +1222,38 @@ async fn unknown_routes_and_methods_are_json() {
 
 /// A store whose every call fails, to check that internal errors are generic.
 struct BrokenStore;
+
+fn on_fire<T>() -> store::Result<T> {
+    Err(store::Error::Internal(
+        "disk on fire at /secret/path".into(),
+    ))
+}
+
+#[async_trait]
+impl DetectStore for BrokenStore {
+    async fn put_suppression(&self, _: &store::Suppression) -> store::Result<()> {
+        on_fire()
+    }
+    async fn delete_suppression(&self, _: &str, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+    async fn list_suppressions(&self) -> store::Result<Vec<store::Suppression>> {
+        on_fire()
+    }
+    async fn put_indicators(&self, _: &[store::LocalIndicator]) -> store::Result<()> {
+        on_fire()
+    }
+    async fn delete_indicator(&self, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+    async fn list_indicators(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> store::Result<Vec<store::LocalIndicator>> {
+        on_fire()
+    }
+}
 
 #[async_trait]
 impl Store for BrokenStore {
