@@ -344,7 +344,7 @@ impl Platform {
     }
 }
 
-fn meta(device: &Device) -> DeviceMeta {
+pub(crate) fn meta(device: &Device) -> DeviceMeta {
     DeviceMeta {
         class: device.class,
         zone: device.zone.clone(),

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use detect::{DeviceMeta, Engine, EngineStats};
+use detect::{Engine, EngineStats};
 use model::topic::Channel;
 use model::{
     Alert, Device, DeviceId, Event, EventKind, FlowRecord, Sector, SecurityEvent,
@@ -53,13 +53,7 @@ impl Replay {
         let mut sectors = HashMap::new();
         let mut by_address = HashMap::new();
         for device in devices {
-            engine.register_device(
-                device.id.clone(),
-                DeviceMeta {
-                    class: device.class,
-                    zone: device.zone.clone(),
-                },
-            );
+            engine.register_device(device.id.clone(), crate::platform::meta(device));
             sectors.insert(device.id.clone(), device.sector);
             for ip in &device.addresses {
                 by_address.insert(*ip, device.id.clone());

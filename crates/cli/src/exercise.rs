@@ -538,13 +538,10 @@ pub fn city_config(
     env: &HashMap<String, String>,
     flow_listen: Option<&str>,
 ) -> anyhow::Result<app::Config> {
-    let zones = format!(
-        "{}\n{}",
-        app::config::DEFAULT_CONFIG,
-        sim::zones::CityNetwork.detect_toml()
-    );
+    let network = sim::zones::CityNetwork;
+    let defaults = app::config::DEFAULT_CONFIG;
     if let Some(listen) = flow_listen {
-        let text = format!("{zones}\n{}", sim::zones::CityNetwork::flow_toml(listen));
+        let text = network.merge_into(defaults, Some(listen))?;
         match app::Config::load(&text, env) {
             Ok(config) => return Ok(config),
             Err(err) => tracing::warn!(
@@ -553,7 +550,8 @@ pub fn city_config(
             ),
         }
     }
-    match app::Config::load(&zones, env) {
+    let text = network.merge_into(defaults, None)?;
+    match app::Config::load(&text, env) {
         Ok(config) => Ok(config),
         Err(err) => {
             tracing::warn!(

@@ -81,8 +81,12 @@ pub enum SimCommand {
     /// Print the simulated city's `[[detect.zones]]`, `[[detect.conduits]]` and
     /// `[detect.firmware]` config (append it to a platform config file).
     Zones {
-        /// Also print an `[ingest.flow]` section listening here (e.g. 127.0.0.1:2055).
+        /// Print this config file with the city's sections merged in instead (the whole
+        /// file, comments dropped).
         #[arg(long)]
+        merge: Option<PathBuf>,
+        /// Also set `[ingest.flow] listen` (with --merge), e.g. 127.0.0.1:2055.
+        #[arg(long, requires = "merge")]
         flow_listen: Option<String>,
     },
 }
@@ -183,10 +187,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SimCommand::Zones { flow_listen } => {
-            print!("{}", sim::zones::CityNetwork.detect_toml());
-            if let Some(listen) = flow_listen {
-                print!("\n{}", sim::zones::CityNetwork::flow_toml(&listen));
+        SimCommand::Zones { merge, flow_listen } => {
+            let network = sim::zones::CityNetwork;
+            match merge {
+                None => print!("{}", network.detect_toml()),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("failed to read {}", path.display()))?;
+                    print!("{}", network.merge_into(&text, flow_listen.as_deref())?);
+                }
             }
             Ok(())
         }

@@ -106,15 +106,31 @@ fn zones_toml_lists_every_zone_and_conduit() {
             assert!(z == "*" || z == "internet" || names.contains(&z), "{z}");
         }
     }
+    // Merged into a config: the defaults' other settings stay, ours are added.
+    let base = "version = 1\ndata_dir = \"d\"\n[detect.firmware]\nupdate_servers = []\nupdate_window_s = 60\n[detect]\nmerge_window_s = 5\n";
+    let merged: toml::Table = toml::from_str(
+        &zones::CityNetwork
+            .merge_into(base, Some("127.0.0.1:2055"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(merged["version"].as_integer(), Some(1));
+    let detect = merged["detect"].as_table().unwrap();
+    assert_eq!(detect["merge_window_s"].as_integer(), Some(5));
+    assert_eq!(detect["firmware"]["update_window_s"].as_integer(), Some(60));
     assert_eq!(
         detect["firmware"]["update_servers"].as_array().unwrap()[0].as_str(),
         Some(zones::UPDATE_SERVERS)
     );
-    let flow: toml::Table =
-        toml::from_str(&zones::CityNetwork::flow_toml("127.0.0.1:2055")).unwrap();
+    assert_eq!(detect["zones"].as_array().unwrap().len(), ZONES.len());
     assert_eq!(
-        flow["ingest"]["flow"]["listen"].as_str(),
+        merged["ingest"]["flow"]["listen"].as_str(),
         Some("127.0.0.1:2055")
+    );
+    assert!(
+        zones::CityNetwork
+            .merge_into("version = 1\ndetect = 3\n", None)
+            .is_err()
     );
 }
 

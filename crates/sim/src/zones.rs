@@ -322,10 +322,16 @@ impl CityNetwork {
         for zone in ZONES {
             let _ = writeln!(
                 out,
-                "[[detect.zones]]\n# {}\nname = \"{}\"\ncidrs = [\"{}\"]\n",
+                "[[detect.zones]]\n# {}\nname = \"{}\"\ncidrs = [\"{}\"]{}\n",
                 zone.description,
                 zone.name,
-                zone.cidr()
+                zone.cidr(),
+                if zone.devices {
+                    ""
+                } else {
+                    // Servers and laptops are not registered devices.
+                    "\nallow_unregistered = true"
+                }
             );
         }
         for conduit in CONDUITS {
@@ -342,14 +348,50 @@ impl CityNetwork {
         }
         let _ = writeln!(
             out,
-            "[detect.firmware]\n# A firmware change is a vendor update only after a flow to one of these.\nupdate_servers = [\"{UPDATE_SERVERS}\"]"
+            "# And in [detect.firmware] (a firmware change is a vendor update only after a flow\n# to one of these): update_servers = [\"{UPDATE_SERVERS}\"]\n\
+             # `citysec sim zones --merge FILE` writes all of it into a config file."
         );
         out
     }
 
-    /// The `[ingest.flow]` section pointing the flow listener at `listen`.
-    pub fn flow_toml(listen: &str) -> String {
-        format!("[ingest.flow]\n# NetFlow v5/v9 and IPFIX over UDP.\nlisten = \"{listen}\"\n")
+    /// `config` (a platform config file's text) with this city's zones, conduits and update
+    /// servers in `[detect]`, and, when `flow_listen` is given, `[ingest.flow] listen`.
+    /// Comments are not kept.
+    pub fn merge_into(&self, config: &str, flow_listen: Option<&str>) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let mut table: toml::Table = toml::from_str(config).context("invalid config TOML")?;
+        let ours: toml::Table = toml::from_str(&self.detect_toml()).expect("zones toml parses");
+        let section = |table: &mut toml::Table, name: &str| -> anyhow::Result<toml::Table> {
+            match table.remove(name) {
+                None => Ok(toml::Table::new()),
+                Some(toml::Value::Table(t)) => Ok(t),
+                Some(_) => anyhow::bail!("`{name}` in the config is not a table"),
+            }
+        };
+        let mut detect = section(&mut table, "detect")?;
+        let ours_detect = ours["detect"].as_table().expect("detect table");
+        for key in ["zones", "conduits"] {
+            detect.insert(key.to_owned(), ours_detect[key].clone());
+        }
+        let mut firmware = section(&mut detect, "firmware")?;
+        firmware.insert(
+            "update_servers".to_owned(),
+            toml::Value::Array(vec![toml::Value::String(UPDATE_SERVERS.to_owned())]),
+        );
+        detect.insert("firmware".to_owned(), toml::Value::Table(firmware));
+        table.insert("detect".to_owned(), toml::Value::Table(detect));
+        if let Some(listen) = flow_listen {
+            let mut ingest = section(&mut table, "ingest")?;
+            let mut flow = section(&mut ingest, "flow")?;
+            flow.insert("listen".to_owned(), toml::Value::String(listen.to_owned()));
+            ingest.insert("flow".to_owned(), toml::Value::Table(flow));
+            table.insert("ingest".to_owned(), toml::Value::Table(ingest));
+        }
+        // `version` first, as the platform requires it to be present.
+        let mut out = String::from("version = 1\n");
+        table.remove("version");
+        out.push_str(&toml::to_string(&table).context("render the merged config")?);
+        Ok(out)
     }
 
     /// The infrastructure host a class's main application flow goes to, with the

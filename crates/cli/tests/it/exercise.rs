@@ -36,20 +36,11 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let flow_port = free_udp_port();
-    let zones = run_ok(citysec().args(["sim", "zones"]));
     let platform = serve(dir.path(), &data, |config| {
-        // Zones and conduits when this build's [detect] knows them.
-        let with_zones = format!("{config}\n{zones}");
-        let path = dir.path().join("probe.toml");
-        std::fs::write(&path, &with_zones).unwrap();
-        let ok = citysec()
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if ok { with_zones } else { config }
+        // The simulated city's zones, conduits and update servers.
+        let path = dir.path().join("base.toml");
+        std::fs::write(&path, &config).unwrap();
+        run_ok(citysec().args(["sim", "zones", "--merge"]).arg(&path))
     });
     let token = data.join("admin.token");
     let result = exercise(
