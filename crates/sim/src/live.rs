@@ -187,6 +187,11 @@ pub async fn play_life(
                     )
                     .await;
             }
+            LifeKind::FirmwareUpdate { .. } if exporter.is_none() => {
+                // Without flows the platform cannot see the download from the vendor's
+                // server, so an honest update would look like tampering: none is played.
+                tracing::debug!(device_id = %device.id, "benign: no firmware update without flow export");
+            }
             LifeKind::FirmwareUpdate {
                 firmware,
                 restart_ms,

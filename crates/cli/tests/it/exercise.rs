@@ -28,30 +28,52 @@ fn exercise(http: &str, token: &Path, mqtt_port: u16, flow: &str, scenarios: &st
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not json ({e}): {text}"))
 }
 
-/// The credential and actuation scenarios are detected within the bar (10 s from onset),
+/// The MQTT-side scenarios (credentials, actuation, identity, topic policy, firmware) are
+/// detected within the bar (10 s from onset),
 /// with the exercise's own benign background (maintenance, an outage, a firmware update,
 /// benign flows over IPFIX) raising no false alert on the rules that have landed.
 #[test]
 fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let flow_port = free_udp_port();
+    let flow = format!("127.0.0.1:{}", free_udp_port());
+    let mut flows_on = false;
     let platform = serve(dir.path(), &data, |config| {
-        // The simulated city's zones, conduits and update servers.
+        // The simulated city's zones, conduits and update servers, and the flow listener
+        // when this build has one (without it the exercise sends no flows).
         let path = dir.path().join("base.toml");
         std::fs::write(&path, &config).unwrap();
-        run_ok(citysec().args(["sim", "zones", "--merge"]).arg(&path))
+        let with_flow = run_ok(
+            citysec()
+                .args(["sim", "zones", "--flow-listen", &flow, "--merge"])
+                .arg(&path),
+        );
+        let probe = dir.path().join("probe.toml");
+        std::fs::write(&probe, &with_flow).unwrap();
+        flows_on = citysec()
+            .arg("check-config")
+            .arg(&probe)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if flows_on {
+            with_flow
+        } else {
+            run_ok(citysec().args(["sim", "zones", "--merge"]).arg(&path))
+        }
     });
+    let flow = if flows_on { flow } else { "none".to_owned() };
     let token = data.join("admin.token");
     let result = exercise(
         &platform.http,
         &token,
         platform.mqtt_port,
-        &format!("127.0.0.1:{flow_port}"),
-        "mqtt-brute-force,mqtt-password-spray,siren-replay",
+        &flow,
+        "mqtt-brute-force,mqtt-password-spray,siren-replay,client-id-takeover,mqtt-topic-abuse,firmware-tamper",
     );
     let scenarios = result["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 3, "{result}");
+    assert_eq!(scenarios.len(), 6, "{result}");
     for verdict in scenarios {
         assert_eq!(verdict["detected"], true, "{verdict}");
         let ttd = verdict["time_to_detect_s"].as_f64().unwrap();
@@ -81,6 +103,9 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     );
     assert_eq!(fired("mqtt-password-spray"), ["auth.brute_force.source"]);
     assert!(fired("siren-replay").contains(&"actuation.uncommanded".to_owned()));
+    assert_eq!(fired("client-id-takeover"), ["identity.client_id_takeover"]);
+    assert_eq!(fired("mqtt-topic-abuse"), ["mqtt.topic_abuse"]);
+    assert_eq!(fired("firmware-tamper"), ["policy.firmware_change"]);
     // Every exercise siren sounded without a command: one alert per siren.
     let siren_alerts: Vec<&Value> = by_name("siren-replay")["alerts"]
         .as_array()
