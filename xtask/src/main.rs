@@ -46,7 +46,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("sim", &["model", "app"]),
-    ("cli", &["app", "sim", "model", "store", "stix", "pki"]),
+    (
+        "cli",
+        &["app", "sim", "model", "store", "stix", "pki", "detect"],
+    ),
     ("test-support", &["model"]),
     ("xtask", &[]),
 ];

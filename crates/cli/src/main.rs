@@ -1,6 +1,7 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod bench;
 mod demo;
 mod device;
 mod duration;
@@ -59,6 +60,9 @@ enum Command {
     /// Run the attack catalogue against a running platform and score detection.
     #[command(subcommand)]
     Exercise(exercise::ExerciseCommand),
+    /// Measure the platform's engines (see bench/results/ for recorded runs).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +123,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Exercise(cmd) => exercise::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))

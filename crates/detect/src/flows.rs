@@ -95,10 +95,8 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
     let dst_dev = engine.devices.by_address(&flow.dst);
     let src_zone = zone_of(engine, flow.src, src_dev);
     let dst_zone = zone_of(engine, flow.dst, dst_dev);
-    let summary = flow.summary();
-
     if !engine.indicators.is_empty() {
-        crate::indicator::match_flow(engine, event, flow, src_dev.or(dst_dev), &summary, out);
+        crate::indicator::match_flow(engine, event, flow, src_dev.or(dst_dev), out);
     }
 
     let to_update_server = engine
@@ -131,6 +129,7 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
             engine.zones.name(dst_zone).to_owned(),
         );
         let service = service(flow);
+        let summary = flow.summary();
         let device = src_dev
             .or(dst_dev)
             .map(|d| engine.devices.state(d).id.clone());
@@ -158,6 +157,7 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
         && src_dev.is_none()
         && !engine.zones.allows_unregistered(src_zone)
     {
+        let summary = flow.summary();
         let zone = engine.zones.name(src_zone).to_owned();
         let draft = AlertDraft {
             rule: "policy.new_device",
@@ -178,19 +178,10 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
     }
 
     if let Some(idx) = src_dev {
-        outbound(
-            engine,
-            event,
-            flow,
-            idx,
-            dst_zone,
-            to_update_server,
-            &summary,
-            out,
-        );
+        outbound(engine, event, flow, idx, dst_zone, to_update_server, out);
     }
     if let Some(idx) = dst_dev {
-        inbound(engine, event, flow, idx, &summary, out);
+        inbound(engine, event, flow, idx, out);
     }
 }
 
@@ -212,6 +203,36 @@ fn service(flow: &FlowRecord) -> String {
     }
 }
 
+/// The scalar settings of [`crate::FlowConfig`], copied for the hot path.
+#[derive(Debug, Clone, Copy)]
+struct FlowLimits {
+    scan_hosts: usize,
+    scan_ports: usize,
+    scan_window_s: u64,
+    flood_packets: u64,
+    flood_bytes: u64,
+    flood_window_s: u64,
+    new_destination_bytes: u64,
+    anomaly_score: f64,
+    anomaly_min_flows: u64,
+}
+
+impl FlowLimits {
+    fn of(c: &crate::FlowConfig) -> FlowLimits {
+        FlowLimits {
+            scan_hosts: c.scan_hosts,
+            scan_ports: c.scan_ports,
+            scan_window_s: c.scan_window_s,
+            flood_packets: c.flood_packets,
+            flood_bytes: c.flood_bytes,
+            flood_window_s: c.flood_window_s,
+            new_destination_bytes: c.new_destination_bytes,
+            anomaly_score: c.anomaly_score,
+            anomaly_min_flows: c.anomaly_min_flows,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn outbound(
     engine: &mut Engine,
@@ -220,11 +241,10 @@ fn outbound(
     idx: u32,
     dst_zone: ZoneId,
     to_update_server: bool,
-    summary: &str,
     out: &mut Vec<Alert>,
 ) {
     let ts = event.ts.as_millis();
-    let cfg = engine.config.flow.clone();
+    let cfg = FlowLimits::of(&engine.config.flow);
     let learning_ms = engine.config.baseline.learning_ms();
     let (device, class, first_seen, own_zone) = {
         let s = engine.devices.state(idx);
@@ -385,9 +405,10 @@ fn outbound(
             device.to_string(),
             format!("unusual traffic from {device}"),
             format!(
-                "{summary} scores {score:.1} against what {class}s normally send (a typical \
+                "{} scores {score:.1} against what {class}s normally send (a typical \
                  flow scores about 1; the threshold is {}). No rule names it, but nothing like \
                  it was seen from this class before.",
+                flow.summary(),
                 cfg.anomaly_score
             ),
         ));
@@ -395,6 +416,10 @@ fn outbound(
         model.learn(&x);
     }
 
+    if findings.is_empty() {
+        return;
+    }
+    let summary = flow.summary();
     let zone = Some(own_zone);
     for (rule, severity, key, title, explanation) in findings {
         let draft = AlertDraft {
@@ -407,18 +432,11 @@ fn outbound(
             title,
             explanation,
         };
-        engine.raise(draft, event, summary.to_owned(), out);
+        engine.raise(draft, event, summary.clone(), out);
     }
 }
 
-fn inbound(
-    engine: &mut Engine,
-    event: &Event,
-    flow: &FlowRecord,
-    idx: u32,
-    summary: &str,
-    out: &mut Vec<Alert>,
-) {
+fn inbound(engine: &mut Engine, event: &Event, flow: &FlowRecord, idx: u32, out: &mut Vec<Alert>) {
     let cfg = &engine.config.flow;
     if flow.protocol != proto::TCP || !cfg.login_ports.contains(&flow.dst_port) {
         return;
@@ -470,7 +488,7 @@ fn inbound(
             flow.src
         ),
     };
-    engine.raise(draft, event, summary.to_owned(), out);
+    engine.raise(draft, event, flow.summary(), out);
 }
 
 pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {

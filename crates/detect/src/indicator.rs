@@ -51,6 +51,9 @@ struct Entry {
     addresses: Vec<IpAddr>,
     /// The compiled pattern, for indicators the address index cannot answer.
     compiled: Option<CompiledPattern>,
+    /// Whether the pattern names an object a flow has (`network-traffic`, `ipv4-addr`,
+    /// `ipv6-addr`); patterns about files, domains or URLs are not evaluated on flows.
+    on_flows: bool,
 }
 
 /// The compiled indicator set.
@@ -90,6 +93,7 @@ impl IndicatorSet {
                     continue;
                 }
             };
+            let on_flows = names_flow_objects(&parsed.root);
             let (addresses, compiled) = match address_set(&parsed) {
                 Some(addresses) => (addresses, None),
                 None => match CompiledPattern::compile(&parsed, &indicator.pattern) {
@@ -117,6 +121,7 @@ impl IndicatorSet {
                 valid_until: indicator.valid_until,
                 addresses,
                 compiled,
+                on_flows,
             };
             let slot = match self.free.pop() {
                 Some(slot) => slot,
@@ -128,7 +133,7 @@ impl IndicatorSet {
             for ip in &entry.addresses {
                 self.by_address.entry(*ip).or_default().push(slot);
             }
-            if entry.compiled.is_some() {
+            if entry.compiled.is_some() && entry.on_flows {
                 self.general.push(slot);
             }
             self.by_id.insert(entry.id.clone(), slot);
@@ -153,7 +158,7 @@ impl IndicatorSet {
                 }
             }
         }
-        if entry.compiled.is_some() {
+        if entry.compiled.is_some() && entry.on_flows {
             self.general.retain(|s| *s != slot);
         }
         self.free.push(slot);
@@ -219,6 +224,30 @@ impl IndicatorSet {
         hits.sort_unstable();
         hits.dedup();
         hits
+    }
+}
+
+/// Whether any comparison of the pattern is about an object type a flow carries.
+fn names_flow_objects(expr: &ObsExpr) -> bool {
+    fn cmp(c: &CmpExpr) -> bool {
+        match c {
+            CmpExpr::And(a, b) | CmpExpr::Or(a, b) => cmp(a) || cmp(b),
+            CmpExpr::Group(inner) => cmp(inner),
+            CmpExpr::Test(t) => matches!(
+                t.path.object_type.as_str(),
+                "network-traffic" | "ipv4-addr" | "ipv6-addr"
+            ),
+        }
+    }
+    match expr {
+        ObsExpr::Simple(c) => cmp(c),
+        ObsExpr::And(a, b) | ObsExpr::Or(a, b) | ObsExpr::FollowedBy(a, b) => {
+            names_flow_objects(a) || names_flow_objects(b)
+        }
+        ObsExpr::Within(e, _)
+        | ObsExpr::Repeats(e, _)
+        | ObsExpr::StartStop(e, _, _)
+        | ObsExpr::Group(e) => names_flow_objects(e),
     }
 }
 
@@ -310,7 +339,6 @@ pub(crate) fn match_flow(
     event: &Event,
     flow: &FlowRecord,
     device: Option<u32>,
-    summary: &str,
     out: &mut Vec<Alert>,
 ) {
     let hits = engine.indicators.hits(
@@ -318,6 +346,10 @@ pub(crate) fn match_flow(
         || Some(flow_observation(event, flow)),
         event.ts,
     );
+    if hits.is_empty() {
+        return;
+    }
+    let summary = flow.summary();
     for slot in hits {
         let which = [flow.src, flow.dst].into_iter().find(|ip| {
             engine
@@ -326,7 +358,7 @@ pub(crate) fn match_flow(
                 .get(ip)
                 .is_some_and(|l| l.contains(&slot))
         });
-        raise(engine, event, slot, device, which, summary, out);
+        raise(engine, event, slot, device, which, &summary, out);
     }
 }
 

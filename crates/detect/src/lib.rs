@@ -36,6 +36,7 @@ pub mod indicator;
 pub mod rules;
 mod telemetry;
 mod window;
+pub mod workload;
 pub mod zones;
 
 use std::collections::{HashMap, HashSet};

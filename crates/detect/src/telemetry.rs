@@ -75,6 +75,30 @@ impl Stats {
     }
 }
 
+/// The numbers of a [`ReadingRule`], copied out so the hot path does not clone strings.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    min: Option<f64>,
+    max: Option<f64>,
+    max_rate_per_s: Option<f64>,
+    never_decreases: bool,
+    neighbours_tolerance: Option<f64>,
+    baseline: bool,
+}
+
+impl Limits {
+    fn of(r: &ReadingRule) -> Limits {
+        Limits {
+            min: r.min,
+            max: r.max,
+            max_rate_per_s: r.max_rate_per_s,
+            never_decreases: r.never_decreases,
+            neighbours_tolerance: r.neighbours_tolerance,
+            baseline: r.baseline,
+        }
+    }
+}
+
 /// One reading of one device.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -82,6 +106,11 @@ struct Slot {
     last: f32,
     last_ts: i64,
     stats: StatsF32,
+    /// The typical change between two consecutive reports (a running mean of |delta|):
+    /// the sensor's noise, which the rate-of-change rule allows on top of the physical
+    /// limit so that two reports close together do not look like a jump.
+    step: f32,
+    steps: u16,
     /// The learned offset from the neighbours' median, and how many samples it has.
     offset: f32,
     offset_n: u16,
@@ -726,7 +755,7 @@ fn numeric(
         .rules
         .get(&class)
         .and_then(|list| list.iter().find(|(n, _)| *n == name))
-        .map(|(_, r)| r.clone())
+        .map(|(_, r)| Limits::of(r))
     else {
         return;
     };
@@ -760,6 +789,8 @@ fn numeric(
                 last: f32::NAN,
                 last_ts: i64::MIN,
                 stats: StatsF32::default(),
+                step: 0.0,
+                steps: 0,
                 offset: 0.0,
                 offset_n: 0,
                 streak: 0,
@@ -783,8 +814,22 @@ fn numeric(
                 format!("{} {last} -> {v}", reading.name),
             ));
         } else if let Some(max_rate) = rule.max_rate_per_s {
-            let rate = (v - last).abs() / dt;
-            if rate > max_rate && !paused {
+            let delta = (v - last).abs();
+            let slot = &mut state.slots[si];
+            // noise allowance: four typical steps, once ten steps are known
+            let noise = if slot.steps >= 10 {
+                4.0 * f64::from(slot.step)
+            } else {
+                0.0
+            };
+            let rate = delta / dt;
+            let jump = delta > max_rate * dt + noise;
+            if !jump {
+                slot.steps = slot.steps.saturating_add(1);
+                let n = f32::from(slot.steps.min(50));
+                slot.step += (delta as f32 - slot.step) / n;
+            }
+            if jump && !paused {
                 findings.push((
                     "plausibility.rate_of_change",
                     format!(

@@ -1478,3 +1478,134 @@ fn token_sha256_is_lowercase_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[tokio::test]
+async fn learn_and_mute_are_attributed_and_listed() {
+    let f = fixture().await;
+    let reply = f
+        .post_json(
+            "/api/v1/alerts/alert-2/learn",
+            ANALYST,
+            json!({"reason": "the siren test every first Monday"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["kind"], "learned");
+    assert_eq!(reply.json()["actor"], "analyst token");
+    assert_eq!(reply.json()["rule"], "actuation.uncommanded");
+    let reply = f
+        .post_json(
+            "/api/v1/alerts/alert-1/mute",
+            ANALYST,
+            json!({"reason": "pen test this week", "duration_s": 3600}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["kind"], "muted");
+    assert!(reply.json()["until"].is_string());
+    let listed = f
+        .send(Method::GET, "/api/v1/suppressions", Some(VIEWER), None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json()["suppressions"].as_array().unwrap().len(), 2);
+    // lifting
+    let lift = f
+        .post_json(
+            "/api/v1/suppressions/lift",
+            ANALYST,
+            json!({"rule": "actuation.uncommanded", "key": ""}),
+        )
+        .await;
+    assert_eq!(lift.status, StatusCode::NO_CONTENT, "{}", lift.text);
+    f.post_json(
+        "/api/v1/suppressions/lift",
+        ANALYST,
+        json!({"rule": "actuation.uncommanded", "key": ""}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn learn_and_mute_refuse_bad_requests() {
+    let f = fixture().await;
+    for (path, body) in [
+        ("/api/v1/alerts/alert-1/learn", json!({"reason": "  "})),
+        (
+            "/api/v1/alerts/alert-1/learn",
+            json!({"reason": "x", "duration_s": 60}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "duration_s": 0}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "duration_s": 999_999_999u64}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "x", "extra": 1}),
+        ),
+        (
+            "/api/v1/alerts/alert-1/mute",
+            json!({"reason": "bad\u{7}bell"}),
+        ),
+    ] {
+        let reply = f.post_json(path, ANALYST, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            reply.text
+        );
+    }
+    f.post_json(
+        "/api/v1/alerts/alert-404/learn",
+        ANALYST,
+        json!({"reason": "x"}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // nothing was stored by the refused requests
+    assert!(f.store.list_suppressions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn indicators_are_added_per_object_and_paged() {
+    let f = fixture().await;
+    let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": [
+        {"type": "indicator", "id": "indicator--1", "pattern": "[ipv4-addr:value = '203.0.113.5']"},
+        {"type": "indicator", "id": "indicator--2", "pattern": "[ipv4-addr:value = '203.0.113.6']"},
+        {"type": "indicator", "id": "indicator--3"},
+    ]});
+    let reply = f.post_json("/api/v1/indicators", ANALYST, bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["accepted"], 2);
+    assert_eq!(reply.json()["refused"][0]["id"], "indicator--3");
+    let page = f
+        .send(
+            Method::GET,
+            "/api/v1/indicators?limit=1",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(page.json()["indicators"].as_array().unwrap().len(), 1);
+    let next = page.json()["next"].as_str().unwrap().to_owned();
+    let rest = f
+        .send(
+            Method::GET,
+            &format!("/api/v1/indicators?after={next}&limit=10"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(rest.json()["indicators"].as_array().unwrap().len(), 1);
+    assert!(rest.json()["next"].is_null());
+    let status = f
+        .send(Method::GET, "/api/v1/detect", Some(VIEWER), None)
+        .await;
+    assert_eq!(status.json()["builtin_rules"][0], "policy.conduit");
+}
