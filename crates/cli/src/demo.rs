@@ -178,6 +178,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     &scenarios,
                     &env,
                     seed,
+                    100,
                     Duration::from_secs(2),
                     None,
                     model::Timestamp::now(),

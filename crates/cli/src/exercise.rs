@@ -245,10 +245,13 @@ pub struct Played {
 
 /// Plays `scenarios` one after another against `env`, waiting after each until its
 /// expected rules all fired (polling `api` when given) or its settle time passed.
+/// Scenario `i` attacks from `127.0.77.<10 + index_base + i>` (so two players on one
+/// platform never share an attacker address).
 pub async fn play(
     scenarios: &[Scenario],
     env: &Env,
     seed: u64,
+    index_base: usize,
     gap: Duration,
     api: Option<&Api>,
     since: Timestamp,
@@ -259,7 +262,7 @@ pub async fn play(
         if let Some(bar) = progress {
             bar.set_message(scenario.name.clone());
         }
-        let plan = scenario.plan(&env.population, seed, index)?;
+        let plan = scenario.plan(&env.population, seed, index_base + index)?;
         let onset = Timestamp::now().as_millis() + plan.onset_ms;
         tracing::info!(scenario = %plan.name, actions = plan.actions.len(), "injecting scenario");
         let problems = scenario::execute(&plan, env, onset).await;
@@ -418,6 +421,7 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
         &scenarios,
         &env,
         args.seed,
+        0,
         args.gap,
         Some(&api),
         started,
@@ -439,15 +443,23 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     // Alerts raised after the last scenario still count (as false ones if unexplained).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let alerts = api.alerts_since(started).await?;
-    let alerts: Vec<SeenAlert> = alerts
-        .into_iter()
-        .filter(|a| {
-            // Only this exercise's devices and sources; a city running beside it has its own.
-            a.device_id
-                .as_ref()
-                .is_none_or(|d| population.get(d).is_some() || d.starts_with("x-"))
-        })
+    // Only this exercise's alerts: its devices, its attackers, the outside addresses its
+    // scenarios use, its devices' own MQTT addresses (`127.50.x.y`); a city running beside
+    // it raises its own.
+    let outside: std::collections::BTreeSet<String> = played
+        .ran
+        .iter()
+        .flat_map(|(r, _)| r.plan.addresses.iter().map(|a| a.to_string()))
         .collect();
+    let ours = |a: &SeenAlert| match (&a.device_id, &a.source) {
+        (Some(d), _) => population.get(d).is_some(),
+        (None, Some(src)) => {
+            let ip = src.rsplit_once(':').map_or(src.as_str(), |(ip, _)| ip);
+            ip.starts_with("127.0.77.") || ip.starts_with("127.50.") || outside.contains(ip)
+        }
+        (None, None) => true,
+    };
+    let alerts: Vec<SeenAlert> = alerts.into_iter().filter(|a| ours(a)).collect();
     let score = scenario::score(&played.ran, &alerts);
     let benign_hours =
         population.len() as f64 * (finished.as_millis() - started.as_millis()) as f64 / 3_600_000.0;

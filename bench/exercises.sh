@@ -1,0 +1,27 @@
+#!/bin/sh
+# Runs the attack catalogue for three seeds against a fresh `citysec demo` (its own attacks
+# off, so every alert is the exercise's) and a day-long benign soak per seed, writing JSON
+# into OUT (default bench/results/2026-12-01-vm/exercises/).
+#
+#   bench/exercises.sh [OUT]
+#
+# Ports: HTTP 18080, MQTT 18830, flows 18055 (UDP); change them below if taken.
+set -eu
+OUT=${1:-bench/results/2026-12-01-vm/exercises}
+BIN=${CITYSEC:-target/release/citysec}
+mkdir -p "$OUT"
+for seed in 1 2 3; do
+  data=$(mktemp -d)
+  CITYSEC_LOG=warn "$BIN" demo --devices 200 --seed "$seed" --attacks false \
+    --data-dir "$data" --http-listen 127.0.0.1:18080 --mqtt-listen 127.0.0.1:18830 \
+    --flow-listen 127.0.0.1:18055 --duration 30m >"$OUT/demo-$seed.log" 2>&1 &
+  demo=$!
+  while ! curl -sf http://127.0.0.1:18080/readyz >/dev/null; do sleep 0.5; done
+  CITYSEC_LOG=warn "$BIN" exercise run --scenario all --seed "$seed" --json \
+    --api http://127.0.0.1:18080 --token-file "$data/admin.token" \
+    --mqtt 127.0.0.1:18830 --flow 127.0.0.1:18055 --lead 20s >"$OUT/run-$seed.json" || true
+  kill -INT "$demo"; wait "$demo" || true
+  rm -rf "$data"
+  CITYSEC_LOG=error "$BIN" exercise soak --devices 420 --hours 24 --seed "$seed" --json \
+    >"$OUT/soak-$seed.json"
+done
