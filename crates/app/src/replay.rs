@@ -180,3 +180,79 @@ impl Replay {
         (alerts, stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use model::{DeviceClass, DeviceId, DeviceStatus, FlowRecord, Sector, Timestamp};
+
+    use super::Replay;
+    use crate::config::Config;
+
+    const T0: i64 = 1_796_083_200_000;
+
+    fn siren() -> model::Device {
+        model::Device {
+            id: DeviceId::new("siren-0001").unwrap(),
+            sector: Sector::PublicSafety,
+            class: DeviceClass::Siren,
+            zone: "ps-field".into(),
+            owner: "public-safety".into(),
+            vendor: "Whelen".into(),
+            model: "WPS-2900".into(),
+            firmware: "3.2.1".into(),
+            location: None,
+            addresses: vec!["10.1.1.1".parse().unwrap()],
+            credentials: Vec::new(),
+            status: DeviceStatus::Active,
+            created_at: Timestamp::from_millis(T0),
+        }
+    }
+
+    /// Publishes decode like the broker's and flows find their device by address; topics
+    /// of unknown devices and undecodable payloads are counted, not processed.
+    #[test]
+    fn replay_decodes_publishes_and_matches_flows_by_address() {
+        let config = Config::default_with_env(&HashMap::new()).unwrap();
+        let mut replay = Replay::new(&config, &[siren()]);
+        let t = |s: i64| Timestamp::from_millis(T0 + s * 1000);
+        replay.publish(
+            "city/public_safety/siren-0001/state",
+            br#"{"sounding":true}"#,
+            t(1),
+        );
+        replay.publish("city/public_safety/siren-9999/state", b"{}", t(2));
+        replay.publish("city/public_safety/siren-0001/telemetry", b"not json", t(3));
+        for i in 0..60u8 {
+            replay.flow(FlowRecord {
+                src: "10.1.1.1".parse().unwrap(),
+                dst: std::net::IpAddr::from([198, 18, 0, i]),
+                src_port: 40_000,
+                dst_port: 23,
+                protocol: 6,
+                bytes: 120,
+                packets: 2,
+                tcp_flags: 2,
+                start: t(10),
+                end: t(10 + i64::from(i) / 4),
+                exporter: None,
+                peer_device: None,
+            });
+        }
+        let (alerts, stats) = replay.finish();
+        assert_eq!((stats.publishes, stats.rejected, stats.flows), (3, 2, 60));
+        let rules: Vec<(&str, Option<&str>)> = alerts
+            .iter()
+            .map(|a| (a.rule.as_str(), a.device_id.as_ref().map(DeviceId::as_str)))
+            .collect();
+        assert!(
+            rules.contains(&("actuation.uncommanded", Some("siren-0001"))),
+            "{rules:?}"
+        );
+        assert!(
+            rules.contains(&("flow.scan", Some("siren-0001"))),
+            "{rules:?}"
+        );
+    }
+}
