@@ -21,7 +21,7 @@ for name in names:
     for seed, run in runs.items():
         v = next(v for v in run["scenarios"] if v["scenario"] == name)
         ttd = v["time_to_detect_s"]
-        cells.append(("yes, %.1f s" % ttd) if v["detected"] else "**no**")
+        cells.append(("yes, %.2f s" % ttd) if v["detected"] else "**no**")
         fired.update(v["rules_fired"])
     print(f"| {name} | " + " | ".join(cells) + f" | {', '.join(sorted(fired)) or '-'} |")
 print()
