@@ -29,6 +29,15 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: detect::DetectConfig,
+    /// `[incidents]`: how alerts are grouped into incidents.
+    #[serde(default)]
+    pub incidents: incident::CorrelatorConfig,
+    /// `[[playbooks]]`: which alert rules trigger which response actions.
+    #[serde(default)]
+    pub playbooks: Vec<incident::Playbook>,
+    /// `[integrations]`: forwarding to the city's SIEM (syslog, webhooks).
+    #[serde(default)]
+    pub integrations: crate::integrations::IntegrationsConfig,
 }
 
 /// `[http]`.
@@ -214,6 +223,8 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        crate::incidents::validate_playbooks(&self.playbooks)?;
+        self.integrations.validate()?;
         Ok(())
     }
 

@@ -5,13 +5,17 @@
 pub mod config;
 pub mod detect;
 pub mod directory;
+pub mod incidents;
+pub mod integrations;
 pub mod inventory;
 mod landing;
 mod metrics;
 pub mod platform;
 pub mod replay;
+pub mod response;
 pub mod tls;
 pub mod token;
+pub mod users;
 
 pub use crate::config::Config;
 pub use crate::platform::Platform;

@@ -91,6 +91,8 @@ pub struct Platform {
     http_task: JoinHandle<()>,
     detect_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
+    incidents: Arc<crate::incidents::IncidentService>,
+    incident_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -163,6 +165,7 @@ impl Platform {
         // Consumers subscribe before the broker can publish anything.
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
+        let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
@@ -201,6 +204,33 @@ impl Platform {
             config.store.telemetry(),
             counters.clone(),
         ));
+        // Incidents, response actions and SIEM forwarding. The gateway and audit ports are
+        // where the command gateway and the audit log plug in.
+        let forwarder = Arc::new(
+            crate::integrations::Forwarder::start(config.integrations.clone())
+                .context("failed to start the integrations")?,
+        );
+        let gateway: Arc<dyn crate::response::ActuatorGateway> =
+            Arc::new(crate::response::NoGateway);
+        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::response::EventAuditor {
+            store: store.clone(),
+        });
+        let incidents = Arc::new(
+            crate::incidents::IncidentService::start(
+                config.incidents.clone(),
+                config.playbooks.clone(),
+                store.clone(),
+                crate::response::Executor {
+                    inner: inner.clone(),
+                    gateway,
+                },
+                auditor,
+                forwarder.clone(),
+            )
+            .await
+            .context("failed to start the incident service")?,
+        );
+        let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let background = vec![
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
@@ -214,10 +244,15 @@ impl Platform {
         let ready = Arc::new(AtomicBool::new(false));
         let api = web::ApiState {
             store: store.clone(),
-            platform: Arc::new(ApiPlatform(inner.clone())),
+            platform: Arc::new(ApiPlatform(inner.clone(), incidents.clone())),
             metrics: {
                 let inner = inner.clone();
-                Arc::new(move || metrics::render(&inner))
+                let forwarder = forwarder.clone();
+                Arc::new(move || {
+                    let mut text = metrics::render(&inner);
+                    text.push_str(&crate::integrations::render_metrics(&forwarder));
+                    text
+                })
             },
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
@@ -235,7 +270,11 @@ impl Platform {
             (Some(cert), Some(key)) => {
                 let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
                 tokio::spawn(async move {
-                    if let Err(err) = axum::serve(tls, router)
+                    // The peer address reaches handlers (login rate limits per source).
+                    let service = router
+                        .layer(axum::middleware::from_fn(tls::peer_connect_info))
+                        .into_make_service_with_connect_info::<tls::Peer>();
+                    if let Err(err) = axum::serve(tls, service)
                         .with_graceful_shutdown(graceful)
                         .await
                     {
@@ -244,7 +283,8 @@ impl Platform {
                 })
             }
             _ => tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(err) = axum::serve(listener, service)
                     .with_graceful_shutdown(graceful)
                     .await
                 {
@@ -264,6 +304,8 @@ impl Platform {
             http_task,
             detect_task,
             writer_task,
+            incidents,
+            incident_task,
             background,
         })
     }
@@ -301,6 +343,11 @@ impl Platform {
         self.inner.store.clone()
     }
 
+    /// The incident service (correlation, response actions, SIEM forwarding).
+    pub fn incidents(&self) -> Arc<crate::incidents::IncidentService> {
+        self.incidents.clone()
+    }
+
     pub fn counters(&self) -> Arc<Counters> {
         self.inner.counters.clone()
     }
@@ -328,6 +375,11 @@ impl Platform {
         self.inner.bus.close().await;
         let _ = self.detect_task.await;
         let _ = self.writer_task.await;
+        let _ = self.incident_task.await;
+        self.incidents
+            .forwarder()
+            .shutdown(Duration::from_secs(2))
+            .await;
         for task in self.background {
             task.abort();
         }
@@ -350,6 +402,7 @@ pub(crate) fn meta(device: &Device) -> DeviceMeta {
         zone: device.zone.clone(),
         firmware: device.firmware.clone(),
         addresses: device.addresses.clone(),
+        quarantined: device.status == DeviceStatus::Quarantined,
         credentials: device
             .credentials
             .iter()
@@ -561,7 +614,7 @@ async fn retention(store: Arc<dyn Store>, days: u32, mut shutdown: watch::Receiv
 }
 
 /// The API's view of the platform.
-struct ApiPlatform(Arc<Inner>);
+struct ApiPlatform(Arc<Inner>, Arc<crate::incidents::IncidentService>);
 
 #[async_trait]
 impl web::Platform for ApiPlatform {
@@ -721,6 +774,19 @@ impl web::Platform for ApiPlatform {
 
     fn detect_status(&self) -> web::detect::DetectStatus {
         self.0.detect_status.read().clone()
+    }
+
+    async fn update_incident(
+        &self,
+        id: &model::IncidentId,
+        request: web::IncidentRequest,
+        actor: &web::Principal,
+    ) -> Result<web::IncidentUpdate, web::PlatformError> {
+        self.1.update(id, request, actor).await
+    }
+
+    fn integrations_status(&self) -> Option<serde_json::Value> {
+        Some(self.1.forwarder().status())
     }
 }
 

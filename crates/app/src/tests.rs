@@ -21,6 +21,12 @@ fn the_default_config_parses() {
     assert_eq!(config.http.listen, "127.0.0.1:8080");
     assert_eq!(config.ingest.mqtt.listen, "127.0.0.1:1883");
     assert_eq!(config.detect, detect::DetectConfig::default());
+    assert_eq!(config.incidents, incident::CorrelatorConfig::default());
+    assert_eq!(config.playbooks.len(), 2);
+    assert_eq!(
+        config.integrations,
+        crate::integrations::IntegrationsConfig::default()
+    );
     assert!(!config.http.metrics_public);
     assert_eq!(
         config.store.telemetry(),
@@ -106,6 +112,22 @@ fn bad_configs_are_refused_with_a_reason() {
         ),
         ("version = 1\ndata_dir = '${NOPE}'", "NOPE is not set"),
         ("version = [", "invalid TOML"),
+        (
+            "version = 1\ndata_dir = 'x'\n[[playbooks]]\nname = 'p'\nrules = ['auth.*']\nactions = [{ action = 'rotate_credentials', mode = 'auto' }]",
+            "rotate_credentials must be mode",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[[playbooks]]\nname = 'p'\nrules = ['a*b']\nactions = [{ action = 'quarantine' }]",
+            "may only end in",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[[playbooks]]\nname = 'p'\nrules = ['x']\nactions = [{ action = 'explode' }]",
+            "unknown variant",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[[integrations.webhooks]]\nname = 'w'\nurl = 'https://x'\nsecret = 'short'",
+            "at least 16",
+        ),
     ];
     for (text, want) in cases {
         let err = format!("{:#}", Config::load(text, &env(&[])).unwrap_err());

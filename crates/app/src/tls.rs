@@ -97,3 +97,26 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// The peer address of an HTTPS connection, as connect info (axum knows only plain TCP
+/// listeners); [`peer_connect_info`] republishes it as `ConnectInfo<SocketAddr>`, which the
+/// API's login rate limit reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Middleware: `ConnectInfo<Peer>` to `ConnectInfo<SocketAddr>`.
+pub async fn peer_connect_info(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer.0));
+    next.run(req).await
+}

@@ -18,10 +18,10 @@ pub struct Target {
         default_value = "http://127.0.0.1:8080",
         global = true
     )]
-    url: String,
+    pub(crate) url: String,
     /// An API token (prefer --token-file or the environment over the command line).
     #[arg(long, env = "CITYSEC_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// A file holding the API token.
     #[arg(
         long,
@@ -29,16 +29,16 @@ pub struct Target {
         default_value = "./citysec-data/admin.token",
         global = true
     )]
-    token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     /// Work on the data directory's store directly (the platform must be stopped).
     #[arg(long, global = true)]
-    offline: bool,
+    pub(crate) offline: bool,
     /// The data directory for --offline.
     #[arg(long, default_value = "./citysec-data", global = true)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Print JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,7 +342,7 @@ fn redact(device: &Device) -> Value {
     value
 }
 
-fn offline<F, Fut, T>(target: &Target, f: F) -> anyhow::Result<T>
+pub(crate) fn offline<F, Fut, T>(target: &Target, f: F) -> anyhow::Result<T>
 where
     F: FnOnce(std::sync::Arc<dyn store::Store>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -386,12 +386,21 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn api(target: &Target, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) fn api(
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", target.url.trim_end_matches('/'));
     let auth = format!("Bearer {}", token(target)?);
     let agent = agent();
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("PATCH", Some(body)) => agent
+            .patch(&url)
+            .header("Authorization", &auth)
+            .send_json(body),
         (_, Some(body)) => agent.post(&url).header("Authorization", &auth).send_json(body),
         (_, None) => agent.post(&url).header("Authorization", &auth).send_empty(),
     }
@@ -430,7 +439,7 @@ fn reply(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value
 }
 
 /// Percent-encodes a query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

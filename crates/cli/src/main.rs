@@ -6,10 +6,12 @@ mod demo;
 mod device;
 mod duration;
 mod exercise;
+mod incident;
 mod pki;
 mod serve;
 mod simulate;
 mod stix;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,6 +62,12 @@ enum Command {
     /// Run the attack catalogue against a running platform and score detection.
     #[command(subcommand)]
     Exercise(exercise::ExerciseCommand),
+    /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
     /// Measure the platform's engines (see bench/results/ for recorded runs).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -123,6 +131,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Exercise(cmd) => exercise::run(cmd),
+        Command::User(cmd) => user::run(cmd),
+        Command::Incident(cmd) => incident::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
         Command::Stix(cmd) => {
             let code = stix::run(cmd)?;

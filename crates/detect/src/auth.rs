@@ -267,6 +267,14 @@ pub(crate) fn on_security(
             }
         }
         SecurityEventKind::Disconnect => {}
+        // Response actions (from `app::response`); a quarantine is for the flow policy to
+        // use (flows of a quarantined device count as blocked), nothing for these rules.
+        SecurityEventKind::Quarantined => {
+            if let Some(idx) = event.device_id.as_ref().and_then(|d| engine.devices.get(d)) {
+                engine.devices.state_mut(idx).quarantined = true;
+            }
+        }
+        SecurityEventKind::ResponseAction => {}
     }
 }
 

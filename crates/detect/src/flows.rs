@@ -3,7 +3,6 @@
 //! the online anomaly score, and vendor update traffic (which makes a firmware change
 //! benign).
 
-use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
@@ -34,7 +33,8 @@ struct FlowState {
 #[derive(Debug, Default)]
 pub(crate) struct FlowRules {
     per_device: FnvMap<u32, Box<FlowState>>,
-    models: HashMap<DeviceClass, Model>,
+    /// One model per device class (indexed by the class's position in `DeviceClass::ALL`).
+    models: [Model; DeviceClass::ALL.len()],
 }
 
 impl FlowRules {
@@ -113,8 +113,31 @@ pub(crate) fn on_flow(engine: &mut Engine, event: &Event, flow: &FlowRecord, out
         }
     }
 
-    // Conduits: a flow between two zones that no conduit allows.
-    if engine.zones.is_configured()
+    // A quarantined device has no conduits at all.
+    let quarantined = [src_dev, dst_dev]
+        .into_iter()
+        .flatten()
+        .find(|d| engine.devices.state(*d).quarantined);
+    if let Some(q) = quarantined {
+        let device = engine.devices.state(q).id.clone();
+        let summary = flow.summary();
+        let draft = AlertDraft {
+            rule: "policy.conduit",
+            key: format!("quarantine {device}"),
+            severity: Severity::High,
+            zone: Some(engine.devices.zone_of_device(q).to_owned()),
+            device_id: Some(device.clone()),
+            source: Some(flow.src.to_string()),
+            title: format!("traffic of quarantined device {device}"),
+            explanation: format!(
+                "{summary}: {device} is quarantined, so every flow to or from it is outside the \
+                 conduit policy. Something still talks to it (or it to something): block the \
+                 flow at the network and check whether the device is still under the attacker's \
+                 control."
+            ),
+        };
+        engine.raise(draft, event, summary, out);
+    } else if engine.zones.is_configured()
         && !(src_zone == Zones::INTERNET && dst_zone == Zones::INTERNET)
         && !engine.zones.allowed(
             src_zone,
@@ -246,15 +269,11 @@ fn outbound(
     let ts = event.ts.as_millis();
     let cfg = FlowLimits::of(&engine.config.flow);
     let learning_ms = engine.config.baseline.learning_ms();
-    let (device, class, first_seen, own_zone) = {
+    let (device, class, first_seen) = {
         let s = engine.devices.state(idx);
-        (
-            s.id.clone(),
-            s.class,
-            s.first_seen,
-            engine.devices.zone_of_device(idx).to_owned(),
-        )
+        (&s.id, s.class, s.first_seen)
     };
+    let own_zone = engine.devices.zone_of_device(idx);
     let same_zone = engine.zones.name(dst_zone) == own_zone;
     let state = engine.flows.per_device.entry(idx).or_default();
     state.last_flow = ts;
@@ -396,7 +415,7 @@ fn outbound(
 
     // The anomaly score, per device class.
     let x = anomaly::features(flow);
-    let model = engine.flows.models.entry(class).or_default();
+    let model = &mut engine.flows.models[class_index(class)];
     let score = model.score(&x);
     if model.samples() >= cfg.anomaly_min_flows && score > cfg.anomaly_score {
         findings.push((
@@ -419,8 +438,9 @@ fn outbound(
     if findings.is_empty() {
         return;
     }
+    let device = device.clone();
+    let zone = Some(own_zone.to_owned());
     let summary = flow.summary();
-    let zone = Some(own_zone);
     for (rule, severity, key, title, explanation) in findings {
         let draft = AlertDraft {
             rule,
@@ -489,6 +509,12 @@ fn inbound(engine: &mut Engine, event: &Event, flow: &FlowRecord, idx: u32, out:
         ),
     };
     engine.raise(draft, event, flow.summary(), out);
+}
+
+/// The class's position in `DeviceClass::ALL`, which lists the classes in declaration
+/// order (a test holds it to that).
+pub(crate) fn class_index(class: DeviceClass) -> usize {
+    class as usize
 }
 
 pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {

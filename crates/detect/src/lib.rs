@@ -65,6 +65,8 @@ pub struct DeviceMeta {
     pub addresses: Vec<IpAddr>,
     /// Fingerprints of the device's credentials (secret hashes, certificate digests).
     pub credentials: Vec<String>,
+    /// Quarantined by incident response: every flow to or from it is outside the conduits.
+    pub quarantined: bool,
 }
 
 impl DeviceMeta {
@@ -75,6 +77,7 @@ impl DeviceMeta {
             firmware: String::new(),
             addresses: Vec::new(),
             credentials: Vec::new(),
+            quarantined: false,
         }
     }
 }

@@ -172,6 +172,7 @@ pub(crate) struct DeviceState {
     slots: Vec<Slot>,
     pub(crate) addresses: Box<[IpAddr]>,
     credentials: Box<[String]>,
+    pub(crate) quarantined: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -201,7 +202,8 @@ pub(crate) struct Devices {
     zone_names: Vec<String>,
     zone_index: FnvMap<String, u16>,
     names: FnvMap<String, u16>,
-    rules: HashMap<DeviceClass, Vec<(u16, ReadingRule)>>,
+    /// Reading rules per class (indexed by the class's position in `DeviceClass::ALL`).
+    rules: Vec<Vec<(u16, ReadingRule)>>,
     class_stats: FnvMap<(DeviceClass, u16), Stats>,
     groups: FnvMap<(u16, DeviceClass, u16), Group>,
     totals: Vec<Totals>,
@@ -218,7 +220,7 @@ impl Devices {
             zone_names: Vec::new(),
             zone_index: FnvMap::default(),
             names: FnvMap::default(),
-            rules: HashMap::new(),
+            rules: vec![Vec::new(); DeviceClass::ALL.len()],
             class_stats: FnvMap::default(),
             groups: FnvMap::default(),
             totals: Vec::new(),
@@ -230,7 +232,7 @@ impl Devices {
                 .into_iter()
                 .filter_map(|r| devices.intern(&r.reading).map(|id| (id, r)))
                 .collect();
-            devices.rules.insert(class, list);
+            devices.rules[crate::flows::class_index(class)] = list;
         }
         for rule in &rules.totals {
             let parts_name = devices.intern(&rule.parts.reading);
@@ -327,6 +329,7 @@ impl Devices {
                 }
                 state.addresses = meta.addresses.clone().into_boxed_slice();
                 state.credentials = meta.credentials.clone().into_boxed_slice();
+                state.quarantined = meta.quarantined;
                 idx
             }
             None => {
@@ -345,6 +348,7 @@ impl Devices {
                     slots: Vec::new(),
                     addresses: meta.addresses.clone().into_boxed_slice(),
                     credentials: meta.credentials.clone().into_boxed_slice(),
+                    quarantined: meta.quarantined,
                 });
                 self.index.insert(id, idx);
                 idx
@@ -753,7 +757,7 @@ fn numeric(
     let Some(rule) = engine
         .devices
         .rules
-        .get(&class)
+        .get(crate::flows::class_index(class))
         .and_then(|list| list.iter().find(|(n, _)| *n == name))
         .map(|(_, r)| Limits::of(r))
     else {

@@ -1066,3 +1066,149 @@ fn zone_plan_errors_are_diagnostics_not_failures() {
     "#]]
     .assert_debug_eq(&rendered);
 }
+
+mod never_panics {
+    //! Whatever arrives (readings with odd names and values, flows with any addresses and
+    //! counters, broker events with any strings, time going backwards), the engine neither
+    //! panics nor grows without bound.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reading() -> impl Strategy<Value = Reading> {
+        (
+            prop_oneof![
+                Just("level_m".to_owned()),
+                Just("power".to_owned()),
+                Just("energy".to_owned()),
+                Just("sounding".to_owned()),
+                Just("closed".to_owned()),
+                Just("firmware".to_owned()),
+                "[a-z_]{1,12}",
+            ],
+            prop_oneof![
+                any::<f64>().prop_map(Value::Number),
+                any::<bool>().prop_map(Value::Bool),
+                ".{0,40}".prop_map(Value::Text),
+                Just(Value::Number(f64::NAN)),
+                Just(Value::Number(f64::INFINITY)),
+                Just(Value::Number(-1e300)),
+            ],
+        )
+            .prop_map(|(name, value)| Reading {
+                name,
+                value,
+                unit: None,
+            })
+    }
+
+    fn event() -> impl Strategy<Value = (i64, Option<usize>, u8, Vec<Reading>, [u8; 8], u16, u64)> {
+        (
+            -1_000_000i64..100_000_000,
+            proptest::option::of(0usize..6),
+            0u8..6,
+            proptest::collection::vec(reading(), 0..5),
+            any::<[u8; 8]>(),
+            any::<u16>(),
+            any::<u64>(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_streams(events in proptest::collection::vec(event(), 1..200)) {
+            let config = DetectConfig {
+                zones: vec![crate::ZoneConfig {
+                    name: "z".into(),
+                    cidrs: vec!["10.0.0.0/8".into()],
+                    allow_unregistered: false,
+                }],
+                ..DetectConfig::default()
+            };
+            let mut engine = Engine::new(config);
+            engine.upsert_indicators(vec![crate::Indicator {
+                id: "indicator--x".into(),
+                pattern: "[ipv4-addr:value = '10.0.0.1'] FOLLOWEDBY [network-traffic:dst_port > 1000]".into(),
+                name: "x".into(),
+                source: "p".into(),
+                valid_until: None,
+            }]);
+            let classes = [DeviceClass::Siren, DeviceClass::LevelSensor, DeviceClass::SmartMeter,
+                DeviceClass::FeederBreaker, DeviceClass::Valve, DeviceClass::Camera];
+            for (i, class) in classes.iter().enumerate() {
+                let mut meta = DeviceMeta::new(*class, "z");
+                meta.addresses = vec![format!("10.0.0.{i}").parse().unwrap()];
+                meta.credentials = vec!["same".into()];
+                engine.register_device(DeviceId::new(format!("d{i}")).unwrap(), meta);
+            }
+            let mut out = Vec::new();
+            for (ts, device, kind, readings, ip, port, n) in events {
+                let device_id = device.map(|d| DeviceId::new(format!("d{d}")).unwrap());
+                let ts = Timestamp::from_millis(ts);
+                let kind = match kind {
+                    0 => EventKind::Telemetry { readings },
+                    1 => EventKind::State { readings },
+                    2 => EventKind::Command { action: "x".into(), actor: "y".into() },
+                    3 => EventKind::Flow(model::FlowRecord {
+                        src: std::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]]),
+                        dst: std::net::IpAddr::from([10, 0, 0, ip[4] % 8]),
+                        src_port: port,
+                        dst_port: u16::from(ip[5]) * 10,
+                        protocol: ip[6] % 20,
+                        bytes: n,
+                        packets: n >> 7,
+                        tcp_flags: ip[7],
+                        start: ts,
+                        end: Timestamp::from_millis(ts.as_millis().saturating_add((n % 100_000) as i64)),
+                        exporter: None,
+                        peer_device: None,
+                    }),
+                    4 => EventKind::Security(SecurityEvent {
+                        action: [SecurityEventKind::AuthFailure, SecurityEventKind::SubscribeDenied,
+                            SecurityEventKind::ConnectRefused, SecurityEventKind::ClientIdTakeover,
+                            SecurityEventKind::MalformedPacket, SecurityEventKind::ConnectAccepted][usize::from(ip[0] % 6)],
+                        client_id: Some(format!("c{}", ip[1])),
+                        username: None,
+                        peer: Some(format!("{}.{}.{}.{}:{port}", ip[0], ip[1], ip[2], ip[3])),
+                        topic: Some("$SYS/#".into()),
+                        reason: Some("certificate not registered for device".into()),
+                    }),
+                    _ => {
+                        engine.tick(ts);
+                        continue;
+                    }
+                };
+                engine.process(&Event { ts, device_id, sector: None, kind }, &mut out);
+            }
+            prop_assert!(engine.state_bytes_per_device() < 4096);
+            for alert in &out {
+                prop_assert!(!alert.title.is_empty() && !alert.explanation.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn class_indexes_follow_the_list_of_classes() {
+    for (i, class) in DeviceClass::ALL.iter().enumerate() {
+        assert_eq!(crate::flows::class_index(*class), i);
+    }
+}
+
+#[test]
+fn a_quarantined_device_has_no_conduits() {
+    check(
+        &format!(
+            "{CITY}
+             @00:00:01 flow 10.1.0.11:40000 > 10.2.0.5:554 tcp
+             @00:00:02 sec quarantined camera-0001 from 127.0.0.1:1 reason=inc-1
+             @00:00:03 flow 10.1.0.11:40000 > 10.2.0.5:554 tcp
+             @00:00:04 flow 10.1.0.12:40000 > 10.2.0.5:554 tcp"
+        ),
+        expect![[r#"
+            @00:00:03 policy.conduit high count=1 device=camera-0001 source=10.1.0.11 zone=ps-field key=quarantine camera-0001 :: traffic of quarantined device camera-0001
+        "#]],
+    );
+}

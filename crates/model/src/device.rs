@@ -293,6 +293,9 @@ pub enum DeviceStatus {
     Active,
     /// Credentials revoked: the broker refuses the device and drops its sessions.
     Revoked,
+    /// Quarantined by a response action: refused like a revoked device, and its flows
+    /// count as blocked, until an operator releases it.
+    Quarantined,
 }
 
 impl DeviceStatus {
@@ -300,6 +303,7 @@ impl DeviceStatus {
         match self {
             DeviceStatus::Active => "active",
             DeviceStatus::Revoked => "revoked",
+            DeviceStatus::Quarantined => "quarantined",
         }
     }
 }

@@ -156,6 +156,13 @@ pub enum SecurityEventKind {
     ClientIdTakeover,
     /// A client went away (cleanly or not).
     Disconnect,
+    /// A response action quarantined the device: its sessions were dropped, its
+    /// credentials are refused, and detection should treat any flow of it as blocked by the
+    /// conduit policy. `username` names who ordered it, `reason` the incident.
+    Quarantined,
+    /// A person or playbook took a response action on the device (`username` is the actor,
+    /// `reason` says what and with which outcome). The audit trail until the audit log lands.
+    ResponseAction,
 }
 
 impl SecurityEventKind {
@@ -171,6 +178,8 @@ impl SecurityEventKind {
             SecurityEventKind::PayloadInvalid => "payload_invalid",
             SecurityEventKind::ClientIdTakeover => "client_id_takeover",
             SecurityEventKind::Disconnect => "disconnect",
+            SecurityEventKind::Quarantined => "quarantined",
+            SecurityEventKind::ResponseAction => "response_action",
         }
     }
 }

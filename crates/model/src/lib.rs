@@ -1,6 +1,6 @@
 //! Core domain types shared by every citysec crate: devices and their identity, the one
 //! normalised [`Event`] that flows over the bus (telemetry, state, broker events, commands,
-//! network flows), [`Alert`]s, timestamps and error codes.
+//! network flows), [`Alert`]s, [`Incident`]s, timestamps and error codes.
 //!
 //! This crate does no IO and pulls in no runtime; engines and adapters agree on these types.
 
@@ -9,6 +9,7 @@ mod device;
 mod error;
 mod event;
 mod flow;
+mod incident;
 mod time;
 pub mod topic;
 
@@ -19,6 +20,10 @@ pub use crate::device::{
 pub use crate::error::ErrorCode;
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
 pub use crate::flow::{FlowRecord, proto};
+pub use crate::incident::{
+    ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,
+    IncidentId, IncidentState, IncidentTimes, ResponseAction, TimelineEntry, TimelineKind,
+};
 pub use crate::time::Timestamp;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
 mod detect;
+mod users;
 
 /// The most rows one list call returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -23,6 +24,10 @@ const PRUNE_CHUNK: i64 = 5_000;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_detect", include_str!("../migrations/0002_detect.sql")),
+    (
+        "0007_incidents",
+        include_str!("../migrations/0007_incidents.sql"),
+    ),
 ];
 
 /// The embedded SQLite store.

@@ -17,9 +17,15 @@ mod embedded;
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite_users;
+mod users;
 
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
+pub use crate::users::{
+    IncidentQuery, IncidentStore, User, UserStore, UserToken, UserTokenKind, severity_rank,
+};
 
 /// Errors a store reports.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +112,7 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: DetectStore + Send + Sync + 'static {
+pub trait Store: DetectStore + UserStore + IncidentStore + Send + Sync + 'static {
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

@@ -117,7 +117,7 @@ fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
-fn parse_limit(value: Option<String>) -> Result<usize, ApiError> {
+pub(crate) fn parse_limit(value: Option<String>) -> Result<usize, ApiError> {
     let Some(text) = present(value) else {
         return Ok(DEFAULT_LIMIT);
     };

@@ -1,7 +1,9 @@
 //! Bearer-token authentication and role checks.
 //!
-//! A token is looked up by the lowercase hex SHA-256 of its text (`Store::find_token`); the
-//! clear token is never stored. Found tokens are cached briefly in a bounded map so a busy
+//! A token is looked up by the lowercase hex SHA-256 of its text: first among the platform's
+//! API tokens (`Store::find_token`, e.g. the generated admin token), then among the tokens of
+//! operator accounts (`UserStore::find_user_token`: login sessions and API tokens, refused
+//! once expired or when the user is disabled). The clear token is never stored. Found tokens are cached briefly in a bounded map so a busy
 //! console does not hit the store on every request.
 
 use std::collections::HashMap;
@@ -25,15 +27,27 @@ pub enum Role {
     Viewer,
     Analyst,
     Operator,
+    /// Approves response actions and, with the gateway, safety-critical commands.
+    Supervisor,
     Admin,
 }
 
 impl Role {
+    /// Every role, least privileged first.
+    pub const ALL: [Role; 5] = [
+        Role::Viewer,
+        Role::Analyst,
+        Role::Operator,
+        Role::Supervisor,
+        Role::Admin,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Analyst => "analyst",
             Role::Operator => "operator",
+            Role::Supervisor => "supervisor",
             Role::Admin => "admin",
         }
     }
@@ -52,6 +66,7 @@ impl FromStr for Role {
             "viewer" => Role::Viewer,
             "analyst" => Role::Analyst,
             "operator" => Role::Operator,
+            "supervisor" => Role::Supervisor,
             "admin" => Role::Admin,
             _ => return Err(format!("unknown role {s:?}")),
         })
@@ -62,7 +77,8 @@ impl FromStr for Role {
 /// request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's name.
+    /// The person (the user name of an operator account) or, for a platform API token, the
+    /// token's name (`admin` for the generated admin token).
     pub name: String,
     pub role: Role,
 }
@@ -100,6 +116,22 @@ impl TokenCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Forgets one token (logout).
+    pub(crate) fn remove(&self, sha256: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sha256);
+    }
+
+    /// Forgets every token (a user was disabled or changed password).
+    pub(crate) fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     pub(crate) fn put(&self, sha256: String, principal: Principal) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= TokenCache::MAX_ENTRIES {
@@ -133,22 +165,54 @@ pub(crate) async fn authenticate(
     if let Some(principal) = state.tokens.get(&sha256) {
         return Ok(principal);
     }
-    let stored = state
-        .api
-        .store
-        .find_token(&sha256)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
-    let role = stored
-        .role
-        .parse::<Role>()
-        .map_err(|_| ApiError::forbidden(format!("token {:?} has no usable role", stored.name)))?;
-    let principal = Principal {
-        name: stored.name,
-        role,
+    let principal = match state.api.store.find_token(&sha256).await? {
+        Some(stored) => {
+            let role = stored.role.parse::<Role>().map_err(|_| {
+                ApiError::forbidden(format!("token {:?} has no usable role", stored.name))
+            })?;
+            Principal {
+                name: stored.name,
+                role,
+            }
+        }
+        None => user_principal(state, &sha256).await?,
     };
     state.tokens.put(sha256, principal.clone());
     Ok(principal)
+}
+
+/// Resolves an operator account's token (session or API token) to its user.
+async fn user_principal(state: &Shared, sha256: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid token");
+    let token = state
+        .api
+        .store
+        .find_user_token(sha256)
+        .await?
+        .ok_or_else(invalid)?;
+    if token
+        .expires_at
+        .is_some_and(|at| at <= model::Timestamp::now())
+    {
+        return Err(ApiError::unauthorized("token expired; log in again"));
+    }
+    let user = state
+        .api
+        .store
+        .get_user(&token.user)
+        .await?
+        .ok_or_else(invalid)?;
+    if user.disabled {
+        return Err(ApiError::unauthorized("account disabled"));
+    }
+    let role = user
+        .role
+        .parse::<Role>()
+        .map_err(|_| ApiError::forbidden(format!("user {:?} has no usable role", user.name)))?;
+    Ok(Principal {
+        name: user.name,
+        role,
+    })
 }
 
 /// Middleware state: who may call the route.
@@ -170,6 +234,16 @@ pub(crate) async fn require_role(
             "this needs the {} role; the token has {}",
             guard.min_role, principal.role
         )));
+    }
+    // Every change is attributed to a person.
+    if req.method() != axum::http::Method::GET {
+        tracing::info!(
+            actor = %principal.name,
+            role = %principal.role,
+            method = %req.method(),
+            path = %req.uri().path(),
+            "api call"
+        );
     }
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)

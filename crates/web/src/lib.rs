@@ -15,15 +15,18 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+pub mod accounts;
 mod api;
 mod auth;
 pub mod detect;
 mod error;
+mod incidents;
 mod platform;
 pub mod routes;
 
 pub use crate::auth::{Principal, Role, token_sha256};
 pub use crate::error::{ApiError, status_for};
+pub use crate::incidents::{IncidentRequest, IncidentUpdate};
 pub use crate::platform::{
     ImportFormat, ImportReport, ImportRowError, NewDevice, Platform, PlatformError, Status,
 };
@@ -53,6 +56,7 @@ pub struct ApiState {
 pub(crate) struct Shared {
     pub api: ApiState,
     pub tokens: auth::TokenCache,
+    pub logins: accounts::LoginLimiter,
 }
 
 /// Builds the API router.
@@ -60,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
     let shared = Arc::new(Shared {
         api: state,
         tokens: auth::TokenCache::new(),
+        logins: accounts::LoginLimiter::new(),
     });
     routes::build(shared)
         .fallback(|| async { ApiError::not_found("no such route") })

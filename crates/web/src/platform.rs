@@ -70,6 +70,25 @@ pub trait Platform: Send + Sync + 'static {
 
     /// What the detection engine runs.
     fn detect_status(&self) -> crate::detect::DetectStatus;
+    /// Changes an incident on behalf of `actor` (the running correlator owns open
+    /// incidents). Platforms without an incident service answer `Unavailable`.
+    async fn update_incident(
+        &self,
+        id: &model::IncidentId,
+        request: crate::IncidentRequest,
+        actor: &crate::Principal,
+    ) -> Result<crate::IncidentUpdate, PlatformError> {
+        let _ = (id, request, actor);
+        Err(PlatformError::new(
+            ErrorCode::Unavailable,
+            "incidents are not handled by this platform",
+        ))
+    }
+
+    /// Delivery figures of the SIEM forwarders (syslog, webhooks), if any run.
+    fn integrations_status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A failure the platform reports, with the code the API maps to an HTTP status.

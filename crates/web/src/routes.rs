@@ -9,13 +9,14 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{IMPORT_BODY_LIMIT, Shared, api, detect};
+use crate::{IMPORT_BODY_LIMIT, Shared, accounts, api, detect, incidents};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verb {
     Get,
     Post,
+    Patch,
 }
 
 impl Verb {
@@ -24,6 +25,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Post => "post",
+            Verb::Patch => "patch",
         }
     }
 
@@ -31,6 +33,7 @@ impl Verb {
         match self {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
         }
     }
 }
@@ -57,6 +60,8 @@ pub struct Route {
 
 const VIEWER: Access = Access::Role(Role::Viewer);
 const ANALYST: Access = Access::Role(Role::Analyst);
+const OPERATOR: Access = Access::Role(Role::Operator);
+const SUPERVISOR: Access = Access::Role(Role::Supervisor);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 /// Every route the API serves.
@@ -181,6 +186,96 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/detect",
         access: VIEWER,
         handler: |m| on(m, detect::status),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/login",
+        access: Access::Public,
+        handler: |m| on(m, accounts::login),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/logout",
+        access: VIEWER,
+        handler: |m| on(m, accounts::logout),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/auth/me",
+        access: VIEWER,
+        handler: |m| on(m, accounts::me),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/auth/tokens",
+        access: VIEWER,
+        handler: |m| on(m, accounts::create_token),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/users",
+        access: ADMIN,
+        handler: |m| on(m, accounts::list_users),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/users",
+        access: ADMIN,
+        handler: |m| on(m, accounts::create_user),
+    },
+    Route {
+        verb: Verb::Patch,
+        path: "/api/v1/users/{name}",
+        access: ADMIN,
+        handler: |m| on(m, accounts::update_user),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/incidents",
+        access: VIEWER,
+        handler: |m| on(m, incidents::list),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/incidents/{id}",
+        access: VIEWER,
+        handler: |m| on(m, incidents::show),
+    },
+    Route {
+        verb: Verb::Patch,
+        path: "/api/v1/incidents/{id}",
+        access: ANALYST,
+        handler: |m| on(m, incidents::patch),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/notes",
+        access: ANALYST,
+        handler: |m| on(m, incidents::add_note),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions",
+        access: OPERATOR,
+        handler: |m| on(m, incidents::request_action),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions/{action_id}/approve",
+        access: SUPERVISOR,
+        handler: |m| on(m, incidents::approve_action),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/actions/{action_id}/reject",
+        access: SUPERVISOR,
+        handler: |m| on(m, incidents::reject_action),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/integrations/status",
+        access: ADMIN,
+        handler: |m| on(m, incidents::integrations_status),
     },
 ];
 

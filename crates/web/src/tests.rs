@@ -17,6 +17,8 @@ use serde_json::{Value as Json, json};
 use store::{ApiToken, DetectStore, EmbeddedStore, Store};
 use tower::ServiceExt;
 
+mod accounts;
+
 use crate::routes::{Access, ROUTES, Verb};
 use crate::{
     ApiState, ImportFormat, ImportReport, ImportRowError, NewDevice, Platform, PlatformError,
@@ -1357,6 +1359,9 @@ async fn internal_failures_are_generic() {
 fn concrete(path: &str) -> String {
     path.replace("/devices/{id}", "/devices/pump-1")
         .replace("/alerts/{id}", "/alerts/alert-1")
+        .replace("/incidents/{id}", "/incidents/INC-000001")
+        .replace("/users/{name}", "/users/alice")
+        .replace("/actions/{action_id}", "/actions/A1")
 }
 
 #[test]
@@ -1424,6 +1429,7 @@ async fn router_serves_every_route_in_the_table() {
         let method = match route.verb {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
+            Verb::Patch => Method::PATCH,
         };
         let reply = f
             .send(method, &concrete(route.path), Some(ADMIN), None)

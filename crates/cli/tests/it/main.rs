@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod exercise;
+mod detect;
 
 fn citysec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_citysec"))
@@ -789,4 +790,102 @@ fn sim_drives_a_served_platform_with_the_same_population() {
         Some(10),
         "{events}"
     );
+}
+
+/// The first admin account is made offline with a generated password (there is no default
+/// one); people then log in, manage accounts and work incidents as themselves.
+#[test]
+fn user_accounts_and_incidents_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = run_ok(
+        citysec()
+            .args([
+                "user",
+                "add",
+                "ada",
+                "--role",
+                "admin",
+                "--offline",
+                "--data-dir",
+            ])
+            .arg(&data),
+    );
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .unwrap_or_else(|| panic!("no password in {out:?}"))
+        .to_owned();
+    let listed = run_ok(
+        citysec()
+            .args(["user", "list", "--offline", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(
+        listed.contains("ada") && listed.contains("admin"),
+        "{listed}"
+    );
+    let bad = citysec()
+        .args([
+            "user",
+            "add",
+            "x",
+            "--role",
+            "root",
+            "--offline",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
+
+    let demo = serve(dir.path(), &data, |config| config);
+    let login = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut reply = agent
+            .post(&format!("{}/api/v1/auth/login", demo.http))
+            .send_json(serde_json::json!({"user": "ada", "password": password}))
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), 200);
+        let body: Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    };
+    let as_ada = |args: &[&str]| {
+        run_ok(
+            citysec()
+                .args(args)
+                .args(["--url", &demo.http])
+                .env("CITYSEC_TOKEN", &login),
+        )
+    };
+    let out = as_ada(&["user", "add", "bob", "--role", "analyst"]);
+    assert!(
+        out.contains("created bob (analyst)") && out.contains("password (shown once)"),
+        "{out}"
+    );
+    assert!(as_ada(&["user", "list"]).contains("bob"));
+    assert!(as_ada(&["user", "disable", "bob"]).contains("disabled bob"));
+    let listed = as_ada(&["user", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("bob") && l.contains("disabled")),
+        "{listed}"
+    );
+    let listed = as_ada(&["incident", "list"]);
+    assert!(listed.starts_with("ID"), "{listed}");
+    let missing = citysec()
+        .args(["incident", "ack", "INC-000001", "--url", &demo.http])
+        .env("CITYSEC_TOKEN", &login)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    drop(demo);
 }

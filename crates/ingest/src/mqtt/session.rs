@@ -588,12 +588,15 @@ impl Connection {
                 out,
             );
         }
-        if device.status == DeviceStatus::Revoked {
+        if device.status != DeviceStatus::Active {
             return self.refuse(
                 version,
                 Refusal::NotAuthorized,
                 SecurityEventKind::ConnectRefused,
-                "device revoked",
+                match device.status {
+                    DeviceStatus::Quarantined => "device quarantined",
+                    _ => "device revoked",
+                },
                 Some(&device),
                 now,
                 out,

@@ -1,0 +1,367 @@
+//! The incident service: consumes alerts from the bus subject `alerts` (consumer group
+//! `incidents`), runs the `incident` correlator, stores every incident change, forwards
+//! alerts and changes to the SIEM, and runs the response actions that playbooks make
+//! automatic or that supervisors approve, each one audited and on the incident timeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use incident::{Correlator, LifecycleError, Op};
+use model::{ActionKind, ActionMode, ErrorCode, Incident, IncidentId, IncidentState, Timestamp};
+use tokio::sync::Mutex;
+
+use crate::integrations::{Forwarder, Record};
+use crate::response::{AuditEntry, Auditor, Executor};
+
+/// The running service; API changes and the alert stream take turns on one lock.
+pub struct IncidentService {
+    correlator: Mutex<Correlator>,
+    store: Arc<dyn store::Store>,
+    executor: Executor,
+    auditor: Arc<dyn Auditor>,
+    forwarder: Arc<Forwarder>,
+}
+
+fn lifecycle_error(err: LifecycleError) -> web::PlatformError {
+    let code = match &err {
+        LifecycleError::NoSuchAction { .. } => ErrorCode::NotFound,
+        LifecycleError::Invalid(_) => ErrorCode::Invalid,
+        LifecycleError::Closed { .. }
+        | LifecycleError::Backwards { .. }
+        | LifecycleError::ActionState { .. } => ErrorCode::Conflict,
+    };
+    web::PlatformError::new(code, err.to_string())
+}
+
+impl IncidentService {
+    /// Restores open incidents from the store and continues their numbering.
+    pub async fn start(
+        config: incident::CorrelatorConfig,
+        playbooks: Vec<incident::Playbook>,
+        store: Arc<dyn store::Store>,
+        executor: Executor,
+        auditor: Arc<dyn Auditor>,
+        forwarder: Arc<Forwarder>,
+    ) -> anyhow::Result<IncidentService> {
+        let max_open = config.max_open;
+        let next = store.max_incident_seq().await? + 1;
+        let mut correlator = Correlator::new(config, playbooks, next);
+        for incident in store.open_incidents(max_open).await? {
+            correlator.track(incident);
+        }
+        tracing::info!(
+            open = correlator.stats().open,
+            playbooks = correlator.playbooks().len(),
+            "incidents restored"
+        );
+        Ok(IncidentService {
+            correlator: Mutex::new(correlator),
+            store,
+            executor,
+            auditor,
+            forwarder,
+        })
+    }
+
+    pub fn forwarder(&self) -> &Arc<Forwarder> {
+        &self.forwarder
+    }
+
+    /// Consumes the `alerts` subject until the bus closes.
+    pub(crate) async fn run(self: Arc<Self>, mut sub: Box<dyn bus::Subscription>) {
+        while let Some(batch) = sub.next_batch(1024).await {
+            for message in &batch {
+                if let bus::Message::Alert(alert) = message.as_ref() {
+                    self.on_alert(alert).await;
+                }
+            }
+        }
+    }
+
+    async fn store_incident(&self, incident: &Incident) -> Result<(), web::PlatformError> {
+        self.store
+            .upsert_incident(incident)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Correlates one alert, stores the incident and runs automatic playbook actions.
+    pub async fn on_alert(&self, alert: &model::Alert) {
+        self.forwarder.forward(Record::Alert(alert.clone()));
+        let mut correlator = self.correlator.lock().await;
+        let outcome = correlator.on_alert(alert);
+        let mut delay = Duration::from_millis(50);
+        while let Err(err) = self.store_incident(&outcome.incident).await {
+            tracing::error!(error = %err, incident_id = %outcome.incident.id, "failed to store incident; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if outcome.created {
+            tracing::warn!(incident_id = %outcome.incident.id, severity = %outcome.incident.severity, "incident opened: {}", outcome.incident.title);
+        }
+        if !outcome.repeat {
+            let change = if outcome.created {
+                "incident.opened"
+            } else {
+                "incident.alert_added"
+            };
+            self.forwarder
+                .forward(Record::Incident(outcome.incident.clone(), change));
+            for action in outcome.incident.actions.iter().filter(|a| {
+                outcome.proposed.contains(&a.id) && a.status == model::ActionStatus::Pending
+            }) {
+                self.audit(
+                    &action.requested_by,
+                    action.kind,
+                    &action.device_id,
+                    &outcome.incident.id,
+                    "requested, waiting for approval".to_owned(),
+                )
+                .await;
+            }
+        }
+        let mut incident = outcome.incident;
+        for action_id in outcome.execute {
+            match self.run_action(&mut correlator, incident, &action_id).await {
+                Ok((updated, _)) => incident = updated,
+                Err((unchanged, err)) => {
+                    tracing::error!(error = %err, "playbook action not recorded");
+                    incident = unchanged;
+                }
+            }
+        }
+    }
+
+    /// Applies one operation to a copy, stores it, then tracks it (so a store failure
+    /// changes nothing) and forwards the change.
+    async fn apply(
+        &self,
+        correlator: &mut Correlator,
+        incident: &Incident,
+        op: Op,
+        actor: &str,
+    ) -> Result<(Incident, incident::Effects), web::PlatformError> {
+        let change = match &op {
+            Op::Transition(_) => "incident.state_changed",
+            Op::Assign(_) => "incident.owner_changed",
+            Op::Note(_) => "incident.note",
+            Op::RequestAction { .. } | Op::Decide { .. } | Op::ActionResult { .. } => {
+                "incident.action"
+            }
+        };
+        let mut changed = incident.clone();
+        let effects =
+            incident::apply(&mut changed, op, actor, Timestamp::now()).map_err(lifecycle_error)?;
+        if changed != *incident {
+            self.store_incident(&changed).await?;
+            correlator.track(changed.clone());
+            self.forwarder
+                .forward(Record::Incident(changed.clone(), change));
+        }
+        Ok((changed, effects))
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        kind: ActionKind,
+        device_id: &model::DeviceId,
+        incident_id: &IncidentId,
+        outcome: String,
+    ) {
+        let entry = AuditEntry {
+            at: Timestamp::now(),
+            actor: actor.to_owned(),
+            action: format!("response.{}", kind.as_str()),
+            device_id: device_id.clone(),
+            incident_id: incident_id.0.clone(),
+            outcome,
+        };
+        if let Err(err) = self.auditor.record(entry).await {
+            tracing::error!(error = %err, "audit record failed");
+        }
+    }
+
+    /// Executes an approved action and records its result; containing actions move the
+    /// incident to contained. Returns the incident and a rotated secret, if any.
+    async fn run_action(
+        &self,
+        correlator: &mut Correlator,
+        incident: Incident,
+        action_id: &str,
+    ) -> Result<(Incident, Option<String>), (Incident, web::PlatformError)> {
+        let Some(action) = incident.actions.iter().find(|a| a.id == action_id).cloned() else {
+            let err = web::PlatformError::not_found(format!("no action {action_id}"));
+            return Err((incident, err));
+        };
+        let actor = action
+            .decided_by
+            .clone()
+            .unwrap_or_else(|| action.requested_by.clone());
+        let result = self
+            .executor
+            .execute(action.kind, &action.device_id, &actor, &incident.id.0)
+            .await;
+        let (ok, detail, secret, contains) = match result {
+            Ok(done) => (true, done.detail, done.secret, done.contains),
+            Err(reason) => (false, reason, None, false),
+        };
+        self.audit(
+            &actor,
+            action.kind,
+            &action.device_id,
+            &incident.id,
+            format!("{}: {detail}", if ok { "done" } else { "failed" }),
+        )
+        .await;
+        let op = Op::ActionResult {
+            action_id: action_id.to_owned(),
+            ok,
+            detail,
+        };
+        let (mut incident, _) = match self.apply(correlator, &incident, op, &actor).await {
+            Ok(done) => done,
+            Err(err) => return Err((incident, err)),
+        };
+        if contains && incident.state < IncidentState::Contained {
+            match self
+                .apply(
+                    correlator,
+                    &incident,
+                    Op::Transition(IncidentState::Contained),
+                    &actor,
+                )
+                .await
+            {
+                Ok((contained, _)) => incident = contained,
+                Err(err) => tracing::warn!(error = %err, "incident not moved to contained"),
+            }
+        }
+        Ok((incident, secret))
+    }
+
+    /// A change asked for through the API, attributed to `actor`.
+    pub async fn update(
+        &self,
+        id: &IncidentId,
+        request: web::IncidentRequest,
+        actor: &web::Principal,
+    ) -> Result<web::IncidentUpdate, web::PlatformError> {
+        let mut correlator = self.correlator.lock().await;
+        let incident =
+            match correlator.get(id) {
+                Some(incident) => incident.clone(),
+                None => self.store.get_incident(id).await?.ok_or_else(|| {
+                    web::PlatformError::not_found(format!("incident {id} not found"))
+                })?,
+            };
+        let decided = match &request {
+            web::IncidentRequest::Decide { action_id, approve } => {
+                Some((action_id.clone(), *approve))
+            }
+            _ => None,
+        };
+        let op = match request {
+            web::IncidentRequest::Transition(state) => Op::Transition(state),
+            web::IncidentRequest::Assign(owner) => Op::Assign(owner),
+            web::IncidentRequest::Note(text) => Op::Note(text),
+            web::IncidentRequest::Action {
+                kind,
+                device_id,
+                execute_now,
+            } => {
+                let device_id = match device_id.or_else(|| incident.devices.first().cloned()) {
+                    Some(d) => d,
+                    None => {
+                        return Err(web::PlatformError::invalid(
+                            "the incident names no device; give device_id",
+                        ));
+                    }
+                };
+                if self.store.get_device(&device_id).await?.is_none() {
+                    return Err(web::PlatformError::not_found(format!(
+                        "device {device_id} not found"
+                    )));
+                }
+                Op::RequestAction {
+                    kind,
+                    device_id,
+                    mode: if execute_now {
+                        ActionMode::Auto
+                    } else {
+                        ActionMode::Approval
+                    },
+                }
+            }
+            web::IncidentRequest::Decide { action_id, approve } => {
+                Op::Decide { action_id, approve }
+            }
+        };
+        let requested = matches!(op, Op::RequestAction { .. });
+        let (mut incident, effects) = self
+            .apply(&mut correlator, &incident, op, &actor.name)
+            .await?;
+        if requested
+            && effects.execute.is_empty()
+            && let Some(action) = incident.actions.last()
+        {
+            self.audit(
+                &actor.name,
+                action.kind,
+                &action.device_id,
+                &incident.id,
+                "requested, waiting for approval".to_owned(),
+            )
+            .await;
+        }
+        if let Some((action_id, approve)) = &decided
+            && let Some(action) = incident.actions.iter().find(|a| &a.id == action_id)
+        {
+            let outcome = if *approve { "approved" } else { "rejected" };
+            self.audit(
+                &actor.name,
+                action.kind,
+                &action.device_id,
+                &incident.id,
+                outcome.to_owned(),
+            )
+            .await;
+        }
+        let mut secret = None;
+        for action_id in effects.execute {
+            match self.run_action(&mut correlator, incident, &action_id).await {
+                Ok((updated, s)) => {
+                    incident = updated;
+                    secret = secret.or(s);
+                }
+                Err((_, err)) => return Err(err),
+            }
+        }
+        Ok(web::IncidentUpdate { incident, secret })
+    }
+}
+
+/// Checks the `[[playbooks]]` section: each playbook on its own, unique names, and no
+/// automatic credential rotation (the new secret must reach a person: the approver).
+pub fn validate_playbooks(playbooks: &[incident::Playbook]) -> anyhow::Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for playbook in playbooks {
+        playbook.validate().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            names.insert(playbook.name.as_str()),
+            "playbook name {:?} is used twice",
+            playbook.name
+        );
+        for step in &playbook.actions {
+            anyhow::ensure!(
+                !(step.action == ActionKind::RotateCredentials && step.mode == ActionMode::Auto),
+                "playbook {:?}: rotate_credentials must be mode = \"approval\" (the new secret is shown to the approver)",
+                playbook.name
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

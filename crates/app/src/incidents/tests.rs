@@ -1,0 +1,525 @@
+//! The incident service end to end in a running platform: a siren sounds with no command
+//! (published over real MQTT to the embedded broker), detection raises an alert, the
+//! correlator opens an incident, the playbook runs its automatic action and proposes one
+//! for approval; people with accounts work the incident through the HTTP API; the quarantine
+//! refuses the device's credentials; every change reaches a signed webhook.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{Config, Platform};
+
+/// A minimal MQTT 3.1.1 client: CONNECT with a password, then PUBLISH at QoS 0.
+struct Mqtt(TcpStream);
+
+fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl Mqtt {
+    /// Connects; returns the CONNACK return code (0 = accepted).
+    fn connect(addr: SocketAddr, id: &str, password: &str) -> (Mqtt, u8) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut body = Vec::new();
+        string("MQTT", &mut body);
+        body.extend_from_slice(&[4, 0xC2, 0, 60]);
+        string(id, &mut body);
+        string(id, &mut body);
+        string(password, &mut body);
+        let mut packet = vec![0x10];
+        remaining_length(body.len(), &mut packet);
+        packet.extend_from_slice(&body);
+        stream.write_all(&packet).unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).unwrap();
+        assert_eq!(connack[0], 0x20, "expected CONNACK");
+        (Mqtt(stream), connack[3])
+    }
+
+    fn publish(&mut self, topic: &str, payload: &str) {
+        let mut body = Vec::new();
+        string(topic, &mut body);
+        body.extend_from_slice(payload.as_bytes());
+        let mut packet = vec![0x30];
+        remaining_length(body.len(), &mut packet);
+        packet.extend_from_slice(&body);
+        self.0.write_all(&packet).unwrap();
+    }
+}
+
+async fn http(
+    method: &'static str,
+    url: String,
+    token: Option<String>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut response = match method {
+            "GET" => {
+                let mut req = agent.get(&url);
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                req.call()
+            }
+            _ => {
+                let mut req = match method {
+                    "PATCH" => agent.patch(&url),
+                    _ => agent.post(&url),
+                };
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                match body {
+                    Some(body) => req.send_json(body),
+                    None => req.send_empty(),
+                }
+            }
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook receiver keeping every body it got.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let received = received.clone();
+                async move {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_str::<Value>(&body).unwrap());
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, received)
+}
+
+fn actions(incident: &Value) -> Vec<String> {
+    incident["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {} {}",
+                a["id"].as_str().unwrap(),
+                a["kind"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncommanded_siren_becomes_an_incident_people_work_to_closure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook_url, hooks) = receiver().await;
+    let text = format!(
+        r#"
+version = 1
+data_dir = "{data}"
+[http]
+listen = "127.0.0.1:0"
+[ingest.mqtt]
+listen = "127.0.0.1:0"
+[[playbooks]]
+name = "uncommanded-siren"
+rules = ["actuation.uncommanded"]
+actions = [{{ action = "silence_siren", mode = "auto" }}, {{ action = "quarantine", mode = "approval" }}]
+[[integrations.webhooks]]
+name = "soar"
+url = "{hook_url}"
+secret = "${{HOOK_SECRET}}"
+"#,
+        data = dir.path().display()
+    );
+    let env = [(
+        "HOOK_SECRET".to_owned(),
+        "0123456789abcdef-secret".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let config = Config::load(&text, &env).unwrap();
+    let platform = Platform::start(config).await.unwrap();
+    let base = format!("http://{}", platform.http_addr());
+    let admin = Some(platform.admin_token().to_owned());
+
+    let request: web::NewDevice = serde_json::from_value(json!({
+        "id": "siren-1", "class": "siren", "zone": "north", "owner": "emergency management",
+        "generate_secret": true
+    }))
+    .unwrap();
+    let (device, secret) = crate::platform::new_device(request, model::Timestamp::now()).unwrap();
+    let secret = secret.unwrap();
+    platform.register_devices(vec![device]).await.unwrap();
+
+    // People: a supervisor and an operator, created by the admin, who log in.
+    let mut tokens = std::collections::HashMap::new();
+    for (name, role) in [("sue", "supervisor"), ("olly", "operator")] {
+        let (status, _) = http(
+            "POST",
+            format!("{base}/api/v1/users"),
+            admin.clone(),
+            Some(json!({"name": name, "role": role, "password": "a long enough password"})),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, session) = http(
+            "POST",
+            format!("{base}/api/v1/auth/login"),
+            None,
+            Some(json!({"user": name, "password": "a long enough password"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{session}");
+        tokens.insert(name, Some(session["token"].as_str().unwrap().to_owned()));
+    }
+    // Sessions know where the login came from (the per-source login limit keys on it).
+    let session = platform
+        .store()
+        .find_user_token(&web::token_sha256(tokens["sue"].as_deref().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.label, "login from 127.0.0.1");
+    assert_eq!(session.user, "sue");
+
+    // The siren sounds with no command.
+    let (mut mqtt, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &secret);
+    assert_eq!(rc, 0);
+    mqtt.publish("city/public_safety/siren-1/state", r#"{"sounding": true}"#);
+
+    let id = eventually("an incident", async || {
+        let (_, page) = http(
+            "GET",
+            format!("{base}/api/v1/incidents"),
+            tokens["olly"].clone(),
+            None,
+        )
+        .await;
+        page["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let incident = eventually("the playbook's actions", async || {
+        let (_, incident) = http(
+            "GET",
+            format!("{base}/api/v1/incidents/{id}"),
+            tokens["olly"].clone(),
+            None,
+        )
+        .await;
+        (incident["actions"].as_array().map(Vec::len) == Some(2)
+            && incident["actions"][0]["status"] != "approved")
+            .then_some(incident)
+    })
+    .await;
+    assert_eq!(incident["severity"], "critical");
+    assert_eq!(incident["alerts"][0]["rule"], "actuation.uncommanded");
+    assert_eq!(
+        actions(&incident),
+        [
+            "A1 silence_siren failed no all-clear sent to siren-1: the command gateway is not part of this build",
+            "A2 quarantine pending -",
+        ]
+    );
+
+    // Approval needs a supervisor.
+    let approve = format!("{base}/api/v1/incidents/{id}/actions/A2/approve");
+    let (status, _) = http("POST", approve.clone(), tokens["olly"].clone(), None).await;
+    assert_eq!(status, 403);
+    let (status, incident) = http("POST", approve.clone(), tokens["sue"].clone(), None).await;
+    assert_eq!(status, 200, "{incident}");
+    assert!(
+        actions(&incident)[1].starts_with("A2 quarantine done quarantined"),
+        "{incident}"
+    );
+    assert_eq!(incident["state"], "contained");
+    assert_eq!(incident["owner"], "sue");
+    assert!(
+        incident["durations"]["time_to_contain_ms"]
+            .as_i64()
+            .unwrap()
+            >= 0
+    );
+    let (status, again) = http("POST", approve, tokens["sue"].clone(), None).await;
+    assert_eq!(status, 409, "{again}");
+
+    // The quarantine refuses the device's credentials.
+    let (_, device) = http(
+        "GET",
+        format!("{base}/api/v1/devices/siren-1"),
+        admin.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(device["status"], "quarantined");
+    let (_, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &secret);
+    assert_eq!(rc, 5, "not authorised");
+    // The quarantine event and the audit records are in the event store.
+    let reasons = eventually("the quarantine and audit events", async || {
+        let (_, events) = http(
+            "GET",
+            format!("{base}/api/v1/events?device_id=siren-1&kind=security&limit=100"),
+            admin.clone(),
+            None,
+        )
+        .await;
+        let items = events["items"].as_array()?.clone();
+        let has = |action: &str| items.iter().any(|e| e["action"] == action);
+        (has("quarantined") && has("response_action")).then_some(items)
+    })
+    .await;
+    let audit: Vec<&str> = reasons
+        .iter()
+        .filter(|e| e["action"] == "response_action")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.contains("response.quarantine on siren-1: approved")),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.contains("response.silence_siren on siren-1: failed")),
+        "{audit:?}"
+    );
+
+    // An operator asks for a rotation; it waits for the supervisor, whose reply carries the
+    // new secret once.
+    let (status, incident) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/actions"),
+        tokens["olly"].clone(),
+        Some(json!({"action": "rotate_credentials"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{incident}");
+    assert_eq!(actions(&incident)[2], "A3 rotate_credentials pending -");
+    let (status, incident) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/actions/A3/approve"),
+        tokens["sue"].clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{incident}");
+    let new_secret = incident["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    let (_, shown) = http(
+        "GET",
+        format!("{base}/api/v1/incidents/{id}"),
+        tokens["olly"].clone(),
+        None,
+    )
+    .await;
+    assert!(
+        !shown.to_string().contains(&new_secret),
+        "the secret is shown once only"
+    );
+    let (status, reply) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/actions"),
+        tokens["sue"].clone(),
+        Some(json!({"action": "rate_limit"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        actions(&reply)[3].starts_with("A4 rate_limit failed not applied"),
+        "{reply}"
+    );
+
+    // Once the siren is fixed a supervisor releases it and it may connect again.
+    let (status, reply) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/actions"),
+        tokens["sue"].clone(),
+        Some(json!({"action": "release"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        actions(&reply)[4].starts_with("A5 release done released: was quarantined"),
+        "{reply}"
+    );
+    let (_, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &new_secret);
+    assert_eq!(rc, 0, "the rotated secret works after the release");
+    let (_, rc) = Mqtt::connect(platform.mqtt_addr(), "siren-1", &secret);
+    assert_eq!(rc, 4, "the old secret does not");
+
+    // Notes, resolution and closure, each attributed.
+    let (status, _) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/notes"),
+        tokens["olly"].clone(),
+        Some(json!({"text": "siren controller replaced"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for state in ["resolved", "closed"] {
+        let (status, reply) = http(
+            "PATCH",
+            format!("{base}/api/v1/incidents/{id}"),
+            tokens["olly"].clone(),
+            Some(json!({"state": state})),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, reply) = http(
+        "POST",
+        format!("{base}/api/v1/incidents/{id}/notes"),
+        tokens["olly"].clone(),
+        Some(json!({"text": "too late"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{reply}");
+    let (_, closed) = http(
+        "GET",
+        format!("{base}/api/v1/incidents/{id}"),
+        tokens["olly"].clone(),
+        None,
+    )
+    .await;
+    assert_eq!(closed["state"], "closed");
+    let timeline: Vec<String> = closed["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["actor"].as_str().unwrap(),
+                e["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "correlator alert_added",
+        "playbook:uncommanded-siren action",
+        "sue action",
+        "sue state_changed",
+        "olly note",
+        "olly state_changed",
+    ] {
+        assert!(
+            timeline.iter().any(|t| t == expected),
+            "{expected} missing from {timeline:?}"
+        );
+    }
+    for key in [
+        "time_to_detect_ms",
+        "time_to_acknowledge_ms",
+        "time_to_contain_ms",
+        "time_to_resolve_ms",
+    ] {
+        assert!(closed["durations"][key].is_number(), "{key}: {closed}");
+    }
+
+    // The SIEM webhook saw the alert and the incident's changes.
+    let received = eventually("webhook deliveries", async || {
+        let got = hooks.lock().unwrap().clone();
+        got.iter()
+            .any(|b| b["type"] == "incident" && b["incident"]["state"] == "closed")
+            .then_some(got)
+    })
+    .await;
+    assert!(
+        received
+            .iter()
+            .any(|b| b["type"] == "alert" && b["alert"]["rule"] == "actuation.uncommanded")
+    );
+    assert!(received.iter().any(|b| b["change"] == "incident.opened"));
+    let (status, status_doc) = http(
+        "GET",
+        format!("{base}/api/v1/integrations/status"),
+        admin.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(status_doc["sinks"][0]["name"], "soar");
+    assert_eq!(status_doc["sinks"][0]["failed"], 0);
+
+    platform.shutdown().await.unwrap();
+
+    // After a restart the closed incident is still there and numbering continues.
+    let config = Config::load(&text, &env).unwrap();
+    let platform = Platform::start(config).await.unwrap();
+    let incident = platform
+        .store()
+        .get_incident(&model::IncidentId(id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(incident.state, model::IncidentState::Closed);
+    assert_eq!(platform.store().max_incident_seq().await.unwrap(), 1);
+    platform.shutdown().await.unwrap();
+}
