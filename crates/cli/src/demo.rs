@@ -177,12 +177,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let round = crate::exercise::play(
                     &scenarios,
                     &env,
-                    seed,
-                    100,
-                    Duration::from_secs(2),
-                    None,
-                    model::Timestamp::now(),
-                    None,
+                    crate::exercise::PlayOptions {
+                        seed,
+                        index_base: 100,
+                        gap: Duration::from_secs(2),
+                        api: None,
+                        since: model::Timestamp::now(),
+                        progress: None,
+                    },
                 );
                 tokio::select! {
                     r = round => { r?; }

@@ -247,16 +247,33 @@ pub struct Played {
 /// expected rules all fired (polling `api` when given) or its settle time passed.
 /// Scenario `i` attacks from `127.0.77.<10 + index_base + i>` (so two players on one
 /// platform never share an attacker address).
+/// How [`play`] runs.
+pub struct PlayOptions<'a> {
+    pub seed: u64,
+    /// Added to each scenario's index (see [`play`]).
+    pub index_base: usize,
+    /// Pause between scenarios.
+    pub gap: Duration,
+    /// Polled for the expected alerts, to move on as soon as they all fired.
+    pub api: Option<&'a Api>,
+    /// Alerts are read from here on.
+    pub since: Timestamp,
+    pub progress: Option<&'a indicatif::ProgressBar>,
+}
+
 pub async fn play(
     scenarios: &[Scenario],
     env: &Env,
-    seed: u64,
-    index_base: usize,
-    gap: Duration,
-    api: Option<&Api>,
-    since: Timestamp,
-    progress: Option<&indicatif::ProgressBar>,
+    options: PlayOptions<'_>,
 ) -> anyhow::Result<Played> {
+    let PlayOptions {
+        seed,
+        index_base,
+        gap,
+        api,
+        since,
+        progress,
+    } = options;
     let mut ran = Vec::new();
     for (index, scenario) in scenarios.iter().enumerate() {
         if let Some(bar) = progress {
@@ -420,12 +437,14 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     let played = play(
         &scenarios,
         &env,
-        args.seed,
-        0,
-        args.gap,
-        Some(&api),
-        started,
-        progress.as_ref(),
+        PlayOptions {
+            seed: args.seed,
+            index_base: 0,
+            gap: args.gap,
+            api: Some(&api),
+            since: started,
+            progress: progress.as_ref(),
+        },
     )
     .await;
     if let Some(bar) = &progress {

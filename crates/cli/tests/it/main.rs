@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod exercise;
 mod detect;
+mod exercise;
 
 fn citysec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_citysec"))
