@@ -171,6 +171,27 @@ impl Replay {
         });
     }
 
+    /// Loads indicators as a partner's feed would; returns the ones refused.
+    pub fn indicators(
+        &mut self,
+        indicators: Vec<detect::Indicator>,
+    ) -> Vec<detect::IndicatorError> {
+        self.engine.upsert_indicators(indicators)
+    }
+
+    /// A broker decision as the broker would report it (for in-process scenario replay).
+    pub fn broker_event(&mut self, device: Option<&DeviceId>, event: SecurityEvent, ts: Timestamp) {
+        self.stats.security += 1;
+        let sector = device.and_then(|d| self.sectors.get(d).copied());
+        let device_id = device.filter(|d| self.sectors.contains_key(*d)).cloned();
+        self.process(Event {
+            ts,
+            device_id,
+            sector,
+            kind: EventKind::Security(event),
+        });
+    }
+
     /// The alerts raised (each at its latest state), oldest first, and the counters.
     pub fn finish(self) -> (Vec<Alert>, ReplayStats) {
         let mut alerts: Vec<Alert> = self.alerts.into_values().collect();

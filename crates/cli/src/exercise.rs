@@ -88,6 +88,11 @@ pub struct SoakArgs {
     /// default config with the simulated city's zones and conduits.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// After the benign hours, also inject these scenarios (names, or `all`) into the
+    /// engine in process, as the broker and the flow listener would report them, and
+    /// score them (a check of the engine alone; `exercise run` is the real-protocol one).
+    #[arg(long)]
+    scenarios: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -615,13 +620,43 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
     }
     let ids: Vec<model::DeviceId> = population.devices.iter().map(|d| d.id.clone()).collect();
     let mut replay = app::replay::Replay::new(&config, &devices);
-    let mut soak = sim::soak::Soak::new(&population, args.seed, SOAK_START_MS, args.hours);
+    let benign_end = SOAK_START_MS + (args.hours * 3_600_000.0) as i64;
+    // Scenarios (if any) follow the benign hours, with the background still running.
+    let mut ran = Vec::new();
+    let mut injections: Vec<(i64, usize, usize)> = Vec::new(); // (ts, plan, action)
+    if let Some(spec) = &args.scenarios {
+        let mut at = benign_end + 60_000;
+        for (index, scenario) in select(spec)?.iter().enumerate() {
+            let plan = scenario.plan(&population, args.seed, index)?;
+            let onset = at + plan.onset_ms;
+            for (i, a) in plan.actions.iter().enumerate() {
+                injections.push((onset + a.at_ms, ran.len(), i));
+            }
+            let until = onset + plan.last_ms + plan.settle_ms;
+            ran.push((Ran { plan, onset, until }, Vec::new()));
+            at = until + 60_000;
+        }
+        injections.sort();
+    }
+    let total_hours = match ran.last() {
+        Some((last, _)) => (last.until - SOAK_START_MS) as f64 / 3_600_000.0,
+        None => args.hours,
+    };
+    let mut soak = sim::soak::Soak::new(&population, args.seed, SOAK_START_MS, total_hours);
     let life = soak.life_events().to_vec();
     let started = Instant::now();
     let mut batch = Vec::new();
     let mut observations = 0u64;
+    let mut next_injection = 0;
     while soak.next_minute(&mut batch) {
         for obs in batch.drain(..) {
+            while let Some(&(ts, plan, action)) = injections.get(next_injection)
+                && ts <= obs.ts().as_millis()
+            {
+                let plan = &ran[plan].0;
+                inject_in_process(&mut replay, &population, &plan.plan, action, plan.onset);
+                next_injection += 1;
+            }
             observations += 1;
             match obs {
                 sim::soak::Observation::Publish {
@@ -640,9 +675,32 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    while let Some(&(_, plan, action)) = injections.get(next_injection) {
+        let plan = &ran[plan].0;
+        inject_in_process(&mut replay, &population, &plan.plan, action, plan.onset);
+        next_injection += 1;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let device_hours = args.devices as f64 * args.hours;
-    let (alerts, stats) = replay.finish();
+    let (all_alerts, stats) = replay.finish();
+    let (alerts, attack_alerts): (Vec<model::Alert>, Vec<model::Alert>) = all_alerts
+        .into_iter()
+        .partition(|a| a.ts.as_millis() < benign_end);
+    let verdicts = (!ran.is_empty()).then(|| {
+        let seen: Vec<SeenAlert> = attack_alerts
+            .iter()
+            .map(|a| SeenAlert {
+                id: a.id.0.clone(),
+                rule: a.rule.clone(),
+                device_id: a.device_id.as_ref().map(|d| d.to_string()),
+                source: a.source.clone(),
+                ts: a.ts,
+                last_ts: a.last_ts,
+                title: a.title.clone(),
+            })
+            .collect();
+        scenario::score(&ran, &seen)
+    });
     let per_10k = alerts.len() as f64 / device_hours * 10_000.0;
     let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
     for a in &alerts {
@@ -672,6 +730,7 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
             "alert_list": alerts,
             "elapsed_s": elapsed,
             "observations_per_s": observations as f64 / elapsed.max(1e-9),
+            "in_process_scenarios": verdicts,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -687,8 +746,140 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
         for (rule, n) in &by_rule {
             println!("  {rule}: {n}");
         }
+        if let Some(score) = &verdicts {
+            println!(
+                "scenarios injected in process after the benign hours (background still running):"
+            );
+            print_score(score, args.devices as f64 * (total_hours - args.hours));
+        }
     }
     Ok(0)
+}
+
+/// Feeds a plan into the in-process engine as the broker and the flow listener would
+/// report it: wrong-password connects as auth failures (unknown ids as refusals), a
+/// second connect with a device's credentials as a client-id takeover, publishes and
+/// subscriptions outside a device's own topics as denials, its own publishes decoded,
+/// flows as records, indicators loaded.
+fn inject_in_process(
+    replay: &mut app::replay::Replay,
+    population: &Population,
+    plan: &scenario::Plan,
+    n: usize,
+    onset: i64,
+) {
+    use model::{SecurityEvent, SecurityEventKind};
+    use scenario::Action;
+    let event =
+        |action, id: &str, peer: String, topic: Option<String>, reason: &str| SecurityEvent {
+            action,
+            client_id: Some(id.to_owned()),
+            username: Some(id.to_owned()),
+            peer: Some(peer),
+            topic,
+            reason: Some(reason.to_owned()),
+        };
+    {
+        let planned = &plan.actions[n];
+        let ts = Timestamp::from_millis(onset + planned.at_ms);
+        match &planned.action {
+            Action::Login { id, source, .. } => {
+                let peer = format!("127.0.77.{source}:{}", 40_000 + n);
+                let known = population.get(id).map(|d| d.id.clone());
+                let (kind, reason) = if known.is_some() {
+                    (SecurityEventKind::AuthFailure, "bad password")
+                } else {
+                    (SecurityEventKind::ConnectRefused, "unknown device")
+                };
+                replay.broker_event(known.as_ref(), event(kind, id, peer, None, reason), ts);
+            }
+            Action::Takeover { device, source, .. } => {
+                let peer = format!("127.0.77.{source}:{}", 40_000 + n);
+                replay.broker_event(
+                    Some(device),
+                    event(
+                        SecurityEventKind::ClientIdTakeover,
+                        device.as_str(),
+                        peer,
+                        None,
+                        "client id in use from another address",
+                    ),
+                    ts,
+                );
+            }
+            Action::Subscribe { device, filter } => {
+                replay.broker_event(
+                    Some(device),
+                    event(
+                        SecurityEventKind::SubscribeDenied,
+                        device.as_str(),
+                        "127.50.0.1:1".into(),
+                        Some(filter.clone()),
+                        "topic outside device namespace",
+                    ),
+                    ts,
+                );
+            }
+            Action::Publish {
+                device,
+                topic,
+                channel,
+                payload,
+                n,
+                ..
+            } => {
+                let Some(d) = population.get(device.as_str()) else {
+                    return;
+                };
+                let prefix = model::topic::device_prefix(d.sector, &d.id);
+                let topic = topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{prefix}/{}", channel.as_str()));
+                let own = topic.starts_with(&format!("{prefix}/")) && !topic.ends_with("/cmd");
+                if own {
+                    let body = scenario::render(payload, ts, device.as_str(), *n);
+                    replay.publish(&topic, body.as_bytes(), ts);
+                } else {
+                    replay.broker_event(
+                        Some(device),
+                        event(
+                            SecurityEventKind::PublishDenied,
+                            device.as_str(),
+                            "127.50.0.1:1".into(),
+                            Some(topic),
+                            "topic outside device namespace",
+                        ),
+                        ts,
+                    );
+                }
+            }
+            Action::Flows(records) => {
+                for r in records {
+                    let mut r = r.clone();
+                    r.start = Timestamp::from_millis(onset + r.start.as_millis());
+                    r.end = Timestamp::from_millis(onset + r.end.as_millis());
+                    replay.flow(r);
+                }
+            }
+            Action::Indicator(bundle) => {
+                let objects = bundle["objects"].as_array().cloned().unwrap_or_default();
+                let indicators = objects
+                    .iter()
+                    .filter(|o| o["type"] == "indicator")
+                    .map(|o| detect::Indicator {
+                        id: o["id"].as_str().unwrap_or_default().to_owned(),
+                        pattern: o["pattern"].as_str().unwrap_or_default().to_owned(),
+                        name: o["name"].as_str().unwrap_or_default().to_owned(),
+                        source: "partner".to_owned(),
+                        valid_until: None,
+                    })
+                    .collect();
+                for refused in replay.indicators(indicators) {
+                    tracing::warn!(id = %refused.id, message = %refused.message, "indicator refused");
+                }
+            }
+        }
+    }
 }
 
 /// Soaks start at 2026-12-01T00:00:00Z (simulated).
