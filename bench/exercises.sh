@@ -3,14 +3,14 @@
 # off, so every alert is the exercise's) and a day-long benign soak per seed, writing JSON
 # into OUT (default bench/results/2026-12-01-vm/exercises/).
 #
-#   bench/exercises.sh [OUT]
+#   bench/exercises.sh [OUT]            (SEEDS="2 3" runs only those seeds)
 #
 # Ports: HTTP 18080, MQTT 18830, flows 18055 (UDP); change them below if taken.
 set -eu
 OUT=${1:-bench/results/2026-12-01-vm/exercises}
 BIN=${CITYSEC:-target/release/citysec}
 mkdir -p "$OUT"
-for seed in 1 2 3; do
+for seed in ${SEEDS:-1 2 3}; do
   data=$(mktemp -d)
   CITYSEC_LOG=warn "$BIN" demo --devices 200 --seed "$seed" --attacks false \
     --data-dir "$data" --http-listen 127.0.0.1:18080 --mqtt-listen 127.0.0.1:18830 \
@@ -22,6 +22,6 @@ for seed in 1 2 3; do
     --mqtt 127.0.0.1:18830 --flow 127.0.0.1:18055 --lead 20s >"$OUT/run-$seed.json" || true
   kill -INT "$demo"; wait "$demo" || true
   rm -rf "$data"
-  CITYSEC_LOG=error "$BIN" exercise soak --devices 420 --hours 24 --seed "$seed" --json \
+  CITYSEC_LOG=error "$BIN" exercise soak --devices 420 --hours 24 --seed "$seed" --scenarios all --json \
     >"$OUT/soak-$seed.json"
 done

@@ -41,3 +41,27 @@ for seed in (1, 2, 3):
     h = d["honest_events"]
     print(f"| {seed} | {d['device_hours']:.0f} | {d['observations']} | {d['alerts']} | {d['alerts_per_10k_device_hours']:.1f} | {by} | "
           f"{h['maintenance_windows']} maintenance, {h['outages']} outages, {h['firmware_updates']} updates | {d['elapsed_s']:.0f} s |")
+print()
+soaks = {}
+for seed in (1, 2, 3):
+    f = out / f"soak-{seed}.json"
+    if f.exists() and f.stat().st_size:
+        d = json.loads(f.read_text())
+        if d.get("in_process_scenarios"):
+            soaks[seed] = d["in_process_scenarios"]
+if soaks:
+    first = next(iter(soaks.values()))
+    print("| scenario (in process) | " + " | ".join(f"seed {s}" for s in soaks) + " | rules fired (all seeds) |")
+    print("|---|" + "---|" * len(soaks) + "---|")
+    for v0 in first["scenarios"]:
+        name = v0["scenario"]
+        cells, fired = [], set()
+        for seed, score in soaks.items():
+            v = next(v for v in score["scenarios"] if v["scenario"] == name)
+            cells.append(("yes, %.2f s" % v["time_to_detect_s"]) if v["detected"] else "**no**")
+            fired.update(v["rules_fired"])
+        print(f"| {name} | " + " | ".join(cells) + f" | {', '.join(sorted(fired)) or '-'} |")
+    for seed, score in soaks.items():
+        fa = score["false_alerts"]
+        print(f"- seed {seed}: {len(fa)} unexplained alert(s) while the scenarios ran"
+              + "".join(f"\n  - `{a['rule']}` on {a.get('device_id') or a.get('source')}: {a['title']}" for a in fa))
