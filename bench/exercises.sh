@@ -5,21 +5,23 @@
 #
 #   bench/exercises.sh [OUT]            (SEEDS="2 3" runs only those seeds)
 #
-# Ports: HTTP 18080, MQTT 18830, flows 18055 (UDP); change them below if taken.
+# Ports per seed S: HTTP 1S080, MQTT 1S883, flows 1S055 (UDP), so seeds can run at once:
+#   for s in 1 2 3; do SEEDS=$s bench/exercises.sh OUT & done; wait
 set -eu
 OUT=${1:-bench/results/2026-12-01-vm/exercises}
 BIN=${CITYSEC:-target/release/citysec}
 mkdir -p "$OUT"
 for seed in ${SEEDS:-1 2 3}; do
   data=$(mktemp -d)
+  http=1${seed}080 mqtt=1${seed}883 flow=1${seed}055
   CITYSEC_LOG=warn "$BIN" demo --devices 200 --seed "$seed" --attacks false \
-    --data-dir "$data" --http-listen 127.0.0.1:18080 --mqtt-listen 127.0.0.1:18830 \
-    --flow-listen 127.0.0.1:18055 --duration 30m >"$OUT/demo-$seed.log" 2>&1 &
+    --data-dir "$data" --http-listen 127.0.0.1:$http --mqtt-listen 127.0.0.1:$mqtt \
+    --flow-listen 127.0.0.1:$flow --duration 30m >"$OUT/demo-$seed.log" 2>&1 &
   demo=$!
-  while ! curl -sf http://127.0.0.1:18080/readyz >/dev/null; do sleep 0.5; done
+  while ! curl -sf http://127.0.0.1:$http/readyz >/dev/null; do sleep 0.5; done
   CITYSEC_LOG=warn "$BIN" exercise run --scenario all --seed "$seed" --json \
-    --api http://127.0.0.1:18080 --token-file "$data/admin.token" \
-    --mqtt 127.0.0.1:18830 --flow 127.0.0.1:18055 --lead 20s >"$OUT/run-$seed.json" || true
+    --api http://127.0.0.1:$http --token-file "$data/admin.token" \
+    --mqtt 127.0.0.1:$mqtt --flow 127.0.0.1:$flow --lead 20s >"$OUT/run-$seed.json" || true
   kill -INT "$demo"; wait "$demo" || true
   rm -rf "$data"
   CITYSEC_LOG=error "$BIN" exercise soak --devices 420 --hours 24 --seed "$seed" --scenarios all --json \

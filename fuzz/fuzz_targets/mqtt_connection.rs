@@ -43,6 +43,7 @@ fn device() -> Arc<Device> {
             model: "m".into(),
             firmware: "1".into(),
             location: None,
+            addresses: Vec::new(),
             credentials: vec![Credential::Secret { hash: ingest::credentials::hash_secret("pw") }],
             status: DeviceStatus::Active,
             created_at: Timestamp::from_millis(0),

@@ -281,6 +281,7 @@ fn start_platform(
             "listen = \"127.0.0.1:1883\"",
             &format!("listen = \"127.0.0.1:{mqtt_port}\""),
         )
+        .replace("listen = \"127.0.0.1:2055\"", "listen = \"127.0.0.1:0\"")
         .replace("connect_rate_per_ip = 500", "connect_rate_per_ip = 100000")
         .replace(
             "telemetry = \"all\"",

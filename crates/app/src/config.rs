@@ -70,6 +70,7 @@ impl Default for HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     pub mqtt: ingest::mqtt::MqttConfig,
+    pub flow: ingest::flow::FlowConfig,
 }
 
 /// `[bus]`.
@@ -213,6 +214,18 @@ impl Config {
         }
         if mqtt.max_payload_bytes == 0 || mqtt.max_payload_bytes > 256 * 1024 * 1024 {
             bail!("ingest.mqtt.max_payload_bytes must be between 1 and 268435456");
+        }
+        let flow = &self.ingest.flow;
+        flow.listen
+            .parse::<SocketAddr>()
+            .with_context(|| format!("ingest.flow.listen: {:?} is not an address", flow.listen))?;
+        if flow.max_templates == 0
+            || flow.max_templates_per_exporter == 0
+            || flow.max_exporters == 0
+        {
+            bail!(
+                "ingest.flow.max_templates, max_templates_per_exporter and max_exporters must be at least 1"
+            );
         }
         let BusConfig::InProcess { capacity } = &self.bus;
         if *capacity == 0 {

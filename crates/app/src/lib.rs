@@ -5,6 +5,7 @@
 pub mod config;
 pub mod detect;
 pub mod directory;
+mod flows;
 pub mod incidents;
 pub mod integrations;
 pub mod inventory;

@@ -129,5 +129,6 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Seconds since the platform started.",
         inner.started.elapsed().as_secs_f64(),
     );
+    inner.flows.render_metrics(&mut out.0);
     out.0
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! devices --MQTT--> ingest::mqtt::Broker --BusSink--> bus (obs.*) --+--> detect worker --> alerts --> store, bus (alerts)
+//! routers --NetFlow/IPFIX--> ingest::flow --BusSink--^              |
 //!                                                                   +--> store writer (events)
 //! HTTP --> web::router --> store / this Platform (device registry, status)
 //! ```
@@ -73,6 +74,7 @@ pub(crate) struct Inner {
     pub bus: Arc<dyn Bus>,
     pub directory: Arc<Directory>,
     pub broker: BrokerHandle,
+    pub flows: crate::flows::Flows,
     pub counters: Arc<Counters>,
     /// Changes for the detection worker (devices registered, indicators received).
     pub detect_control: mpsc::UnboundedSender<DetectControl>,
@@ -171,8 +173,9 @@ impl Platform {
             bus: bus.clone(),
             counters: counters.clone(),
         });
-        let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink)
+        let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
+        let flows = crate::flows::Flows::start(&config.ingest.flow, directory.clone(), sink)?;
 
         let (detect_control, control_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -182,6 +185,7 @@ impl Platform {
             bus: bus.clone(),
             directory,
             broker,
+            flows,
             counters: counters.clone(),
             detect_control,
             started: Instant::now(),
@@ -327,6 +331,11 @@ impl Platform {
         self.inner.broker.local_addr()
     }
 
+    /// The flow collector's UDP address, when `[ingest.flow]` enables it.
+    pub fn flow_addr(&self) -> Option<SocketAddr> {
+        self.inner.flows.local_addr()
+    }
+
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.inner.broker.tls_local_addr()
     }
@@ -371,6 +380,7 @@ impl Platform {
         let _ = self.http_task.await;
         // The broker flushes what its sessions already handed to the sink.
         self.inner.broker.shutdown().await;
+        self.inner.flows.shutdown().await;
         // Subscribers drain what was published and then end.
         self.inner.bus.close().await;
         let _ = self.detect_task.await;
@@ -696,6 +706,10 @@ impl web::Platform for ApiPlatform {
 
     fn status(&self) -> web::Status {
         status(&self.0)
+    }
+
+    async fn ingest_flows(&self, body: &[u8]) -> Result<web::FlowReport, web::PlatformError> {
+        self.0.flows.ingest_json(body).await
     }
 
     async fn learn_alert(

@@ -32,6 +32,9 @@ pub struct DemoArgs {
     /// The embedded MQTT broker's address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt_listen: String,
+    /// The flow collector's UDP address (NetFlow v5/v9, IPFIX).
+    #[arg(long, default_value = "127.0.0.1:2055")]
+    flow_listen: String,
     /// Replay the attack schedule (on by default; `--attacks false` turns it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     attacks: bool,
@@ -44,10 +47,6 @@ pub struct DemoArgs {
     /// Total telemetry rate in messages/s instead of each device's own cadence (load test).
     #[arg(long)]
     rate: Option<f64>,
-    /// The flow listener's address (UDP: NetFlow v5/v9, IPFIX); the simulated city's
-    /// routers export its flows there.
-    #[arg(long, default_value = "127.0.0.1:2055")]
-    flow_listen: String,
     /// After the first attack cycle, play the whole attack catalogue (`citysec exercise
     /// list`) against the city, again every 15 minutes (`--catalogue false` turns it off;
     /// `--attacks false` turns off all attacks).
@@ -62,6 +61,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.http.listen = args.http_listen.clone();
     config.ingest.mqtt.listen = args.mqtt_listen.clone();
+    config.ingest.flow.listen = args.flow_listen.clone();
     // Every simulated device connects from this machine's loopback address.
     config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
     config.ingest.mqtt.max_connections =
@@ -112,6 +112,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         platform.admin_token_path().display()
     );
     eprintln!("  MQTT broker: {}", platform.mqtt_addr());
+    if let Some(flow) = platform.flow_addr() {
+        eprintln!("  flows (UDP): {flow} (NetFlow v5/v9, IPFIX)");
+    }
     eprintln!(
         "  try: curl -H \"Authorization: Bearer $(cat {})\" {scheme}://{http}/api/v1/alerts",
         platform.admin_token_path().display()
@@ -135,10 +138,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The city's routers export its flows; the catalogue plays after the first cycle.
     let mut background = tokio::task::JoinSet::new();
-    let flow_addr: std::net::SocketAddr = args
-        .flow_listen
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--flow-listen {:?}: {e}", args.flow_listen))?;
+    // The simulated city's routers export to the collector the platform bound.
+    let flow_addr: std::net::SocketAddr = match platform.flow_addr() {
+        Some(addr) => addr,
+        None => args
+            .flow_listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--flow-listen {:?}: {e}", args.flow_listen))?,
+    };
     let exporter = Arc::new(tokio::sync::Mutex::new(
         sim::flow::FlowExporter::connect(flow_addr, sim::flow::FlowFormat::Ipfix, 1).await?,
     ));

@@ -11,6 +11,9 @@ pub async fn run(config: app::Config) -> anyhow::Result<()> {
     if let Some(tls) = platform.mqtt_tls_addr() {
         eprintln!("  MQTT (TLS): {tls}");
     }
+    if let Some(flow) = platform.flow_addr() {
+        eprintln!("  flows (UDP): {flow}");
+    }
     eprintln!("  admin token: {}", platform.admin_token_path().display());
     wait_for_signal().await?;
     eprintln!("shutting down");

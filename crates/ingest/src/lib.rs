@@ -1,10 +1,12 @@
-//! citysec ingest adapters: the embedded MQTT broker ([`mqtt`]) that devices connect to, and
-//! the device [`credentials`] helpers shared with the CLI and the API.
+//! citysec ingest adapters: the embedded MQTT broker ([`mqtt`]) that devices connect to, the
+//! flow collector ([`flow`]: NetFlow v5/v9, IPFIX, JSON lines), and the device
+//! [`credentials`] helpers shared with the CLI and the API.
 //!
 //! This crate depends on `model` only; the composition layer (`app`) hands it a
-//! [`mqtt::DeviceDirectory`] and an [`mqtt::EventSink`].
+//! [`mqtt::DeviceDirectory`], a [`flow::AddressBook`] and an [`mqtt::EventSink`].
 
 pub mod credentials;
+pub mod flow;
 pub mod mqtt;
 
 pub use crate::mqtt::{

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use store::{AlertQuery, DeviceQuery, EventQuery};
 
 use crate::error::{ApiError, Json, Path, Query};
-use crate::platform::{ImportFormat, ImportReport, NewDevice, Status};
+use crate::platform::{FlowReport, ImportFormat, ImportReport, NewDevice, Status};
 use crate::{OPENAPI_JSON, Shared};
 
 type AppState = State<Arc<Shared>>;
@@ -312,6 +312,42 @@ pub(crate) async fn import_devices(State(s): AppState, req: Request) -> Result<R
     Ok(axum::Json(report).into_response())
 }
 
+pub(crate) async fn ingest_flows(State(s): AppState, req: Request) -> Result<Response, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if !matches!(
+        content_type.as_str(),
+        "application/x-ndjson" | "application/jsonl" | "application/json"
+    ) {
+        return Err(ApiError::UnsupportedMediaType(
+            "flows need content-type application/x-ndjson, application/jsonl or application/json"
+                .into(),
+        ));
+    }
+    let body = Bytes::from_request(req, &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("flow body is too large".into())
+        } else {
+            ApiError::invalid("could not read the request body")
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("flow body is empty"));
+    }
+    let report: FlowReport = s.api.platform.ingest_flows(&body).await?;
+    Ok(axum::Json(report).into_response())
+}
+
 #[derive(Serialize)]
 pub(crate) struct Items<T> {
     items: Vec<T>,
@@ -372,7 +408,7 @@ pub(crate) struct EventParams {
     limit: Option<String>,
 }
 
-const EVENT_KINDS: [&str; 4] = ["telemetry", "state", "security", "command"];
+const EVENT_KINDS: [&str; 5] = ["telemetry", "state", "security", "command", "flow"];
 
 pub(crate) async fn list_events(
     State(s): AppState,

@@ -28,7 +28,8 @@ pub use crate::auth::{Principal, Role, token_sha256};
 pub use crate::error::{ApiError, status_for};
 pub use crate::incidents::{IncidentRequest, IncidentUpdate};
 pub use crate::platform::{
-    ImportFormat, ImportReport, ImportRowError, NewDevice, Platform, PlatformError, Status,
+    FlowLineError, FlowReport, ImportFormat, ImportReport, ImportRowError, NewDevice, Platform,
+    PlatformError, Status,
 };
 
 /// The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
@@ -38,6 +39,8 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// The body limit of `POST /api/v1/devices/import`.
 pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The body limit of `POST /api/v1/flows` (JSON lines).
+pub const FLOWS_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Everything the API needs from the rest of the platform.
 #[derive(Clone)]

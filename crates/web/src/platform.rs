@@ -1,6 +1,6 @@
 //! What only the running platform can do, as a trait the composition layer (`app`)
 //! implements: register devices (hashing secrets, updating the broker's cache), revoke them
-//! (dropping their MQTT sessions), and report live status.
+//! (dropping their MQTT sessions), report live status, and take flow records sent over HTTP.
 
 use std::fmt;
 
@@ -33,6 +33,10 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Live figures for the status endpoint.
     fn status(&self) -> Status;
+
+    /// Takes flow records sent as JSON lines (`POST /api/v1/flows`): each good line becomes
+    /// a flow event, each bad one is counted by reason.
+    async fn ingest_flows(&self, body: &[u8]) -> Result<FlowReport, PlatformError>;
 
     /// Marks what an alert saw as normal (the rule stays quiet for its key; baselines
     /// absorb it), durably, attributed to `actor`.
@@ -294,6 +298,26 @@ pub struct ImportReport {
 pub struct ImportRowError {
     /// 1-based: the element of a JSON array, or the CSV line after the header.
     pub row: u64,
+    pub message: String,
+}
+
+/// What `POST /api/v1/flows` did with the lines it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowReport {
+    pub accepted: u64,
+    pub refused: u64,
+    /// Refused lines per reason (`json_invalid`, `json_field`, `line_too_long`).
+    pub refused_by_reason: std::collections::BTreeMap<String, u64>,
+    /// The first refused lines, described.
+    pub errors: Vec<FlowLineError>,
+}
+
+/// Why one line of a flow upload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowLineError {
+    /// 1-based line number.
+    pub line: u64,
+    pub reason: String,
     pub message: String,
 }
 

@@ -9,7 +9,7 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{IMPORT_BODY_LIMIT, Shared, accounts, api, detect, incidents};
+use crate::{FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, Shared, accounts, api, detect, incidents};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +137,12 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/alerts/{id}",
         access: VIEWER,
         handler: |m| on(m, api::get_alert),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/flows",
+        access: OPERATOR,
+        handler: |m| on(m, api::ingest_flows).layer(DefaultBodyLimit::max(FLOWS_BODY_LIMIT)),
     },
     Route {
         verb: Verb::Get,

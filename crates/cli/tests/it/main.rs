@@ -99,7 +99,7 @@ fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
         .arg(data_dir)
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
-        .args(["--flow-listen", &format!("127.0.0.1:{}", free_udp_port())])
+        .args(["--flow-listen", "127.0.0.1:0"])
         .args([
             "--attack-first-after",
             "3s",
@@ -456,7 +456,8 @@ fn serve(dir: &Path, data: &Path, edit: impl FnOnce(String) -> String) -> Demo {
         .replace(
             "listen = \"127.0.0.1:1883\"",
             &format!("listen = \"127.0.0.1:{mqtt_port}\""),
-        );
+        )
+        .replace("listen = \"127.0.0.1:2055\"", "listen = \"127.0.0.1:0\"");
     let config_path = dir.join("citysec.toml");
     std::fs::write(&config_path, edit(config)).unwrap();
     let child = citysec()
@@ -558,6 +559,7 @@ fn serve_with_tls_and_device_certificates() {
             1,
         )
         .replace("listen = \"127.0.0.1:1883\"", &format!("listen = \"127.0.0.1:{mqtt_port}\""))
+        .replace("listen = \"127.0.0.1:2055\"", "listen = \"127.0.0.1:0\"")
         .replace("# tls_listen = \"127.0.0.1:8883\"", &format!("tls_listen = \"127.0.0.1:{mqtts_port}\""))
         .replace("# tls_cert = \"pki/server.pem\"\n# tls_key = \"pki/server.key\"\n# client_ca = \"pki/ca.pem\"", &format!("tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"", p("server.pem"), p("server.key"), p("ca.pem")));
     let config_path = dir.path().join("citysec.toml");
