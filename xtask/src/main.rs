@@ -25,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pki", &["model"]),
     ("ingest", &["model"]),
     ("gateway", &["model"]),
+    ("verifier", &[]),
     ("taxii", &["stix"]),
     ("web", &["model", "readiness", "store"]),
     (
@@ -45,10 +46,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pki",
         ],
     ),
-    ("sim", &["model", "app"]),
+    ("sim", &["model", "app", "verifier"]),
     (
         "cli",
-        &["app", "sim", "model", "store", "stix", "pki", "detect"],
+        &[
+            "app", "sim", "model", "store", "stix", "pki", "detect", "taxii", "gateway",
+        ],
     ),
     ("test-support", &["model"]),
     ("xtask", &[]),
@@ -56,7 +59,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 /// External crates the pure layers must never pull in, directly or not.
 const ENGINE_FORBIDDEN: &[&str] = &["tokio", "axum", "rusqlite", "rumqttc", "ureq", "hyper"];
-const PURE: &[&str] = &["model", "stix", "cap", "detect", "incident", "readiness"];
+const PURE: &[&str] = &[
+    "model",
+    "stix",
+    "cap",
+    "detect",
+    "incident",
+    "readiness",
+    "gateway",
+    "verifier",
+];
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1);

@@ -29,6 +29,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: detect::DetectConfig,
+    #[serde(default)]
+    pub gateway: gateway::GatewayConfig,
     /// `[incidents]`: how alerts are grouped into incidents.
     #[serde(default)]
     pub incidents: incident::CorrelatorConfig,
@@ -38,6 +40,8 @@ pub struct Config {
     /// `[integrations]`: forwarding to the city's SIEM (syslog, webhooks).
     #[serde(default)]
     pub integrations: crate::integrations::IntegrationsConfig,
+    #[serde(default)]
+    pub taxii: crate::intel::config::TaxiiConfig,
 }
 
 /// `[http]`.
@@ -236,8 +240,10 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        self.gateway.validate().map_err(anyhow::Error::msg)?;
         crate::incidents::validate_playbooks(&self.playbooks)?;
         self.integrations.validate()?;
+        self.taxii.validate()?;
         Ok(())
     }
 

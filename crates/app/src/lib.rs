@@ -2,12 +2,15 @@
 //! platform (embedded broker -> bus -> detection and store -> HTTP API), with an orderly
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
+pub mod audit;
 pub mod config;
 pub mod detect;
 pub mod directory;
 mod flows;
+pub mod gateway;
 pub mod incidents;
 pub mod integrations;
+pub mod intel;
 pub mod inventory;
 mod landing;
 mod metrics;

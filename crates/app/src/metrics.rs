@@ -129,6 +129,56 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Seconds since the platform started.",
         inner.started.elapsed().as_secs_f64(),
     );
+    let g = &inner.gateway.stats;
+    for (name, help, value) in [
+        (
+            "gateway_commands_requested_total",
+            "Command requests the gateway received.",
+            &g.requested,
+        ),
+        (
+            "gateway_commands_refused_total",
+            "Requests and approvals the gateway refused (audited).",
+            &g.refused,
+        ),
+        (
+            "gateway_commands_delivered_total",
+            "Commands signed and handed to the broker.",
+            &g.delivered,
+        ),
+        (
+            "gateway_commands_acked_total",
+            "Commands every device acknowledged.",
+            &g.acked,
+        ),
+        (
+            "gateway_commands_device_refused_total",
+            "Commands a device refused (its verifier or its own checks).",
+            &g.device_refused,
+        ),
+        (
+            "gateway_commands_timed_out_total",
+            "Commands not acknowledged in time or undeliverable.",
+            &g.timed_out,
+        ),
+        (
+            "gateway_approvals_expired_total",
+            "Commands whose approval window closed.",
+            &g.expired,
+        ),
+        (
+            "gateway_auto_all_clears_total",
+            "All-clears sent for uncommanded siren actuations.",
+            &g.auto_all_clears,
+        ),
+    ] {
+        out.counter(name, help, load(value));
+    }
+    out.gauge(
+        "gateway_audit_backlog",
+        "Audit entries waiting for the store (cancels sent while it was unreachable).",
+        load(&g.audit_backlog) as f64,
+    );
     inner.flows.render_metrics(&mut out.0);
     out.0
 }

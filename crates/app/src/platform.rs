@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Changes for the detection worker (devices registered, indicators received).
     pub detect_control: mpsc::UnboundedSender<DetectControl>,
     pub started: Instant,
+    /// The command gateway: the only path to an actuator.
+    pub gateway: Arc<gateway::Gateway>,
     /// What the detection worker last reported about its engine.
     pub detect_status: crate::detect::SharedStatus,
 }
@@ -167,6 +169,8 @@ impl Platform {
         // Consumers subscribe before the broker can publish anything.
         let detect_sub = bus.subscribe("obs.*", "detect").await?;
         let writer_sub = bus.subscribe("obs.*", "store").await?;
+        let gateway_states = bus.subscribe("obs.state", "gateway").await?;
+        let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
         let incidents_sub = bus.subscribe("alerts", "incidents").await?;
 
         let sink = Arc::new(BusSink {
@@ -175,6 +179,26 @@ impl Platform {
         });
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
+        let gateway = crate::gateway::build(
+            &config,
+            store.clone(),
+            bus.clone(),
+            directory.clone(),
+            broker.publisher(),
+            Arc::new(crate::gateway::NoAdvisories),
+        )?;
+        crate::audit::record_or_log(
+            store.as_ref(),
+            "citysec",
+            "config.loaded",
+            None,
+            "ok",
+            serde_json::json!({
+                "config_sha256": config_sha256(&config),
+                "gateway_public_key": hex::encode(gateway.public_key()),
+            }),
+        )
+        .await;
         let flows = crate::flows::Flows::start(&config.ingest.flow, directory.clone(), sink)?;
 
         let (detect_control, control_rx) = mpsc::unbounded_channel();
@@ -189,6 +213,7 @@ impl Platform {
             counters: counters.clone(),
             detect_control,
             started: Instant::now(),
+            gateway: gateway.clone(),
             detect_status: detect_status.clone(),
         });
 
@@ -214,9 +239,9 @@ impl Platform {
             crate::integrations::Forwarder::start(config.integrations.clone())
                 .context("failed to start the integrations")?,
         );
-        let gateway: Arc<dyn crate::response::ActuatorGateway> =
-            Arc::new(crate::response::NoGateway);
-        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::response::EventAuditor {
+        let actuators: Arc<dyn crate::response::ActuatorGateway> =
+            Arc::new(crate::gateway::PlaybookGateway(gateway.clone()));
+        let auditor: Arc<dyn crate::response::Auditor> = Arc::new(crate::audit::StoreAuditor {
             store: store.clone(),
         });
         let incidents = Arc::new(
@@ -226,7 +251,7 @@ impl Platform {
                 store.clone(),
                 crate::response::Executor {
                     inner: inner.clone(),
-                    gateway,
+                    gateway: actuators,
                 },
                 auditor,
                 forwarder.clone(),
@@ -235,7 +260,12 @@ impl Platform {
             .context("failed to start the incident service")?,
         );
         let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
-        let background = vec![
+        let mut background = vec![
+            tokio::spawn(crate::gateway::run(
+                gateway.clone(),
+                gateway_states,
+                gateway_alerts,
+            )),
             tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
             tokio::spawn(retention(
                 store.clone(),
@@ -243,6 +273,7 @@ impl Platform {
                 shutdown_rx.clone(),
             )),
         ];
+        background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
 
         // HTTP last: readiness means everything behind it runs.
         let ready = Arc::new(AtomicBool::new(false));
@@ -261,7 +292,10 @@ impl Platform {
             ready: ready.clone(),
             metrics_public: config.http.metrics_public,
         };
-        let router = crate::landing::router().merge(web::router(api));
+        let mut router = crate::landing::router().merge(web::router(api));
+        if config.taxii.enabled {
+            router = router.merge(crate::intel::router(&config.taxii, store.clone()));
+        }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("failed to bind http listener {}", config.http.listen))?;
@@ -272,7 +306,17 @@ impl Platform {
         };
         let http_task = match (&config.http.tls_cert, &config.http.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = tls::TlsListener::new(listener, tls::server_config(cert, key)?)?;
+                // TAXII partners may identify by client certificate: ask for one then.
+                let client_certs = config.taxii.enabled
+                    && config
+                        .taxii
+                        .partners
+                        .iter()
+                        .any(|p| p.cert_sha256.is_some());
+                let tls = tls::TlsListener::new(
+                    listener,
+                    tls::server_config_with_client_certs(cert, key, client_certs)?,
+                )?;
                 tokio::spawn(async move {
                     // The peer address reaches handlers (login rate limits per source).
                     let service = router
@@ -361,6 +405,11 @@ impl Platform {
         self.inner.counters.clone()
     }
 
+    /// The command gateway (see `app::gateway::all_clear`).
+    pub fn gateway(&self) -> Arc<gateway::Gateway> {
+        self.inner.gateway.clone()
+    }
+
     /// Live figures (the same as `GET /api/v1/status`).
     pub fn status(&self) -> web::Status {
         status(&self.inner)
@@ -404,6 +453,14 @@ impl Platform {
         );
         Ok(())
     }
+}
+
+/// SHA-256 of the config as loaded (after interpolation), so the audit log shows when the
+/// configuration changed between starts.
+fn config_sha256(config: &Config) -> String {
+    use sha2::Digest;
+    let text = toml::to_string(config).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 pub(crate) fn meta(device: &Device) -> DeviceMeta {
@@ -646,6 +703,15 @@ impl web::Platform for ApiPlatform {
             .send(DetectControl::Device(device.id.clone(), meta(&device)));
         inner.directory.put(device.clone());
         tracing::info!(device_id = %device.id, class = %device.class, "device registered");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.registered",
+            Some(device.id.as_str()),
+            "ok",
+            serde_json::json!({"class": device.class, "zone": device.zone}),
+        )
+        .await;
         Ok((device, secret))
     }
 
@@ -671,6 +737,15 @@ impl web::Platform for ApiPlatform {
             refused = errors.len(),
             "device inventory imported"
         );
+        crate::audit::record_or_log(
+            self.0.store.as_ref(),
+            "api",
+            "devices.imported",
+            None,
+            "ok",
+            serde_json::json!({"imported": imported, "refused": errors.len()}),
+        )
+        .await;
         Ok(web::ImportReport {
             imported,
             errors: errors
@@ -701,6 +776,15 @@ impl web::Platform for ApiPlatform {
         inner.directory.put(device.clone());
         inner.broker.disconnect_device(id.as_str(), reason);
         tracing::warn!(device_id = %id, reason, "device revoked");
+        crate::audit::record_or_log(
+            inner.store.as_ref(),
+            "api",
+            "device.revoked",
+            Some(id.as_str()),
+            "ok",
+            serde_json::json!({"reason": reason}),
+        )
+        .await;
         Ok(device)
     }
 
@@ -802,6 +886,53 @@ impl web::Platform for ApiPlatform {
     fn integrations_status(&self) -> Option<serde_json::Value> {
         Some(self.1.forwarder().status())
     }
+
+    async fn submit_command(
+        &self,
+        principal: &web::Principal,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let request: gateway::CommandRequest = serde_json::from_value(request)
+            .map_err(|e| web::PlatformError::invalid(format!("invalid command: {e}")))?;
+        let command = self
+            .0
+            .gateway
+            .submit(&who, request, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn approve_command(
+        &self,
+        principal: &web::Principal,
+        id: &str,
+        payload_sha256: &str,
+    ) -> Result<serde_json::Value, web::PlatformError> {
+        let who = gateway::Principal::new(principal.name.clone(), principal.role.as_str());
+        let command = self
+            .0
+            .gateway
+            .approve(&who, id, payload_sha256, Timestamp::now())
+            .await
+            .map_err(gateway_error)?;
+        serde_json::to_value(command).map_err(|e| web::PlatformError::internal(e.to_string()))
+    }
+
+    async fn get_command(&self, id: &str) -> Result<Option<serde_json::Value>, web::PlatformError> {
+        match self.0.gateway.get(id).await {
+            Ok(command) => serde_json::to_value(command)
+                .map(Some)
+                .map_err(|e| web::PlatformError::internal(e.to_string())),
+            Err(gateway::GatewayError::NotFound(_)) => Ok(None),
+            Err(err) => Err(gateway_error(err)),
+        }
+    }
+}
+
+fn gateway_error(err: gateway::GatewayError) -> web::PlatformError {
+    web::PlatformError::new(err.code(), err.to_string())
 }
 
 /// Builds a device from an API request, hashing (or generating) its secret.

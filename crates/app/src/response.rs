@@ -3,9 +3,11 @@
 //! the command-gateway work will plug into: [`Auditor`] ("audit this") and
 //! [`ActuatorGateway`] ("send an all-clear through the gateway").
 //!
-//! Until the gateway and the hash-chained audit log are merged, [`EventAuditor`] logs each
-//! action and stores it as a `response_action` security event, and [`NoGateway`] refuses to
-//! reach actuators (so a silence-siren action fails, visibly, on the incident timeline).
+//! The platform wires `app::audit::StoreAuditor` (the hash-chained audit log) and
+//! `app::gateway::PlaybookGateway` (the command gateway) into them. [`EventAuditor`] (a log
+//! line and a stored `response_action` event) and [`NoGateway`] (which refuses to reach
+//! actuators, so a silence-siren action fails visibly on the incident timeline) remain for
+//! tests and builds without them.
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ fn the_default_config_parses() {
     assert_eq!(config.http.listen, "127.0.0.1:8080");
     assert_eq!(config.ingest.mqtt.listen, "127.0.0.1:1883");
     assert_eq!(config.detect, detect::DetectConfig::default());
+    assert_eq!(config.gateway, gateway::GatewayConfig::default());
     assert_eq!(config.incidents, incident::CorrelatorConfig::default());
     assert_eq!(config.playbooks.len(), 2);
     assert_eq!(

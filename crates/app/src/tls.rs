@@ -14,6 +14,18 @@ use tokio_rustls::server::TlsStream;
 
 /// Loads a certificate chain and private key (PEM) into a rustls server config.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    server_config_with_client_certs(cert, key, false)
+}
+
+/// [`server_config`], optionally asking clients for a certificate (never requiring one).
+/// A presented certificate is accepted whatever its issuer once the client proves it holds
+/// the key; who it is comes from pinning its SHA-256 (TAXII partners' `cert_sha256`), read
+/// through [`PeerCertificate`].
+pub fn server_config_with_client_certs(
+    cert: &Path,
+    key: &Path,
+    request_client_certs: bool,
+) -> anyhow::Result<rustls::ServerConfig> {
     let cert_pem =
         std::fs::read(cert).with_context(|| format!("failed to read {}", cert.display()))?;
     let key_pem =
@@ -26,10 +38,15 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerCo
         .with_context(|| format!("failed to parse {}", key.display()))?
         .with_context(|| format!("no private key in {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("tls protocol versions")?
-        .with_no_client_auth()
+        .context("tls protocol versions")?;
+    let builder = if request_client_certs {
+        builder.with_client_cert_verifier(Arc::new(PinnedClientCerts(provider)))
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .context("certificate and key do not form a usable pair")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -98,19 +115,111 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The peer address of an HTTPS connection, as connect info (axum knows only plain TCP
-/// listeners); [`peer_connect_info`] republishes it as `ConnectInfo<SocketAddr>`, which the
-/// API's login rate limit reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+/// Accepts any client certificate whose key the client proves it holds; identity is
+/// decided later by fingerprint pinning.
+#[derive(Debug)]
+struct PinnedClientCerts(Arc<rustls::crypto::CryptoProvider>);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
+impl rustls::server::danger::ClientCertVerifier for PinnedClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
-/// Middleware: `ConnectInfo<Peer>` to `ConnectInfo<SocketAddr>`.
+/// Per-connection information of an HTTPS connection: the client certificate's SHA-256
+/// (lowercase hex of the DER), when one was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub sha256: Option<String>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerCertificate
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerCertificate {
+        PeerCertificate {
+            sha256: client_cert_sha256(&stream),
+        }
+    }
+}
+
+/// The SHA-256 (lowercase hex of the DER) of the certificate a TLS client presented.
+fn client_cert_sha256(stream: &axum::serve::IncomingStream<'_, TlsListener>) -> Option<String> {
+    use sha2::Digest as _;
+    stream
+        .io()
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| hex::encode(sha2::Sha256::digest(der.as_ref())))
+}
+
+/// The peer address of an HTTPS connection, as connect info (axum knows only plain TCP
+/// listeners); [`peer_connect_info`] republishes it as `ConnectInfo<SocketAddr>`, which the
+/// API's login rate limit reads.
+/// The second field is the client certificate's SHA-256 (lowercase hex of the DER), when
+/// the client presented one.
+#[derive(Debug, Clone)]
+pub struct Peer(pub SocketAddr, pub Option<String>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr(), client_cert_sha256(&stream))
+    }
+}
+
+/// Middleware: `ConnectInfo<Peer>` to `ConnectInfo<SocketAddr>` (and to
+/// `ConnectInfo<PeerCertificate>` when a client certificate was presented).
 pub async fn peer_connect_info(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
     mut req: axum::extract::Request,
@@ -118,5 +227,11 @@ pub async fn peer_connect_info(
 ) -> axum::response::Response {
     req.extensions_mut()
         .insert(axum::extract::ConnectInfo(peer.0));
+    if let Some(sha256) = peer.1 {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(PeerCertificate {
+                sha256: Some(sha256),
+            }));
+    }
     next.run(req).await
 }

@@ -126,6 +126,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut sim_config = sim::SimConfig::new(platform.mqtt_addr(), population.clone());
     sim_config.rate = args.rate;
     sim_config.seed = args.seed;
+    // The simulated actuators verify every command with the gateway's key.
+    sim_config.gateway_key = Some(platform.gateway().public_key());
     sim_config.attacks.enabled = args.attacks;
     if let Some(first) = args.attack_first_after {
         sim_config.attacks.first_after = first;

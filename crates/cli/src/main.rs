@@ -1,7 +1,9 @@
 //! The `citysec` binary: argv, tracing, exit codes. Each subcommand lives in its own
 //! module; the platform itself is `app`, the simulated city is `sim`.
 
+mod audit;
 mod bench;
+mod command;
 mod demo;
 mod device;
 mod duration;
@@ -11,6 +13,7 @@ mod pki;
 mod serve;
 mod simulate;
 mod stix;
+mod taxii;
 mod user;
 
 use std::io::Write;
@@ -62,12 +65,25 @@ enum Command {
     /// Run the attack catalogue against a running platform and score detection.
     #[command(subcommand)]
     Exercise(exercise::ExerciseCommand),
+    /// Send and approve actuator commands through the command gateway.
+    #[command(subcommand, name = "command")]
+    Gateway(command::CommandCommand),
+    /// Verify and export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Manage operator accounts (viewer, analyst, operator, supervisor, admin).
     #[command(subcommand)]
     User(user::UserCommand),
     /// Work incidents: list, show, acknowledge, contain, resolve, close, notes, actions.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
+    /// Share threat intelligence over TAXII 2.1 with any server.
+    Taxii {
+        #[command(subcommand)]
+        command: taxii::TaxiiCommand,
+        #[command(flatten)]
+        auth: taxii::AuthArgs,
+    },
     /// Measure the platform's engines (see bench/results/ for recorded runs).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -131,6 +147,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
         Command::Exercise(cmd) => exercise::run(cmd),
+        Command::Gateway(cmd) => command::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::User(cmd) => user::run(cmd),
         Command::Incident(cmd) => incident::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| 0),
@@ -138,6 +156,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let code = stix::run(cmd)?;
             Ok(u8::try_from(code).unwrap_or(2))
         }
+        Command::Taxii { command, auth } => taxii::run(command, auth),
     }
 }
 

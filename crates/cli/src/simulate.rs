@@ -58,6 +58,23 @@ pub struct RunArgs {
     /// Print the final counters as JSON.
     #[arg(long)]
     json: bool,
+    /// The command gateway's Ed25519 public key (64 hex digits; `citysec serve` logs it):
+    /// actuators then verify every command and refuse unsigned, replayed and stale ones.
+    #[arg(long, value_parser = parse_key)]
+    gateway_public_key: Option<[u8; 32]>,
+}
+
+fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|_| text.len() == 64)
+        .ok_or("the key must be 64 hex digits")?;
+    <[u8; 32]>::try_from(bytes).map_err(|_| "the key must be 64 hex digits".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +128,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             qos,
             mqtt5_share,
             json,
+            gateway_public_key,
         }) => {
             let addr: SocketAddr = mqtt
                 .to_socket_addrs()
@@ -136,6 +154,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             config.qos = qos;
             config.mqtt5_share = mqtt5_share;
             config.attacks.enabled = attacks;
+            config.gateway_key = gateway_public_key;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let started = Instant::now();
             let task = tokio::spawn(sim::run(config, stats.clone(), stop_rx));

@@ -436,6 +436,12 @@ impl Devices {
     }
 }
 
+/// Siren commands that silence it (the gateway's default `siren_cancels`, and `all_clear`):
+/// they authorise no actuation.
+fn is_siren_cancel(action: &str) -> bool {
+    matches!(action, "silence" | "cancel" | "stop" | "off" | "all_clear")
+}
+
 /// A command reached a device through the authorised path.
 pub(crate) fn on_command(engine: &mut Engine, event: &Event, out: &mut Vec<Alert>) {
     let Some(id) = &event.device_id else {
@@ -447,9 +453,14 @@ pub(crate) fn on_command(engine: &mut Engine, event: &Event, out: &mut Vec<Alert
         return;
     };
     let ts = event.ts.as_millis();
+    // A siren's cancel (the gateway's all-clear) explains no later sounding.
+    let silences =
+        matches!(&event.kind, model::EventKind::Command { action, .. } if is_siren_cancel(action));
     let class = {
         let state = engine.devices.state_mut(idx);
-        state.last_command = ts;
+        if !(silences && state.class == DeviceClass::Siren) {
+            state.last_command = ts;
+        }
         state.class
     };
     for totals in &mut engine.devices.totals {

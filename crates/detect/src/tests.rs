@@ -453,6 +453,21 @@ fn a_stale_command_does_not_explain_an_actuation() {
 }
 
 #[test]
+fn an_all_clear_does_not_explain_the_next_actuation() {
+    check(
+        "device siren-0001 siren ps-field
+         @00:00:01 state siren-0001 sounding=true
+         @00:00:02 command siren-0001 silence
+         @00:00:03 state siren-0001 sounding=false
+         @00:00:10 state siren-0001 sounding=true",
+        expect![[r#"
+            @00:00:01 actuation.uncommanded critical count=1 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
+            @00:00:10 actuation.uncommanded critical count=2 device=siren-0001 source=- zone=ps-field key=siren-0001 :: uncommanded siren actuation: siren-0001 reports sounding
+        "#]],
+    );
+}
+
+#[test]
 fn repeated_actuations_merge_into_one_alert() {
     // The Dallas night: the same siren, again and again.
     check(

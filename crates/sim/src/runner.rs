@@ -68,6 +68,11 @@ pub struct SimConfig {
     /// `ts` in payloads is simulated time.
     pub time_scale: f64,
     pub keep_alive_s: u16,
+    /// The command gateway's Ed25519 public key. When set, actuators check every command
+    /// with the `verifier` crate (signature, device id, counter, expiry) and acknowledge a
+    /// refusal with `ok: false` and the reason; when unset they obey unsigned commands (for
+    /// brokers without a gateway).
+    pub gateway_key: Option<[u8; 32]>,
     /// When the broker is on loopback, device `i` connects from its own loopback address
     /// `127.<base + i / 65536>.<(i / 256) % 256>.<i % 256>` (as devices in a city each have
     /// their own address), so per-address rules see one device per address. `None`
@@ -142,6 +147,7 @@ impl SimConfig {
             time_scale: 1.0,
             keep_alive_s: 60,
             source_base: Some(1),
+            gateway_key: None,
         }
     }
 }
@@ -176,6 +182,7 @@ struct Shared {
     source_base: Option<u8>,
     /// Whether a connect failure was already logged at warn level (later ones go to debug).
     failure_logged: AtomicBool,
+    gateway_key: Option<[u8; 32]>,
 }
 
 /// A per-device seed derived from the run's seed (SplitMix64 finaliser).
@@ -218,6 +225,9 @@ pub fn spawn(
     if config.population.is_empty() {
         bail!("population is empty");
     }
+    if let Some(key) = &config.gateway_key {
+        verifier::Verifier::new(key, 0).map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
+    }
     if config.qos > 1 {
         bail!("qos {} is not supported (0 or 1)", config.qos);
     }
@@ -247,6 +257,7 @@ pub fn spawn(
             _ => None,
         },
         failure_logged: AtomicBool::new(false),
+        gateway_key: config.gateway_key,
     });
     tracing::info!(
         devices,
@@ -373,6 +384,11 @@ async fn device_task(
     let mut rng = SmallRng::seed_from_u64(seed);
     let version = device_version(shared.seed, index, shared.mqtt5_share);
     let mut model = DeviceModel::new(device.class, seed);
+    // The device's command verifier keeps its last counter across reconnects.
+    let mut guard = match (&shared.gateway_key, device.class.is_actuator()) {
+        (Some(key), true) => verifier::Verifier::new(key, 0).ok(),
+        _ => None,
+    };
     let mut backoff = INITIAL_BACKOFF;
     loop {
         if *stop.borrow() {
@@ -435,6 +451,7 @@ async fn device_task(
                     index,
                     version,
                     &mut model,
+                    &mut guard,
                     &mut rng,
                     stream,
                     rbuf,
@@ -498,6 +515,7 @@ async fn session(
     index: usize,
     version: Version,
     model: &mut DeviceModel,
+    guard: &mut Option<verifier::Verifier>,
     rng: &mut SmallRng,
     mut stream: TcpStream,
     mut rbuf: BytesMut,
@@ -581,6 +599,19 @@ async fn session(
                                 mqtt::encode_puback(packet_id, &mut wbuf);
                             }
                             let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+                            // The device's own clock is the wall clock, not simulated time.
+                            let now = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0);
+                            if let Some(refusal) = guard
+                                .as_mut()
+                                .and_then(|v| v.check(device.id.as_str(), &cmd, now).err())
+                            {
+                                stats.cmds_refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(device_id = %device.id, reason = %refusal, "command refused by the device's verifier");
+                                let ack = telemetry::refusal_ack(&cmd, &refusal.to_string(), &ts);
+                                mqtt::encode_publish(version, &[&prefix, "/ack"], qos, next_pkid(), &ack, &mut wbuf);
+                                published += 1;
+                                continue;
+                            }
                             match model.apply_command(&cmd, &ts) {
                                 Some(outcome) => {
                                     tracing::info!(device_id = %device.id, action = %outcome.action, ok = outcome.ok, "command received");

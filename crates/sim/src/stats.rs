@@ -27,6 +27,8 @@ pub struct SimStats {
     pub attack_accepted: AtomicU64,
     /// Commands actuators received on their `.../cmd` topic.
     pub cmds_received: AtomicU64,
+    /// Commands the actuators' verifier refused (bad signature, replay, stale, other device).
+    pub cmds_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`SimStats`].
@@ -42,6 +44,7 @@ pub struct SimSnapshot {
     pub attack_refused: u64,
     pub attack_accepted: u64,
     pub cmds_received: u64,
+    pub cmds_refused: u64,
 }
 
 impl SimStats {
@@ -58,6 +61,7 @@ impl SimStats {
             attack_refused: get(&self.attack_refused),
             attack_accepted: get(&self.attack_accepted),
             cmds_received: get(&self.cmds_received),
+            cmds_refused: get(&self.cmds_refused),
         }
     }
 }

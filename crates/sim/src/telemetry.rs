@@ -505,6 +505,23 @@ impl DeviceModel {
     }
 }
 
+/// The ack for a command the device refused without acting on it: `ok: false`, the reason,
+/// and the command's `id`, `action` and `counter` when the payload carries them (they are
+/// not trusted, only echoed so the sender can match the ack).
+pub fn refusal_ack(payload: &[u8], reason: &str, ts: &str) -> Vec<u8> {
+    let cmd: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let mut ack = serde_json::Map::new();
+    for key in ["id", "command_id", "counter", "action"] {
+        if let Some(v) = cmd.get(key).filter(|v| v.is_string() || v.is_number()) {
+            ack.insert(key.to_string(), v.clone());
+        }
+    }
+    ack.insert("ok".into(), Value::Bool(false));
+    ack.insert("error".into(), Value::String(reason.to_owned()));
+    ack.insert("ts".into(), Value::String(ts.to_owned()));
+    serde_json::to_vec(&Value::Object(ack)).expect("ack serialises")
+}
+
 fn set(slot: &mut bool, value: bool) -> bool {
     *slot = value;
     true

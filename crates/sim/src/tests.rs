@@ -625,3 +625,30 @@ fn about_a_fifth_of_devices_speak_mqtt5() {
     assert_eq!(v5(1, 0.0), 0);
     assert_eq!(v5(1, 1.0), 10_000);
 }
+
+#[test]
+fn refusal_acks_echo_the_command_and_give_the_reason() {
+    let ack = crate::telemetry::refusal_ack(
+        br#"{"t":"citysec.cmd.v1","device":"v-1","counter":7,"expires_at":1,"id":"cmd-9","action":"close","params":{},"sig":"00"}"#,
+        "replayed command: counter 7 is not above the last accepted 7",
+        "2026-11-22T00:00:00.000Z",
+    );
+    let ack: Value = serde_json::from_slice(&ack).unwrap();
+    assert_eq!(
+        ack,
+        serde_json::json!({
+            "id": "cmd-9", "counter": 7, "action": "close", "ok": false,
+            "error": "replayed command: counter 7 is not above the last accepted 7",
+            "ts": "2026-11-22T00:00:00.000Z"
+        })
+    );
+    // Garbage still gets an answer, with nothing echoed.
+    let ack: Value = serde_json::from_slice(&crate::telemetry::refusal_ack(
+        b"\xff",
+        "malformed command: too short",
+        "t",
+    ))
+    .unwrap();
+    assert_eq!(ack["ok"], false);
+    assert!(ack.get("id").is_none());
+}

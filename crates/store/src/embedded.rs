@@ -12,6 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
 mod detect;
+mod gateway;
+mod intel;
 mod users;
 
 /// The most rows one list call returns.
@@ -21,9 +23,14 @@ pub const MAX_LIMIT: usize = 10_000;
 const PRUNE_CHUNK: i64 = 5_000;
 
 /// Migrations in order; entry `i` moves the schema to `user_version = i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_detect", include_str!("../migrations/0002_detect.sql")),
+    ("0003_taxii", include_str!("../migrations/0003_taxii.sql")),
+    (
+        "0005_gateway",
+        include_str!("../migrations/0005_gateway.sql"),
+    ),
     (
         "0007_incidents",
         include_str!("../migrations/0007_incidents.sql"),

@@ -11,8 +11,10 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 mod detect;
 mod embedded;
+pub mod intel;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
@@ -21,8 +23,10 @@ pub mod testsuite;
 pub mod testsuite_users;
 mod users;
 
+pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
+pub use crate::intel::IntelStore;
 pub use crate::users::{
     IncidentQuery, IncidentStore, User, UserStore, UserToken, UserTokenKind, severity_rank,
 };
@@ -112,7 +116,17 @@ pub struct StoreStats {
 
 /// Durable state of the platform. Every method is safe to call from many tasks.
 #[async_trait]
-pub trait Store: DetectStore + UserStore + IncidentStore + Send + Sync + 'static {
+pub trait Store:
+    AuditStore
+    + DetectStore
+    + GatewayStore
+    + UserStore
+    + IncidentStore
+    + IntelStore
+    + Send
+    + Sync
+    + 'static
+{
     /// Adds a device; `Conflict` if the id exists.
     async fn insert_device(&self, device: &Device) -> Result<()>;
     /// Adds or replaces devices in one transaction (imports).

@@ -18,6 +18,13 @@ use model::{
 
 use crate::{AlertQuery, ApiToken, DeviceQuery, EventQuery, Store, StoreStats};
 
+mod gateway;
+pub mod intel;
+pub use self::gateway::{
+    audit_appends_chain_and_verify, audit_survives_reopen, command_counters_increase,
+    commands_put_get_list,
+};
+
 /// A fresh, empty database for one test.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -48,6 +55,10 @@ macro_rules! testsuite {
             tokens,
             stats,
             close_and_reopen_persists,
+            audit_appends_chain_and_verify,
+            audit_survives_reopen,
+            command_counters_increase,
+            commands_put_get_list,
             detect_suppressions,
             detect_local_indicators,
         );

@@ -350,7 +350,7 @@ pub(crate) async fn ingest_flows(State(s): AppState, req: Request) -> Result<Res
 
 #[derive(Serialize)]
 pub(crate) struct Items<T> {
-    items: Vec<T>,
+    pub(crate) items: Vec<T>,
 }
 
 #[derive(Debug, Deserialize)]

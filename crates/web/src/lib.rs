@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 pub mod accounts;
 mod api;
 mod auth;
+mod commands;
 pub mod detect;
 mod error;
 mod incidents;

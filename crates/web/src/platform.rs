@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use model::{Device, DeviceClass, DeviceId, ErrorCode, Location, Sector};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
+
 /// The operations of the platform the API drives.
 #[async_trait]
 pub trait Platform: Send + Sync + 'static {
@@ -34,6 +36,43 @@ pub trait Platform: Send + Sync + 'static {
     /// Live figures for the status endpoint.
     fn status(&self) -> Status;
 
+    /// Sends a request (the body of `POST /api/v1/commands`) through the command gateway on
+    /// behalf of `principal`; returns the command, pending approval or delivered. The
+    /// gateway audits refusals. Without a gateway: unavailable.
+    async fn submit_command(
+        &self,
+        principal: &Principal,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let _ = (principal, request);
+        Err(PlatformError::new(
+            ErrorCode::Unavailable,
+            "no command gateway",
+        ))
+    }
+
+    /// A second person approves command `id`, bound to the payload hash they reviewed.
+    async fn approve_command(
+        &self,
+        principal: &Principal,
+        id: &str,
+        payload_sha256: &str,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let _ = (principal, id, payload_sha256);
+        Err(PlatformError::new(
+            ErrorCode::Unavailable,
+            "no command gateway",
+        ))
+    }
+
+    /// The live state of command `id`.
+    async fn get_command(&self, id: &str) -> Result<Option<serde_json::Value>, PlatformError> {
+        let _ = id;
+        Err(PlatformError::new(
+            ErrorCode::Unavailable,
+            "no command gateway",
+        ))
+    }
     /// Takes flow records sent as JSON lines (`POST /api/v1/flows`): each good line becomes
     /// a flow event, each bad one is counted by reason.
     async fn ingest_flows(&self, body: &[u8]) -> Result<FlowReport, PlatformError>;

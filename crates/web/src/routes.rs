@@ -9,7 +9,9 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::auth::{Guard, Role, require_role};
-use crate::{FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, Shared, accounts, api, detect, incidents};
+use crate::{
+    FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, Shared, accounts, api, commands, detect, incidents,
+};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +151,44 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/events",
         access: VIEWER,
         handler: |m| on(m, api::list_events),
+    },
+    // The command gateway decides who may send and approve what (and audits refusals),
+    // so these need only a valid token.
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/commands",
+        access: VIEWER,
+        handler: |m| on(m, commands::list),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/commands",
+        access: VIEWER,
+        handler: |m| on(m, commands::create),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/commands/{id}",
+        access: VIEWER,
+        handler: |m| on(m, commands::show),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/commands/{id}/approve",
+        access: VIEWER,
+        handler: |m| on(m, commands::approve),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/audit",
+        access: ADMIN,
+        handler: |m| on(m, commands::list_audit),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/audit/verify",
+        access: ANALYST,
+        handler: |m| on(m, commands::verify),
     },
     // detection: learn and mute, suppressions, the city's indicators, engine status
     Route {

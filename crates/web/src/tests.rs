@@ -1381,6 +1381,46 @@ impl DetectStore for BrokenStore {
 }
 
 #[async_trait]
+impl store::IntelStore for BrokenStore {
+    async fn intel_add(
+        &self,
+        _: &str,
+        _: &[store::intel::IntelObject],
+        _: i64,
+    ) -> store::Result<Vec<store::intel::IntelAdded>> {
+        on_fire()
+    }
+    async fn intel_query(
+        &self,
+        _: &store::intel::IntelQuery,
+    ) -> store::Result<Vec<store::intel::IntelRecord>> {
+        on_fire()
+    }
+    async fn intel_delete(&self, _: &store::intel::IntelQuery) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_put_status(&self, _: &store::intel::IntelStatus) -> store::Result<()> {
+        on_fire()
+    }
+    async fn intel_get_status(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> store::Result<Option<store::intel::IntelStatus>> {
+        on_fire()
+    }
+    async fn intel_prune_statuses(&self, _: i64) -> store::Result<u64> {
+        on_fire()
+    }
+    async fn intel_bookmark(&self, _: &str) -> store::Result<Option<String>> {
+        on_fire()
+    }
+    async fn intel_set_bookmark(&self, _: &str, _: &str) -> store::Result<()> {
+        on_fire()
+    }
+}
+
+#[async_trait]
 impl Store for BrokenStore {
     async fn insert_device(&self, _: &Device) -> store::Result<()> {
         Err(store::Error::Internal(
@@ -1460,6 +1500,50 @@ impl Store for BrokenStore {
     }
 }
 
+#[async_trait]
+impl store::AuditStore for BrokenStore {
+    async fn append_audit(
+        &self,
+        _: &[store::audit::AuditEntry],
+    ) -> store::Result<Vec<store::audit::AuditRecord>> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+    async fn list_audit(&self, _: u64, _: usize) -> store::Result<Vec<store::audit::StoredAudit>> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl store::GatewayStore for BrokenStore {
+    async fn next_command_counters(&self, _: &[DeviceId], _: u64) -> store::Result<Vec<u64>> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+    async fn put_command(&self, _: &store::audit::CommandRecord) -> store::Result<()> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+    async fn get_command(&self, _: &str) -> store::Result<Option<store::audit::CommandRecord>> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+    async fn list_commands(
+        &self,
+        _: &store::audit::CommandQuery,
+    ) -> store::Result<Vec<store::audit::CommandRecord>> {
+        Err(store::Error::Internal(
+            "disk on fire at /secret/path".into(),
+        ))
+    }
+}
+
 #[tokio::test]
 async fn internal_failures_are_generic() {
     let mut f = fixture().await;
@@ -1482,6 +1566,7 @@ async fn internal_failures_are_generic() {
 fn concrete(path: &str) -> String {
     path.replace("/devices/{id}", "/devices/pump-1")
         .replace("/alerts/{id}", "/alerts/alert-1")
+        .replace("/commands/{id}", "/commands/cmd-1")
         .replace("/incidents/{id}", "/incidents/INC-000001")
         .replace("/users/{name}", "/users/alice")
         .replace("/actions/{action_id}", "/actions/A1")
@@ -1607,6 +1692,88 @@ fn token_sha256_is_lowercase_hex() {
         token_sha256("abc"),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+}
+
+/// The command and audit routes: what the web layer itself checks (the gateway's
+/// decisions are tested in `gateway` and, end to end, in `app`).
+#[tokio::test]
+async fn command_and_audit_routes() {
+    let f = fixture().await;
+    // Without a gateway behind the platform, creating is unavailable (and says nothing more).
+    let reply = f
+        .post_json(
+            "/api/v1/commands",
+            OPERATOR,
+            json!({"devices": ["siren-1"], "action": "silence"}),
+        )
+        .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let reply = f
+        .post_json(
+            "/api/v1/commands/cmd-1/approve",
+            ADMIN,
+            json!({"payload_sha256": "ab"}),
+        )
+        .await;
+    assert_eq!(
+        reply.assert_error(StatusCode::BAD_REQUEST, "invalid"),
+        "payload_sha256 must be 64 lowercase hex digits"
+    );
+    let reply = f
+        .post_json(
+            "/api/v1/commands/cmd-1/approve",
+            ADMIN,
+            json!({"sha": "ab"}),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid");
+    let reply = f.get("/api/v1/commands?state=lost", VIEWER).await;
+    assert!(
+        reply
+            .assert_error(StatusCode::BAD_REQUEST, "invalid")
+            .starts_with("state must be one of")
+    );
+
+    // Listing reads the store.
+    f.store
+        .put_command(&store::audit::CommandRecord {
+            id: "cmd-1".into(),
+            created_at: Timestamp::from_millis(1_795_000_000_000),
+            state: "acked".into(),
+            body: json!({"id": "cmd-1", "state": "acked"}),
+        })
+        .await
+        .unwrap();
+    let reply = f.get("/api/v1/commands?state=acked&limit=5", VIEWER).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["items"][0]["id"], "cmd-1");
+
+    // The audit log: export needs admin, verification analyst.
+    f.store
+        .append_audit(&[store::audit::AuditEntry {
+            ts: Timestamp::from_millis(1),
+            actor: "alice".into(),
+            action: "login".into(),
+            subject: None,
+            outcome: "ok".into(),
+            detail: json!({}),
+        }])
+        .await
+        .unwrap();
+    f.get("/api/v1/audit", OPERATOR)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let reply = f.get("/api/v1/audit?after=0", ADMIN).await;
+    let body: Json =
+        serde_json::from_str(reply.json()["items"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["actor"], "alice");
+    assert_eq!(reply.json()["items"][0]["seq"], 1);
+    f.get("/api/v1/audit/verify", VIEWER)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let reply = f.get("/api/v1/audit/verify", ANALYST).await;
+    assert_eq!(reply.json()["records"], 1);
+    assert_eq!(reply.json()["broken"], Json::Null);
 }
 
 #[tokio::test]

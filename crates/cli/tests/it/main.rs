@@ -11,6 +11,7 @@ use serde_json::Value;
 
 mod detect;
 mod exercise;
+mod gateway;
 
 fn citysec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_citysec"))

@@ -176,35 +176,15 @@ impl BrokerHandle {
     /// match; devices can only subscribe to their own cmd topic). Returns how many sessions
     /// it was queued for; full queues drop it (counted in `dropped`).
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: u8) -> usize {
-        let payload = payload.into();
-        let clients: Vec<String> = self
-            .shared
-            .routes
-            .lock()
-            .get(topic)
-            .cloned()
-            .unwrap_or_default();
-        if clients.is_empty() {
-            return 0;
+        self.publisher().publish(topic, payload, qos)
+    }
+
+    /// A cloneable handle that can publish to devices (the command gateway's delivery path)
+    /// without owning the broker.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            shared: Arc::clone(&self.shared),
         }
-        let topic: Arc<str> = Arc::from(topic);
-        let sessions = self.shared.sessions.lock();
-        let mut queued = 0;
-        for client in clients {
-            if let Some(entry) = sessions.get(&client) {
-                let msg = Outbound::Publish {
-                    topic: Arc::clone(&topic),
-                    payload: payload.clone(),
-                    qos,
-                };
-                if entry.tx.try_send(msg).is_ok() {
-                    queued += 1;
-                } else {
-                    self.shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        queued
     }
 
     /// Closes the live session of device `id` (e.g. after revocation). Returns whether
@@ -248,6 +228,49 @@ impl BrokerHandle {
         for t in tasks {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
+    }
+}
+
+/// Publishes from the platform to devices; see [`BrokerHandle::publisher`].
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    /// Delivers a message from the platform to every client subscribed to `topic` (exact
+    /// match; devices can only subscribe to their own cmd topic). Returns how many sessions
+    /// it was queued for; full queues drop it (counted in `dropped`).
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: u8) -> usize {
+        let payload = payload.into();
+        let clients: Vec<String> = self
+            .shared
+            .routes
+            .lock()
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
+        if clients.is_empty() {
+            return 0;
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        let sessions = self.shared.sessions.lock();
+        let mut queued = 0;
+        for client in clients {
+            if let Some(entry) = sessions.get(&client) {
+                let msg = Outbound::Publish {
+                    topic: Arc::clone(&topic),
+                    payload: payload.clone(),
+                    qos,
+                };
+                if entry.tx.try_send(msg).is_ok() {
+                    queued += 1;
+                } else {
+                    self.shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        queued
     }
 }
 

@@ -20,7 +20,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use self::broker::{Broker, BrokerHandle};
+pub use self::broker::{Broker, BrokerHandle, Publisher};
 pub use self::config::{ClientIdConflict, MqttConfig};
 pub use self::metrics::{BrokerMetrics, MetricsSnapshot};
 

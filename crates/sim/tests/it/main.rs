@@ -18,6 +18,8 @@ use sim::population::Population;
 use sim::{SimConfig, SimStats};
 
 mod flow;
+mod gateway;
+mod harness;
 
 const OBSERVER: (&str, &str) = ("observer", "observer-secret-1");
 
