@@ -208,6 +208,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("password check failed: {e}")))
 }
 
+/// Every login attempt goes into the hash-chained audit log (the user name a failed
+/// attempt gave is kept clipped, since anyone can send one).
+async fn audit_login(s: &crate::Shared, user: &str, outcome: &str, source: &str, detail: &str) {
+    let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+    let entry = store::audit::AuditEntry {
+        ts: Timestamp::now(),
+        actor: user.clone(),
+        action: "login".to_owned(),
+        subject: Some(user),
+        outcome: outcome.to_owned(),
+        detail: serde_json::json!({ "source": source, "detail": detail }),
+    };
+    if let Err(err) = s.api.store.append_audit(&[entry]).await {
+        tracing::error!(error = %err, "failed to audit a login");
+    }
+}
+
 pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, ApiError> {
     let source = req
         .extensions()
@@ -221,6 +238,14 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
     ];
     if let Err(retry_after_s) = s.logins.check(&keys) {
         tracing::warn!(user = %body.user, source, "login refused: too many failed attempts");
+        audit_login(
+            &s,
+            &body.user,
+            "refused",
+            &source,
+            "too many failed attempts",
+        )
+        .await;
         return Err(ApiError::TooManyRequests {
             message: format!("too many failed logins; retry in {retry_after_s} s"),
             retry_after_s,
@@ -241,6 +266,14 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
         _ => {
             s.logins.fail(&keys);
             tracing::warn!(user = %body.user, source, "login failed");
+            audit_login(
+                &s,
+                &body.user,
+                "failed",
+                &source,
+                "wrong user name or password",
+            )
+            .await;
             return Err(ApiError::unauthorized("wrong user name or password"));
         }
     };
@@ -265,6 +298,7 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
         .await?;
     let _ = s.api.store.prune_user_tokens(now).await;
     tracing::info!(actor = %user.name, role = %role, source, "login");
+    audit_login(&s, &user.name, "ok", &source, role.as_str()).await;
     Ok(axum::Json(LoginReply {
         token,
         user: user.name,

@@ -218,6 +218,25 @@ async fn failed_logins_are_rate_limited_per_user() {
     login(&app, "nobody", "whatever-password")
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Every attempt is in the hash-chained audit log, failures and refusals included.
+    let logins: Vec<(String, String)> = f
+        .store
+        .list_audit(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record().unwrap().entry)
+        .filter(|e| e.action == "login")
+        .map(|e| (e.actor, e.outcome))
+        .collect();
+    let expected: Vec<(String, String)> =
+        std::iter::repeat_n(("carol".to_owned(), "failed".to_owned()), 5)
+            .chain([
+                ("carol".to_owned(), "refused".to_owned()),
+                ("nobody".to_owned(), "failed".to_owned()),
+            ])
+            .collect();
+    assert_eq!(logins, expected);
 }
 
 #[tokio::test]
