@@ -18,6 +18,7 @@ mod metrics;
 pub mod platform;
 pub mod readiness;
 pub mod reports;
+pub mod replay;
 pub mod response;
 pub mod tls;
 pub mod token;

@@ -47,11 +47,17 @@ pub struct DemoArgs {
     /// Total telemetry rate in messages/s instead of each device's own cadence (load test).
     #[arg(long)]
     rate: Option<f64>,
+    /// After the first attack cycle, play the whole attack catalogue (`citysec exercise
+    /// list`) against the city, again every 15 minutes (`--catalogue false` turns it off;
+    /// `--attacks false` turns off all attacks).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    catalogue: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut config = app::Config::default_with_env(&env)?;
+    // The defaults, plus the simulated city's zones, conduits and flow listener.
+    let mut config = crate::exercise::city_config(&env, Some(&args.flow_listen))?;
     config.data_dir = args.data_dir.clone();
     config.http.listen = args.http_listen.clone();
     config.ingest.mqtt.listen = args.mqtt_listen.clone();
@@ -129,7 +135,77 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(spacing) = args.attack_spacing {
         sim_config.attacks.spacing = spacing;
     }
-    let sim_task = tokio::spawn(sim::run(sim_config, stats.clone(), stop_rx));
+    let attack_config = sim_config.attacks.clone();
+    let (handle, sim_task) = sim::spawn(sim_config, stats.clone(), stop_rx.clone())?;
+
+    // The city's routers export its flows; the catalogue plays after the first cycle.
+    let mut background = tokio::task::JoinSet::new();
+    // The simulated city's routers export to the collector the platform bound.
+    let flow_addr: std::net::SocketAddr = match platform.flow_addr() {
+        Some(addr) => addr,
+        None => args
+            .flow_listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--flow-listen {:?}: {e}", args.flow_listen))?,
+    };
+    let exporter = Arc::new(tokio::sync::Mutex::new(
+        sim::flow::FlowExporter::connect(flow_addr, sim::flow::FlowFormat::Ipfix, 1).await?,
+    ));
+    background.spawn(sim::live::export_benign_flows(
+        population.clone(),
+        args.seed,
+        exporter.clone(),
+        Arc::new(sim::live::Offline::default()),
+        stop_rx.clone(),
+    ));
+    if args.attacks && args.catalogue {
+        let api = crate::exercise::Api::new(
+            &format!("{scheme}://{http}"),
+            platform.admin_token().to_owned(),
+        );
+        let env = sim::scenario::Env {
+            mqtt: platform.mqtt_addr(),
+            population: population.clone(),
+            handle: handle.clone(),
+            flows: Some(exporter.clone()),
+            indicators: Arc::new(move |bundle| {
+                let api = api.clone();
+                Box::pin(async move { api.post_indicators(bundle).await })
+            }),
+        };
+        let first = attack_config.first_after + attack_config.spacing * 3;
+        let seed = args.seed;
+        let mut stop = stop_rx.clone();
+        background.spawn(async move {
+            let scenarios = sim::scenario::catalogue()?;
+            tokio::select! {
+                _ = tokio::time::sleep(first) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            loop {
+                let round = crate::exercise::play(
+                    &scenarios,
+                    &env,
+                    crate::exercise::PlayOptions {
+                        seed,
+                        index_base: 100,
+                        gap: Duration::from_secs(2),
+                        api: None,
+                        since: model::Timestamp::now(),
+                        progress: None,
+                    },
+                );
+                tokio::select! {
+                    r = round => { r?; }
+                    _ = stop.changed() => return Ok(()),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(900)) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+        });
+    }
 
     let status = StatusLine::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -161,6 +237,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     status.finish();
     eprintln!("stopping the simulated city");
     let _ = stop_tx.send(true);
+    background.abort_all();
+    while background.join_next().await.is_some() {}
     match tokio::time::timeout(Duration::from_secs(10), sim_task).await {
         Ok(Ok(Err(err))) => tracing::warn!(error = %err, "simulator ended with an error"),
         Ok(_) => {}

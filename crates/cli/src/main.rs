@@ -8,6 +8,7 @@ mod cap;
 mod demo;
 mod device;
 mod duration;
+mod exercise;
 mod incident;
 mod pki;
 mod readiness;
@@ -63,6 +64,9 @@ enum Command {
     /// Validate STIX 2.1 content and evaluate STIX patterns.
     #[command(subcommand)]
     Stix(stix::StixCommand),
+    /// Run the attack catalogue against a running platform and score detection.
+    #[command(subcommand)]
+    Exercise(exercise::ExerciseCommand),
     /// Send and approve actuator commands through the command gateway.
     #[command(subcommand, name = "command")]
     Gateway(command::CommandCommand),
@@ -149,6 +153,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Device(cmd) => device::run(cmd),
         Command::Sim(cmd) => runtime()?.block_on(simulate::run(cmd)).map(|()| 0),
         Command::Pki(cmd) => pki::run(cmd).map(|()| 0),
+        Command::Exercise(cmd) => exercise::run(cmd),
         Command::Gateway(cmd) => command::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Cap(cmd) => cap::run(cmd),

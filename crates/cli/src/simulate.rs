@@ -95,6 +95,17 @@ pub enum SimCommand {
         #[arg(long)]
         mosquitto: Option<PathBuf>,
     },
+    /// Print the simulated city's `[[detect.zones]]`, `[[detect.conduits]]` and
+    /// `[detect.firmware]` config (append it to a platform config file).
+    Zones {
+        /// Print this config file with the city's sections merged in instead (the whole
+        /// file, comments dropped).
+        #[arg(long)]
+        merge: Option<PathBuf>,
+        /// Also set `[ingest.flow] listen` (with --merge), e.g. 127.0.0.1:2055.
+        #[arg(long, requires = "merge")]
+        flow_listen: Option<String>,
+    },
 }
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -192,6 +203,18 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                     population.len(),
                     s.connect_failures
                 );
+            }
+            Ok(())
+        }
+        SimCommand::Zones { merge, flow_listen } => {
+            let network = sim::zones::CityNetwork;
+            match merge {
+                None => print!("{}", network.detect_toml()),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("failed to read {}", path.display()))?;
+                    print!("{}", network.merge_into(&text, flow_listen.as_deref())?);
+                }
             }
             Ok(())
         }

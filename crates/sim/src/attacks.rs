@@ -163,7 +163,7 @@ pub(crate) struct AttackContext {
     pub config: AttackConfig,
     pub stats: Arc<SimStats>,
     /// Per siren: a channel into its connection task that forces its sounding state.
-    pub sirens: HashMap<DeviceId, mpsc::Sender<bool>>,
+    pub sirens: HashMap<DeviceId, mpsc::Sender<crate::runner::Inject>>,
     pub seed: u64,
 }
 
@@ -246,11 +246,15 @@ pub(crate) async fn execute(ctx: &AttackContext, attack: &PlannedAttack, cycle: 
                 tracing::warn!(device_id = %siren, "siren not simulated, attack skipped");
                 return;
             };
-            if tx.send(true).await.is_err() {
+            if tx
+                .send(crate::runner::Inject::Sounding(true))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(ctx.config.siren_hold).await;
-            let _ = tx.send(false).await;
+            let _ = tx.send(crate::runner::Inject::Sounding(false)).await;
         }
     }
 }

@@ -20,14 +20,22 @@
 //! generator's own ceiling.
 
 pub mod attacks;
+pub mod background;
+pub mod flow;
+pub mod live;
 pub mod mqtt;
 pub mod population;
 mod runner;
+pub mod scenario;
+pub mod soak;
 mod stats;
 pub mod telemetry;
+pub mod zones;
 
-pub use crate::runner::{SimConfig, device_version, run};
+pub use crate::runner::{Inject, SimConfig, SimHandle, device_source, device_version, run, spawn};
 pub use crate::stats::{SimSnapshot, SimStats};
 
+#[cfg(test)]
+mod catalogue_tests;
 #[cfg(test)]
 mod tests;

@@ -152,6 +152,24 @@ pub fn encode_publish(
     buf.put_slice(payload);
 }
 
+/// [`encode_publish`] with the RETAIN flag when `retain` (scenarios that abuse retained
+/// messages; devices never retain).
+pub fn encode_publish_retain(
+    version: Version,
+    topic: &str,
+    qos: u8,
+    pkid: u16,
+    payload: &[u8],
+    retain: bool,
+    buf: &mut BytesMut,
+) {
+    let start = buf.len();
+    encode_publish(version, &[topic], qos, pkid, payload, buf);
+    if retain {
+        buf[start] |= 0x01;
+    }
+}
+
 /// Appends a PINGREQ.
 pub fn encode_pingreq(buf: &mut BytesMut) {
     buf.put_slice(&[0xC0, 0x00]);

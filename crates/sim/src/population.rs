@@ -207,6 +207,10 @@ pub struct SimDevice {
     pub model: String,
     pub firmware: String,
     pub location: Location,
+    /// The device's network addresses, from its zone's block ([`crate::zones`]); flow
+    /// records are matched to the device by these.
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
     /// The MQTT password: 32 random bytes, lowercase hex.
     pub secret: String,
 }
@@ -250,12 +254,42 @@ impl Population {
     /// Generates `devices` devices reproducibly from `seed`. Class counts follow [`MIX`]
     /// (largest remainder); with 15 or more devices every class appears at least once.
     pub fn generate(devices: usize, seed: u64) -> Population {
-        let counts = class_counts(devices);
+        Population::generate_counts(&class_counts(devices), seed, "", crate::zones::CITY_BLOCK)
+    }
+
+    /// The small city an exercise registers on a running platform: every class, with
+    /// enough sirens, breakers and sensors for the scenarios that need several of one class
+    /// (ids prefixed `x-`, addresses from [`crate::zones::EXERCISE_BLOCK`] of each zone, so
+    /// they never collide with the city's own devices).
+    pub fn generate_exercise(seed: u64) -> Population {
+        let counts: Vec<usize> = MIX
+            .iter()
+            .map(|p| match p.class {
+                DeviceClass::SmartMeter => 8,
+                DeviceClass::Camera | DeviceClass::Siren | DeviceClass::FeederBreaker => 6,
+                DeviceClass::StreetLight | DeviceClass::LevelSensor | DeviceClass::Hvac => 5,
+                DeviceClass::Weather | DeviceClass::EvCharger => 2,
+                _ => 3,
+            })
+            .collect();
+        Population::generate_counts(&counts, seed, "x-", crate::zones::EXERCISE_BLOCK)
+    }
+
+    /// `counts[i]` devices of class `MIX[i]`, ids `<prefix><class prefix>-NNNN`, addresses
+    /// from third octet `block` of each zone.
+    pub fn generate_counts(counts: &[usize], seed: u64, prefix: &str, block: u8) -> Population {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut out = Vec::with_capacity(devices);
-        for (profile, count) in MIX.iter().zip(counts) {
+        let mut out = Vec::with_capacity(counts.iter().sum());
+        let mut per_zone: std::collections::HashMap<&str, usize> = Default::default();
+        for (profile, &count) in MIX.iter().zip(counts) {
             for n in 1..=count {
-                out.push(generate_device(profile, n, &mut rng));
+                let host = per_zone.entry(profile.zone).or_default();
+                let mut device = generate_device(profile, n, prefix, &mut rng);
+                if let Some(zone) = crate::zones::zone(profile.zone) {
+                    device.addresses = vec![zone.host(block, *host)];
+                }
+                *host += 1;
+                out.push(device);
             }
         }
         Population { devices: out }
@@ -435,9 +469,14 @@ pub fn class_counts(devices: usize) -> Vec<usize> {
     counts
 }
 
-fn generate_device(profile: &ClassProfile, n: usize, rng: &mut SmallRng) -> SimDevice {
-    let id =
-        DeviceId::new(format!("{}-{n:04}", profile.id_prefix)).expect("generated ids are valid");
+fn generate_device(
+    profile: &ClassProfile,
+    n: usize,
+    prefix: &str,
+    rng: &mut SmallRng,
+) -> SimDevice {
+    let id = DeviceId::new(format!("{prefix}{}-{n:04}", profile.id_prefix))
+        .expect("generated ids are valid");
     let (vendor, model) = profile.products[rng.random_range(0..profile.products.len())];
     let firmware = profile.firmware[rng.random_range(0..profile.firmware.len())];
     // Uniform over a disc: radius grows with the square root.
@@ -460,6 +499,7 @@ fn generate_device(profile: &ClassProfile, n: usize, rng: &mut SmallRng) -> SimD
             lat: round6(lat),
             lon: round6(lon),
         },
+        addresses: Vec::new(),
         secret: hex::encode(secret),
     }
 }

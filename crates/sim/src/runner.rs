@@ -73,6 +73,62 @@ pub struct SimConfig {
     /// refusal with `ok: false` and the reason; when unset they obey unsigned commands (for
     /// brokers without a gateway).
     pub gateway_key: Option<[u8; 32]>,
+    /// When the broker is on loopback, device `i` connects from its own loopback address
+    /// `127.<base + i / 65536>.<(i / 256) % 256>.<i % 256>` (as devices in a city each have
+    /// their own address), so per-address rules see one device per address. `None`
+    /// connects from the default address.
+    pub source_base: Option<u8>,
+}
+
+/// What a scenario (or the honest life of a device) makes a running device do, through its
+/// own connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inject {
+    /// Force a siren's sounding state without a command and report it.
+    Sounding(bool),
+    /// Publish `payload` on one of the device's own channels.
+    Publish {
+        channel: Channel,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    /// Publish on any topic (a compromised device probing the broker's policy).
+    PublishTopic {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    /// Subscribe to any filter (`#`, `$SYS/#`, another device's topics).
+    Subscribe { filter: String },
+    /// Drop off the network (without DISCONNECT unless `clean`) and reconnect after
+    /// `duration`.
+    Offline { duration: Duration, clean: bool },
+    /// Install new firmware: disconnect, restart for `restart`, reconnect and report it.
+    Firmware { version: String, restart: Duration },
+}
+
+/// Control of a running simulation: one channel into each device's connection task.
+#[derive(Debug, Clone, Default)]
+pub struct SimHandle {
+    pub devices: HashMap<model::DeviceId, mpsc::Sender<Inject>>,
+}
+
+impl SimHandle {
+    /// Sends `inject` to device `id`'s task; false when the device is not simulated or
+    /// its task has ended.
+    pub async fn inject(&self, id: &model::DeviceId, inject: Inject) -> bool {
+        match self.devices.get(id) {
+            Some(tx) => tx.send(inject).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// The loopback address device `index` connects from, for `base` (see
+/// [`SimConfig::source_base`]).
+pub fn device_source(base: u8, index: usize) -> SocketAddr {
+    let hi = base.saturating_add(u8::try_from(index / 65_536).unwrap_or(u8::MAX));
+    SocketAddr::from(([127, hi, (index / 256 % 256) as u8, (index % 256) as u8], 0))
 }
 
 impl SimConfig {
@@ -90,6 +146,7 @@ impl SimConfig {
             mqtt5_share: 0.2,
             time_scale: 1.0,
             keep_alive_s: 60,
+            source_base: Some(1),
             gateway_key: None,
         }
     }
@@ -122,6 +179,7 @@ struct Shared {
     keep_alive_s: u16,
     mqtt5_share: f64,
     seed: u64,
+    source_base: Option<u8>,
     /// Whether a connect failure was already logged at warn level (later ones go to debug).
     failure_logged: AtomicBool,
     gateway_key: Option<[u8; 32]>,
@@ -151,8 +209,19 @@ pub fn device_version(seed: u64, index: usize, mqtt5_share: f64) -> Version {
 pub async fn run(
     config: SimConfig,
     stats: Arc<SimStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let (_handle, task) = spawn(config, stats, shutdown)?;
+    task.await.context("simulation task panicked")?
+}
+
+/// Starts the simulation like [`run`] and returns at once with a [`SimHandle`] to steer
+/// individual devices, and the task that ends when the simulation does.
+pub fn spawn(
+    config: SimConfig,
+    stats: Arc<SimStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SimHandle, tokio::task::JoinHandle<Result<()>>)> {
     if config.population.is_empty() {
         bail!("population is empty");
     }
@@ -183,6 +252,10 @@ pub async fn run(
         keep_alive_s: config.keep_alive_s.max(5),
         mqtt5_share: config.mqtt5_share,
         seed: config.seed,
+        source_base: match config.mqtt {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() => config.source_base,
+            _ => None,
+        },
         failure_logged: AtomicBool::new(false),
         gateway_key: config.gateway_key,
     });
@@ -196,16 +269,15 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut handle = SimHandle::default();
     let mut sirens = HashMap::new();
     for (index, device) in config.population.devices.iter().enumerate() {
-        let inject = if device.class == DeviceClass::Siren {
-            let (tx, rx) = mpsc::channel(4);
-            sirens.insert(device.id.clone(), tx);
-            Some(rx)
-        } else {
-            None
-        };
-        tasks.spawn(device_task(shared.clone(), index, inject, stop_rx.clone()));
+        let (tx, rx) = mpsc::channel(16);
+        if device.class == DeviceClass::Siren {
+            sirens.insert(device.id.clone(), tx.clone());
+        }
+        handle.devices.insert(device.id.clone(), tx);
+        tasks.spawn(device_task(shared.clone(), index, rx, stop_rx.clone()));
     }
     if config.attacks.enabled {
         let ctx = AttackContext {
@@ -222,8 +294,20 @@ pub async fn run(
         ));
     }
 
+    let duration = config.duration;
+    let task = tokio::spawn(supervise(duration, shutdown, stop_tx, tasks, stats));
+    Ok((handle, task))
+}
+
+async fn supervise(
+    duration: Option<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+    stop_tx: watch::Sender<bool>,
+    mut tasks: JoinSet<()>,
+    stats: Arc<SimStats>,
+) -> Result<()> {
     let deadline = async {
-        match config.duration {
+        match duration {
             Some(d) => tokio::time::sleep(d).await,
             None => pending().await,
         }
@@ -283,15 +367,19 @@ async fn attack_schedule(
 /// Why a session ended without an error.
 enum SessionEnd {
     Stopped,
+    /// Off the network for this long (an outage, a restart), then reconnect.
+    Offline(Duration),
 }
 
 async fn device_task(
     shared: Arc<Shared>,
     index: usize,
-    mut inject: Option<mpsc::Receiver<bool>>,
+    mut inject: mpsc::Receiver<Inject>,
     mut stop: watch::Receiver<bool>,
 ) {
     let device = &shared.population.devices[index];
+    let mut firmware = device.firmware.clone();
+    let source = shared.source_base.map(|base| device_source(base, index));
     let seed = device_seed(shared.seed, index);
     let mut rng = SmallRng::seed_from_u64(seed);
     let version = device_version(shared.seed, index, shared.mqtt5_share);
@@ -313,8 +401,9 @@ async fn device_task(
                 .await
                 .context("connect slots closed")?;
             let id = device.id.as_str();
-            let (mut stream, mut rbuf, outcome) = mqtt::connect(
+            let (mut stream, mut rbuf, outcome) = mqtt::connect_from(
                 shared.addr,
+                source,
                 version,
                 id,
                 id,
@@ -367,6 +456,7 @@ async fn device_task(
                     stream,
                     rbuf,
                     &mut inject,
+                    &mut firmware,
                     &mut stop,
                 )
                 .await;
@@ -376,6 +466,14 @@ async fn device_task(
                     .fetch_sub(1, Ordering::Relaxed);
                 match end {
                     Ok(SessionEnd::Stopped) => return,
+                    Ok(SessionEnd::Offline(duration)) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(duration) => {}
+                            _ = stop.changed() => return,
+                        }
+                        backoff = INITIAL_BACKOFF;
+                        continue;
+                    }
                     Err(err) => {
                         tracing::debug!(device_id = %device.id, error = %format!("{err:#}"), "session ended, reconnecting");
                     }
@@ -421,7 +519,8 @@ async fn session(
     rng: &mut SmallRng,
     mut stream: TcpStream,
     mut rbuf: BytesMut,
-    inject: &mut Option<mpsc::Receiver<bool>>,
+    inject: &mut mpsc::Receiver<Inject>,
+    firmware: &mut String,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
     let device = &shared.population.devices[index];
@@ -437,6 +536,20 @@ async fn session(
     let mut payload = Vec::new();
     let stats = &shared.stats;
 
+    // Every device reports its firmware on connect.
+    {
+        let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+        let hello = serde_json::json!({"firmware": firmware.as_str(), "ts": ts}).to_string();
+        mqtt::encode_publish(
+            version,
+            &[&prefix, "/telemetry"],
+            qos,
+            next_pkid(),
+            hello.as_bytes(),
+            &mut wbuf,
+        );
+        flush(&mut stream, &mut wbuf, 1, stats).await?;
+    }
     // Actuators announce their state on connect.
     if actuator {
         let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
@@ -526,18 +639,42 @@ async fn session(
                     rbuf = BytesMut::new();
                 }
             }
-            Some(sounding) = async {
-                match inject.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => pending().await,
+            Some(injected) = inject.recv() => {
+                match injected {
+                    Inject::Sounding(sounding) => {
+                        model.set_sounding(sounding);
+                        tracing::warn!(device_id = %device.id, sounding, "siren state forced without a command");
+                        let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+                        model.state(&ts, &mut payload);
+                        mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
+                        payload.clear();
+                    }
+                    Inject::Publish { channel, payload: body, retain } => {
+                        let topic = format!("{prefix}/{}", channel.as_str());
+                        mqtt::encode_publish_retain(version, &topic, qos, next_pkid(), &body, retain, &mut wbuf);
+                    }
+                    Inject::PublishTopic { topic, payload: body, retain } => {
+                        mqtt::encode_publish_retain(version, &topic, qos, next_pkid(), &body, retain, &mut wbuf);
+                    }
+                    Inject::Subscribe { filter } => {
+                        mqtt::encode_subscribe(version, next_pkid(), &filter, 0, &mut wbuf)?;
+                    }
+                    Inject::Offline { duration, clean } => {
+                        if clean {
+                            mqtt::encode_disconnect(&mut wbuf);
+                            let _ = stream.write_all(&wbuf).await;
+                        }
+                        tracing::debug!(device_id = %device.id, offline_s = duration.as_secs_f64(), "device offline");
+                        return Ok(SessionEnd::Offline(duration));
+                    }
+                    Inject::Firmware { version: new, restart } => {
+                        mqtt::encode_disconnect(&mut wbuf);
+                        let _ = stream.write_all(&wbuf).await;
+                        tracing::debug!(device_id = %device.id, firmware = %new, "installing firmware, restarting");
+                        *firmware = new;
+                        return Ok(SessionEnd::Offline(restart));
+                    }
                 }
-            } => {
-                model.set_sounding(sounding);
-                tracing::warn!(device_id = %device.id, sounding, "siren state forced without a command");
-                let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
-                model.state(&ts, &mut payload);
-                mqtt::encode_publish(version, &[&prefix, "/state"], qos, next_pkid(), &payload, &mut wbuf);
-                payload.clear();
                 flush(&mut stream, &mut wbuf, 1, stats).await?;
                 last_write = Instant::now();
             }

@@ -367,11 +367,16 @@ impl DeviceModel {
             }
             DeviceClass::EvCharger => write!(out, r#"{{"enabled":{on},"ts":"{ts}"}}"#),
             DeviceClass::StreetLight => {
-                write!(
-                    out,
-                    r#"{{"forced_on":{on},"dim_pct":{},"ts":"{ts}"}}"#,
-                    self.level
-                )
+                if self.level >= 0.0 {
+                    write!(
+                        out,
+                        r#"{{"forced_on":{on},"dim_pct":{},"ts":"{ts}"}}"#,
+                        self.level
+                    )
+                } else {
+                    // No dimming override: the light follows its schedule.
+                    write!(out, r#"{{"forced_on":{on},"dim":"schedule","ts":"{ts}"}}"#)
+                }
             }
             DeviceClass::FeederBreaker => write!(out, r#"{{"closed":{on},"ts":"{ts}"}}"#),
             DeviceClass::Pump => write!(out, r#"{{"running":{on},"ts":"{ts}"}}"#),

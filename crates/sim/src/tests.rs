@@ -146,10 +146,20 @@ fn inventory_json_round_trip_and_shape() {
     assert_eq!(
         keys,
         [
-            "class", "firmware", "id", "location", "model", "owner", "secret", "sector", "vendor",
+            "addresses",
+            "class",
+            "firmware",
+            "id",
+            "location",
+            "model",
+            "owner",
+            "secret",
+            "sector",
+            "vendor",
             "zone"
         ]
     );
+    assert_eq!(first["addresses"], serde_json::json!(["10.1.1.1"]));
     assert_eq!(first["id"], "siren-0001");
     assert_eq!(first["sector"], "public_safety");
     assert_eq!(first["class"], "siren");

@@ -17,6 +17,7 @@ use sim::mqtt::Version;
 use sim::population::Population;
 use sim::{SimConfig, SimStats};
 
+mod flow;
 mod gateway;
 mod harness;
 
@@ -254,7 +255,10 @@ async fn city_against_mosquitto() {
             .unwrap_or_else(|| panic!("unknown device in {topic}"));
         assert_eq!(parts[1], device.sector.as_str(), "{topic}");
         let json: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{topic}: {e}"));
-        if parts[3] == "telemetry" {
+        if parts[3] == "telemetry" && json["firmware"].is_string() {
+            // The firmware report every device sends on connect.
+            assert_eq!(json["firmware"], device.firmware.as_str(), "{payload}");
+        } else if parts[3] == "telemetry" {
             classes.insert(device.class);
             if device.class == DeviceClass::SmartMeter {
                 assert!(json.is_array() && json[0]["bn"].is_string(), "{payload}");
