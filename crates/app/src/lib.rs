@@ -2,8 +2,8 @@
 //! platform (embedded broker -> bus -> detection and store -> HTTP API), with an orderly
 //! shutdown. Everything here is glue; the logic lives in the crates it wires.
 
-pub mod audit;
 pub mod advisories;
+pub mod audit;
 pub mod config;
 pub mod detect;
 pub mod directory;
@@ -17,8 +17,8 @@ mod landing;
 mod metrics;
 pub mod platform;
 pub mod readiness;
-pub mod reports;
 pub mod replay;
+pub mod reports;
 pub mod response;
 pub mod tls;
 pub mod token;

@@ -3,8 +3,8 @@
 
 mod audit;
 mod bench;
-mod command;
 mod cap;
+mod command;
 mod demo;
 mod device;
 mod duration;

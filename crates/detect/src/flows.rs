@@ -15,6 +15,8 @@ use crate::{AlertDraft, DetectConfig, Engine, Fnv, FnvMap};
 /// Most destinations learned per device; a device that talks to more is a server-like
 /// device for which "a new destination" means nothing.
 const MAX_KNOWN: usize = 48;
+/// Most anomaly models (class x zone x service); beyond it new services are not scored.
+const MAX_MODELS: usize = 16_384;
 
 #[derive(Debug, Default)]
 struct FlowState {
@@ -33,8 +35,11 @@ struct FlowState {
 #[derive(Debug, Default)]
 pub(crate) struct FlowRules {
     per_device: FnvMap<u32, Box<FlowState>>,
-    /// One model per device class (indexed by the class's position in `DeviceClass::ALL`).
-    models: [Model; DeviceClass::ALL.len()],
+    /// One model per (device class, destination zone, service port): what a camera sends
+    /// to the VMS is judged against other camera-to-VMS flows, not against its firmware
+    /// downloads. A model judges nothing until it has learned `anomaly_min_flows` flows,
+    /// so a rare service is left to the rules.
+    models: FnvMap<(u8, ZoneId, u16), Model>,
 }
 
 impl FlowRules {
@@ -413,11 +418,25 @@ fn outbound(
         }
     }
 
-    // The anomaly score, per device class.
+    // The anomaly score, per class and service. Vendor update downloads are expected to
+    // be unlike anything else and are not scored.
     let x = anomaly::features(flow);
-    let model = &mut engine.flows.models[class_index(class)];
-    let score = model.score(&x);
-    if model.samples() >= cfg.anomaly_min_flows && score > cfg.anomaly_score {
+    let service = match (flow.src_port, flow.dst_port) {
+        (0, p) | (p, 0) => p,
+        (a, b) => a.min(b),
+    };
+    let key = (class_index(class) as u8, dst_zone, service);
+    let models = &mut engine.flows.models;
+    let model = if to_update_server || (!models.contains_key(&key) && models.len() >= MAX_MODELS) {
+        None
+    } else {
+        Some(models.entry(key).or_default())
+    };
+    let score = model.as_ref().map_or(0.0, |m| m.score(&x));
+    if let Some(model) = model
+        && model.samples() >= cfg.anomaly_min_flows
+        && score > cfg.anomaly_score
+    {
         findings.push((
             "flow.anomaly",
             Severity::Medium,
@@ -426,12 +445,14 @@ fn outbound(
             format!(
                 "{} scores {score:.1} against what {class}s normally send (a typical \
                  flow scores about 1; the threshold is {}). No rule names it, but nothing like \
-                 it was seen from this class before.",
+                 it was seen from this class on this service before.",
                 flow.summary(),
                 cfg.anomaly_score
             ),
         ));
-    } else {
+    } else if let Some(model) = engine.flows.models.get_mut(&key)
+        && !to_update_server
+    {
         model.learn(&x);
     }
 

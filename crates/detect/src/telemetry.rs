@@ -177,7 +177,9 @@ pub(crate) struct DeviceState {
 
 #[derive(Debug, Clone, Default)]
 struct Group {
-    members: Vec<(u32, f32, i64)>,
+    /// (device, last value, when, excluded from the others' median until): a sensor that
+    /// just broke a physical limit does not vote on what its neighbours should read.
+    members: Vec<(u32, f32, i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -395,7 +397,7 @@ impl Devices {
         for group in self.groups.values_mut() {
             group
                 .members
-                .retain(|(_, _, ts)| now.saturating_sub(*ts) <= FRESH_MS);
+                .retain(|(_, _, ts, _)| now.saturating_sub(*ts) <= FRESH_MS);
         }
         self.groups.retain(|_, g| !g.members.is_empty());
         for totals in &mut self.totals {
@@ -509,7 +511,7 @@ pub(crate) fn on_readings(
                     engine, event, idx, class, reading, *v, learning, paused, out,
                 );
             }
-            Value::Text(text) if reading.name == "firmware" => {
+            Value::Text(text) if measurement(&reading.name) == "firmware" => {
                 firmware(engine, event, idx, text, out)
             }
             _ => {}
@@ -575,7 +577,7 @@ fn actuation(
     let Some((name, only_on)) = actuation_reading(class) else {
         return;
     };
-    let Some(reading) = readings.iter().find(|r| r.name == name) else {
+    let Some(reading) = readings.iter().find(|r| measurement(&r.name) == name) else {
         return;
     };
     let ts = event.ts.as_millis();
@@ -761,7 +763,8 @@ fn numeric(
     paused: bool,
     out: &mut Vec<Alert>,
 ) {
-    let Some(name) = engine.devices.names.get(reading.name.as_str()).copied() else {
+    let rname = measurement(&reading.name);
+    let Some(name) = engine.devices.names.get(rname).copied() else {
         return;
     };
     totals_update(engine, event, idx, class, name, v, out);
@@ -782,15 +785,15 @@ fn numeric(
     if let Some(min) = rule.min.filter(|m| v < *m) {
         findings.push((
             "plausibility.range",
-            format!("{} = {v} is below the physical minimum {min}", reading.name),
-            format!("{}={v} < {min}", reading.name),
+            format!("{} = {v} is below the physical minimum {min}", rname),
+            format!("{}={v} < {min}", rname),
         ));
     }
     if let Some(max) = rule.max.filter(|m| v > *m) {
         findings.push((
             "plausibility.range",
-            format!("{} = {v} is above the physical maximum {max}", reading.name),
-            format!("{}={v} > {max}", reading.name),
+            format!("{} = {v} is above the physical maximum {max}", rname),
+            format!("{}={v} > {max}", rname),
         ));
     }
 
@@ -824,9 +827,9 @@ fn numeric(
                 "plausibility.rate_of_change",
                 format!(
                     "{} went backwards from {last} to {v}; it only ever grows",
-                    reading.name
+                    rname
                 ),
-                format!("{} {last} -> {v}", reading.name),
+                format!("{} {last} -> {v}", rname),
             ));
         } else if let Some(max_rate) = rule.max_rate_per_s {
             let delta = (v - last).abs();
@@ -850,9 +853,9 @@ fn numeric(
                     format!(
                         "{} changed from {last} to {v} in {dt:.0}s ({rate:.3}/s); the physical \
                          limit is {max_rate}/s",
-                        reading.name
+                        rname
                     ),
-                    format!("{} {last} -> {v} in {dt:.0}s", reading.name),
+                    format!("{} {last} -> {v} in {dt:.0}s", rname),
                 ));
             }
         }
@@ -879,13 +882,13 @@ fn numeric(
                 format!(
                     "{} = {v} lies far outside {whose} baseline (mean {:.3}, sd {:.3}, seen \
                      {:.3}..{:.3})",
-                    reading.name,
+                    rname,
                     s.mean,
                     s.sd(),
                     s.min,
                     s.max
                 ),
-                format!("{}={v} vs mean {:.3}", reading.name, s.mean),
+                format!("{}={v} vs mean {:.3}", rname, s.mean),
             ));
         } else {
             let mut own = own;
@@ -897,17 +900,17 @@ fn numeric(
 
     if let Some(tolerance) = rule.neighbours_tolerance {
         let zone = state.zone;
+        let implausible = !findings.is_empty();
         if let Some(finding) = neighbours(
             devices,
             idx,
             si,
-            zone,
-            class,
-            name,
+            (zone, class, name),
             v,
             ts,
             tolerance,
-            &reading.name,
+            implausible,
+            rname,
         ) {
             findings.push(finding);
         }
@@ -922,31 +925,31 @@ fn numeric(
         let (severity, title, advice) = match rule_id {
             "plausibility.range" => (
                 Severity::High,
-                format!("implausible {} from {id}", reading.name),
+                format!("implausible {} from {id}", rname),
                 "No real sensor reports this: the value was injected or the sensor is broken. \
                  Do not act on it; check the device and its data path.",
             ),
             "plausibility.rate_of_change" => (
                 Severity::High,
-                format!("physically impossible change of {} at {id}", reading.name),
+                format!("physically impossible change of {} at {id}", rname),
                 "Physical quantities cannot change this fast: false data is being injected, or \
                  the device was swapped or reset.",
             ),
             "plausibility.neighbours" => (
                 Severity::High,
-                format!("{id} disagrees with its neighbours on {}", reading.name),
+                format!("{id} disagrees with its neighbours on {}", rname),
                 "Neighbouring sensors of the same kind in the same zone see something else. A \
                  lone sensor that departs from its neighbours is being fed false data or has \
                  failed.",
             ),
             _ => (
                 Severity::Medium,
-                format!("{} of {id} outside its learned baseline", reading.name),
+                format!("{} of {id} outside its learned baseline", rname),
                 "The device has never behaved like this. If the change is expected (new \
                  equipment, a new season), mark the alert as learned.",
             ),
         };
-        let key = format!("{id}/{}", reading.name);
+        let key = format!("{id}/{}", rname);
         let draft = AlertDraft {
             rule: rule_id,
             key,
@@ -962,28 +965,42 @@ fn numeric(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn neighbours(
     devices: &mut Devices,
     idx: u32,
     si: usize,
-    zone: u16,
-    class: DeviceClass,
-    name: u16,
+    key: (u16, DeviceClass, u16),
     v: f64,
     ts: i64,
     tolerance: f64,
+    implausible: bool,
     reading: &str,
 ) -> Option<(&'static str, String, String)> {
-    let group = devices.groups.entry((zone, class, name)).or_default();
-    match group.members.iter().position(|(d, _, _)| *d == idx) {
-        Some(i) => group.members[i] = (idx, v as f32, ts),
-        None if group.members.len() < MAX_GROUP => group.members.push((idx, v as f32, ts)),
+    let group = devices.groups.entry(key).or_default();
+    let excluded = if implausible {
+        ts.saturating_add(FRESH_MS)
+    } else {
+        i64::MIN
+    };
+    match group.members.iter().position(|(d, _, _, _)| *d == idx) {
+        Some(i) => {
+            let keep = group.members[i].3.max(excluded);
+            group.members[i] = (idx, v as f32, ts, keep);
+        }
+        None if group.members.len() < MAX_GROUP => {
+            group.members.push((idx, v as f32, ts, excluded))
+        }
         None => return None,
+    }
+    if implausible {
+        // already flagged by a physical rule; its neighbours judge it once it is back
+        return None;
     }
     let mut others = [0f32; MAX_GROUP];
     let mut n = 0;
-    for (d, value, t) in &group.members {
-        if *d != idx && ts.saturating_sub(*t) <= FRESH_MS {
+    for (d, value, t, excluded_until) in &group.members {
+        if *d != idx && ts.saturating_sub(*t) <= FRESH_MS && ts >= *excluded_until {
             others[n] = *value;
             n += 1;
         }
@@ -1111,6 +1128,13 @@ fn totals_update(
             out,
         );
     }
+}
+
+/// What a reading measures, without the SenML base name a device may prefix (RFC 8428
+/// names a record `bn` + `n`, e.g. `urn:dev:id:meter-0001:power`): the part after the last
+/// `:` or `/`. Rules name measurements (`power`), not devices.
+pub(crate) fn measurement(name: &str) -> &str {
+    name.rsplit([':', '/']).next().unwrap_or(name)
 }
 
 fn clip(s: &str, max: usize) -> String {

@@ -1227,3 +1227,52 @@ fn a_quarantined_device_has_no_conduits() {
         "#]],
     );
 }
+
+#[test]
+fn senml_base_names_do_not_hide_readings_from_the_rules() {
+    check(
+        "device meter-0001 smart_meter energy-ami
+         @00:00:00 telemetry meter-0001 urn:dev:id:meter-0001:power=1.2 urn:dev:id:meter-0001:energy=5000
+         @00:00:30 telemetry meter-0001 urn:dev:id:meter-0001:power=75 urn:dev:id:meter-0001:energy=4000",
+        expect![[r#"
+            @00:00:30 plausibility.range high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/power :: implausible power from meter-0001
+            @00:00:30 plausibility.rate_of_change high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/power :: physically impossible change of power at meter-0001
+            @00:00:30 plausibility.rate_of_change high count=1 device=meter-0001 source=- zone=energy-ami key=meter-0001/energy :: physically impossible change of energy at meter-0001
+        "#]],
+    );
+}
+
+#[test]
+fn a_sensor_that_broke_a_physical_limit_does_not_vote_for_its_neighbours() {
+    let mut fixture = String::from(
+        "device level-0001 level_sensor water-ot
+         device level-0002 level_sensor water-ot
+         device level-0003 level_sensor water-ot
+         device level-0004 level_sensor water-ot\n",
+    );
+    // 30 rounds of agreement, then level-0001 is driven to 0.4 m (false data): its jump is
+    // a rate-of-change alert, and the other three are not judged against it.
+    for round in 0..34 {
+        let t = round * 10;
+        for (i, offset) in [0.0, 0.3, -0.2, 0.5].iter().enumerate() {
+            let v = if i == 0 && round >= 30 {
+                0.4
+            } else {
+                2.0 + offset
+            };
+            fixture.push_str(&format!(
+                "@00:{:02}:{:02} telemetry level-000{} level_m={v:.3}\n",
+                t / 60,
+                t % 60,
+                i + 1
+            ));
+        }
+    }
+    check(
+        &fixture,
+        expect![[r#"
+        @00:05:00 plausibility.rate_of_change high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
+        @00:05:30 plausibility.neighbours high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: level-0001 disagrees with its neighbours on level_m
+    "#]],
+    );
+}

@@ -11,8 +11,8 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 
-pub mod audit;
 mod advisory;
+pub mod audit;
 mod detect;
 mod embedded;
 pub mod intel;
@@ -24,10 +24,10 @@ pub mod testsuite;
 pub mod testsuite_users;
 mod users;
 
-pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::advisory::{
     AdvisoryQuery, AdvisoryStore, ReadinessRecord, ReadinessStore, ReportQuery,
 };
+pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
