@@ -965,7 +965,6 @@ fn numeric(
 }
 
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn neighbours(
     devices: &mut Devices,
     idx: u32,
