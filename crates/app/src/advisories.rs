@@ -128,6 +128,8 @@ pub struct AdvisoryService {
     config: AdvisoryConfig,
     key: Ed25519KeyPair,
     public_pem: String,
+    /// The gateway's view of the warnings a siren activation may cite.
+    warnings: Arc<crate::gateway::IssuedWarnings>,
 }
 
 /// Limits on what an advisory may hold.
@@ -232,11 +234,19 @@ fn check_limits(content: &AdvisoryContent) -> Result<(), PlatformError> {
 }
 
 impl AdvisoryService {
+    /// Tells the gateway which warnings a siren activation may cite now.
+    async fn refresh_warnings(&self) {
+        if let Err(err) = self.warnings.refresh(self.store.as_ref()).await {
+            tracing::error!(error = %format!("{err:#}"), "failed to refresh the issued warnings");
+        }
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         directory: Arc<Directory>,
         config: AdvisoryConfig,
         key: Ed25519KeyPair,
+        warnings: Arc<crate::gateway::IssuedWarnings>,
     ) -> anyhow::Result<AdvisoryService> {
         let probe = cap::Alert::new(
             "probe",
@@ -257,6 +267,7 @@ impl AdvisoryService {
             config,
             key,
             public_pem,
+            warnings,
         })
     }
 
@@ -839,6 +850,7 @@ impl web::Advisories for AdvisoryService {
         all.extend(writes);
         self.store.write_advisories(&all).await?;
         tracing::warn!(advisory = %id, by = %by.name, status = ?advisory.status, "advisory issued");
+        self.refresh_warnings().await;
         Ok(advisory)
     }
 
@@ -881,6 +893,7 @@ impl web::Advisories for AdvisoryService {
             .write_advisories(&[cancel.clone(), original])
             .await?;
         tracing::warn!(advisory = %id, by = %by.name, "advisory cancelled");
+        self.refresh_warnings().await;
         Ok(cancel)
     }
 

@@ -7,9 +7,10 @@
 //! [`all_clear`] is the entry point for other parts of the platform (playbooks) that need to
 //! silence a siren.
 //!
-//! Advisories: siren activations must reference an authorised public warning. Until the
-//! advisory store exists, [`NoAdvisories`] answers "not authorised" for every id, so the
-//! platform refuses every siren activation (cancels and all-clears are unaffected).
+//! Advisories: siren activations must reference an authorised public warning.
+//! [`IssuedWarnings`] is the gateway's view of them: advisories issued with status `Actual`
+//! (or `Exercise`, for drills), not cancelled, superseded or expired. The advisory service
+//! refreshes it from the store whenever it issues or cancels, and the platform at start.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -150,13 +151,56 @@ impl CommandLedger for StorePorts {
     }
 }
 
-/// No advisory store yet: no advisory is an authorised public warning, so every siren
-/// activation is refused.
+/// No advisory is an authorised public warning: every siren activation is refused (for
+/// platforms and tests without an advisory service).
 pub struct NoAdvisories;
 
 impl AdvisoryCheck for NoAdvisories {
     fn is_authorised_warning(&self, _advisory_id: &str) -> bool {
         false
+    }
+}
+
+/// The public warnings a siren activation may cite, by advisory id, with their expiry.
+#[derive(Debug, Default)]
+pub struct IssuedWarnings {
+    ids: parking_lot::RwLock<std::collections::HashMap<String, Option<Timestamp>>>,
+}
+
+impl IssuedWarnings {
+    /// Reloads the set from the store's issued advisories.
+    pub async fn refresh(&self, store: &dyn Store) -> anyhow::Result<()> {
+        let issued = store
+            .list_advisories(&store::AdvisoryQuery {
+                state: Some(model::AdvisoryState::Issued),
+                issued: true,
+                limit: 10_000,
+            })
+            .await
+            .context("failed to load the issued advisories")?;
+        let ids = issued
+            .into_iter()
+            .filter(|a| {
+                a.state == model::AdvisoryState::Issued
+                    && matches!(
+                        a.status,
+                        model::AdvisoryStatus::Actual | model::AdvisoryStatus::Exercise
+                    )
+                    && a.msg_type != model::AdvisoryMsgType::Cancel
+            })
+            .map(|a| (a.id, a.content.expires))
+            .collect();
+        *self.ids.write() = ids;
+        Ok(())
+    }
+}
+
+impl AdvisoryCheck for IssuedWarnings {
+    fn is_authorised_warning(&self, advisory_id: &str) -> bool {
+        self.ids
+            .read()
+            .get(advisory_id)
+            .is_some_and(|expires| expires.is_none_or(|t| t > Timestamp::now()))
     }
 }
 

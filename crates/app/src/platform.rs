@@ -186,13 +186,15 @@ impl Platform {
         });
         let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
+        let warnings = Arc::new(crate::gateway::IssuedWarnings::default());
+        warnings.refresh(store.as_ref()).await?;
         let gateway = crate::gateway::build(
             &config,
             store.clone(),
             bus.clone(),
             directory.clone(),
             broker.publisher(),
-            Arc::new(crate::gateway::NoAdvisories),
+            warnings.clone(),
         )?;
         crate::audit::record_or_log(
             store.as_ref(),
@@ -252,6 +254,7 @@ impl Platform {
             inner.directory.clone(),
             config.advisories.clone(),
             signing_key,
+            warnings,
         )?);
         // Incidents, response actions and SIEM forwarding. The gateway and audit ports are
         // where the command gateway and the audit log plug in.

@@ -193,6 +193,10 @@ struct Totals {
     paused_until: i64,
     ratio: Stats,
     streak: u8,
+    /// How many parts and wholes reported at the last evaluation: when membership moves
+    /// (a feeder's breaker goes offline, a batch of meters reconnects), the sums are not
+    /// comparable with the learned ratio for that interval.
+    members: (usize, usize),
 }
 
 /// The device table and the state of the reading rules.
@@ -249,6 +253,7 @@ impl Devices {
                 paused_until: i64::MIN,
                 ratio: Stats::default(),
                 streak: 0,
+                members: (0, 0),
             });
         }
         devices
@@ -1067,6 +1072,16 @@ fn totals_update(
         }
         totals.next_eval = ts + crate::config::secs_ms(totals.rule.interval_s);
         if totals.parts.len() < 3 || totals.whole.is_empty() || ts < totals.paused_until {
+            continue;
+        }
+        let members = (totals.parts.len(), totals.whole.len());
+        let moved = |now: usize, then: usize| now.abs_diff(then) * 50 > then.max(1);
+        if moved(members.0, totals.members.0) || moved(members.1, totals.members.1) {
+            // more than 2% of either side joined or left: the old ratio no longer describes
+            // this set of devices, so it is learned again
+            totals.members = members;
+            totals.streak = 0;
+            totals.ratio = Stats::default();
             continue;
         }
         let sum = |m: &FnvMap<u32, (f32, i64)>| m.values().map(|(v, _)| f64::from(*v)).sum::<f64>();

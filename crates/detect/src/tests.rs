@@ -1276,3 +1276,38 @@ fn a_sensor_that_broke_a_physical_limit_does_not_vote_for_its_neighbours() {
     "#]],
     );
 }
+
+#[test]
+fn a_feeder_going_offline_is_not_a_totals_mismatch() {
+    let mut fixture = String::from(
+        "config rate.messages_per_device = 1000
+         device breaker-01 feeder_breaker energy-ot
+         device breaker-02 feeder_breaker energy-ot
+         device breaker-03 feeder_breaker energy-ot\n",
+    );
+    for m in 1..=5 {
+        fixture.push_str(&format!("device meter-000{m} smart_meter energy-ami\n"));
+    }
+    // Thirty minutes of agreement; from minute 15 breaker-03 stops reporting (an honest
+    // outage) and is evicted as stale, so the whole shrinks by a third.
+    for minute in 0..50 {
+        let t = minute * 60;
+        let (h, m) = (t / 3600, t / 60 % 60);
+        for b in 1..=3 {
+            if b == 3 && minute >= 15 {
+                continue;
+            }
+            fixture.push_str(&format!(
+                "@{h:02}:{m:02}:00 telemetry breaker-0{b} closed=true current_a=130\n"
+            ));
+        }
+        for meter in 1..=5 {
+            fixture.push_str(&format!(
+                "@{h:02}:{m:02}:{:02} telemetry meter-000{meter} power=1.0\n",
+                meter * 5
+            ));
+        }
+        fixture.push_str(&format!("@{h:02}:{m:02}:59 tick\n"));
+    }
+    check(&fixture, expect![[r#""#]]);
+}
