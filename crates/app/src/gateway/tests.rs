@@ -29,3 +29,91 @@ fn key_file_is_private_and_stable() {
 fn without_an_advisory_store_no_warning_is_authorised() {
     assert!(!NoAdvisories.is_authorised_warning("adv-1"));
 }
+
+#[tokio::test]
+async fn only_issued_actual_or_exercise_warnings_authorise_a_siren() {
+    use crate::gateway::IssuedWarnings;
+    use model::{AdvisoryMsgType, AdvisoryState, AdvisoryStatus, Timestamp};
+    use store::{AdvisoryStore as _, Store as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::EmbeddedStore::open(&dir.path().join("citysec.db")).unwrap();
+    let with = |id: &str, state, status, msg_type, expires: Option<i64>| {
+        let mut a = store::testsuite::advisory(id, 1);
+        a.state = state;
+        a.status = status;
+        a.msg_type = msg_type;
+        a.content.expires = expires.map(Timestamp::from_millis);
+        if state != AdvisoryState::Draft {
+            a.issued_by = Some("olga".to_owned());
+            a.issued_at = Some(Timestamp::from_millis(2));
+        }
+        a
+    };
+    let now = Timestamp::now().as_millis();
+    store
+        .write_advisories(&[
+            with(
+                "actual",
+                AdvisoryState::Issued,
+                AdvisoryStatus::Actual,
+                AdvisoryMsgType::Alert,
+                None,
+            ),
+            with(
+                "drill",
+                AdvisoryState::Issued,
+                AdvisoryStatus::Exercise,
+                AdvisoryMsgType::Alert,
+                None,
+            ),
+            with(
+                "test",
+                AdvisoryState::Issued,
+                AdvisoryStatus::Test,
+                AdvisoryMsgType::Alert,
+                None,
+            ),
+            with(
+                "draft",
+                AdvisoryState::Draft,
+                AdvisoryStatus::Actual,
+                AdvisoryMsgType::Alert,
+                None,
+            ),
+            with(
+                "cancelled",
+                AdvisoryState::Cancelled,
+                AdvisoryStatus::Actual,
+                AdvisoryMsgType::Alert,
+                None,
+            ),
+            with(
+                "expired",
+                AdvisoryState::Issued,
+                AdvisoryStatus::Actual,
+                AdvisoryMsgType::Alert,
+                Some(now - 60_000),
+            ),
+        ])
+        .await
+        .unwrap();
+    let warnings = IssuedWarnings::default();
+    assert!(
+        !warnings.is_authorised_warning("actual"),
+        "nothing before the first refresh"
+    );
+    warnings.refresh(&store).await.unwrap();
+    for (id, authorised) in [
+        ("actual", true),
+        ("drill", true),
+        ("test", false),
+        ("draft", false),
+        ("cancelled", false),
+        ("expired", false),
+        ("unknown", false),
+    ] {
+        assert_eq!(warnings.is_authorised_warning(id), authorised, "{id}");
+    }
+    store.close().await.unwrap();
+}
