@@ -115,6 +115,8 @@ struct Slot {
     offset: f32,
     offset_n: u16,
     streak: u8,
+    /// Consecutive implausible reports (after three, the new value becomes the reference).
+    flagged: u8,
 }
 
 /// [`Stats`] in f32 for the per-device slots (half the memory).
@@ -817,6 +819,7 @@ fn numeric(
                 offset: 0.0,
                 offset_n: 0,
                 streak: 0,
+                flagged: 0,
             });
             Some(state.slots.len() - 1)
         }
@@ -865,8 +868,19 @@ fn numeric(
             }
         }
     }
-    state.slots[si].last = v as f32;
-    state.slots[si].last_ts = ts;
+    // An implausible value is not the reference for the next one, so the return to the
+    // truth after a burst of false data is not another impossible jump; a value that stays
+    // three reports in a row becomes the reference (the alert has been raised by then).
+    let slot = &mut state.slots[si];
+    slot.flagged = if findings.is_empty() {
+        0
+    } else {
+        slot.flagged.saturating_add(1)
+    };
+    if findings.is_empty() || slot.flagged >= 3 {
+        slot.last = v as f32;
+        slot.last_ts = ts;
+    }
 
     let out_of_range = findings.iter().any(|f| f.0 == "plausibility.range");
     if rule.baseline && !out_of_range {

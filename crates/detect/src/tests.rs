@@ -1271,9 +1271,10 @@ fn a_sensor_that_broke_a_physical_limit_does_not_vote_for_its_neighbours() {
     check(
         &fixture,
         expect![[r#"
-        @00:05:00 plausibility.rate_of_change high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
-        @00:05:30 plausibility.neighbours high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: level-0001 disagrees with its neighbours on level_m
-    "#]],
+            @00:05:00 plausibility.rate_of_change high count=1 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
+            @00:05:10 plausibility.rate_of_change high count=2 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
+            @00:05:20 plausibility.rate_of_change high count=3 device=level-0001 source=- zone=water-ot key=level-0001/level_m :: physically impossible change of level_m at level-0001
+        "#]],
     );
 }
 
