@@ -416,6 +416,19 @@ impl Engine {
         }
         let merge_ms = self.config.merge_window_ms();
         let max_evidence = self.config.max_evidence;
+        let mut draft = draft;
+        if self.open.len() >= MAX_OPEN_ALERTS
+            && !self.open.contains_key(&(draft.rule, draft.key.clone()))
+        {
+            // A flood of distinct keys (spoofed sources, invented ids) folds into one alert
+            // per rule instead of growing without bound.
+            draft.key = OVERFLOW_KEY.to_owned();
+            draft.device_id = None;
+            draft.title = format!(
+                "many distinct {} alerts (the latest: {})",
+                draft.rule, draft.title
+            );
+        }
         let slot = (draft.rule, draft.key.clone());
         if let Some(open) = self.open.get_mut(&slot)
             && ts.as_millis() - open.last_ts.as_millis() <= merge_ms
@@ -452,6 +465,11 @@ impl Engine {
         self.open.insert(slot, alert);
     }
 }
+
+/// Most alerts kept open for merging; past it, new keys of a rule merge into one alert
+/// keyed [`OVERFLOW_KEY`].
+pub const MAX_OPEN_ALERTS: usize = 50_000;
+pub const OVERFLOW_KEY: &str = "(many)";
 
 /// `10.0.0.7:5000` -> `10.0.0.7`; `[::1]:5000` -> `::1`; anything else unchanged.
 pub(crate) fn peer_ip(peer: &str) -> &str {

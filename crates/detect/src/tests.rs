@@ -1312,3 +1312,52 @@ fn a_feeder_going_offline_is_not_a_totals_mismatch() {
     }
     check(&fixture, expect![[r#""#]]);
 }
+
+#[test]
+fn a_flood_of_distinct_keys_folds_into_one_alert_per_rule() {
+    let config = DetectConfig {
+        zones: vec![crate::ZoneConfig {
+            name: "z".into(),
+            cidrs: vec!["10.0.0.0/8".into()],
+            allow_unregistered: false,
+        }],
+        ..DetectConfig::default()
+    };
+    let mut engine = Engine::new(config);
+    let mut alerts = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for i in 0..(crate::MAX_OPEN_ALERTS as u32 + 500) {
+        let src = std::net::IpAddr::from((10u32 << 24 | i).to_be_bytes());
+        let flow = model::FlowRecord {
+            src,
+            dst: "10.255.255.1".parse().unwrap(),
+            src_port: 1000,
+            dst_port: 80,
+            protocol: model::proto::TCP,
+            bytes: 60,
+            packets: 1,
+            tcp_flags: 2,
+            start: Timestamp::from_millis(i64::from(i)),
+            end: Timestamp::from_millis(i64::from(i)),
+            exporter: None,
+            peer_device: None,
+        };
+        let event = Event {
+            ts: Timestamp::from_millis(i64::from(i)),
+            device_id: None,
+            sector: None,
+            kind: EventKind::Flow(flow),
+        };
+        engine.process(&event, &mut out);
+        for alert in out.drain(..) {
+            alerts.insert((alert.rule, alert.key));
+        }
+    }
+    let overflow: Vec<_> = alerts
+        .iter()
+        .filter(|(_, k)| k == crate::OVERFLOW_KEY)
+        .collect();
+    assert_eq!(overflow.len(), 1, "{overflow:?}");
+    assert!(engine.stats().tracked_keys <= crate::MAX_OPEN_ALERTS + 1);
+    assert_eq!(alerts.len(), crate::MAX_OPEN_ALERTS + 1);
+}
