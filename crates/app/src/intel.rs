@@ -473,25 +473,14 @@ pub fn indicator_changes(
             .and_then(Value::as_str)
             .and_then(model::Timestamp::parse_rfc3339);
         let revoked = o.get("revoked").and_then(Value::as_bool).unwrap_or(false);
-        let expired = valid_until.is_some_and(|t| t <= now);
-        let pattern = o.get("pattern").and_then(Value::as_str);
-        let stix_pattern = o.get("pattern_type").and_then(Value::as_str) == Some("stix");
-        match pattern {
-            Some(pattern) if stix_pattern && !revoked && !expired => {
-                out.upsert.push(detect::Indicator {
-                    id: id.to_owned(),
-                    pattern: pattern.to_owned(),
-                    name: o
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or(id)
-                        .to_owned(),
-                    source: source.to_owned(),
-                    valid_until,
-                })
-            }
-            _ if revoked || expired => out.remove.push(id.to_owned()),
-            _ => {}
+        if revoked || valid_until.is_some_and(|t| t <= now) {
+            out.remove.push(id.to_owned());
+            continue;
+        }
+        // The same mapping as the city's own indicators (`POST /api/v1/indicators`).
+        match crate::detect::indicator_from_stix(o, source) {
+            Ok(indicator) => out.upsert.push(indicator),
+            Err(reason) => tracing::debug!(indicator = id, source, reason, "indicator not matched"),
         }
     }
     out
