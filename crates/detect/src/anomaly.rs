@@ -1,6 +1,6 @@
 //! An online, unsupervised anomaly score for flows: per device class, destination zone
-//! and service, a running model of each flow feature (log bytes, log packets, log bytes per packet, log duration) learned
-//! from the traffic itself, and a score that says how far a flow lies from it. It catches
+//! and service, a running model of each flow feature (log bytes, log packets, log bytes
+//! per packet, log duration) learned from the traffic itself, and a score that says how far a flow lies from it. It catches
 //! what the rules have no name for (a camera suddenly sending jumbo bursts, a meter
 //! streaming), and only learns from flows it does not find anomalous, so an attacker cannot
 //! teach it quickly.
