@@ -14,35 +14,6 @@ use store::{LocalIndicator, Store, Suppression};
 
 use crate::config::Config;
 
-/// The rule ids the engine has built in.
-pub const BUILTIN_RULES: &[&str] = &[
-    "auth.brute_force.device",
-    "auth.brute_force.source",
-    "actuation.uncommanded",
-    "mqtt.topic_abuse",
-    "mqtt.protocol_violation",
-    "identity.client_id_takeover",
-    "identity.certificate_mismatch",
-    "rate.connect_flood",
-    "rate.message_flood",
-    "rate.actuation_burst",
-    "policy.conduit",
-    "policy.new_device",
-    "policy.firmware_change",
-    "policy.shared_credentials",
-    "plausibility.range",
-    "plausibility.rate_of_change",
-    "plausibility.neighbours",
-    "plausibility.totals",
-    "baseline.telemetry",
-    "baseline.flow",
-    "flow.scan",
-    "flow.flood",
-    "flow.brute_force",
-    "flow.anomaly",
-    "intel.indicator",
-];
-
 /// The most rule files one directory may hold, and the largest one.
 const MAX_RULE_FILES: usize = 256;
 const MAX_RULE_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -296,7 +267,10 @@ pub fn status_of(engine: &Engine, diagnostics: &[Diagnostic]) -> web::detect::De
     let stats = engine.stats();
     let rules = engine.rules();
     web::detect::DetectStatus {
-        builtin_rules: BUILTIN_RULES.iter().map(|r| (*r).to_owned()).collect(),
+        builtin_rules: detect::BUILTIN_RULES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect(),
         reading_rules: rules.readings.len() as u64,
         totals_rules: rules.totals.len() as u64,
         threshold_rules: rules.thresholds.len() as u64,

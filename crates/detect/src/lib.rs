@@ -56,6 +56,36 @@ pub use crate::indicator::{Indicator, IndicatorError};
 pub use crate::reports::ReportsConfig;
 pub use crate::rules::{Diagnostic, RuleSet};
 
+/// The rule ids the engine has built in.
+pub const BUILTIN_RULES: &[&str] = &[
+    "auth.brute_force.device",
+    "auth.brute_force.source",
+    "actuation.uncommanded",
+    "mqtt.topic_abuse",
+    "mqtt.protocol_violation",
+    "identity.client_id_takeover",
+    "identity.certificate_mismatch",
+    "rate.connect_flood",
+    "rate.message_flood",
+    "rate.actuation_burst",
+    "policy.conduit",
+    "policy.new_device",
+    "policy.firmware_change",
+    "policy.shared_credentials",
+    "plausibility.range",
+    "plausibility.rate_of_change",
+    "plausibility.neighbours",
+    "plausibility.totals",
+    "baseline.telemetry",
+    "baseline.flow",
+    "flow.scan",
+    "flow.flood",
+    "flow.brute_force",
+    "flow.anomaly",
+    "intel.indicator",
+    "reports.siren_unconfirmed",
+];
+
 /// What the engine knows about a registered device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceMeta {

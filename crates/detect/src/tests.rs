@@ -1361,3 +1361,43 @@ fn a_flood_of_distinct_keys_folds_into_one_alert_per_rule() {
     assert!(engine.stats().tracked_keys <= crate::MAX_OPEN_ALERTS + 1);
     assert_eq!(alerts.len(), crate::MAX_OPEN_ALERTS + 1);
 }
+
+#[test]
+fn every_rule_the_engine_raises_is_listed_as_built_in() {
+    // The rule ids in the engine's source are the ones `GET /api/v1/detect` lists.
+    let sources = [
+        include_str!("auth.rs"),
+        include_str!("flows.rs"),
+        include_str!("indicator.rs"),
+        include_str!("telemetry.rs"),
+        include_str!("reports.rs"),
+    ];
+    let mut raised = std::collections::BTreeSet::new();
+    for source in sources {
+        for part in source.split("rule: \"").skip(1) {
+            raised.insert(part.split('"').next().unwrap().to_owned());
+        }
+        for line in source.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix('"')
+                && let Some(id) = rest.strip_suffix("\",")
+                && id.contains('.')
+                && !id.contains(' ')
+                && crate::BUILTIN_RULES
+                    .iter()
+                    .any(|r| r.split('.').next() == id.split('.').next())
+            {
+                raised.insert(id.to_owned());
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<String> = crate::BUILTIN_RULES
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect();
+    assert!(
+        raised.is_subset(&listed),
+        "not listed: {:?}",
+        raised.difference(&listed).collect::<Vec<_>>()
+    );
+}
