@@ -377,7 +377,13 @@ async fn advisories_need_two_people_and_publish_a_signed_feed() {
     );
     let partner = read("valid/full.xml")
         .replace("<msgType>Update</msgType>", "<msgType>Alert</msgType>")
-        .replace("<references>alerts@city.example,city-example-2026-0041,2026-12-01T18:10:00-00:00</references>\n", "");
+        .replace("<references>alerts@city.example,city-example-2026-0041,2026-12-01T18:10:00-00:00</references>\n", "")
+        // An imported alert is re-issued now, so it must not have expired already: the
+        // fixture's own expiry is a fixed instant that the wall clock passes.
+        .replace(
+            "<expires>2026-12-01T22:30:00+01:00</expires>",
+            "<expires>2099-12-31T00:00:00-00:00</expires>",
+        );
     let (status, imported) = import(partner).await;
     assert_eq!(status, 201, "{imported}");
     assert_eq!(imported["status"], "Actual");
