@@ -1,7 +1,9 @@
 //! `citysec exercise`: the attack catalogue against a running platform, scored.
 //!
 //! `exercise run` registers its own small city through the API (ids `x-...`, addresses in
-//! each zone's exercise block), connects it over MQTT, exports its benign flows over UDP,
+//! each zone's exercise block, and for the certificate scenarios the fingerprints of client
+//! certificates it issues from the platform's city CA, read from `--data-dir` on the
+//! platform's machine), connects it over MQTT, exports its benign flows over UDP,
 //! plays a few honest events (maintenance, an outage, a firmware update), then injects each
 //! scenario over the real protocols and reads `/api/v1/alerts` back: per scenario whether it
 //! was detected, the time to detect (first expected alert's `ts` minus onset), the alerts

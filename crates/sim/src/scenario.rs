@@ -522,15 +522,17 @@ impl Scenario {
                     certificate_of,
                     certificate,
                 } => {
+                    // With `count = "all"` the upper bound is checked when planning.
                     let count = match self.target.as_ref().map(|t| t.count) {
-                        Some(Count::N(n)) => n.max(1),
-                        _ => usize::MAX,
+                        Some(Count::N(n)) => Some(n.max(1)),
+                        _ => None,
                     };
                     for (what, n) in [("identity", identity), ("certificate_of", certificate_of)] {
-                        if *n == 0 || *n > count {
+                        if *n == 0 || count.is_some_and(|c| *n > c) {
                             bail!(
-                                "step {}: {what} must name a target, 1..={count}, got {n}",
-                                i + 1
+                                "step {}: {what} must name a target (1 to {}), got {n}",
+                                i + 1,
+                                count.map_or("the target count".to_owned(), |c| c.to_string())
                             );
                         }
                     }
