@@ -218,8 +218,10 @@ impl Config {
         if let Some(tls) = &mqtt.tls_listen {
             tls.parse::<SocketAddr>()
                 .with_context(|| format!("ingest.mqtt.tls_listen: {tls:?} is not an address"))?;
-            if mqtt.tls_cert.is_none() || mqtt.tls_key.is_none() {
-                bail!("ingest.mqtt.tls_listen needs ingest.mqtt.tls_cert and ingest.mqtt.tls_key");
+            // Neither: the platform generates a city CA and a broker certificate into
+            // `<data_dir>/pki` (`app::city_pki`).
+            if mqtt.tls_cert.is_some() != mqtt.tls_key.is_some() {
+                bail!("ingest.mqtt.tls_cert and ingest.mqtt.tls_key must be set together");
             }
         }
         if mqtt.max_payload_bytes == 0 || mqtt.max_payload_bytes > 256 * 1024 * 1024 {

@@ -4,6 +4,7 @@
 
 pub mod advisories;
 pub mod audit;
+pub mod city_pki;
 pub mod config;
 pub mod detect;
 pub mod directory;

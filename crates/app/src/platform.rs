@@ -184,7 +184,9 @@ impl Platform {
             bus: bus.clone(),
             counters: counters.clone(),
         });
-        let broker = Broker::start(config.ingest.mqtt.clone(), directory.clone(), sink.clone())
+        let mqtt = crate::city_pki::prepare(&config.data_dir, &config.ingest.mqtt)
+            .context("failed to prepare the MQTT broker's certificates")?;
+        let broker = Broker::start(mqtt, directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
         let warnings = Arc::new(crate::gateway::IssuedWarnings::default());
         warnings.refresh(store.as_ref()).await?;

@@ -104,8 +104,8 @@ fn bad_configs_are_refused_with_a_reason() {
             "set together",
         ),
         (
-            "version = 1\ndata_dir = 'x'\n[ingest.mqtt]\ntls_listen = '127.0.0.1:8883'",
-            "tls_cert",
+            "version = 1\ndata_dir = 'x'\n[ingest.mqtt]\ntls_listen = '127.0.0.1:8883'\ntls_cert = 'a.pem'",
+            "set together",
         ),
         (
             "version = 1\ndata_dir = 'x'\n[store]\ntype = 'cloud'",

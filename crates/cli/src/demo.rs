@@ -32,6 +32,10 @@ pub struct DemoArgs {
     /// The embedded MQTT broker's address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt_listen: String,
+    /// The embedded broker's mTLS listener (device client certificates from the city CA
+    /// generated into `<data-dir>/pki/` on first start); `none` turns it off.
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    mqtt_tls_listen: String,
     /// The flow collector's UDP address (NetFlow v5/v9, IPFIX).
     #[arg(long, default_value = "127.0.0.1:2055")]
     flow_listen: String,
@@ -61,6 +65,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.http.listen = args.http_listen.clone();
     config.ingest.mqtt.listen = args.mqtt_listen.clone();
+    // mTLS on by default, with the generated city CA (`app::city_pki`).
+    config.ingest.mqtt.tls_listen =
+        (args.mqtt_tls_listen != "none").then(|| args.mqtt_tls_listen.clone());
+    config.ingest.mqtt.tls_cert = None;
+    config.ingest.mqtt.tls_key = None;
+    config.ingest.mqtt.client_ca = None;
     config.ingest.flow.listen = args.flow_listen.clone();
     // Every simulated device connects from this machine's loopback address.
     config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
@@ -84,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.seed,
     ));
     let inventory = population.to_json().into_bytes();
-    let (devices, errors) = app::inventory::parse(
+    let (mut devices, errors) = app::inventory::parse(
         &inventory,
         app::inventory::Format::Json,
         model::Timestamp::now(),
@@ -96,6 +106,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let platform = app::Platform::start(config).await?;
+    // The catalogue's certificate scenarios: client certificates from the city CA the
+    // platform just generated or loaded, the current ones registered with their devices.
+    let mut tls = None;
+    if let (Some(addr), true) = (platform.mqtt_tls_addr(), args.attacks && args.catalogue) {
+        // A scenario this city is too small for fails when it plays, as the others do.
+        let plans: Vec<_> = sim::scenario::catalogue()?
+            .iter()
+            .filter_map(|s| s.plan(&population, args.seed, 0).ok())
+            .collect();
+        let ca = app::city_pki::load_ca(&args.data_dir)?;
+        let (clients, pins) = crate::exercise::issue_certificates(&ca, addr, &plans)?;
+        for device in &mut devices {
+            if let Some(pin) = pins.get(device.id.as_str()) {
+                device.credentials.push(model::Credential::Certificate {
+                    sha256: pin.clone(),
+                });
+            }
+        }
+        tls = Some(Arc::new(clients));
+    }
     platform.register_devices(devices).await?;
 
     let http = platform.http_addr();
@@ -112,6 +142,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         platform.admin_token_path().display()
     );
     eprintln!("  MQTT broker: {}", platform.mqtt_addr());
+    if let Some(tls) = platform.mqtt_tls_addr() {
+        eprintln!(
+            "  MQTT mTLS:   {tls} (city CA: {})",
+            app::city_pki::dir(&args.data_dir)
+                .join(app::city_pki::CA_CERT)
+                .display()
+        );
+    }
     if let Some(flow) = platform.flow_addr() {
         eprintln!("  flows (UDP): {flow} (NetFlow v5/v9, IPFIX)");
     }
@@ -172,6 +210,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let api = api.clone();
                 Box::pin(async move { api.post_indicators(bundle).await })
             }),
+            tls,
         };
         let first = attack_config.first_after + attack_config.spacing * 3;
         let seed = args.seed;

@@ -1,7 +1,9 @@
 //! `citysec exercise`: the attack catalogue against a running platform, scored.
 //!
 //! `exercise run` registers its own small city through the API (ids `x-...`, addresses in
-//! each zone's exercise block), connects it over MQTT, exports its benign flows over UDP,
+//! each zone's exercise block, and for the certificate scenarios the fingerprints of client
+//! certificates it issues from the platform's city CA, read from `--data-dir` on the
+//! platform's machine), connects it over MQTT, exports its benign flows over UDP,
 //! plays a few honest events (maintenance, an outage, a firmware update), then injects each
 //! scenario over the real protocols and reads `/api/v1/alerts` back: per scenario whether it
 //! was detected, the time to detect (first expected alert's `ts` minus onset), the alerts
@@ -61,6 +63,15 @@ pub struct RunArgs {
     /// scenarios then fail with a clear problem).
     #[arg(long, default_value = "127.0.0.1:2055")]
     flow: String,
+    /// The broker's mTLS listener, HOST:PORT, for the certificate scenarios; `none`
+    /// presents no certificates (those scenarios then fail with a clear problem).
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    mqtt_tls: String,
+    /// The platform's data directory, on this machine: the city CA in its `pki/` issues
+    /// the client certificates the certificate scenarios present (the API never issues
+    /// device certificates).
+    #[arg(long, default_value = "./citysec-data")]
+    data_dir: PathBuf,
     /// The flow export format: ipfix or netflow5.
     #[arg(long, default_value = "ipfix")]
     flow_format: FlowFormat,
@@ -344,16 +355,37 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     let api = Api::new(&args.api, token);
     let mqtt = resolve(&args.mqtt)?;
     let population = Arc::new(Population::generate_exercise(args.seed));
+    let mut plans = Vec::new();
     for scenario in &scenarios {
-        scenario.plan(&population, args.seed, 0)?;
+        plans.push(scenario.plan(&population, args.seed, 0)?);
     }
 
-    // Register the exercise's devices (with their secrets and addresses).
+    // Client certificates for the certificate scenarios, from the platform's city CA;
+    // the ones the registry is to hold are registered with the devices below.
+    let mut pins = HashMap::new();
+    let mut tls = None;
+    let wanted = plans.iter().any(|p| !p.certificates().is_empty());
+    if wanted && args.mqtt_tls != "none" {
+        let addr = resolve(&args.mqtt_tls)?;
+        match app::city_pki::load_ca(&args.data_dir) {
+            Ok(ca) => {
+                let (clients, registered) = issue_certificates(&ca, addr, &plans)?;
+                pins = registered;
+                tls = Some(Arc::new(clients));
+            }
+            Err(err) => tracing::warn!(
+                error = %format!("{err:#}"),
+                "no city CA: the certificate scenarios cannot run (--data-dir)"
+            ),
+        }
+    }
+
+    // Register the exercise's devices (with their secrets, addresses and certificates).
     let report = api
         .post(
             "/api/v1/devices/import",
             "application/json",
-            population.to_json().into_bytes(),
+            inventory_with_certificates(&population, &pins)?,
         )
         .await
         .context("registering the exercise devices")?;
@@ -438,6 +470,7 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
             let api = indicator_api.clone();
             Box::pin(async move { api.post_indicators(bundle).await })
         }),
+        tls,
     };
     let played = play(
         &scenarios,
@@ -565,6 +598,62 @@ fn print_score(score: &scenario::Score, benign_hours: f64) {
             a.title
         );
     }
+}
+
+/// Issues, from the city CA, every client certificate `plans` present (valid for a day,
+/// never written to disk), and returns them with the fingerprint each device's registry
+/// entry must hold: its `Registered` certificate.
+pub fn issue_certificates(
+    ca: &pki::Ca,
+    addr: SocketAddr,
+    plans: &[scenario::Plan],
+) -> anyhow::Result<(scenario::TlsClients, HashMap<String, String>)> {
+    let mut certificates = HashMap::new();
+    let mut pins = HashMap::new();
+    for plan in plans {
+        for (id, kind) in plan.certificates() {
+            if certificates.contains_key(&(id.clone(), kind)) {
+                continue;
+            }
+            let issued = ca
+                .issue_device(&id, 1)
+                .with_context(|| format!("issuing a client certificate for {id}"))?;
+            if kind == scenario::CertKind::Registered {
+                pins.insert(id.clone(), issued.sha256_hex.clone());
+            }
+            certificates.insert(
+                (id, kind),
+                sim::mqtt::ClientCertificate {
+                    cert_pem: issued.cert_pem,
+                    key_pem: issued.key_pem,
+                },
+            );
+        }
+    }
+    Ok((
+        scenario::TlsClients {
+            addr,
+            ca_pem: ca.cert_pem().to_owned(),
+            certificates,
+        },
+        pins,
+    ))
+}
+
+/// The population's inventory JSON with `cert_sha256` set for the devices in `pins`.
+fn inventory_with_certificates(
+    population: &Population,
+    pins: &HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut inventory: Value = serde_json::from_str(&population.to_json())?;
+    if let Some(devices) = inventory["devices"].as_array_mut() {
+        for device in devices {
+            if let Some(pin) = device["id"].as_str().and_then(|id| pins.get(id)) {
+                device["cert_sha256"] = Value::String(pin.clone());
+            }
+        }
+    }
+    Ok(serde_json::to_vec(&inventory)?)
 }
 
 /// The platform config for a simulated city: the defaults, the city's zones and conduits,
@@ -758,7 +847,8 @@ fn soak(args: SoakArgs) -> anyhow::Result<u8> {
 
 /// Feeds a plan into the in-process engine as the broker and the flow listener would
 /// report it: wrong-password connects as auth failures (unknown ids as refusals), a
-/// second connect with a device's credentials as a client-id takeover, publishes and
+/// second connect with a device's credentials as a client-id takeover, certificates that
+/// do not match the registry as the auth failures the broker reports for them, publishes and
 /// subscriptions outside a device's own topics as denials, its own publishes decoded,
 /// flows as records, indicators loaded.
 fn inject_in_process(
@@ -860,6 +950,33 @@ fn inject_in_process(
                     r.end = Timestamp::from_millis(onset + r.end.as_millis());
                     replay.flow(r);
                 }
+            }
+            Action::TlsConnect {
+                identity,
+                certificate_of,
+                source,
+                ..
+            } => {
+                // What the broker reports: another device's certificate fails on its CN,
+                // the device's own superseded one on its fingerprint.
+                let peer = format!("127.0.77.{source}:{}", 40_000 + n);
+                let reason = if identity != certificate_of {
+                    "username does not match certificate cn"
+                } else {
+                    "certificate not registered for device"
+                };
+                let known = population.get(identity.as_str()).map(|d| d.id.clone());
+                replay.broker_event(
+                    known.as_ref(),
+                    event(
+                        SecurityEventKind::AuthFailure,
+                        identity.as_str(),
+                        peer,
+                        None,
+                        reason,
+                    ),
+                    ts,
+                );
             }
             Action::Indicator(bundle) => {
                 let objects = bundle["objects"].as_array().cloned().unwrap_or_default();

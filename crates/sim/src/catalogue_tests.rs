@@ -521,6 +521,8 @@ struct Facts {
     indicators: usize,
     takeovers: usize,
     subscribes: usize,
+    /// (identity presented, certificate's device, which certificate).
+    tls_connects: Vec<(String, String, scenario::CertKind)>,
 }
 
 fn facts(plan: &scenario::Plan) -> Facts {
@@ -531,6 +533,7 @@ fn facts(plan: &scenario::Plan) -> Facts {
         indicators: 0,
         takeovers: 0,
         subscribes: 0,
+        tls_connects: Vec::new(),
     };
     let first = plan.actions.first().map_or(0, |a| a.at_ms);
     for a in &plan.actions {
@@ -546,6 +549,14 @@ fn facts(plan: &scenario::Plan) -> Facts {
             Action::Indicator(_) => f.indicators += 1,
             Action::Takeover { .. } => f.takeovers += 1,
             Action::Subscribe { .. } => f.subscribes += 1,
+            Action::TlsConnect {
+                identity,
+                certificate_of,
+                kind,
+                ..
+            } => f
+                .tls_connects
+                .push((identity.to_string(), certificate_of.to_string(), *kind)),
         }
     }
     f
@@ -651,6 +662,38 @@ fn scenarios_plan_deterministically_and_exceed_the_contract_thresholds() {
                     );
                 }
                 "identity.client_id_takeover" => assert_eq!(f.takeovers, 1),
+                "identity.certificate_mismatch" => {
+                    use scenario::CertKind;
+                    // Both ways a certificate can fail the registry: another device's
+                    // genuine certificate, and the device's own superseded one.
+                    assert!(
+                        f.tls_connects
+                            .iter()
+                            .any(|(id, of, k)| id != of && *k == CertKind::Registered),
+                        "{}: {:?}",
+                        s.name,
+                        f.tls_connects
+                    );
+                    assert!(
+                        f.tls_connects
+                            .iter()
+                            .any(|(id, of, k)| id == of && *k == CertKind::Superseded),
+                        "{}: {:?}",
+                        s.name,
+                        f.tls_connects
+                    );
+                    let certs = plan.certificates();
+                    for (id, of, kind) in &f.tls_connects {
+                        assert!(plan.involved.contains(id) && plan.involved.contains(of));
+                        assert!(certs.contains(&(of.clone(), *kind)));
+                        // The device posed as with its old certificate has a current one.
+                        assert!(certs.contains(&(of.clone(), CertKind::Registered)));
+                    }
+                    // One attempt per device: this is the certificate rule's to catch, not
+                    // the brute-force thresholds'.
+                    let ids: BTreeSet<&String> = f.tls_connects.iter().map(|t| &t.0).collect();
+                    assert_eq!(ids.len(), f.tls_connects.len());
+                }
                 "mqtt.topic_abuse" => assert!(f.subscribes + f.publishes >= 1),
                 "plausibility.range"
                 | "plausibility.rate_of_change"
@@ -667,6 +710,48 @@ fn scenarios_plan_deterministically_and_exceed_the_contract_thresholds() {
         .iter()
         .any(|s| s.plan(&population, 11, 0).unwrap() != s.plan(&other, 12, 0).unwrap());
     assert!(differs);
+}
+
+#[test]
+fn tls_connect_steps_are_checked() {
+    let base = |steps: &str| {
+        format!(
+            "name = \"t\"\ntitle = \"t\"\ndescription = \"t\"\nexpect = [\"identity.certificate_mismatch\"]\n\
+             [target]\nclass = \"valve\"\ncount = 2\n{steps}"
+        )
+    };
+    let ok = base("[[steps]]\ndo = \"tls_connect\"\nidentity = 1\ncertificate_of = 2\n");
+    let scenario = Scenario::parse(&ok).unwrap();
+    let population = Population::generate_exercise(5);
+    let plan = scenario.plan(&population, 5, 0).unwrap();
+    let involved: Vec<&String> = plan.involved.iter().collect();
+    assert_eq!(involved.len(), 2);
+    assert_eq!(
+        plan.certificates().len(),
+        1,
+        "only the registered certificate of target 2"
+    );
+    for (steps, message) in [
+        (
+            "[[steps]]\ndo = \"tls_connect\"\nidentity = 2\ncertificate_of = 2\n",
+            "genuine login",
+        ),
+        (
+            "[[steps]]\ndo = \"tls_connect\"\nidentity = 3\ncertificate_of = 1\n",
+            "identity must name a target",
+        ),
+        (
+            "[[steps]]\ndo = \"tls_connect\"\nidentity = 1\ncertificate_of = 0\n",
+            "certificate_of must name a target",
+        ),
+        (
+            "[[steps]]\ndo = \"tls_connect\"\nidentity = 1\ncertificate_of = 2\ncertificate = \"stolen\"\n",
+            "unknown variant",
+        ),
+    ] {
+        let err = Scenario::parse(&base(steps)).unwrap_err();
+        assert!(format!("{err:#}").contains(message), "{err:#}");
+    }
 }
 
 #[test]

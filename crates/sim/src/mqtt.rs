@@ -11,7 +11,7 @@ use rumqttc::mqttbytes::QoS as Q4;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The kernel send buffer of each connection (`SO_SNDBUF`).
@@ -333,40 +333,149 @@ pub async fn connect_from(
             .await
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true).context("set nodelay")?;
-        let mut buf = BytesMut::with_capacity(128);
-        encode_connect(
+        let (buf, outcome) = exchange(
+            &mut stream,
             version,
             client_id,
             username,
             password,
             keep_alive_s,
-            &mut buf,
-        )?;
-        stream.write_all(&buf).await.context("send connect")?;
-        buf.clear();
-        let outcome = loop {
-            if let Some((packet, _)) = read_packet(version, &mut buf)? {
-                match packet {
-                    Incoming::ConnAck { accepted: true, .. } => break ConnectOutcome::Accepted,
-                    Incoming::ConnAck {
-                        accepted: false,
-                        reason,
-                    } => {
-                        break ConnectOutcome::Refused(reason);
-                    }
-                    _ => continue,
-                }
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    break ConnectOutcome::Refused("connection closed before connack".into());
-                }
-                Ok(_) => {}
-            }
-        };
+        )
+        .await?;
         anyhow::Ok((stream, buf, outcome))
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .context("mqtt connect timed out")?
+}
+
+async fn bound_socket(addr: SocketAddr, source: Option<SocketAddr>) -> Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("create socket")?;
+    if let Some(local) = source {
+        socket
+            .bind(local)
+            .with_context(|| format!("bind {local}"))?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    stream.set_nodelay(true).context("set nodelay")?;
+    Ok(stream)
+}
+
+/// The CONNECT/CONNACK exchange on an open stream (plain TCP or TLS).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    version: Version,
+    client_id: &str,
+    username: &str,
+    password: &str,
+    keep_alive_s: u16,
+) -> Result<(BytesMut, ConnectOutcome)> {
+    let mut buf = BytesMut::with_capacity(128);
+    encode_connect(
+        version,
+        client_id,
+        username,
+        password,
+        keep_alive_s,
+        &mut buf,
+    )?;
+    stream.write_all(&buf).await.context("send connect")?;
+    stream.flush().await.context("send connect")?;
+    buf.clear();
+    let outcome = loop {
+        if let Some((packet, _)) = read_packet(version, &mut buf)? {
+            match packet {
+                Incoming::ConnAck { accepted: true, .. } => break ConnectOutcome::Accepted,
+                Incoming::ConnAck {
+                    accepted: false,
+                    reason,
+                } => {
+                    break ConnectOutcome::Refused(reason);
+                }
+                _ => continue,
+            }
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                break ConnectOutcome::Refused("connection closed before connack".into());
+            }
+            Ok(_) => {}
+        }
+    };
+    Ok((buf, outcome))
+}
+
+/// A client certificate and its private key, both PEM.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    pub cert_pem: String,
+    /// PKCS#8 PEM; secret.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rustls client config that trusts `ca_pem` and presents `client` (mTLS).
+pub fn tls_client_config(ca_pem: &str, client: &ClientCertificate) -> Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("read the ca certificate")?)
+            .context("trust the ca certificate")?;
+    }
+    let chain = rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("read the client certificate")?;
+    let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
+        .context("read the client key")?
+        .context("no private key in the client key pem")?;
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("tls protocol versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .context("client certificate and key do not form a pair")
+}
+
+/// Opens a TLS connection (server checked against the config's roots under the name
+/// `server_name`, our client certificate presented) and performs the MQTT 3.1.1
+/// CONNECT/CONNACK exchange with `client_id` and `username` and no password, within
+/// `timeout`. The stream is closed afterwards.
+pub async fn connect_tls_from(
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    client_id: &str,
+    username: &str,
+    timeout: Duration,
+) -> Result<ConnectOutcome> {
+    let attempt = async {
+        let tcp = bound_socket(addr, source).await?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("tls handshake with {addr}"))?;
+        let (_, outcome) = exchange(&mut tls, Version::V4, client_id, username, "", 30).await?;
+        let _ = tls.shutdown().await;
+        anyhow::Ok(outcome)
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .context("mqtt tls connect timed out")?
 }

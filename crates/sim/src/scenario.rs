@@ -21,7 +21,7 @@
 //! count = 1                          # or "all"
 //! [[steps]]
 //! at_s = 0                           # after onset
-//! do = "flows"                       # see `Step` for every kind and its fields
+//! do = "flows"                       # see `StepKind` for every kind and its fields
 //! ...
 //! ```
 
@@ -61,6 +61,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "client-id-takeover",
         include_str!("../scenarios/client-id-takeover.toml"),
+    ),
+    (
+        "certificate-mismatch",
+        include_str!("../scenarios/certificate-mismatch.toml"),
     ),
     (
         "meter-false-data",
@@ -260,6 +264,30 @@ pub enum StepKind {
     /// Loads a STIX indicator for the scenario's indicator address into the platform, as a
     /// partner would share it.
     Indicator { name: String },
+    /// One MQTT connect over the broker's mTLS listener from the attacker's address,
+    /// presenting target number `identity` (1-based) as username and client id, with a
+    /// client certificate the city CA issued for target number `certificate_of`: the one
+    /// the registry holds for it (`certificate = "registered"`), or one it held before the
+    /// device was re-provisioned (`"superseded"`, e.g. recovered from a unit sent for repair).
+    TlsConnect {
+        identity: usize,
+        certificate_of: usize,
+        #[serde(default)]
+        certificate: CertKind,
+    },
+}
+
+/// Which of a device's certificates a `tls_connect` step presents.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CertKind {
+    /// The certificate whose fingerprint the registry holds for the device.
+    #[default]
+    Registered,
+    /// A certificate the city CA issued for the device earlier, no longer registered.
+    Superseded,
 }
 
 fn one() -> u32 {
@@ -347,6 +375,14 @@ pub enum Action {
     Flows(Vec<FlowRecord>),
     /// A STIX bundle with one indicator.
     Indicator(serde_json::Value),
+    /// One mTLS connect as `identity` from `127.0.77.<source>` with the `kind` certificate
+    /// of `certificate_of`.
+    TlsConnect {
+        identity: DeviceId,
+        certificate_of: DeviceId,
+        kind: CertKind,
+        source: u8,
+    },
 }
 
 /// A scenario resolved against a population and a seed.
@@ -364,6 +400,27 @@ pub struct Plan {
     /// The outside addresses it uses.
     pub addresses: BTreeSet<IpAddr>,
     pub actions: Vec<PlannedAction>,
+}
+
+impl Plan {
+    /// The client certificates the plan presents, by device id and kind. Whoever runs it
+    /// must have the city CA issue them and register each device's `Registered` one (and,
+    /// for a device whose `Superseded` one is presented, a current one in its place).
+    pub fn certificates(&self) -> BTreeSet<(String, CertKind)> {
+        let mut out = BTreeSet::new();
+        for planned in &self.actions {
+            if let Action::TlsConnect {
+                certificate_of,
+                kind,
+                ..
+            } = &planned.action
+            {
+                out.insert((certificate_of.to_string(), CertKind::Registered));
+                out.insert((certificate_of.to_string(), *kind));
+            }
+        }
+        out
+    }
 }
 
 /// Parses the scenario named `name` of the catalogue.
@@ -460,6 +517,33 @@ impl Scenario {
                     finite(*every_s, "every_s")?;
                 }
                 StepKind::Takeover { hold_s } => finite(*hold_s, "hold_s")?,
+                StepKind::TlsConnect {
+                    identity,
+                    certificate_of,
+                    certificate,
+                } => {
+                    // With `count = "all"` the upper bound is checked when planning.
+                    let count = match self.target.as_ref().map(|t| t.count) {
+                        Some(Count::N(n)) => Some(n.max(1)),
+                        _ => None,
+                    };
+                    for (what, n) in [("identity", identity), ("certificate_of", certificate_of)] {
+                        if *n == 0 || count.is_some_and(|c| *n > c) {
+                            bail!(
+                                "step {}: {what} must name a target (1 to {}), got {n}",
+                                i + 1,
+                                count.map_or("the target count".to_owned(), |c| c.to_string())
+                            );
+                        }
+                    }
+                    if identity == certificate_of && *certificate == CertKind::Registered {
+                        bail!(
+                            "step {}: a device's own registered certificate is a genuine login, \
+                             not an attack the broker can see",
+                            i + 1
+                        );
+                    }
+                }
                 StepKind::PublishTopic { .. }
                 | StepKind::Subscribe { .. }
                 | StepKind::Indicator { .. } => {}
@@ -741,6 +825,27 @@ impl Scenario {
                         });
                     }
                 }
+                StepKind::TlsConnect {
+                    identity,
+                    certificate_of,
+                    certificate,
+                } => {
+                    let nth = |n: usize| {
+                        targets
+                            .get(n - 1)
+                            .map(|d| d.id.clone())
+                            .with_context(|| format!("tls_connect names target {n}"))
+                    };
+                    plan.actions.push(PlannedAction {
+                        at_ms: at,
+                        action: Action::TlsConnect {
+                            identity: nth(*identity)?,
+                            certificate_of: nth(*certificate_of)?,
+                            kind: *certificate,
+                            source,
+                        },
+                    });
+                }
                 StepKind::Indicator { name } => {
                     plan.addresses.insert(indicator);
                     plan.actions.push(PlannedAction {
@@ -850,6 +955,19 @@ pub struct Env {
     pub flows: Option<Arc<tokio::sync::Mutex<crate::flow::FlowExporter>>>,
     /// Loads an indicator bundle into the platform.
     pub indicators: Arc<IndicatorLoader>,
+    /// The broker's mTLS listener and the client certificates of the plans (`None`:
+    /// certificate steps fail the scenario with a clear error).
+    pub tls: Option<Arc<TlsClients>>,
+}
+
+/// What `tls_connect` steps need: the broker's mTLS listener, the CA its certificate
+/// chains to, and the client certificates [`Plan::certificates`] lists.
+#[derive(Debug, Clone)]
+pub struct TlsClients {
+    pub addr: SocketAddr,
+    /// PEM.
+    pub ca_pem: String,
+    pub certificates: std::collections::HashMap<(String, CertKind), crate::mqtt::ClientCertificate>,
 }
 
 /// Posts a STIX bundle to the platform.
@@ -958,6 +1076,26 @@ pub async fn execute(plan: &Plan, env: &Env, onset: i64) -> Vec<String> {
                 }
                 None => problems.push("no flow collector configured (--flow)".to_owned()),
             },
+            Action::TlsConnect {
+                identity,
+                certificate_of,
+                kind,
+                source,
+            } => {
+                let Some(tls) = env.tls.clone() else {
+                    problems.push("no mTLS listener configured (--mqtt-tls)".to_owned());
+                    continue;
+                };
+                let (identity, certificate_of, kind, source) = (
+                    identity.to_string(),
+                    certificate_of.to_string(),
+                    *kind,
+                    *source,
+                );
+                running.spawn(async move {
+                    tls_connect(&tls, &identity, &certificate_of, kind, source).await
+                });
+            }
             Action::Indicator(bundle) => {
                 if let Err(err) = (env.indicators)(bundle.clone()).await {
                     problems.push(format!("loading the indicator failed: {err:#}"));
@@ -1018,6 +1156,38 @@ async fn takeover(
         drop(stream);
     }
     Ok(())
+}
+
+async fn tls_connect(
+    tls: &TlsClients,
+    identity: &str,
+    certificate_of: &str,
+    kind: CertKind,
+    source: u8,
+) -> Result<()> {
+    let cert = tls
+        .certificates
+        .get(&(certificate_of.to_owned(), kind))
+        .with_context(|| {
+            format!("no {kind:?} client certificate of {certificate_of} was issued")
+        })?;
+    let config = Arc::new(crate::mqtt::tls_client_config(&tls.ca_pem, cert)?);
+    let local = attacker_source(tls.addr, source);
+    match crate::mqtt::connect_tls_from(
+        tls.addr,
+        local,
+        config,
+        identity,
+        identity,
+        Duration::from_secs(5),
+    )
+    .await?
+    {
+        crate::mqtt::ConnectOutcome::Accepted => {
+            bail!("the broker accepted {identity} with a {kind:?} certificate of {certificate_of}")
+        }
+        crate::mqtt::ConnectOutcome::Refused(_) => Ok(()),
+    }
 }
 
 /// The loopback address scenario attacks come from (`127.0.77.<source>`), when the broker

@@ -53,6 +53,8 @@ struct Demo {
     child: Child,
     http: String,
     mqtt_port: u16,
+    /// The MQTT over mTLS listener (0 when the platform has none).
+    mqtt_tls_port: u16,
 }
 
 impl Drop for Demo {
@@ -88,6 +90,7 @@ fn http_get(url: &str, token: Option<&str>) -> (u16, Value) {
 fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
     let http_port = free_port();
     let mqtt_port = free_port();
+    let mqtt_tls_port = free_port();
     let child = citysec()
         .args([
             "demo",
@@ -100,6 +103,7 @@ fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
         .arg(data_dir)
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+        .args(["--mqtt-tls-listen", &format!("127.0.0.1:{mqtt_tls_port}")])
         .args(["--flow-listen", "127.0.0.1:0"])
         .args([
             "--attack-first-after",
@@ -118,6 +122,7 @@ fn start_demo(data_dir: &Path, devices: usize, seed: u64) -> Demo {
         child,
         http: format!("http://127.0.0.1:{http_port}"),
         mqtt_port,
+        mqtt_tls_port,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&format!("{}/readyz", demo.http), None).0 != 200 {
@@ -259,6 +264,72 @@ fn demo_detects_the_attack_schedule_end_to_end() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "a bad password must be refused");
+    }
+
+    // The demo's broker listens for mTLS with the city CA it generated into the data dir
+    // (key private); a certificate from that CA naming one device, presented as another
+    // device, is refused and alerted on, naming the device posed as.
+    let pki = data.join("pki");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pki.join("ca.key")), 0o600);
+        assert_eq!(mode(&pki), 0o700);
+    }
+    if have("mosquitto_pub") {
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::copy(pki.join("ca.pem"), certs.join("ca.pem")).unwrap();
+        std::fs::copy(pki.join("ca.key"), certs.join("ca.key")).unwrap();
+        run_ok(
+            citysec()
+                .args(["pki", "device", "--dir"])
+                .arg(&certs)
+                .arg("siren-0001"),
+        );
+        let publish_tls = |as_id: &str| {
+            Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &demo.mqtt_tls_port.to_string()])
+                .args(["-V", "mqttv311", "--cafile"])
+                .arg(certs.join("ca.pem"))
+                .arg("--cert")
+                .arg(certs.join("siren-0001.pem"))
+                .arg("--key")
+                .arg(certs.join("siren-0001.key"))
+                .args(["-i", as_id, "-u", as_id])
+                .args([
+                    "-t",
+                    &format!("city/public_safety/{as_id}/telemetry"),
+                    "-m",
+                    "{\"battery_v\": 26.9}",
+                ])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(
+            !publish_tls("siren-0002"),
+            "another device's certificate is refused"
+        );
+        wait_for(
+            "the certificate mismatch alert",
+            Duration::from_secs(10),
+            || {
+                let (_, alerts) = http_get(
+                    &format!(
+                        "{}/api/v1/alerts?rule=identity.certificate_mismatch",
+                        demo.http
+                    ),
+                    Some(&token),
+                );
+                alerts["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a["device_id"] == "siren-0002")
+            },
+        );
     }
 
     // The registry through the running platform: a device added with the CLI can connect
@@ -473,6 +544,7 @@ fn serve(dir: &Path, data: &Path, edit: impl FnOnce(String) -> String) -> Demo {
         child,
         http: format!("http://127.0.0.1:{http_port}"),
         mqtt_port,
+        mqtt_tls_port: 0,
     };
     wait_for("readyz", Duration::from_secs(30), || {
         http_get(&format!("{}/readyz", platform.http), None).0 == 200
@@ -583,6 +655,7 @@ fn serve_with_tls_and_device_certificates() {
         child,
         http: String::new(),
         mqtt_port,
+        mqtt_tls_port: mqtts_port,
     };
     let url = format!("https://localhost:{https_port}");
     let curl = |path: &str, token: Option<&str>| -> (bool, String) {

@@ -23,14 +23,17 @@ pub enum ClientIdConflict {
 pub struct MqttConfig {
     /// Plain-TCP listener address, e.g. `127.0.0.1:1883`.
     pub listen: String,
-    /// TLS listener address, e.g. `0.0.0.0:8883`; needs `tls_cert` and `tls_key`.
+    /// TLS listener address, e.g. `0.0.0.0:8883`. With `tls_cert` and `tls_key` it serves
+    /// those; without them the platform generates a city CA into `<data_dir>/pki/` on first
+    /// start, issues the broker a certificate from it at every start, and asks clients for
+    /// certificates signed by that CA (`client_ca` defaults to it).
     pub tls_listen: Option<String>,
     /// The broker's certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// The broker's private key (PEM).
     pub tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) that device client certificates must chain to; without it the
-    /// TLS listener accepts password clients only.
+    /// CA certificates (PEM) that device client certificates must chain to; without it (and
+    /// with certificates of your own) the TLS listener accepts password clients only.
     pub client_ca: Option<PathBuf>,
     /// The largest PUBLISH payload accepted, in bytes; larger ones are refused and reported.
     pub max_payload_bytes: usize,

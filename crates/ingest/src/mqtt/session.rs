@@ -539,12 +539,17 @@ impl Connection {
         // Who does the client claim to be?
         let (device_id, via_cert) = match (&cert, &username) {
             (Some((cn, _)), Some(user)) if user != cn => {
+                // Another device's certificate presented as `user`: the event names the
+                // registered device being posed as, so detection can say whose identity
+                // was spoofed.
+                let claimed = ctx.device(user);
+                out.stats.auth_failures += 1;
                 return self.refuse(
                     version,
                     Refusal::BadCredentials,
                     SecurityEventKind::AuthFailure,
                     "username does not match certificate cn",
-                    None,
+                    claimed.as_ref(),
                     now,
                     out,
                 );

@@ -733,7 +733,7 @@ fn certificate_identity() {
             sha256: sha.into(),
         })
     };
-    // (tls identity, client id, username, expected 3.1.1 code, event)
+    // (tls identity, client id, username, expected 3.1.1 code, event, device named)
     let cases = [
         (
             mk("cam-1", &"ab".repeat(32)),
@@ -741,6 +741,7 @@ fn certificate_identity() {
             None,
             0,
             "connect_accepted mqtt 3.1.1 certificate",
+            Some("cam-1"),
         ),
         (
             mk("cam-1", &"cd".repeat(32)),
@@ -748,6 +749,7 @@ fn certificate_identity() {
             None,
             4,
             "auth_failure certificate not registered",
+            Some("cam-1"),
         ),
         (
             mk("cam-1", &"ab".repeat(32)),
@@ -755,6 +757,17 @@ fn certificate_identity() {
             Some("pump-7"),
             4,
             "auth_failure username does not match certificate cn",
+            // The device posed as, not the certificate's owner.
+            Some("pump-7"),
+        ),
+        // Another device's certificate with a made-up name: refused, no device named.
+        (
+            mk("cam-1", &"ab".repeat(32)),
+            "ghost-9",
+            Some("ghost-9"),
+            4,
+            "auth_failure username does not match certificate cn",
+            None,
         ),
         // No pins registered: a CA-issued certificate naming the device suffices.
         (
@@ -763,21 +776,31 @@ fn certificate_identity() {
             Some("pump-7"),
             0,
             "connect_accepted mqtt 3.1.1 certificate",
+            Some("pump-7"),
         ),
     ];
-    for (tls, cid, user, code, event) in cases {
+    for (tls, cid, user, code, event, device) in cases {
         let mut run = Run {
             conn: Connection::new(peer(), tls, Limits::default()),
             ctx: FakeCtx::new(),
             v: Version::V311,
         };
-        let (w, e) = run.send(Pkt::Connect {
-            client_id: cid,
-            user,
-            pass: None,
-        });
+        let bytes = encode(
+            run.v,
+            Pkt::Connect {
+                client_id: cid,
+                user,
+                pass: None,
+            },
+        );
+        let mut out = Output::default();
+        run.conn.handle(&bytes, NOW, &mut run.ctx, &mut out);
+        let w = render(run.v, &mut out.write);
+        let e: Vec<String> = out.events.iter().map(ev).collect();
         assert_eq!(w, vec![format!("connack {code}")], "{event}");
         assert!(e[0].starts_with(event), "{} !~ {event}", e[0]);
+        let named = out.events[0].device_id.as_ref().map(|d| d.as_str());
+        assert_eq!(named, device, "{event}");
     }
 }
 
