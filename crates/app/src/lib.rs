@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod detect;
 pub mod directory;
+pub mod firmware;
 mod flows;
 pub mod gateway;
 pub mod incidents;

@@ -9,6 +9,7 @@ mod alert;
 mod device;
 mod error;
 mod event;
+mod exercise;
 mod flow;
 mod incident;
 mod report;
@@ -24,6 +25,7 @@ pub use crate::device::{
     Credential, Device, DeviceClass, DeviceId, DeviceIdError, DeviceStatus, Location, Sector,
 };
 pub use crate::error::ErrorCode;
+pub use crate::exercise::{ExerciseRecord, ExerciseResult, ExerciseScenario};
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
 pub use crate::flow::{FlowRecord, proto};
 pub use crate::incident::{

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use super::{ADMIN, ANALYST, OPERATOR, VIEWER, fixture};
 use crate::{
-    Advisories, DraftRequest, FromAlertRequest, PlatformError, Principal, Readiness, Reports,
+    Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest, PlatformError, Principal, Readiness, Reports,
     clean_text, html_escape,
 };
 
@@ -45,6 +45,14 @@ impl Advisories for FakeCivic {
         _: &Principal,
         _: &str,
         _: FromAlertRequest,
+    ) -> Result<Advisory, PlatformError> {
+        Err(not_here())
+    }
+    async fn draft_from_incident(
+        &self,
+        _: &Principal,
+        _: &str,
+        _: FromIncidentRequest,
     ) -> Result<Advisory, PlatformError> {
         Err(not_here())
     }
@@ -137,6 +145,20 @@ macro_rules! broken_civic_stores {
                 _: Option<model::Timestamp>,
                 _: usize,
             ) -> store::Result<Vec<store::ReadinessRecord>> {
+                Err(store::Error::Internal(
+                    "disk on fire at /secret/path".into(),
+                ))
+            }
+            async fn insert_exercise(&self, _: &model::ExerciseRecord) -> store::Result<()> {
+                Err(store::Error::Internal(
+                    "disk on fire at /secret/path".into(),
+                ))
+            }
+            async fn list_exercises(
+                &self,
+                _: Option<model::Timestamp>,
+                _: usize,
+            ) -> store::Result<Vec<model::ExerciseRecord>> {
                 Err(store::Error::Internal(
                     "disk on fire at /secret/path".into(),
                 ))
