@@ -152,7 +152,7 @@ pub struct AdvisoryService {
 const MAX_HEADLINE: usize = 160;
 const MAX_TEXT: usize = 10_000;
 const MAX_AREAS: usize = 50;
-const MAX_POINTS: usize = 1_000;
+pub(crate) const MAX_POINTS: usize = 1_000;
 
 fn invalid(message: impl Into<String>) -> PlatformError {
     PlatformError::invalid(message)
@@ -499,7 +499,7 @@ impl AdvisoryService {
     }
 }
 
-fn cap_area(area: &AdvisoryArea) -> cap::Area {
+pub(crate) fn cap_area(area: &AdvisoryArea) -> cap::Area {
     let point = |l: &model::Location| cap::Point {
         lat: l.lat,
         lon: l.lon,
@@ -536,7 +536,7 @@ const KM_PER_DEGREE: f64 = 111.32;
 /// Vertices of the circle drawn around each device when the area is a polygon.
 const RING_VERTICES: usize = 12;
 
-fn distance_km(a: model::Location, b: model::Location) -> f64 {
+pub(crate) fn distance_km(a: model::Location, b: model::Location) -> f64 {
     let (la, lb) = (a.lat.to_radians(), b.lat.to_radians());
     let dlat = lb - la;
     let dlon = (b.lon - a.lon).to_radians();
@@ -1206,3 +1206,6 @@ impl web::Advisories for AdvisoryService {
         self.public_pem.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
