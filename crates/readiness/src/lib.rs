@@ -454,11 +454,36 @@ fn unique_by_construction(device: &Device) -> bool {
         })
 }
 
+/// Whether a device's firmware counts as current, whether it was compared with the vendor
+/// catalogue (else the fleet's newest), and the age of the release it missed.
+type FirmwareVerdict = (bool, bool, Option<i64>);
+
+/// FNV-1a: the maps of [`compute`] are keyed by short names, where SipHash's setup costs
+/// more than the hashing.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Computes the index.
 pub fn compute(input: &Input<'_>) -> Index {
     let now = input.now.as_millis();
     // The newest firmware per vendor and model among active devices.
-    let mut newest: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut newest: FastMap<(&str, &str), &str> = FastMap::default();
     for d in &input.devices {
         let dev = d.device;
         if dev.status != DeviceStatus::Active || !has_firmware(dev) {
@@ -467,36 +492,46 @@ pub fn compute(input: &Input<'_>) -> Index {
         let slot = newest
             .entry((dev.vendor.as_str(), dev.model.as_str()))
             .or_insert(dev.firmware.as_str());
-        if version::newer(&dev.firmware, slot) {
+        if *slot != dev.firmware && version::newer(&dev.firmware, slot) {
             *slot = dev.firmware.as_str();
         }
     }
-    // What each (vendor, model, class) is compared with, looked up once.
-    let mut references: HashMap<(&str, &str, DeviceClass), Option<&FirmwareRelease>> =
-        HashMap::new();
+    // The firmware verdict of each (vendor, model, class, version), worked out once: a
+    // city has many devices but few distinct products and versions.
+    let mut verdicts: FastMap<(&str, &str, DeviceClass, &str), FirmwareVerdict> =
+        FastMap::default();
     let mut city = DeviceCounts::default();
     let mut sectors: BTreeMap<Sector, DeviceCounts> = BTreeMap::new();
     for d in &input.devices {
         let dev = d.device;
-        // (current, compared with the catalogue, age of a missed release)
         let firmware = (dev.status == DeviceStatus::Active && has_firmware(dev)).then(|| {
-            let release = *references
-                .entry((dev.vendor.as_str(), dev.model.as_str(), dev.class))
-                .or_insert_with(|| input.firmware.latest(&dev.vendor, &dev.model, dev.class));
-            match release {
-                Some(r) => {
-                    let age = now - r.released.as_millis();
-                    let installed = !version::newer(&r.latest, &dev.firmware);
-                    let in_window = age < FIRMWARE_PATCH_WINDOW_DAYS * DAY_MS;
-                    (installed || in_window, true, (!installed && !in_window).then_some(age))
-                }
-                None => (
-                    newest.get(&(dev.vendor.as_str(), dev.model.as_str()))
-                        == Some(&dev.firmware.as_str()),
-                    false,
-                    None,
-                ),
-            }
+            *verdicts
+                .entry((
+                    dev.vendor.as_str(),
+                    dev.model.as_str(),
+                    dev.class,
+                    dev.firmware.as_str(),
+                ))
+                .or_insert_with(|| {
+                    match input.firmware.latest(&dev.vendor, &dev.model, dev.class) {
+                        Some(r) => {
+                            let age = now - r.released.as_millis();
+                            let installed = !version::newer(&r.latest, &dev.firmware);
+                            let in_window = age < FIRMWARE_PATCH_WINDOW_DAYS * DAY_MS;
+                            (
+                                installed || in_window,
+                                true,
+                                (!installed && !in_window).then_some(age),
+                            )
+                        }
+                        None => (
+                            newest.get(&(dev.vendor.as_str(), dev.model.as_str()))
+                                == Some(&dev.firmware.as_str()),
+                            false,
+                            None,
+                        ),
+                    }
+                })
         });
         let counts = sectors.entry(dev.sector).or_default();
         for c in [&mut city, counts] {
