@@ -560,7 +560,9 @@ pub fn incident_area(
     let points: Vec<model::Location> = points
         .iter()
         .copied()
-        .filter(|p| p.lat.is_finite() && p.lon.is_finite() && p.lat.abs() <= 90.0 && p.lon.abs() <= 180.0)
+        .filter(|p| {
+            p.lat.is_finite() && p.lon.is_finite() && p.lat.abs() <= 90.0 && p.lon.abs() <= 180.0
+        })
         .collect();
     if points.is_empty() {
         return (Vec::new(), Vec::new());
@@ -633,7 +635,9 @@ fn convex_hull(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
             Box::new(points.iter().rev())
         };
         for &p in iter {
-            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
+            while hull.len() >= start + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
+            {
                 hull.pop();
             }
             hull.push(p);
@@ -794,7 +798,10 @@ impl web::Advisories for AdvisoryService {
         let first = incident.times.first_alert;
         let values = [
             ("time", clock(first)),
-            ("date", first.to_rfc3339().get(..10).unwrap_or("").to_owned()),
+            (
+                "date",
+                first.to_rfc3339().get(..10).unwrap_or("").to_owned(),
+            ),
             ("devices", ids.len().to_string()),
         ];
         let texts: Vec<AdvisoryText> = self

@@ -144,18 +144,23 @@ mod tests {
         let entry = |extra: &str| {
             format!("version = 1\n[[firmware]]\nvendor = \"Axis\"\nlatest = \"1.0\"\n{extra}\n")
         };
-        expect!["unsupported firmware catalogue version 2; this citysec reads version 1"].assert_eq(&err("version = 2\n"));
+        expect!["unsupported firmware catalogue version 2; this citysec reads version 1"]
+            .assert_eq(&err("version = 2\n"));
         expect![[r#"
             invalid firmware catalogue: TOML parse error at line 1, column 1
               |
             1 | firmware = []
               | ^
             missing field `version`
-        "#]].assert_eq(&err("firmware = []\n"));
-        expect![[r#"entry 1 (Axis P1): released "2026-02-30" is not a date (YYYY-MM-DD)"#]].assert_eq(&err(&entry("model = \"P1\"\nreleased = \"2026-02-30\"")));
-        expect![[r#"entry 1 (Axis P1): released "yesterday" is not a date (YYYY-MM-DD)"#]].assert_eq(&err(&entry("model = \"P1\"\nreleased = \"yesterday\"")));
+        "#]]
+        .assert_eq(&err("firmware = []\n"));
+        expect![[r#"entry 1 (Axis P1): released "2026-02-30" is not a date (YYYY-MM-DD)"#]]
+            .assert_eq(&err(&entry("model = \"P1\"\nreleased = \"2026-02-30\"")));
+        expect![[r#"entry 1 (Axis P1): released "yesterday" is not a date (YYYY-MM-DD)"#]]
+            .assert_eq(&err(&entry("model = \"P1\"\nreleased = \"yesterday\"")));
         expect![[r#"entry 1 (Axis sirens): class "sirens" is not a device class (one of siren, camera, traffic_signal, ev_charger, smart_meter, street_light, feeder_breaker, pump, valve, level_sensor, quality_sensor, air_quality, weather, hvac, access_control)"#]].assert_eq(&err(&entry("class = \"sirens\"\nreleased = \"2026-02-03\"")));
-        expect!["entry 1 (Axis): give exactly one of model and class"].assert_eq(&err(&entry("released = \"2026-02-03\"")));
+        expect!["entry 1 (Axis): give exactly one of model and class"]
+            .assert_eq(&err(&entry("released = \"2026-02-03\"")));
         expect!["entry 1 (Axis): give exactly one of model and class"].assert_eq(&err(&entry(
             "model = \"P1\"\nclass = \"camera\"\nreleased = \"2026-02-03\"",
         )));
@@ -165,7 +170,10 @@ mod tests {
             7 | url = "x"
               | ^^^
             unknown field `url`, expected one of `vendor`, `model`, `class`, `latest`, `released`
-        "#]].assert_eq(&err(&entry("model = \"P1\"\nreleased = \"2026-02-03\"\nurl = \"x\"")));
+        "#]]
+        .assert_eq(&err(&entry(
+            "model = \"P1\"\nreleased = \"2026-02-03\"\nurl = \"x\"",
+        )));
         expect!["entry 2 (Axis p1) repeats entry 1"].assert_eq(&err(&format!(
             "{}{}",
             entry("model = \"P1\"\nreleased = \"2026-02-03\""),

@@ -260,7 +260,10 @@ impl ReadinessService {
         if self.intel.is_empty() {
             return Ok(None);
         }
-        let since_us = now.saturating_sub_ms(30 * DAY_MS).as_millis().saturating_mul(1000);
+        let since_us = now
+            .saturating_sub_ms(30 * DAY_MS)
+            .as_millis()
+            .saturating_mul(1000);
         let mut counts = readiness::IntelCounts {
             shared: 0,
             received: 0,

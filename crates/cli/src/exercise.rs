@@ -499,15 +499,22 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         let body = exercise_result(&score, started, finished, args.seed, population.len());
         Some(
-            api.post("/api/v1/exercises", "application/json", serde_json::to_vec(&body)?)
-                .await,
+            api.post(
+                "/api/v1/exercises",
+                "application/json",
+                serde_json::to_vec(&body)?,
+            )
+            .await,
         )
     };
     let recorded = match recorded {
         None => Value::Null,
         Some(Ok(record)) => {
             if !args.json {
-                println!("recorded on the platform as {}", record["id"].as_str().unwrap_or("?"));
+                println!(
+                    "recorded on the platform as {}",
+                    record["id"].as_str().unwrap_or("?")
+                );
             }
             json!({ "id": record["id"] })
         }

@@ -25,8 +25,8 @@ pub use crate::device::{
     Credential, Device, DeviceClass, DeviceId, DeviceIdError, DeviceStatus, Location, Sector,
 };
 pub use crate::error::ErrorCode;
-pub use crate::exercise::{ExerciseRecord, ExerciseResult, ExerciseScenario};
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
+pub use crate::exercise::{ExerciseRecord, ExerciseResult, ExerciseScenario};
 pub use crate::flow::{FlowRecord, proto};
 pub use crate::incident::{
     ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,

@@ -74,9 +74,9 @@ impl ExerciseRun {
             return 0.0;
         }
         let share = f64::from(self.detected.min(self.scenarios)) / f64::from(self.scenarios);
-        let speed = self.median_time_to_detect_s.map_or(1.0, |t| {
-            (EXERCISE_DETECT_TARGET_S / t.max(1e-3)).min(1.0)
-        });
+        let speed = self
+            .median_time_to_detect_s
+            .map_or(1.0, |t| (EXERCISE_DETECT_TARGET_S / t.max(1e-3)).min(1.0));
         share * speed
     }
 }
@@ -154,9 +154,9 @@ impl FirmwareCatalogue {
                 return Err(format!("entry {n}: vendor and latest must not be empty"));
             }
             let clash = match (&e.model, e.class) {
-                (Some(model), None) if !model.trim().is_empty() => catalogue
-                    .by_model
-                    .insert((fold(&e.vendor), fold(model)), i),
+                (Some(model), None) if !model.trim().is_empty() => {
+                    catalogue.by_model.insert((fold(&e.vendor), fold(model)), i)
+                }
                 (None, Some(class)) => catalogue.by_class.insert((fold(&e.vendor), class), i),
                 _ => {
                     return Err(format!(
@@ -190,7 +190,12 @@ impl FirmwareCatalogue {
     }
 
     /// The vendor's latest for this model, else for its class.
-    pub fn latest(&self, vendor: &str, model: &str, class: DeviceClass) -> Option<&FirmwareRelease> {
+    pub fn latest(
+        &self,
+        vendor: &str,
+        model: &str,
+        class: DeviceClass,
+    ) -> Option<&FirmwareRelease> {
         let vendor = fold(vendor);
         self.by_model
             .get(&(vendor.clone(), fold(model)))
@@ -468,7 +473,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -947,9 +956,15 @@ fn exercises_value(e: &Exercises, now: i64) -> Value {
     }
     let mean = runs.iter().map(|r| r.score()).sum::<f64>() / runs.len() as f64;
     let (scenarios, detected) = runs.iter().fold((0u64, 0u64), |(s, d), r| {
-        (s + u64::from(r.scenarios), d + u64::from(r.detected.min(r.scenarios)))
+        (
+            s + u64::from(r.scenarios),
+            d + u64::from(r.detected.min(r.scenarios)),
+        )
     });
-    let mut ttd: Vec<f64> = runs.iter().filter_map(|r| r.median_time_to_detect_s).collect();
+    let mut ttd: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.median_time_to_detect_s)
+        .collect();
     ttd.sort_by(f64::total_cmp);
     let ttd = ttd
         .get(ttd.len() / 2)

@@ -328,7 +328,13 @@ fn devices_in_zones_no_conduit_connects_count_against_the_city() {
     );
 }
 
-fn release(vendor: &str, model: Option<&str>, class: Option<DeviceClass>, latest: &str, days_ago: i64) -> FirmwareRelease {
+fn release(
+    vendor: &str,
+    model: Option<&str>,
+    class: Option<DeviceClass>,
+    latest: &str,
+    days_ago: i64,
+) -> FirmwareRelease {
     FirmwareRelease {
         vendor: vendor.into(),
         model: model.map(str::to_owned),
@@ -376,22 +382,49 @@ fn firmware_is_judged_against_the_vendor_catalogue_and_the_fleet_only_without_an
         history: vec![],
     });
     let render = |card: &crate::Scorecard| {
-        let v = card.values.iter().find(|v| v.id == "firmware_current").unwrap();
+        let v = card
+            .values
+            .iter()
+            .find(|v| v.id == "firmware_current")
+            .unwrap();
         format!("{:.2} {} | {}", v.score.unwrap(), v.detail, v.change)
     };
     expect!["0.67 4 of 6 devices on the latest firmware, compared with the vendor catalogue for 4, the fleet's newest for 2 without a catalogue entry | update 2 devices to their vendor's latest firmware (the oldest missed release is 90 days old)"].assert_eq(&render(&index.city));
-    let water = &index.sectors.iter().find(|s| s.sector == model::Sector::Water).unwrap().scorecard;
+    let water = &index
+        .sectors
+        .iter()
+        .find(|s| s.sector == model::Sector::Water)
+        .unwrap()
+        .scorecard;
     expect!["0.67 2 of 3 devices on the latest firmware, compared with the vendor catalogue for 1, the fleet's newest for 2 without a catalogue entry | update 1 devices to their vendor's latest firmware"].assert_eq(&render(water));
-    let safety = &index.sectors.iter().find(|s| s.sector == model::Sector::PublicSafety).unwrap().scorecard;
+    let safety = &index
+        .sectors
+        .iter()
+        .find(|s| s.sector == model::Sector::PublicSafety)
+        .unwrap()
+        .scorecard;
     expect!["0.67 2 of 3 devices on the latest firmware, compared with the vendor catalogue | update 1 devices to their vendor's latest firmware (the oldest missed release is 90 days old)"].assert_eq(&render(safety));
 }
 
 #[test]
 fn a_catalogue_refuses_ambiguous_and_repeated_entries() {
     let err = |entries| FirmwareCatalogue::new(entries).unwrap_err();
-    expect!["entry 1 (acme): give exactly one of model and class"].assert_eq(&err(vec![release("acme", Some("s1"), Some(DeviceClass::Siren), "1", 1)]));
-    expect!["entry 1 (acme): give exactly one of model and class"].assert_eq(&err(vec![release("acme", None, None, "1", 1)]));
-    expect!["entry 1: vendor and latest must not be empty"].assert_eq(&err(vec![release(" ", Some("s1"), None, "1", 1)]));
+    expect!["entry 1 (acme): give exactly one of model and class"].assert_eq(&err(vec![release(
+        "acme",
+        Some("s1"),
+        Some(DeviceClass::Siren),
+        "1",
+        1,
+    )]));
+    expect!["entry 1 (acme): give exactly one of model and class"]
+        .assert_eq(&err(vec![release("acme", None, None, "1", 1)]));
+    expect!["entry 1: vendor and latest must not be empty"].assert_eq(&err(vec![release(
+        " ",
+        Some("s1"),
+        None,
+        "1",
+        1,
+    )]));
     expect!["entry 2 (Acme S1 ) repeats entry 1"].assert_eq(&err(vec![
         release("acme", Some("s1"), None, "1", 1),
         release("Acme", Some("S1 "), None, "2", 1),
@@ -429,7 +462,13 @@ fn exercises_score_detected_share_and_time_to_detect() {
             firmware: &FirmwareCatalogue::default(),
             history: vec![],
         });
-        let v = index.city.values.iter().find(|v| v.id == "exercises").unwrap().clone();
+        let v = index
+            .city
+            .values
+            .iter()
+            .find(|v| v.id == "exercises")
+            .unwrap()
+            .clone();
         format!("{:.3} {} | {}", v.score.unwrap(), v.detail, v.change)
     };
     // Two scored runs this year (one is older than a year and does not count), one drill.

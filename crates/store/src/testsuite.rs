@@ -811,7 +811,11 @@ pub async fn exercises_insert_and_list(backend: &dyn Backend) {
             false_alerts: 1,
         },
     };
-    for (id, finished, detected) in [("ex-a", 3_000, true), ("ex-b", 1_000, false), ("ex-c", 2_000, true)] {
+    for (id, finished, detected) in [
+        ("ex-a", 3_000, true),
+        ("ex-b", 1_000, false),
+        ("ex-c", 2_000, true),
+    ] {
         store
             .insert_exercise(&record(id, finished, detected))
             .await
@@ -825,16 +829,17 @@ pub async fn exercises_insert_and_list(backend: &dyn Backend) {
     let all = store.list_exercises(None, 0).await.unwrap();
     let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["ex-a", "ex-c", "ex-b"]);
-    assert_eq!(all[0], record("ex-a", 3_000, true), "the record reads back whole");
+    assert_eq!(
+        all[0],
+        record("ex-a", 3_000, true),
+        "the record reads back whole"
+    );
     let recent = store
         .list_exercises(Some(Timestamp::from_millis(2_000)), 0)
         .await
         .unwrap();
     assert_eq!(recent.len(), 2);
-    assert_eq!(
-        store.list_exercises(None, 1).await.unwrap()[0].id,
-        "ex-a"
-    );
+    assert_eq!(store.list_exercises(None, 1).await.unwrap()[0].id, "ex-a");
 }
 
 pub async fn detect_suppressions(backend: &dyn Backend) {

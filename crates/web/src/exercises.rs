@@ -52,8 +52,7 @@ pub fn check(result: &ExerciseResult, now: Timestamp) -> Result<(), String> {
         let at = || format!("scenarios[{i}] ({})", s.scenario);
         let name_ok = !s.scenario.is_empty()
             && s.scenario.len() <= 64
-            && s
-                .scenario
+            && s.scenario
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !name_ok {

@@ -186,8 +186,18 @@ fn check_template(t: &Template, languages: &[String]) -> Result<(), String> {
             "response type",
         )?;
     }
-    check_enum(cap::Urgency::parse, cap::Urgency::ALL, &t.urgency, "urgency")?;
-    check_enum(cap::Severity::parse, cap::Severity::ALL, &t.severity, "severity")?;
+    check_enum(
+        cap::Urgency::parse,
+        cap::Urgency::ALL,
+        &t.urgency,
+        "urgency",
+    )?;
+    check_enum(
+        cap::Severity::parse,
+        cap::Severity::ALL,
+        &t.severity,
+        "severity",
+    )?;
     check_enum(
         cap::Certainty::parse,
         cap::Certainty::ALL,
@@ -204,7 +214,9 @@ fn check_template(t: &Template, languages: &[String]) -> Result<(), String> {
             ));
         };
         if text.headline.trim().is_empty() || text.area.trim().is_empty() {
-            return Err(format!("the {language} headline and area must not be empty"));
+            return Err(format!(
+                "the {language} headline and area must not be empty"
+            ));
         }
         let widest = fill(&text.headline, &widest_values());
         if widest.chars().count() > MAX_HEADLINE {
@@ -262,8 +274,7 @@ pub fn parse(text: &str, languages: &[String]) -> anyhow::Result<Templates> {
     for (i, t) in file.template.iter().enumerate() {
         let ok_id = !t.id.is_empty()
             && t.id.len() <= 64
-            && t
-                .id
+            && t.id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok_id {
@@ -274,7 +285,11 @@ pub fn parse(text: &str, languages: &[String]) -> anyhow::Result<Templates> {
             );
         }
         if !ids.insert(t.id.as_str()) {
-            bail!("template {} ({}): id repeats an earlier template", i + 1, t.id);
+            bail!(
+                "template {} ({}): id repeats an earlier template",
+                i + 1,
+                t.id
+            );
         }
         check_template(t, languages)
             .map_err(|e| anyhow::anyhow!("template {} ({}): {e}", i + 1, t.id))?;
@@ -293,7 +308,8 @@ pub fn parse(text: &str, languages: &[String]) -> anyhow::Result<Templates> {
 /// The templates `[advisories]` names (or the built-in ones), checked.
 pub fn load(config: &AdvisoryConfig) -> anyhow::Result<Templates> {
     match &config.templates {
-        None => parse(DEFAULT_TEMPLATES, &config.languages).context("in the built-in advisory templates"),
+        None => parse(DEFAULT_TEMPLATES, &config.languages)
+            .context("in the built-in advisory templates"),
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!("failed to read the advisory templates {}", path.display())

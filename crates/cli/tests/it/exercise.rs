@@ -135,7 +135,10 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     };
     let stored = get("/api/v1/exercises");
     assert_eq!(stored[0]["id"], id, "{stored}");
-    assert_eq!(stored[0]["result"]["scenarios"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        stored[0]["result"]["scenarios"].as_array().unwrap().len(),
+        6
+    );
     assert_eq!(stored[0]["result"]["seed"], 3);
     let index = get("/api/v1/readiness");
     let exercises = index["city"]["values"]

@@ -327,7 +327,11 @@ pub async fn intel_count_since(backend: &dyn Backend) {
         .unwrap();
     assert_eq!(store.intel_count("c", 0).await.unwrap(), 2);
     assert_eq!(store.intel_count("c", 999).await.unwrap(), 2);
-    assert_eq!(store.intel_count("c", 1_000).await.unwrap(), 2, "object 1's second version");
+    assert_eq!(
+        store.intel_count("c", 1_000).await.unwrap(),
+        2,
+        "object 1's second version"
+    );
     assert_eq!(store.intel_count("c", 2_000).await.unwrap(), 0);
     assert_eq!(store.intel_count("other", 0).await.unwrap(), 1);
     assert_eq!(store.intel_count("nothing", 0).await.unwrap(), 0);

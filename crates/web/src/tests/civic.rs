@@ -18,8 +18,8 @@ use tower::ServiceExt;
 
 use super::{ADMIN, ANALYST, OPERATOR, VIEWER, fixture};
 use crate::{
-    Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest, PlatformError, Principal, Readiness, Reports,
-    clean_text, html_escape,
+    Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest, PlatformError, Principal,
+    Readiness, Reports, clean_text, html_escape,
 };
 
 /// Reports go to the real store; advisories are not wired here (their rules are `app`'s);
@@ -718,7 +718,10 @@ async fn exercise_results_are_checked_then_stored_with_who_posted_them() {
     let mut unknown = result(good.clone());
     unknown["benign_device_hours"] = json!(5.0);
     for (body, message) in [
-        (result(json!([])), "invalid exercise result: an exercise needs at least one scenario"),
+        (
+            result(json!([])),
+            "invalid exercise result: an exercise needs at least one scenario",
+        ),
         (
             result(json!([{"scenario": "siren-replay", "detected": true}])),
             "invalid exercise result: scenarios[0] (siren-replay): detected without time_to_detect_s",
@@ -736,7 +739,10 @@ async fn exercise_results_are_checked_then_stored_with_who_posted_them() {
             "invalid exercise result: scenarios[0]: the scenario name must be 1 to 64 letters, digits, '-', '_' or '.'",
         ),
         (late, "invalid exercise result: finished is in the future"),
-        (reversed, "invalid exercise result: finished is before started"),
+        (
+            reversed,
+            "invalid exercise result: finished is before started",
+        ),
     ] {
         let a = post(body).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
@@ -763,5 +769,8 @@ async fn exercise_results_are_checked_then_stored_with_who_posted_them() {
     .await;
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.json(), json!([stored]));
-    assert_eq!(listed.json()[0]["result"]["scenarios"][1]["rules_missing"], json!(["flow.scan"]));
+    assert_eq!(
+        listed.json()[0]["result"]["scenarios"][1]["rules_missing"],
+        json!(["flow.scan"])
+    );
 }
