@@ -346,7 +346,7 @@ fn release(
 
 #[test]
 fn firmware_is_judged_against_the_vendor_catalogue_and_the_fleet_only_without_an_entry() {
-    let mut devices = vec![
+    let mut devices = [
         // acme sirens: the catalogue says 2.2.0, released 90 days ago; none has it.
         device("siren-1", DeviceClass::Siren, "2.1.0", "cert"),
         device("siren-2", DeviceClass::Siren, "2.2.0", "cert"),

@@ -435,7 +435,11 @@ fn generated_config_checks_and_bad_config_is_refused() {
         .unwrap(),
     )
     .unwrap();
-    let check = citysec().arg("check-config").arg(&with_files).output().unwrap();
+    let check = citysec()
+        .arg("check-config")
+        .arg(&with_files)
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "{}",
@@ -446,7 +450,11 @@ fn generated_config_checks_and_bad_config_is_refused() {
         "version = 1\n[[template]]\nid = \"only-sirens\"\nclasses = [\"siren\"]\nevent = \"E\"\ncategories = [\"Safety\"]\nurgency = \"Immediate\"\nseverity = \"Minor\"\ncertainty = \"Observed\"\nexpires_h = 6\n[template.texts.en-US]\nheadline = \"h\"\narea = \"a\"\n",
     )
     .unwrap();
-    let check = citysec().arg("check-config").arg(&with_files).output().unwrap();
+    let check = citysec()
+        .arg("check-config")
+        .arg(&with_files)
+        .output()
+        .unwrap();
     assert_eq!(check.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(
