@@ -218,6 +218,24 @@ pub(crate) async fn draft_from_incident(
         .advisories
         .draft_from_incident(&by, &incident_id, request)
         .await?;
+    // The incident's timeline names the advisory, as the advisory's origin names the
+    // incident. The draft stands even if the note cannot be added (a closed incident).
+    let note = format!(
+        "public advisory {} drafted from this incident ({:?}: {})",
+        advisory.id, advisory.status, advisory.content.event
+    );
+    if let Err(err) = s
+        .api
+        .platform
+        .update_incident(
+            &model::IncidentId(incident_id.clone()),
+            crate::IncidentRequest::Note(note),
+            &by,
+        )
+        .await
+    {
+        tracing::warn!(incident_id = %incident_id, advisory = %advisory.id, error = %err, "the incident's timeline does not name its advisory");
+    }
     Ok((StatusCode::CREATED, axum::Json(advisory)).into_response())
 }
 

@@ -959,8 +959,23 @@ async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_c
     for secret in ["siren-north-7", "secret-zone", &siren_incident] {
         assert!(!content.contains(secret), "{secret} in {content}");
     }
-    // The normal path: an Actual warning needs a second person.
+    // The incident's timeline names the advisory drafted from it.
     let siren_id = draft["id"].as_str().unwrap().to_owned();
+    let (_, shown) = city
+        .json(
+            "GET",
+            &format!("/api/v1/incidents/{siren_incident}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(
+        shown.to_string().contains(&format!(
+            "public advisory {siren_id} drafted from this incident (Actual: Siren false alarm)"
+        )),
+        "{shown}"
+    );
+    // The normal path: an Actual warning needs a second person.
     let (status, _) = city
         .json(
             "POST",
