@@ -939,15 +939,23 @@ fn cap_and_readiness_commands() {
         "{csv}"
     );
     assert!(
-        csv.contains("city,exercises,25.0,\"1 exercises in the last 365 days, not scored"),
+        csv.contains("city,exercises,25.0,\"1 exercises in the last 365 days (0 detection exercises, 1 public-warning drills), not scored"),
         "{csv}"
     );
     assert!(
         csv.contains(
-            "city,intel_sharing,,no data,no source of sharing counts yet (TAXII exchange)"
+            "city,intel_sharing,,no data,\"no sharing collection, partner feed or collection partners write to is configured ([taxii])\""
         ),
         "{csv}"
     );
+    // Drafts from incidents go to the incident route; an unknown incident is refused.
+    let mut cmd = citysec();
+    cmd.args(["cap", "from-incident", "INC-000009", "--status", "Test"]);
+    target(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no incident INC-000009"), "{stderr}");
     let mut cmd = citysec();
     cmd.arg("readiness");
     target(&mut cmd);
