@@ -11,6 +11,10 @@
 //!   a second person (who issued it and who cancelled it are both recorded).
 //! - An `Update` supersedes the issued advisory it references; that advisory's prepared
 //!   cancel is withdrawn.
+//! - Drafts from an incident take the first template (`templates`, data) that fits what the
+//!   incident is about, one text per configured language, and an area computed from the
+//!   affected devices' positions ([`incident_area`]); they then follow the same draft,
+//!   approval and issue path as any other advisory.
 //!
 //! **Signatures.** The CAP schema allows an XML-DSig enveloped signature, which needs XML
 //! canonicalisation and a heavy stack to produce and check. We publish a detached Ed25519
@@ -37,9 +41,11 @@ use model::{
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use store::{AdvisoryQuery, Store};
-use web::{DraftRequest, FromAlertRequest, PlatformError, Principal};
+use web::{DraftRequest, FromAlertRequest, FromIncidentRequest, PlatformError, Principal};
 
 use crate::directory::Directory;
+
+pub mod templates;
 
 /// `[advisories]`: how the city signs and publishes its warnings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +62,13 @@ pub struct AdvisoryConfig {
     pub feed_title: String,
     /// How many issued advisories the feed lists, newest first.
     pub feed_entries: usize,
+    /// The languages (RFC 3066 tags) advisories drafted from incidents are written in:
+    /// one CAP `info` block each, from the template's text in that language.
+    pub languages: Vec<String>,
+    /// The advisory templates for drafts from incidents (format in
+    /// `config/advisory-templates.toml`, the built-in set used when this is not given); a
+    /// relative path is relative to the config file.
+    pub templates: Option<std::path::PathBuf>,
 }
 
 impl Default for AdvisoryConfig {
@@ -66,6 +79,8 @@ impl Default for AdvisoryConfig {
             public_url: "http://127.0.0.1:8080".into(),
             feed_title: "Public warnings".into(),
             feed_entries: 100,
+            languages: vec!["en-US".into()],
+            templates: None,
         }
     }
 }
@@ -126,6 +141,7 @@ pub struct AdvisoryService {
     store: Arc<dyn Store>,
     directory: Arc<Directory>,
     config: AdvisoryConfig,
+    templates: templates::Templates,
     key: Ed25519KeyPair,
     public_pem: String,
     /// The gateway's view of the warnings a siren activation may cite.
@@ -136,7 +152,7 @@ pub struct AdvisoryService {
 const MAX_HEADLINE: usize = 160;
 const MAX_TEXT: usize = 10_000;
 const MAX_AREAS: usize = 50;
-const MAX_POINTS: usize = 1_000;
+pub(crate) const MAX_POINTS: usize = 1_000;
 
 fn invalid(message: impl Into<String>) -> PlatformError {
     PlatformError::invalid(message)
@@ -245,6 +261,7 @@ impl AdvisoryService {
         store: Arc<dyn Store>,
         directory: Arc<Directory>,
         config: AdvisoryConfig,
+        templates: templates::Templates,
         key: Ed25519KeyPair,
         warnings: Arc<crate::gateway::IssuedWarnings>,
     ) -> anyhow::Result<AdvisoryService> {
@@ -265,6 +282,7 @@ impl AdvisoryService {
             store,
             directory,
             config,
+            templates,
             key,
             public_pem,
             warnings,
@@ -481,7 +499,7 @@ impl AdvisoryService {
     }
 }
 
-fn cap_area(area: &AdvisoryArea) -> cap::Area {
+pub(crate) fn cap_area(area: &AdvisoryArea) -> cap::Area {
     let point = |l: &model::Location| cap::Point {
         lat: l.lat,
         lon: l.lon,
@@ -512,6 +530,121 @@ fn cap_area(area: &AdvisoryArea) -> cap::Area {
         altitude: None,
         ceiling: None,
     }
+}
+
+const KM_PER_DEGREE: f64 = 111.32;
+/// Vertices of the circle drawn around each device when the area is a polygon.
+const RING_VERTICES: usize = 12;
+
+pub(crate) fn distance_km(a: model::Location, b: model::Location) -> f64 {
+    let (la, lb) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = lb - la;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + la.cos() * lb.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6_371.0 * h.sqrt().min(1.0).asin()
+}
+
+fn round5(v: f64) -> f64 {
+    (v * 100_000.0).round() / 100_000.0
+}
+
+/// The affected area of devices at `points`, reaching `radius_km` around each: no shape
+/// without positions; a circle when they all lie within `radius_km` of their centre (its
+/// radius grown to cover them); otherwise the convex hull of a ring around each device, a
+/// closed polygon (or, should the hull need more than `MAX_POINTS` vertices, the circle
+/// around them all).
+pub fn incident_area(
+    points: &[model::Location],
+    radius_km: f64,
+) -> (Vec<AdvisoryCircle>, Vec<Vec<model::Location>>) {
+    let points: Vec<model::Location> = points
+        .iter()
+        .copied()
+        .filter(|p| {
+            p.lat.is_finite() && p.lon.is_finite() && p.lat.abs() <= 90.0 && p.lon.abs() <= 180.0
+        })
+        .collect();
+    if points.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let n = points.len() as f64;
+    let center = model::Location {
+        lat: points.iter().map(|p| p.lat).sum::<f64>() / n,
+        lon: points.iter().map(|p| p.lon).sum::<f64>() / n,
+    };
+    let spread = points
+        .iter()
+        .map(|p| distance_km(center, *p))
+        .fold(0.0, f64::max);
+    let circle = || {
+        vec![AdvisoryCircle {
+            center: model::Location {
+                lat: round5(center.lat),
+                lon: round5(center.lon),
+            },
+            // Rounded up to 10 m so rounding never leaves a device outside.
+            radius_km: ((spread + radius_km) * 100.0).ceil() / 100.0,
+        }]
+    };
+    if spread <= radius_km {
+        return (circle(), Vec::new());
+    }
+    let mut vertices: Vec<(f64, f64)> = Vec::with_capacity(points.len() * RING_VERTICES);
+    for p in &points {
+        let dlat = radius_km / KM_PER_DEGREE;
+        let dlon = radius_km / (KM_PER_DEGREE * p.lat.to_radians().cos().max(0.01));
+        for k in 0..RING_VERTICES {
+            let a = std::f64::consts::TAU * k as f64 / RING_VERTICES as f64;
+            // The ring's vertices lie outside the circle it stands for, so the polygon
+            // covers each device's whole circle.
+            let grow = 1.0 / (std::f64::consts::PI / RING_VERTICES as f64).cos();
+            vertices.push((
+                round5((p.lon + dlon * grow * a.cos()).clamp(-180.0, 180.0)),
+                round5((p.lat + dlat * grow * a.sin()).clamp(-90.0, 90.0)),
+            ));
+        }
+    }
+    let hull = convex_hull(vertices);
+    if hull.len() < 3 || hull.len() + 1 > MAX_POINTS {
+        return (circle(), Vec::new());
+    }
+    let mut ring: Vec<model::Location> = hull
+        .iter()
+        .map(|&(lon, lat)| model::Location { lat, lon })
+        .collect();
+    ring.push(ring[0]);
+    (Vec::new(), vec![ring])
+}
+
+/// Andrew's monotone chain: the hull's vertices counter-clockwise, no repeats.
+fn convex_hull(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    points.dedup();
+    if points.len() < 3 {
+        return points;
+    }
+    let cross = |o: (f64, f64), a: (f64, f64), b: (f64, f64)| {
+        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
+    };
+    let mut hull: Vec<(f64, f64)> = Vec::with_capacity(points.len() * 2);
+    for pass in 0..2 {
+        let start = hull.len();
+        let iter: Box<dyn Iterator<Item = &(f64, f64)>> = if pass == 0 {
+            Box::new(points.iter())
+        } else {
+            Box::new(points.iter().rev())
+        };
+        for &p in iter {
+            while hull.len() >= start + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
+            {
+                hull.pop();
+            }
+            hull.push(p);
+        }
+        hull.pop();
+    }
+    hull
 }
 
 /// `HH:MM UTC` of a timestamp.
@@ -619,6 +752,115 @@ impl web::Advisories for AdvisoryService {
             },
         )
         .await
+    }
+
+    async fn draft_from_incident(
+        &self,
+        by: &Principal,
+        incident_id: &str,
+        request: FromIncidentRequest,
+    ) -> Result<Advisory, PlatformError> {
+        let radius_km = request.radius_km.unwrap_or(2.0);
+        if !(radius_km.is_finite() && radius_km > 0.0 && radius_km <= 100.0) {
+            return Err(invalid("radius_km must be more than 0 and at most 100"));
+        }
+        let template = match &request.template {
+            Some(id) => Some(self.templates.get(id).ok_or_else(|| {
+                invalid(format!(
+                    "no advisory template {id:?} (templates: {})",
+                    self.templates.ids().join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        let incident = self
+            .store
+            .get_incident(&model::IncidentId(incident_id.to_owned()))
+            .await?
+            .ok_or_else(|| PlatformError::not_found(format!("no incident {incident_id}")))?;
+        // What the incident is about: its devices' classes and its alerts' rules. Only the
+        // devices' positions reach the public text, never their ids, zones or addresses.
+        let mut ids: Vec<&model::DeviceId> = incident.devices.iter().collect();
+        ids.extend(incident.alerts.iter().filter_map(|a| a.device_id.as_ref()));
+        ids.sort();
+        ids.dedup();
+        let devices: Vec<_> = ids
+            .iter()
+            .filter_map(|id| self.directory.lookup(id.as_str()))
+            .collect();
+        let mut classes: Vec<model::DeviceClass> = devices.iter().map(|d| d.class).collect();
+        classes.sort();
+        classes.dedup();
+        let rules: Vec<&str> = incident.alerts.iter().map(|a| a.rule.as_str()).collect();
+        let template = template.unwrap_or_else(|| self.templates.select(&classes, &rules));
+        let locations: Vec<model::Location> = devices.iter().filter_map(|d| d.location).collect();
+        let (circles, polygons) = incident_area(&locations, radius_km);
+        let first = incident.times.first_alert;
+        let values = [
+            ("time", clock(first)),
+            (
+                "date",
+                first.to_rfc3339().get(..10).unwrap_or("").to_owned(),
+            ),
+            ("devices", ids.len().to_string()),
+        ];
+        let texts: Vec<AdvisoryText> = self
+            .templates
+            .languages
+            .iter()
+            .filter_map(|language| {
+                let text = template.texts.get(language)?;
+                Some(AdvisoryText {
+                    language: language.clone(),
+                    headline: templates::fill(&text.headline, &values),
+                    description: templates::fill(&text.description, &values),
+                    instruction: templates::fill(&text.instruction, &values),
+                })
+            })
+            .collect();
+        let area_description = self
+            .templates
+            .languages
+            .first()
+            .and_then(|l| template.texts.get(l))
+            .map(|t| templates::fill(&t.area, &values))
+            .unwrap_or_else(|| "The affected area".to_owned());
+        let content = AdvisoryContent {
+            event: template.event.clone(),
+            categories: template.categories.clone(),
+            urgency: template.urgency.clone(),
+            severity: template.severity.clone(),
+            certainty: template.certainty.clone(),
+            response_types: template.response_types.clone(),
+            texts,
+            areas: vec![AdvisoryArea {
+                description: area_description,
+                polygons,
+                circles,
+                geocodes: Vec::new(),
+            }],
+            resources: Vec::new(),
+            expires: Some(
+                Timestamp::now().saturating_add_ms(i64::from(template.expires_h) * 3_600_000),
+            ),
+            web: None,
+            contact: None,
+            note: None,
+        };
+        let advisory = self
+            .store_draft(
+                by,
+                DraftRequest {
+                    status: request.status,
+                    msg_type: Some(AdvisoryMsgType::Alert),
+                    references: None,
+                    content,
+                    origin: Some(AdvisoryOrigin::Incident(incident.id.0.clone())),
+                },
+            )
+            .await?;
+        tracing::info!(advisory = %advisory.id, incident_id = %incident.id, template = %template.id, "advisory drafted from an incident");
+        Ok(advisory)
     }
 
     async fn import(&self, by: &Principal, document: &str) -> Result<Advisory, PlatformError> {
@@ -971,3 +1213,6 @@ impl web::Advisories for AdvisoryService {
         self.public_pem.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

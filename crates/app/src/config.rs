@@ -195,6 +195,20 @@ impl Config {
         {
             config.detect.rules_dir = Some(base.join(dir).display().to_string());
         }
+        // So are the data files the config names.
+        if let Some(base) = path.parent() {
+            for file in [
+                &mut config.readiness.firmware_catalogue,
+                &mut config.advisories.templates,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
         Ok(config)
     }
 

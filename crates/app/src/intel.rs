@@ -5,6 +5,7 @@
 //! ```text
 //! partners --TAXII--> taxii::server::router --> IntelBackend --> store (IntelStore)
 //! partner feeds <--TAXII-- poll_feed --> detect (DetectControl::UpsertIndicators / RemoveIndicators)
+//!                                    +--> store (a copy per feed, `feed:<name>`, counted by readiness)
 //! incidents --> publish --> store (the sharing collection) --> partners
 //! ```
 
@@ -498,11 +499,53 @@ fn feed_client(feed: &FeedConfig) -> taxii::client::Client {
     taxii::client::Client::new(auth)
 }
 
-/// Polls one feed once: every page after the stored bookmark goes to detection and the
-/// bookmark advances page by page. Returns how many objects were received.
+/// The intel store collection that keeps what a partner feed sent (never served over
+/// TAXII: served collections are keyed `<root>/<id>`, and a root has no `:`).
+pub fn feed_collection(feed: &str) -> String {
+    format!("feed:{feed}")
+}
+
+/// Keeps a copy of the valid objects of a feed page in the feed's collection (what the
+/// readiness index counts as received); objects that do not validate are skipped.
+async fn keep_received(
+    store: &dyn Store,
+    feed: &FeedConfig,
+    objects: &[Value],
+    unmarked: Tlp,
+) -> anyhow::Result<()> {
+    let now = now_us();
+    let mut kept = Vec::with_capacity(objects.len());
+    for v in objects {
+        match taxii::server::prepare_object(v, unmarked, now) {
+            Ok(o) => kept.push(IntelObject {
+                id: o.id,
+                object_type: o.object_type,
+                version: o.version,
+                version_us: o.version_us,
+                spec_version: o.spec_version,
+                tlp: access::tlp_rank(o.tlp),
+                body: o.object,
+            }),
+            Err(e) => tracing::debug!(feed = %feed.name, error = %e, "received object not kept"),
+        }
+    }
+    if !kept.is_empty() {
+        store
+            .intel_add(&feed_collection(&feed.name), &kept, now)
+            .await
+            .with_context(|| format!("failed to keep what feed {} sent", feed.name))?;
+    }
+    Ok(())
+}
+
+/// Polls one feed once: every page after the stored bookmark goes to detection (and a copy
+/// to the feed's collection, [`feed_collection`]) and the bookmark advances page by page.
+/// Objects without a TLP marking are kept as `unmarked`. Returns how many objects were
+/// received.
 pub async fn poll_feed(
     store: &dyn Store,
     feed: &FeedConfig,
+    unmarked: Tlp,
     detect: &tokio::sync::mpsc::UnboundedSender<DetectControl>,
 ) -> anyhow::Result<usize> {
     let key = format!("feed:{}", feed.name);
@@ -531,6 +574,7 @@ pub async fn poll_feed(
             .await?
             .with_context(|| format!("failed to poll feed {}", feed.name))?;
         total += page.body.objects.len();
+        keep_received(store, feed, &page.body.objects, unmarked).await?;
         let changes = indicator_changes(&page.body.objects, &feed.name, model::Timestamp::now());
         if !changes.upsert.is_empty() {
             let _ = detect.send(DetectControl::UpsertIndicators(changes.upsert));
@@ -561,6 +605,7 @@ pub(crate) fn start(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let config = inner.config.taxii.clone();
+    let unmarked = config.unmarked_tlp();
     for feed in config.feeds.clone() {
         let inner = inner.clone();
         let mut shutdown = shutdown.clone();
@@ -571,7 +616,7 @@ pub(crate) fn start(
                     _ = interval.tick() => {}
                     _ = shutdown.changed() => return,
                 }
-                match poll_feed(inner.store.as_ref(), &feed, &inner.detect_control).await {
+                match poll_feed(inner.store.as_ref(), &feed, unmarked, &inner.detect_control).await {
                     Ok(n) => tracing::debug!(feed = %feed.name, objects = n, "partner feed polled"),
                     Err(err) => tracing::warn!(feed = %feed.name, error = %format!("{err:#}"), "partner feed poll failed"),
                 }

@@ -8,6 +8,7 @@ pub mod city_pki;
 pub mod config;
 pub mod detect;
 pub mod directory;
+pub mod firmware;
 mod flows;
 pub mod gateway;
 pub mod incidents;

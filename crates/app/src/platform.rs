@@ -135,6 +135,9 @@ impl Platform {
         );
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
         let signing_key = crate::advisories::signing_key(&config.data_dir)?;
+        // The data files the config names, before anything listens.
+        let firmware = crate::firmware::load(&config)?;
+        let templates = crate::advisories::templates::load(&config.advisories)?;
 
         let BusConfig::InProcess { capacity } = &config.bus;
         let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
@@ -250,11 +253,14 @@ impl Platform {
             directory: inner.directory.clone(),
             tracker: tracker.clone(),
             conduits: config.detect.conduits.clone(),
+            firmware,
+            intel: crate::readiness::IntelSources::from_config(&config.taxii),
         });
         let advisories = Arc::new(crate::advisories::AdvisoryService::new(
             store.clone(),
             inner.directory.clone(),
             config.advisories.clone(),
+            templates,
             signing_key,
             warnings,
         )?);

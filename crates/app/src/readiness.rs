@@ -1,9 +1,10 @@
 //! Feeding the readiness index from live data: a bus consumer keeps, per device, when it was
 //! last heard from and how its last connect authenticated; [`ReadinessService`] gathers the
 //! registry, that state, the incidents of the last year (or, while the correlator has made
-//! none, one pseudo-incident per alert), issued exercise advisories and the stored history,
-//! and runs
-//! `readiness::compute`. A background task records the index every `interval_s`.
+//! none, one pseudo-incident per alert), the exercise results posted to `/api/v1/exercises`
+//! and issued exercise advisories, the intelligence shared and received in the intel store,
+//! the vendor firmware catalogue and the stored history, and runs `readiness::compute`.
+//! A background task records the index every `interval_s`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,11 +27,18 @@ use crate::directory::Directory;
 pub struct ReadinessConfig {
     /// How often the index is computed and kept in the history, in seconds.
     pub interval_s: u64,
+    /// The vendor firmware catalogue (format in `config/firmware.toml`); a relative path
+    /// is relative to the config file. Without it, every device's firmware is compared
+    /// with the newest version in the fleet.
+    pub firmware_catalogue: Option<std::path::PathBuf>,
 }
 
 impl Default for ReadinessConfig {
     fn default() -> ReadinessConfig {
-        ReadinessConfig { interval_s: 3600 }
+        ReadinessConfig {
+            interval_s: 3600,
+            firmware_catalogue: None,
+        }
     }
 }
 
@@ -80,6 +88,50 @@ pub struct ReadinessService {
     pub tracker: Arc<Tracker>,
     /// The conduits of `[detect]`'s zone plan.
     pub conduits: Vec<detect::ConduitConfig>,
+    /// The vendors' latest firmware (`[readiness] firmware_catalogue`).
+    pub firmware: readiness::FirmwareCatalogue,
+    /// Where shared and received intelligence is counted, from `[taxii]`.
+    pub intel: IntelSources,
+}
+
+/// The intel store collections the sharing indicator counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntelSources {
+    /// The sharing collection (what `intel::publish` writes and partners read).
+    pub shared: Vec<String>,
+    /// The copies of partner feeds (`intel::feed_collection`) and the city's other
+    /// collections partners may write to.
+    pub received: Vec<String>,
+}
+
+impl IntelSources {
+    pub fn from_config(taxii: &crate::intel::config::TaxiiConfig) -> IntelSources {
+        let key = |id: &str| format!("{}/{id}", taxii.root);
+        IntelSources {
+            shared: taxii
+                .collections
+                .iter()
+                .filter(|c| c.sharing)
+                .map(|c| key(&c.id))
+                .collect(),
+            received: taxii
+                .feeds
+                .iter()
+                .map(|f| crate::intel::feed_collection(&f.name))
+                .chain(
+                    taxii
+                        .collections
+                        .iter()
+                        .filter(|c| !c.sharing && !c.write.is_empty())
+                        .map(|c| key(&c.id)),
+                )
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shared.is_empty() && self.received.is_empty()
+    }
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -148,7 +200,7 @@ impl ReadinessService {
         } else {
             Incidents::Lifecycle(lifecycle)
         };
-        let exercises = self
+        let warning_drills = self
             .store
             .list_advisories(&AdvisoryQuery {
                 state: None,
@@ -158,11 +210,18 @@ impl ReadinessService {
             .await?
             .into_iter()
             .filter(|a| {
-                a.status == AdvisoryStatus::Exercise
-                    && a.msg_type == AdvisoryMsgType::Alert
-                    && a.issued_at.is_some_and(|ts| ts >= year_ago)
+                a.status == AdvisoryStatus::Exercise && a.msg_type == AdvisoryMsgType::Alert
             })
-            .count();
+            .filter_map(|a| a.issued_at.filter(|ts| *ts >= year_ago))
+            .collect();
+        let runs = self
+            .store
+            .list_exercises(Some(year_ago), 10_000)
+            .await?
+            .iter()
+            .map(exercise_run)
+            .collect();
+        let intel = self.intel_counts(now).await?;
         let history = self
             .store
             .list_readiness(Some(now.saturating_sub_ms(31 * DAY_MS)), 10_000)
@@ -175,10 +234,11 @@ impl ReadinessService {
             devices: inputs,
             incidents,
             exercises: Some(Exercises {
-                run: u32::try_from(exercises).unwrap_or(u32::MAX),
-                mean_score: None,
+                runs,
+                warning_drills,
             }),
-            intel: None,
+            intel,
+            firmware: &self.firmware,
             conduits: (!self.conduits.is_empty()).then(|| readiness::Conduits {
                 zones: self
                     .conduits
@@ -189,6 +249,34 @@ impl ReadinessService {
             }),
             history,
         }))
+    }
+
+    /// Objects shared and received in the last 30 days, or `None` when `[taxii]` has no
+    /// sharing collection, partner feed or collection partners write to.
+    async fn intel_counts(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<readiness::IntelCounts>, PlatformError> {
+        if self.intel.is_empty() {
+            return Ok(None);
+        }
+        let since_us = now
+            .saturating_sub_ms(30 * DAY_MS)
+            .as_millis()
+            .saturating_mul(1000);
+        let mut counts = readiness::IntelCounts {
+            shared: 0,
+            received: 0,
+        };
+        for (keys, total) in [
+            (&self.intel.shared, &mut counts.shared),
+            (&self.intel.received, &mut counts.received),
+        ] {
+            for key in keys {
+                *total += self.store.intel_count(key, since_us).await?;
+            }
+        }
+        Ok(Some(counts))
     }
 
     /// The incidents created since `since`, as the index needs them (newest first, paged
@@ -266,6 +354,24 @@ impl web::Readiness for ReadinessService {
             .map(|r| serde_json::json!({ "ts": r.ts, "score": r.score }))
             .collect();
         Ok(value)
+    }
+}
+
+/// A stored exercise as the index scores it.
+fn exercise_run(record: &model::ExerciseRecord) -> readiness::ExerciseRun {
+    let result = &record.result;
+    let mut ttd: Vec<f64> = result
+        .scenarios
+        .iter()
+        .filter(|s| s.detected)
+        .filter_map(|s| s.time_to_detect_s)
+        .collect();
+    ttd.sort_by(f64::total_cmp);
+    readiness::ExerciseRun {
+        at: result.finished,
+        scenarios: u32::try_from(result.scenarios.len()).unwrap_or(u32::MAX),
+        detected: u32::try_from(result.detected()).unwrap_or(u32::MAX),
+        median_time_to_detect_s: ttd.get(ttd.len() / 2).copied(),
     }
 }
 

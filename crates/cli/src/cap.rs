@@ -1,6 +1,7 @@
-//! `citysec cap ...`: check CAP 1.2 files offline, and draft (by hand, from a CAP file or
-//! from a siren alert), approve, issue, cancel and list public advisories through the
-//! running platform's API (`/api/v1/advisories`).
+//! `citysec cap ...`: check CAP 1.2 files offline, and draft (by hand, from a CAP file, from
+//! a siren alert or from an incident), approve, issue, cancel and list public advisories
+//! through the running platform's API (`/api/v1/advisories`,
+//! `/api/v1/incidents/{id}/advisory`).
 
 use std::path::PathBuf;
 
@@ -44,6 +45,22 @@ pub enum CapCommand {
         #[arg(long)]
         status: String,
         /// Radius of the area around the siren, in kilometres.
+        #[arg(long)]
+        radius_km: Option<f64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Draft an advisory from an incident, with the template that fits what it is about
+    /// (or `--template`) and an area around its devices.
+    FromIncident {
+        incident_id: String,
+        /// Actual, Exercise or Test.
+        #[arg(long)]
+        status: String,
+        /// A template id (see `[advisories] templates`); by default the first that fits.
+        #[arg(long)]
+        template: Option<String>,
+        /// How far around each device the area reaches, in kilometres.
         #[arg(long)]
         radius_km: Option<f64>,
         #[command(flatten)]
@@ -153,6 +170,23 @@ pub fn run(cmd: CapCommand) -> anyhow::Result<u8> {
                 body["radius_km"] = json!(r);
             }
             let path = format!("/api/v1/advisories/from-alert/{}", encode(&alert_id));
+            show(&target, api(&target, "POST", &path, Some(body))?)
+        }
+        CapCommand::FromIncident {
+            incident_id,
+            status,
+            template,
+            radius_km,
+            target,
+        } => {
+            let mut body = json!({ "status": status });
+            if let Some(t) = template {
+                body["template"] = json!(t);
+            }
+            if let Some(r) = radius_km {
+                body["radius_km"] = json!(r);
+            }
+            let path = format!("/api/v1/incidents/{}/advisory", encode(&incident_id));
             show(&target, api(&target, "POST", &path, Some(body))?)
         }
         CapCommand::Approve { id, target } => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::duration;
@@ -72,6 +73,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.mqtt.tls_key = None;
     config.ingest.mqtt.client_ca = None;
     config.ingest.flow.listen = args.flow_listen.clone();
+    // The simulated city's vendor firmware catalogue, for the readiness index.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
+    let catalogue = args.data_dir.join("firmware.toml");
+    std::fs::write(&catalogue, app::firmware::SIMULATED_CITY_CATALOGUE)
+        .with_context(|| format!("failed to write {}", catalogue.display()))?;
+    config.readiness.firmware_catalogue = Some(catalogue);
     // Every simulated device connects from this machine's loopback address.
     config.ingest.mqtt.connect_rate_per_ip = config.ingest.mqtt.connect_rate_per_ip.max(50_000);
     config.ingest.mqtt.max_connections =

@@ -7,7 +7,8 @@
 //! plays a few honest events (maintenance, an outage, a firmware update), then injects each
 //! scenario over the real protocols and reads `/api/v1/alerts` back: per scenario whether it
 //! was detected, the time to detect (first expected alert's `ts` minus onset), the alerts
-//! raised, and the false alerts (on the benign background, or not expected).
+//! raised, and the false alerts (on the benign background, or not expected). The result is
+//! posted to `/api/v1/exercises` (unless `--no-record`), where the readiness index scores it.
 //! `exercise soak` replays hours of benign background through the engine in process
 //! (`app::replay`) at simulated time and reports false alerts per 10,000 device-hours.
 //! `exercise list` prints the catalogue.
@@ -84,6 +85,10 @@ pub struct RunArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Do not record the result on the platform (by default it is posted to
+    /// `/api/v1/exercises`, where the readiness index scores it).
+    #[arg(long)]
+    no_record: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -521,6 +526,36 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
     let benign_hours =
         population.len() as f64 * (finished.as_millis() - started.as_millis()) as f64 / 3_600_000.0;
     let all_detected = score.scenarios.iter().all(|v| v.detected);
+    // The result goes to the platform, whose readiness index scores it.
+    let recorded = if args.no_record {
+        None
+    } else {
+        let body = exercise_result(&score, started, finished, args.seed, population.len());
+        Some(
+            api.post(
+                "/api/v1/exercises",
+                "application/json",
+                serde_json::to_vec(&body)?,
+            )
+            .await,
+        )
+    };
+    let recorded = match recorded {
+        None => Value::Null,
+        Some(Ok(record)) => {
+            if !args.json {
+                println!(
+                    "recorded on the platform as {}",
+                    record["id"].as_str().unwrap_or("?")
+                );
+            }
+            json!({ "id": record["id"] })
+        }
+        Some(Err(err)) => {
+            eprintln!("warning: the result was not recorded on the platform: {err:#}");
+            json!({ "error": format!("{err:#}") })
+        }
+    };
     if args.json {
         let out = json!({
             "seed": args.seed,
@@ -531,12 +566,54 @@ async fn run_exercise(args: RunArgs) -> anyhow::Result<u8> {
             "flow_format": format!("{:?}", args.flow_format).to_lowercase(),
             "scenarios": score.scenarios,
             "false_alerts": score.false_alerts,
+            "recorded": recorded,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_score(&score, benign_hours);
     }
     Ok(if all_detected { 0 } else { 1 })
+}
+
+/// The body of `POST /api/v1/exercises` for a scored run.
+pub fn exercise_result(
+    score: &scenario::Score,
+    started: Timestamp,
+    finished: Timestamp,
+    seed: u64,
+    devices: usize,
+) -> model::ExerciseResult {
+    model::ExerciseResult {
+        started,
+        finished,
+        seed: Some(seed),
+        devices: u32::try_from(devices).ok(),
+        scenarios: score
+            .scenarios
+            .iter()
+            .map(|v| model::ExerciseScenario {
+                scenario: v.scenario.clone(),
+                detected: v.detected,
+                time_to_detect_s: v
+                    .time_to_detect_s
+                    .filter(|_| v.detected)
+                    .map(|t| t.max(0.0))
+                    .or(v.detected.then_some(0.0)),
+                rules_fired: bounded(&v.rules_fired),
+                rules_missing: bounded(&v.rules_missing),
+                problems: bounded(&v.problems),
+            })
+            .collect(),
+        false_alerts: u32::try_from(score.false_alerts.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// At most 100 entries of at most 500 characters, as the platform accepts.
+fn bounded(list: &[String]) -> Vec<String> {
+    list.iter()
+        .take(100)
+        .map(|e| e.chars().take(500).collect())
+        .collect()
 }
 
 fn print_score(score: &scenario::Score, benign_hours: f64) {

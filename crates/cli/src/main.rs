@@ -128,6 +128,14 @@ fn run(command: Command) -> anyhow::Result<u8> {
         }
         Command::CheckConfig { file } => match app::Config::load_file(&file) {
             Ok(config) => {
+                // The data files the config names must load, as `serve` requires.
+                if let Err(err) = app::firmware::load(&config)
+                    .map(|_| ())
+                    .and_then(|()| app::advisories::templates::load(&config.advisories).map(|_| ()))
+                {
+                    eprintln!("{}: {err:#}", file.display());
+                    return Ok(1);
+                }
                 // Broken rules and zones are skipped at run time; here they fail the check.
                 let (_, diagnostics) = app::detect::build_engine(&config);
                 if diagnostics.is_empty() {

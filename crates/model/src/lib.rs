@@ -9,6 +9,7 @@ mod alert;
 mod device;
 mod error;
 mod event;
+mod exercise;
 mod flow;
 mod incident;
 mod report;
@@ -25,6 +26,7 @@ pub use crate::device::{
 };
 pub use crate::error::ErrorCode;
 pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKind, Value};
+pub use crate::exercise::{ExerciseRecord, ExerciseResult, ExerciseScenario};
 pub use crate::flow::{FlowRecord, proto};
 pub use crate::incident::{
     ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,

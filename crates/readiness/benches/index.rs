@@ -1,10 +1,14 @@
 //! Time to compute the readiness index for a city of 100,000 devices and a year of
-//! incidents (`cargo bench -p readiness --bench index`). Results are written down in
+//! incidents, with a vendor firmware catalogue, a year of exercises and sharing counts
+//! (`cargo bench -p readiness --bench index`). Results are written down in
 //! `bench/results/2026-12-01-vm/readiness.md`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use model::{Credential, Device, DeviceClass, DeviceId, DeviceStatus, Severity, Timestamp};
-use readiness::{DeviceInput, Exercises, IncidentInput, Incidents, Input, Observed, compute};
+use readiness::{
+    DeviceInput, ExerciseRun, Exercises, FirmwareCatalogue, FirmwareRelease, IncidentInput,
+    Incidents, Input, IntelCounts, Observed, compute,
+};
 
 const NOW: i64 = 1_800_000_000_000;
 const DAY: i64 = 86_400_000;
@@ -66,8 +70,38 @@ fn incidents(n: usize) -> Vec<IncidentInput> {
         .collect()
 }
 
+/// The vendors' latest for two of the three models of every class and vendor (the third
+/// falls back to the fleet's newest), released 10 to 400 days ago.
+fn catalogue() -> FirmwareCatalogue {
+    let mut entries = Vec::new();
+    for vendor in 0..7 {
+        for class in DeviceClass::ALL {
+            for m in 0..2 {
+                entries.push(FirmwareRelease {
+                    vendor: format!("vendor-{vendor}"),
+                    model: Some(format!("{}-m{m}", class.as_str())),
+                    class: None,
+                    latest: format!("3.{}.0", (vendor + m) % 11),
+                    released: Timestamp::from_millis(NOW - (10 + 39 * (vendor + m) as i64) * DAY),
+                });
+            }
+        }
+    }
+    FirmwareCatalogue::new(entries).unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let devices = city(100_000);
+    let catalogue = catalogue();
+    // An exercise a month, 13 scenarios each.
+    let runs: Vec<ExerciseRun> = (0..12)
+        .map(|m| ExerciseRun {
+            at: Timestamp::from_millis(NOW - m * 30 * DAY),
+            scenarios: 13,
+            detected: 13 - (m % 3) as u32,
+            median_time_to_detect_s: Some(1.0 + m as f64),
+        })
+        .collect();
     let observed: Vec<Observed> = (0..devices.len() as i64)
         .map(|i| Observed {
             last_seen: (i % 13 != 0).then(|| Timestamp::from_millis(NOW - (i % 40) * 60_000)),
@@ -98,10 +132,14 @@ fn bench(c: &mut Criterion) {
                         .collect(),
                     incidents: Incidents::Lifecycle(incidents.clone()),
                     exercises: Some(Exercises {
-                        run: 3,
-                        mean_score: Some(0.8),
+                        runs: runs.clone(),
+                        warning_drills: vec![Timestamp::from_millis(NOW - 40 * DAY)],
                     }),
-                    intel: None,
+                    intel: Some(IntelCounts {
+                        shared: 12,
+                        received: 340,
+                    }),
+                    firmware: &catalogue,
                     conduits: Some(readiness::Conduits {
                         zones: (0..30).map(|z| format!("zone-{z}")).collect(),
                         any_zone: false,

@@ -12,7 +12,7 @@ mod version;
 
 use std::collections::{BTreeMap, HashMap};
 
-use model::{Credential, Device, DeviceStatus, Sector, Severity, Timestamp};
+use model::{Credential, Device, DeviceClass, DeviceStatus, Sector, Severity, Timestamp};
 use serde::Serialize;
 
 /// What the event stream showed about one device.
@@ -54,13 +54,45 @@ pub enum Incidents {
     DerivedFromAlerts(Vec<IncidentInput>),
 }
 
-/// Exercises of the last 365 days.
+/// One scored exercise: attack scenarios played against the live platform
+/// (`citysec exercise run --api`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Exercises {
-    pub run: u32,
-    /// Mean score 0-1, when exercises are scored.
-    pub mean_score: Option<f64>,
+pub struct ExerciseRun {
+    /// When it finished.
+    pub at: Timestamp,
+    pub scenarios: u32,
+    pub detected: u32,
+    /// The median time to detect of its detected scenarios, in seconds.
+    pub median_time_to_detect_s: Option<f64>,
 }
+
+impl ExerciseRun {
+    /// `detected / scenarios x min(1, 60 s / median time to detect)`; 0 when nothing was
+    /// detected.
+    pub fn score(&self) -> f64 {
+        if self.scenarios == 0 || self.detected == 0 {
+            return 0.0;
+        }
+        let share = f64::from(self.detected.min(self.scenarios)) / f64::from(self.scenarios);
+        let speed = self
+            .median_time_to_detect_s
+            .map_or(1.0, |t| (EXERCISE_DETECT_TARGET_S / t.max(1e-3)).min(1.0));
+        share * speed
+    }
+}
+
+/// Exercises, any age (only the last 365 days count).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exercises {
+    /// Detection exercises with their results.
+    pub runs: Vec<ExerciseRun>,
+    /// Public-warning drills: when each issued advisory with CAP status `Exercise` went
+    /// out (not scored).
+    pub warning_drills: Vec<Timestamp>,
+}
+
+/// The time to detect an exercise scenario that scores in full, in seconds.
+pub const EXERCISE_DETECT_TARGET_S: f64 = 60.0;
 
 /// The conduits of the zone plan (IEC 62443-3-2): which zones some conduit connects.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -77,12 +109,104 @@ impl Conduits {
     }
 }
 
-/// Threat indicators exchanged with partners in the last 30 days.
+/// Threat intelligence exchanged with partners in the last 30 days: STIX objects the city
+/// published to its sharing collections, and objects received from partners (pulled from
+/// their feeds, or pushed into the city's collections).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntelCounts {
     pub shared: u64,
     pub received: u64,
 }
+
+/// One entry of a vendor's firmware catalogue: the latest version the vendor ships for a
+/// model (or for every model of a device class it makes), and when it was released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirmwareRelease {
+    pub vendor: String,
+    /// The model it is for; `None` when it is for every model of `class`.
+    pub model: Option<String>,
+    pub class: Option<DeviceClass>,
+    pub latest: String,
+    pub released: Timestamp,
+}
+
+/// The vendors' latest firmware, looked up by vendor and model, then by vendor and
+/// class; names compare without regard to case or surrounding spaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirmwareCatalogue {
+    entries: Vec<FirmwareRelease>,
+    by_model: HashMap<(String, String), usize>,
+    by_class: HashMap<(String, DeviceClass), usize>,
+}
+
+fn fold(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+impl FirmwareCatalogue {
+    /// Builds the catalogue; an entry that names neither or both of model and class, or
+    /// repeats one before it, is refused with its position (1-based).
+    pub fn new(entries: Vec<FirmwareRelease>) -> Result<FirmwareCatalogue, String> {
+        let mut catalogue = FirmwareCatalogue::default();
+        for (i, e) in entries.iter().enumerate() {
+            let n = i + 1;
+            if e.vendor.trim().is_empty() || e.latest.trim().is_empty() {
+                return Err(format!("entry {n}: vendor and latest must not be empty"));
+            }
+            let clash = match (&e.model, e.class) {
+                (Some(model), None) if !model.trim().is_empty() => {
+                    catalogue.by_model.insert((fold(&e.vendor), fold(model)), i)
+                }
+                (None, Some(class)) => catalogue.by_class.insert((fold(&e.vendor), class), i),
+                _ => {
+                    return Err(format!(
+                        "entry {n} ({}): give exactly one of model and class",
+                        e.vendor
+                    ));
+                }
+            };
+            if let Some(before) = clash {
+                return Err(format!(
+                    "entry {n} ({} {}) repeats entry {}",
+                    e.vendor,
+                    e.model
+                        .clone()
+                        .or(e.class.map(|c| c.as_str().to_owned()))
+                        .unwrap_or_default(),
+                    before + 1
+                ));
+            }
+        }
+        catalogue.entries = entries;
+        Ok(catalogue)
+    }
+
+    pub fn entries(&self) -> &[FirmwareRelease] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The vendor's latest for this model, else for its class.
+    pub fn latest(
+        &self,
+        vendor: &str,
+        model: &str,
+        class: DeviceClass,
+    ) -> Option<&FirmwareRelease> {
+        let vendor = fold(vendor);
+        self.by_model
+            .get(&(vendor.clone(), fold(model)))
+            .or_else(|| self.by_class.get(&(vendor, class)))
+            .map(|&i| &self.entries[i])
+    }
+}
+
+/// How long after a vendor release a device not yet on it still counts as current: the
+/// patch window.
+pub const FIRMWARE_PATCH_WINDOW_DAYS: i64 = 30;
 
 /// Everything the index is computed from.
 #[derive(Debug, Clone)]
@@ -96,6 +220,9 @@ pub struct Input<'a> {
     pub intel: Option<IntelCounts>,
     /// `None` when no conduit is defined.
     pub conduits: Option<Conduits>,
+    /// The vendors' latest firmware; devices it has no entry for are compared with the
+    /// newest version in the fleet instead (and the index says how many).
+    pub firmware: &'a FirmwareCatalogue,
     /// Earlier city scores, any order.
     pub history: Vec<(Timestamp, f64)>,
 }
@@ -134,7 +261,7 @@ pub const INDICATORS: &[Indicator] = &[
         id: "firmware_current",
         name: "firmware against the vendor's latest",
         weight: 10.0,
-        formula: "active devices on the newest firmware seen for their vendor and model / active devices with vendor, model and firmware (fleet newest stands in for the vendor's latest)",
+        formula: "active devices at or above the vendor catalogue's latest for their vendor and model (or class), or within 30 days of its release / active devices with vendor, model and firmware; without a catalogue entry, the newest version in the fleet for the vendor and model stands in (and the detail says for how many)",
         source: "ETSI EN 303 645 5.3; NIST IR 8259A (device software update); IEC 62443-4-2 CR 3.10",
         per_sector: true,
     },
@@ -198,7 +325,7 @@ pub const INDICATORS: &[Indicator] = &[
         id: "exercises",
         name: "exercises run and their scores",
         weight: 6.0,
-        formula: "min(1, exercises in the last 365 days / 4) x mean score (when scored)",
+        formula: "min(1, exercises in the last 365 days / 4) x mean exercise score, where an exercise scores detected scenarios / scenarios x min(1, 60 s / median time to detect) (public-warning drills count but are not scored; without scored exercises the count alone)",
         source: "IEC 62443-2-1 (incident response plan tested)",
         per_sector: false,
     },
@@ -206,7 +333,7 @@ pub const INDICATORS: &[Indicator] = &[
         id: "intel_sharing",
         name: "indicators shared with and received from partners",
         weight: 4.0,
-        formula: "min(1, shared / 10) / 2 + min(1, received / 10) / 2 over the last 30 days",
+        formula: "min(1, shared / 10) / 2 + min(1, received / 10) / 2, counting STIX objects added in the last 30 days to the sharing collection (shared) and to partner feed copies and collections partners write to (received)",
         source: "IEC 62443-2-1 (information sharing); ETSI EN 303 645 5.2",
         per_sector: false,
     },
@@ -301,6 +428,11 @@ struct DeviceCounts {
     unique_ok: usize,
     firmware_known: usize,
     firmware_current: usize,
+    /// Of `firmware_known`: compared with the vendor catalogue (the rest with the fleet's
+    /// newest).
+    firmware_catalogued: usize,
+    /// The oldest vendor release a device has not installed past the patch window, in ms.
+    firmware_oldest_missed_ms: Option<i64>,
     connected: usize,
     via_certificate: usize,
     fresh: usize,
@@ -327,11 +459,40 @@ fn unique_by_construction(device: &Device) -> bool {
         })
 }
 
+/// Whether a device's firmware counts as current, whether it was compared with the vendor
+/// catalogue (else the fleet's newest), and the age of the release it missed.
+type FirmwareVerdict = (bool, bool, Option<i64>);
+
+/// FNV-1a: the maps of [`compute`] are keyed by short names, where SipHash's setup costs
+/// more than the hashing.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Computes the index.
 pub fn compute(input: &Input<'_>) -> Index {
     let now = input.now.as_millis();
     // The newest firmware per vendor and model among active devices.
-    let mut newest: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut newest: FastMap<(&str, &str), &str> = FastMap::default();
     for d in &input.devices {
         let dev = d.device;
         if dev.status != DeviceStatus::Active || !has_firmware(dev) {
@@ -340,14 +501,47 @@ pub fn compute(input: &Input<'_>) -> Index {
         let slot = newest
             .entry((dev.vendor.as_str(), dev.model.as_str()))
             .or_insert(dev.firmware.as_str());
-        if version::newer(&dev.firmware, slot) {
+        if *slot != dev.firmware && version::newer(&dev.firmware, slot) {
             *slot = dev.firmware.as_str();
         }
     }
+    // The firmware verdict of each (vendor, model, class, version), worked out once: a
+    // city has many devices but few distinct products and versions.
+    let mut verdicts: FastMap<(&str, &str, DeviceClass, &str), FirmwareVerdict> =
+        FastMap::default();
     let mut city = DeviceCounts::default();
     let mut sectors: BTreeMap<Sector, DeviceCounts> = BTreeMap::new();
     for d in &input.devices {
         let dev = d.device;
+        let firmware = (dev.status == DeviceStatus::Active && has_firmware(dev)).then(|| {
+            *verdicts
+                .entry((
+                    dev.vendor.as_str(),
+                    dev.model.as_str(),
+                    dev.class,
+                    dev.firmware.as_str(),
+                ))
+                .or_insert_with(|| {
+                    match input.firmware.latest(&dev.vendor, &dev.model, dev.class) {
+                        Some(r) => {
+                            let age = now - r.released.as_millis();
+                            let installed = !version::newer(&r.latest, &dev.firmware);
+                            let in_window = age < FIRMWARE_PATCH_WINDOW_DAYS * DAY_MS;
+                            (
+                                installed || in_window,
+                                true,
+                                (!installed && !in_window).then_some(age),
+                            )
+                        }
+                        None => (
+                            newest.get(&(dev.vendor.as_str(), dev.model.as_str()))
+                                == Some(&dev.firmware.as_str()),
+                            false,
+                            None,
+                        ),
+                    }
+                })
+        });
         let counts = sectors.entry(dev.sector).or_default();
         for c in [&mut city, counts] {
             c.devices += 1;
@@ -365,12 +559,13 @@ pub fn compute(input: &Input<'_>) -> Index {
             if unique_by_construction(dev) {
                 c.unique_ok += 1;
             }
-            if has_firmware(dev) {
+            if let Some((current, catalogued, missed)) = firmware {
                 c.firmware_known += 1;
-                if newest.get(&(dev.vendor.as_str(), dev.model.as_str()))
-                    == Some(&dev.firmware.as_str())
-                {
-                    c.firmware_current += 1;
+                c.firmware_current += usize::from(current);
+                c.firmware_catalogued += usize::from(catalogued);
+                if let Some(age) = missed {
+                    c.firmware_oldest_missed_ms =
+                        Some(c.firmware_oldest_missed_ms.map_or(age, |a| a.max(age)));
                 }
             }
             if input
@@ -431,17 +626,19 @@ pub fn compute(input: &Input<'_>) -> Index {
 
     let has_conduits = input.conduits.is_some();
     let city_card = scorecard(
+        now,
         &city,
         &city_inc,
         derived,
         has_conduits,
-        Some((input.exercises, input.intel)),
+        Some((input.exercises.as_ref(), input.intel)),
     );
     let sector_cards = sectors
         .iter()
         .map(|(sector, counts)| SectorScorecard {
             sector: *sector,
             scorecard: scorecard(
+                now,
                 counts,
                 sector_inc.get(sector).unwrap_or(&IncidentCounts::default()),
                 derived,
@@ -467,6 +664,30 @@ pub fn compute(input: &Input<'_>) -> Index {
         improvements,
         trend,
     }
+}
+
+fn firmware_value(d: &DeviceCounts) -> Value {
+    let fleet = d.firmware_known - d.firmware_catalogued;
+    let against = match (d.firmware_catalogued, fleet) {
+        (_, 0) => "the vendor catalogue".to_owned(),
+        (0, _) => "the fleet's newest (no vendor catalogue entry)".to_owned(),
+        (c, f) => format!(
+            "the vendor catalogue for {c}, the fleet's newest for {f} without a catalogue entry"
+        ),
+    };
+    let behind = d.firmware_known - d.firmware_current;
+    let oldest = d
+        .firmware_oldest_missed_ms
+        .map(|ms| format!(" (the oldest missed release is {} days old)", ms / DAY_MS))
+        .unwrap_or_default();
+    ratio(
+        "firmware_current",
+        d.firmware_current,
+        d.firmware_known,
+        &format!("devices on the latest firmware, compared with {against}"),
+        format!("update {behind} devices to their vendor's latest firmware{oldest}"),
+        "no active device records vendor, model and firmware",
+    )
 }
 
 fn has_firmware(dev: &Device) -> bool {
@@ -538,11 +759,12 @@ fn timing(id: &'static str, values: &[i64], target_ms: i64, why_none: &str, step
 }
 
 fn scorecard(
+    now: i64,
     d: &DeviceCounts,
     inc: &IncidentCounts,
     derived: bool,
     has_conduits: bool,
-    city_only: Option<(Option<Exercises>, Option<IntelCounts>)>,
+    city_only: Option<(Option<&Exercises>, Option<IntelCounts>)>,
 ) -> Scorecard {
     let no_devices = "no active registered devices";
     let lifecycle_missing = if derived {
@@ -573,17 +795,7 @@ fn scorecard(
             ),
             no_devices,
         ),
-        ratio(
-            "firmware_current",
-            d.firmware_current,
-            d.firmware_known,
-            "devices on the newest firmware seen for their model",
-            format!(
-                "update {} devices to the newest firmware of their model",
-                d.firmware_known - d.firmware_current
-            ),
-            "no active device records vendor, model and firmware",
-        ),
+        firmware_value(d),
         ratio(
             "secure_transport",
             d.via_certificate,
@@ -661,34 +873,12 @@ fn scorecard(
     if let Some((exercises, intel)) = city_only {
         values.push(match exercises {
             None => no_data("exercises", "no source of exercises"),
-            Some(e) => {
-                let base = (f64::from(e.run) / 4.0).min(1.0);
-                let (score, scored) = match e.mean_score {
-                    Some(s) => (
-                        base * s.clamp(0.0, 1.0),
-                        format!(", mean score {:.0}%", s * 100.0),
-                    ),
-                    None => (
-                        base,
-                        ", not scored (no source of exercise scores yet)".to_owned(),
-                    ),
-                };
-                Value {
-                    id: "exercises",
-                    score: Some(score),
-                    detail: format!("{} exercises in the last 365 days{scored}", e.run),
-                    no_data: None,
-                    change: format!(
-                        "run {} more exercises this year (one per quarter)",
-                        4u32.saturating_sub(e.run).max(1)
-                    ),
-                }
-            }
+            Some(e) => exercises_value(e, now),
         });
         values.push(match intel {
             None => no_data(
                 "intel_sharing",
-                "no source of sharing counts yet (TAXII exchange)",
+                "no sharing collection, partner feed or collection partners write to is configured ([taxii])",
             ),
             Some(i) => Value {
                 id: "intel_sharing",
@@ -696,9 +886,16 @@ fn scorecard(
                     (i.shared as f64 / 10.0).min(1.0) / 2.0
                         + (i.received as f64 / 10.0).min(1.0) / 2.0,
                 ),
-                detail: format!("{} shared, {} received in 30 days", i.shared, i.received),
+                detail: format!(
+                    "{} objects shared, {} received in 30 days",
+                    i.shared, i.received
+                ),
                 no_data: None,
-                change: "share and receive at least 10 indicators a month with partners".into(),
+                change: format!(
+                    "share and receive at least 10 indicators a month with partners ({} more to share, {} more to receive)",
+                    10u64.saturating_sub(i.shared),
+                    10u64.saturating_sub(i.received)
+                ),
             },
         });
     }
@@ -724,6 +921,72 @@ fn scorecard(
         score: weighted(&values),
         devices: d.devices,
         values,
+    }
+}
+
+const EXERCISE_WINDOW_MS: i64 = 365 * DAY_MS;
+
+fn exercises_value(e: &Exercises, now: i64) -> Value {
+    let recent = |at: Timestamp| {
+        let age = now - at.as_millis();
+        (0..=EXERCISE_WINDOW_MS).contains(&age)
+    };
+    let runs: Vec<&ExerciseRun> = e.runs.iter().filter(|r| recent(r.at)).collect();
+    let drills = e.warning_drills.iter().filter(|t| recent(**t)).count();
+    let total = runs.len() + drills;
+    let base = (total as f64 / 4.0).min(1.0);
+    let kinds = format!(
+        "{total} exercises in the last 365 days ({} detection exercises, {drills} public-warning drills)",
+        runs.len()
+    );
+    let more = 4usize.saturating_sub(total);
+    if runs.is_empty() {
+        return Value {
+            id: "exercises",
+            score: Some(base),
+            detail: format!(
+                "{kinds}, not scored (no detection exercise results recorded: citysec exercise run --api)"
+            ),
+            no_data: None,
+            change: format!(
+                "run {} scored detection exercises this year (one per quarter, citysec exercise run --api)",
+                more.max(1)
+            ),
+        };
+    }
+    let mean = runs.iter().map(|r| r.score()).sum::<f64>() / runs.len() as f64;
+    let (scenarios, detected) = runs.iter().fold((0u64, 0u64), |(s, d), r| {
+        (
+            s + u64::from(r.scenarios),
+            d + u64::from(r.detected.min(r.scenarios)),
+        )
+    });
+    let mut ttd: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.median_time_to_detect_s)
+        .collect();
+    ttd.sort_by(f64::total_cmp);
+    let ttd = ttd
+        .get(ttd.len() / 2)
+        .map(|t| format!(", median time to detect {t:.1} s"))
+        .unwrap_or_default();
+    let change = if more > 0 {
+        format!("run {more} more scored exercises this year (one per quarter)")
+    } else {
+        format!(
+            "detect every exercise scenario within {EXERCISE_DETECT_TARGET_S:.0} s (mean exercise score {:.0}%)",
+            mean * 100.0
+        )
+    };
+    Value {
+        id: "exercises",
+        score: Some(base * mean.clamp(0.0, 1.0)),
+        detail: format!(
+            "{kinds}, mean score {:.0}% ({detected} of {scenarios} scenarios detected{ttd})",
+            mean * 100.0
+        ),
+        no_data: None,
+        change,
     }
 }
 

@@ -652,3 +652,32 @@ fn refusal_acks_echo_the_command_and_give_the_reason() {
     assert_eq!(ack["ok"], false);
     assert!(ack.get("id").is_none());
 }
+
+/// The firmware catalogue shipped for the simulated city (`config/firmware.toml`) has an
+/// entry for every product of the mix, naming a version that product's class ships, so the
+/// readiness index judges the simulated city against its vendors and never against the
+/// fleet's newest.
+#[test]
+fn the_shipped_firmware_catalogue_covers_every_simulated_product() {
+    let catalogue = app::firmware::parse(app::firmware::SIMULATED_CITY_CATALOGUE).unwrap();
+    let mut products = 0;
+    for profile in MIX {
+        for (vendor, model) in profile.products {
+            let release = catalogue
+                .latest(vendor, model, profile.class)
+                .unwrap_or_else(|| panic!("no catalogue entry for {vendor} {model}"));
+            assert!(
+                profile.firmware.contains(&release.latest.as_str()),
+                "{vendor} {model}: latest {} is not a version {} devices run",
+                release.latest,
+                profile.class.as_str()
+            );
+            products += 1;
+        }
+    }
+    assert_eq!(
+        catalogue.entries().len(),
+        products,
+        "entries for products the city lacks"
+    );
+}

@@ -1,9 +1,9 @@
 //! The stores of the public-facing side: advisories (drafts through issued CAP documents),
-//! citizen reports, and the history of the readiness index. Each is a trait of its own that
+//! citizen reports, the history of the readiness index and the exercise results it scores. Each is a trait of its own that
 //! [`Store`](crate::Store) requires, so callers keep holding one `Arc<dyn Store>`.
 
 use async_trait::async_trait;
-use model::{Advisory, AdvisoryState, CitizenReport, ReportCategory, Timestamp};
+use model::{Advisory, AdvisoryState, CitizenReport, ExerciseRecord, ReportCategory, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -55,7 +55,8 @@ pub struct ReadinessRecord {
     pub body: serde_json::Value,
 }
 
-/// The readiness index history.
+/// The readiness index history, and the exercise results it scores (migration
+/// `0010_exercises`).
 #[async_trait]
 pub trait ReadinessStore: Send + Sync {
     async fn append_readiness(&self, record: &ReadinessRecord) -> Result<()>;
@@ -65,4 +66,12 @@ pub trait ReadinessStore: Send + Sync {
         since: Option<Timestamp>,
         limit: usize,
     ) -> Result<Vec<ReadinessRecord>>;
+    /// Stores an exercise result; `Conflict` if the id exists.
+    async fn insert_exercise(&self, record: &ExerciseRecord) -> Result<()>;
+    /// Exercises that finished at or after `since`, newest first.
+    async fn list_exercises(
+        &self,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<ExerciseRecord>>;
 }

@@ -40,6 +40,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0007_incidents",
         include_str!("../migrations/0007_incidents.sql"),
     ),
+    (
+        "0010_exercises",
+        include_str!("../migrations/0010_exercises.sql"),
+    ),
 ];
 
 /// The embedded SQLite store.

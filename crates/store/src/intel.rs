@@ -103,6 +103,9 @@ pub trait IntelStore: Send + Sync {
     ) -> Result<Vec<IntelAdded>>;
     /// Records matching `query` in `(date_added, id, version)` order.
     async fn intel_query(&self, query: &IntelQuery) -> Result<Vec<IntelRecord>>;
+    /// How many distinct objects of `collection` had a version added strictly after
+    /// `added_after_us` (an object with several new versions counts once).
+    async fn intel_count(&self, collection: &str, added_after_us: i64) -> Result<u64>;
     /// Deletes the versions of `query.object_id` matching its version and spec-version
     /// filters; returns how many. `Invalid` without an object id.
     async fn intel_delete(&self, query: &IntelQuery) -> Result<u64>;

@@ -64,6 +64,7 @@ macro_rules! testsuite {
             advisories_list_drafts_and_issued,
             reports_insert_and_list,
             readiness_history_newest_first,
+            exercises_insert_and_list,
             detect_suppressions,
             detect_local_indicators,
         );
@@ -786,6 +787,59 @@ pub async fn readiness_history_newest_first(backend: &dyn Backend) {
         .unwrap();
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].ts.as_millis(), 3_000);
+}
+
+pub async fn exercises_insert_and_list(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let record = |id: &str, finished: i64, detected: bool| model::ExerciseRecord {
+        id: id.to_owned(),
+        recorded_at: Timestamp::from_millis(finished + 5),
+        recorded_by: "ana".to_owned(),
+        result: model::ExerciseResult {
+            started: Timestamp::from_millis(finished - 1_000),
+            finished: Timestamp::from_millis(finished),
+            seed: Some(7),
+            devices: Some(63),
+            scenarios: vec![model::ExerciseScenario {
+                scenario: "siren-replay".to_owned(),
+                detected,
+                time_to_detect_s: detected.then_some(0.5),
+                rules_fired: vec!["actuation.uncommanded".to_owned()],
+                rules_missing: vec![],
+                problems: vec![],
+            }],
+            false_alerts: 1,
+        },
+    };
+    for (id, finished, detected) in [
+        ("ex-a", 3_000, true),
+        ("ex-b", 1_000, false),
+        ("ex-c", 2_000, true),
+    ] {
+        store
+            .insert_exercise(&record(id, finished, detected))
+            .await
+            .unwrap();
+    }
+    let err = store
+        .insert_exercise(&record("ex-a", 9_000, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    let all = store.list_exercises(None, 0).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["ex-a", "ex-c", "ex-b"]);
+    assert_eq!(
+        all[0],
+        record("ex-a", 3_000, true),
+        "the record reads back whole"
+    );
+    let recent = store
+        .list_exercises(Some(Timestamp::from_millis(2_000)), 0)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(store.list_exercises(None, 1).await.unwrap()[0].id, "ex-a");
 }
 
 pub async fn detect_suppressions(backend: &dyn Backend) {

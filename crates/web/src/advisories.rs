@@ -1,5 +1,6 @@
 //! Public advisories: the authenticated lifecycle under `/api/v1/advisories` (draft,
-//! approve, issue, cancel, draft from an alert) and the public CAP feed under `/cap/`
+//! approve, issue, cancel, draft from an alert, and `/api/v1/incidents/{id}/advisory`:
+//! draft from an incident) and the public CAP feed under `/cap/`
 //! (Atom index, each issued document, its detached Ed25519 signature, the public key).
 //!
 //! The rules (who may approve, what issuing does) live in the [`Advisories`] implementation
@@ -41,6 +42,14 @@ pub trait Advisories: Send + Sync + 'static {
         by: &Principal,
         alert_id: &str,
         request: FromAlertRequest,
+    ) -> Result<Advisory, PlatformError>;
+    /// Drafts an advisory from an incident, with the template that fits what the incident
+    /// is about and an area around its devices; the draft's origin names the incident.
+    async fn draft_from_incident(
+        &self,
+        by: &Principal,
+        incident_id: &str,
+        request: FromIncidentRequest,
     ) -> Result<Advisory, PlatformError>;
     /// Drafts an advisory from a CAP 1.2 document (from a partner agency, or written by
     /// hand); a malformed or unsupported document is refused with the reason.
@@ -86,6 +95,20 @@ pub struct DraftRequest {
 pub struct FromAlertRequest {
     pub status: AdvisoryStatus,
     /// Radius of the affected area around the device, in kilometres (default 2).
+    #[serde(default)]
+    pub radius_km: Option<f64>,
+}
+
+/// The body of `POST /api/v1/incidents/{id}/advisory`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromIncidentRequest {
+    /// Actual, Exercise or Test.
+    pub status: AdvisoryStatus,
+    /// A template id; by default the first template that fits the incident.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// How far around each device the area reaches, in kilometres (default 2).
     #[serde(default)]
     pub radius_km: Option<f64>,
 }
@@ -178,6 +201,41 @@ pub(crate) async fn draft_from_alert(
         .advisories
         .draft_from_alert(&by, &alert_id, request)
         .await?;
+    Ok((StatusCode::CREATED, axum::Json(advisory)).into_response())
+}
+
+pub(crate) async fn draft_from_incident(
+    State(s): AppState,
+    Extension(by): Extension<Principal>,
+    Path(incident_id): Path<String>,
+    Json(request): Json<FromIncidentRequest>,
+) -> Result<Response, ApiError> {
+    if incident_id.is_empty() || incident_id.len() > MAX_ID_LEN {
+        return Err(ApiError::not_found(format!("no incident {incident_id}")));
+    }
+    let advisory = s
+        .api
+        .advisories
+        .draft_from_incident(&by, &incident_id, request)
+        .await?;
+    // The incident's timeline names the advisory, as the advisory's origin names the
+    // incident. The draft stands even if the note cannot be added (a closed incident).
+    let note = format!(
+        "public advisory {} drafted from this incident ({:?}: {})",
+        advisory.id, advisory.status, advisory.content.event
+    );
+    if let Err(err) = s
+        .api
+        .platform
+        .update_incident(
+            &model::IncidentId(incident_id.clone()),
+            crate::IncidentRequest::Note(note),
+            &by,
+        )
+        .await
+    {
+        tracing::warn!(incident_id = %incident_id, advisory = %advisory.id, error = %err, "the incident's timeline does not name its advisory");
+    }
     Ok((StatusCode::CREATED, axum::Json(advisory)).into_response())
 }
 

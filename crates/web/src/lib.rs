@@ -22,13 +22,14 @@ mod auth;
 mod commands;
 pub mod detect;
 mod error;
+pub mod exercises;
 mod incidents;
 mod platform;
 mod readiness;
 mod reports;
 pub mod routes;
 
-pub use crate::advisories::{Advisories, DraftRequest, FromAlertRequest};
+pub use crate::advisories::{Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest};
 pub use crate::auth::{Principal, Role, token_sha256};
 pub use crate::error::{ApiError, status_for};
 pub use crate::incidents::{IncidentRequest, IncidentUpdate};

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use crate::auth::{Guard, Role, require_role};
 use crate::{
     FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api,
-    commands, detect, incidents, readiness, reports,
+    commands, detect, exercises, incidents, readiness, reports,
 };
 
 /// The HTTP methods the API uses.
@@ -224,6 +224,12 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         verb: Verb::Post,
+        path: "/api/v1/incidents/{id}/advisory",
+        access: ANALYST,
+        handler: |m| on(m, advisories::draft_from_incident),
+    },
+    Route {
+        verb: Verb::Post,
         path: "/api/v1/advisories/{id}/approve",
         access: OPERATOR,
         handler: |m| on(m, advisories::approve),
@@ -289,6 +295,19 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/readiness",
         access: VIEWER,
         handler: |m| on(m, readiness::get),
+    },
+    // Exercise results (`citysec exercise run --api`), scored by the readiness index.
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/exercises",
+        access: VIEWER,
+        handler: |m| on(m, exercises::list),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/exercises",
+        access: OPERATOR,
+        handler: |m| on(m, exercises::record),
     },
     // detection: learn and mute, suppressions, the city's indicators, engine status
     Route {

@@ -1405,6 +1405,9 @@ impl store::IntelStore for BrokenStore {
     ) -> store::Result<Vec<store::intel::IntelRecord>> {
         on_fire()
     }
+    async fn intel_count(&self, _: &str, _: i64) -> store::Result<u64> {
+        on_fire()
+    }
     async fn intel_delete(&self, _: &store::intel::IntelQuery) -> store::Result<u64> {
         on_fire()
     }

@@ -1088,7 +1088,7 @@ fn our_client_and_feed_against_medallion() {
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let n = rt
-        .block_on(super::poll_feed(store.as_ref(), &feed, &tx))
+        .block_on(super::poll_feed(store.as_ref(), &feed, Tlp::Amber, &tx))
         .unwrap();
     assert_eq!(n, 45, "only indicators are asked for");
     let (mut upserted, mut removed) = (Vec::new(), Vec::new());
@@ -1109,9 +1109,15 @@ fn our_client_and_feed_against_medallion() {
         .block_on(store.intel_bookmark("feed:neighbour-city"))
         .unwrap();
     assert!(bookmark.is_some());
+    // A copy of what the feed sent is kept for the readiness index's count.
+    let received = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(store.intel_count(&super::feed_collection("neighbour-city"), 0))
+            .unwrap()
+    };
+    assert_eq!(received(&rt), 45);
     // The next poll asks only for what is new.
     assert_eq!(
-        rt.block_on(super::poll_feed(store.as_ref(), &feed, &tx))
+        rt.block_on(super::poll_feed(store.as_ref(), &feed, Tlp::Amber, &tx))
             .unwrap(),
         0
     );
@@ -1124,10 +1130,11 @@ fn our_client_and_feed_against_medallion() {
         .unwrap();
     c.wait_status(&root, st, Duration::from_secs(20)).unwrap();
     assert_eq!(
-        rt.block_on(super::poll_feed(store.as_ref(), &feed, &tx))
+        rt.block_on(super::poll_feed(store.as_ref(), &feed, Tlp::Amber, &tx))
             .unwrap(),
         1
     );
+    assert_eq!(received(&rt), 46);
 }
 
 #[test]

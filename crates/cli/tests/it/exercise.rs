@@ -188,6 +188,42 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
         "false alerts on the benign background: {result}"
     );
     assert_eq!(result["devices"], 63);
+
+    // The result was recorded on the platform, and the readiness index scores it.
+    let id = result["recorded"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not recorded: {result}"));
+    let admin = std::fs::read_to_string(&token).unwrap();
+    let get = |path: &str| -> Value {
+        let mut response = ureq::get(&format!("{}{path}", platform.http))
+            .header("Authorization", &format!("Bearer {}", admin.trim()))
+            .call()
+            .unwrap();
+        serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap()
+    };
+    let stored = get("/api/v1/exercises");
+    assert_eq!(stored[0]["id"], id, "{stored}");
+    assert_eq!(
+        stored[0]["result"]["scenarios"].as_array().unwrap().len(),
+        6
+    );
+    assert_eq!(stored[0]["result"]["seed"], 3);
+    let index = get("/api/v1/readiness");
+    let exercises = index["city"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "exercises")
+        .unwrap()
+        .clone();
+    // One scored exercise of the four a year asks for, every scenario detected within a
+    // minute: a quarter of the indicator.
+    assert_eq!(exercises["score"], 0.25, "{exercises}");
+    let detail = exercises["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 exercises in the last 365 days (1 detection exercises, 0 public-warning drills), mean score 100% (6 of 6 scenarios detected, median time to detect"),
+        "{detail}"
+    );
 }
 
 /// The catalogue lists every scenario with the rules it expects, and a soak of benign

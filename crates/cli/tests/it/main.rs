@@ -472,6 +472,66 @@ fn generated_config_checks_and_bad_config_is_refused() {
     let check = citysec().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stderr).contains("http.listen"));
+
+    // The data files the config names, relative to it: the shipped firmware catalogue
+    // passes; broken templates fail the check with the template named.
+    let generated = std::fs::read_to_string(&good).unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("firmware.toml"),
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/firmware.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let with_files = conf.join("citysec.toml");
+    std::fs::write(
+        &with_files,
+        generated
+            .replace(
+                "# firmware_catalogue = \"firmware.toml\"",
+                "firmware_catalogue = \"firmware.toml\"",
+            )
+            .replace(
+                "# templates = \"advisory-templates.toml\"",
+                "templates = \"advisory-templates.toml\"",
+            ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("advisory-templates.toml"),
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/advisory-templates.toml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let check = citysec()
+        .arg("check-config")
+        .arg(&with_files)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    std::fs::write(
+        conf.join("advisory-templates.toml"),
+        "version = 1\n[[template]]\nid = \"only-sirens\"\nclasses = [\"siren\"]\nevent = \"E\"\ncategories = [\"Safety\"]\nurgency = \"Immediate\"\nseverity = \"Minor\"\ncertainty = \"Observed\"\nexpires_h = 6\n[template.texts.en-US]\nheadline = \"h\"\narea = \"a\"\n",
+    )
+    .unwrap();
+    let check = citysec()
+        .arg("check-config")
+        .arg(&with_files)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("advisory-templates.toml: no generic template"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -952,15 +1012,23 @@ fn cap_and_readiness_commands() {
         "{csv}"
     );
     assert!(
-        csv.contains("city,exercises,25.0,\"1 exercises in the last 365 days, not scored"),
+        csv.contains("city,exercises,25.0,\"1 exercises in the last 365 days (0 detection exercises, 1 public-warning drills), not scored"),
         "{csv}"
     );
     assert!(
         csv.contains(
-            "city,intel_sharing,,no data,no source of sharing counts yet (TAXII exchange)"
+            "city,intel_sharing,,no data,\"no sharing collection, partner feed or collection partners write to is configured ([taxii])\""
         ),
         "{csv}"
     );
+    // Drafts from incidents go to the incident route; an unknown incident is refused.
+    let mut cmd = citysec();
+    cmd.args(["cap", "from-incident", "INC-000009", "--status", "Test"]);
+    target(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no incident INC-000009"), "{stderr}");
     let mut cmd = citysec();
     cmd.arg("readiness");
     target(&mut cmd);

@@ -1,8 +1,8 @@
-//! [`AdvisoryStore`] and [`ReadinessStore`] for the embedded backend (tables from migration
-//! `0004_advisories`).
+//! [`AdvisoryStore`] and [`ReadinessStore`] for the embedded backend (tables from migrations
+//! `0004_advisories` and `0010_exercises`).
 
 use async_trait::async_trait;
-use model::{Advisory, CitizenReport, Timestamp};
+use model::{Advisory, CitizenReport, ExerciseRecord, Timestamp};
 use rusqlite::{OptionalExtension, params};
 
 use super::{
@@ -222,6 +222,52 @@ impl ReadinessStore for EmbeddedStore {
                     score,
                     body: from_json(&body)?,
                 });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_exercise(&self, record: &ExerciseRecord) -> Result<()> {
+        let id = record.id.clone();
+        let finished = record.result.finished.as_millis();
+        let recorded = record.recorded_at.as_millis();
+        let body = to_json(record)?;
+        self.write(move |conn| {
+            match conn.execute(
+                "INSERT INTO exercises (id, finished_ms, recorded_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                params![id, finished, recorded, body],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if is_constraint(&e) => Err(Error::Conflict {
+                    what: format!("exercise {id}"),
+                }),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn list_exercises(
+        &self,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<ExerciseRecord>> {
+        let since = since.map_or(i64::MIN, Timestamp::as_millis);
+        let limit = limit_of(limit);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM exercises WHERE finished_ms >= ?1 \
+                     ORDER BY finished_ms DESC, id DESC LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![since, limit], |row| row.get::<_, String>(0))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(from_json(&row.map_err(db_err)?)?);
             }
             Ok(out)
         })

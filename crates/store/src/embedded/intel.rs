@@ -258,6 +258,22 @@ impl IntelStore for EmbeddedStore {
         .await
     }
 
+    async fn intel_count(&self, collection: &str, added_after_us: i64) -> Result<u64> {
+        let collection = collection.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(DISTINCT id) FROM intel_objects INDEXED BY intel_objects_page
+                 WHERE collection = ?1 AND date_added_us > ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![collection, added_after_us], |r| r.get::<_, i64>(0))
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
     async fn intel_delete(&self, query: &IntelQuery) -> Result<u64> {
         let Some(id) = query.object_id.clone() else {
             return Err(Error::Invalid("delete needs an object id".into()));

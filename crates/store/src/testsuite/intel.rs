@@ -15,6 +15,7 @@ macro_rules! intel_testsuite {
             intel_filters,
             intel_delete_refreshes_ends,
             intel_statuses_and_bookmarks,
+            intel_count_since,
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -296,4 +297,42 @@ pub async fn intel_statuses_and_bookmarks(backend: &dyn Backend) {
             .unwrap()
             .is_some()
     );
+}
+
+pub async fn intel_count_since(backend: &dyn Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.intel_count("c", 0).await.unwrap(), 0);
+    // Object 1 at 1,000 (and a second version at 2,000), object 2 at 2,000, object 3 in
+    // another collection.
+    store
+        .intel_add("c", &[obj(1, "indicator", 10, 0)], 1_000)
+        .await
+        .unwrap();
+    store
+        .intel_add(
+            "c",
+            &[obj(1, "indicator", 20, 0), obj(2, "sighting", 10, 0)],
+            2_000,
+        )
+        .await
+        .unwrap();
+    store
+        .intel_add("other", &[obj(3, "indicator", 10, 0)], 2_000)
+        .await
+        .unwrap();
+    // A version already stored is not added again.
+    store
+        .intel_add("c", &[obj(2, "sighting", 10, 0)], 3_000)
+        .await
+        .unwrap();
+    assert_eq!(store.intel_count("c", 0).await.unwrap(), 2);
+    assert_eq!(store.intel_count("c", 999).await.unwrap(), 2);
+    assert_eq!(
+        store.intel_count("c", 1_000).await.unwrap(),
+        2,
+        "object 1's second version"
+    );
+    assert_eq!(store.intel_count("c", 2_000).await.unwrap(), 0);
+    assert_eq!(store.intel_count("other", 0).await.unwrap(), 1);
+    assert_eq!(store.intel_count("nothing", 0).await.unwrap(), 0);
 }

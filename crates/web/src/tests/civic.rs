@@ -18,8 +18,8 @@ use tower::ServiceExt;
 
 use super::{ADMIN, ANALYST, OPERATOR, VIEWER, fixture};
 use crate::{
-    Advisories, DraftRequest, FromAlertRequest, PlatformError, Principal, Readiness, Reports,
-    clean_text, html_escape,
+    Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest, PlatformError, Principal,
+    Readiness, Reports, clean_text, html_escape,
 };
 
 /// Reports go to the real store; advisories are not wired here (their rules are `app`'s);
@@ -45,6 +45,14 @@ impl Advisories for FakeCivic {
         _: &Principal,
         _: &str,
         _: FromAlertRequest,
+    ) -> Result<Advisory, PlatformError> {
+        Err(not_here())
+    }
+    async fn draft_from_incident(
+        &self,
+        _: &Principal,
+        _: &str,
+        _: FromIncidentRequest,
     ) -> Result<Advisory, PlatformError> {
         Err(not_here())
     }
@@ -137,6 +145,20 @@ macro_rules! broken_civic_stores {
                 _: Option<model::Timestamp>,
                 _: usize,
             ) -> store::Result<Vec<store::ReadinessRecord>> {
+                Err(store::Error::Internal(
+                    "disk on fire at /secret/path".into(),
+                ))
+            }
+            async fn insert_exercise(&self, _: &model::ExerciseRecord) -> store::Result<()> {
+                Err(store::Error::Internal(
+                    "disk on fire at /secret/path".into(),
+                ))
+            }
+            async fn list_exercises(
+                &self,
+                _: Option<model::Timestamp>,
+                _: usize,
+            ) -> store::Result<Vec<model::ExerciseRecord>> {
                 Err(store::Error::Internal(
                     "disk on fire at /secret/path".into(),
                 ))
@@ -622,8 +644,25 @@ async fn advisory_routes_need_their_roles() {
             503,
         ),
         (Method::GET, "/api/v1/advisories/adv-1", Some(VIEWER), 404),
+        (
+            Method::POST,
+            "/api/v1/incidents/INC-000001/advisory",
+            Some(VIEWER),
+            403,
+        ),
+        (
+            Method::POST,
+            "/api/v1/incidents/INC-000001/advisory",
+            Some(ANALYST),
+            400,
+        ),
         (Method::GET, "/api/v1/readiness", None, 401),
         (Method::GET, "/api/v1/readiness", Some(VIEWER), 200),
+        (Method::GET, "/api/v1/exercises", None, 401),
+        (Method::GET, "/api/v1/exercises", Some(VIEWER), 200),
+        (Method::POST, "/api/v1/exercises", Some(VIEWER), 403),
+        (Method::POST, "/api/v1/exercises", Some(ANALYST), 403),
+        (Method::POST, "/api/v1/exercises", Some(OPERATOR), 400),
         (Method::GET, "/cap/key.pem", None, 200),
     ];
     for (method, path, token, status) in cases {
@@ -635,4 +674,103 @@ async fn advisory_routes_need_their_roles() {
         let a = call(&app, method.clone(), path, "192.0.2.1:1", body, token).await;
         assert_eq!(a.status.as_u16(), status, "{method} {path}: {}", a.text());
     }
+}
+
+#[tokio::test]
+async fn exercise_results_are_checked_then_stored_with_who_posted_them() {
+    let f = fixture().await;
+    let app = f.app();
+    let now = model::Timestamp::now();
+    let result = |scenarios: Json| {
+        json!({
+            "started": now.saturating_sub_ms(60_000),
+            "finished": now,
+            "seed": 1,
+            "devices": 63,
+            "scenarios": scenarios,
+            "false_alerts": 2,
+        })
+    };
+    let post = |body: Json| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                Method::POST,
+                "/api/v1/exercises",
+                "192.0.2.1:1",
+                Some(("application/json", body.to_string())),
+                Some(OPERATOR),
+            )
+            .await
+        }
+    };
+    let good = json!([
+        {"scenario": "siren-replay", "detected": true, "time_to_detect_s": 0.5,
+         "rules_fired": ["actuation.uncommanded"]},
+        {"scenario": "mirai-camera", "detected": false, "rules_missing": ["flow.scan"]},
+    ]);
+    // Each refusal says why, and nothing is stored.
+    let mut late = result(good.clone());
+    late["finished"] = json!(now.saturating_add_ms(3_600_000));
+    let mut reversed = result(good.clone());
+    reversed["started"] = json!(now.saturating_add_ms(1_000));
+    let mut unknown = result(good.clone());
+    unknown["benign_device_hours"] = json!(5.0);
+    for (body, message) in [
+        (
+            result(json!([])),
+            "invalid exercise result: an exercise needs at least one scenario",
+        ),
+        (
+            result(json!([{"scenario": "siren-replay", "detected": true}])),
+            "invalid exercise result: scenarios[0] (siren-replay): detected without time_to_detect_s",
+        ),
+        (
+            result(json!([{"scenario": "x", "detected": false, "time_to_detect_s": 1.0}])),
+            "invalid exercise result: scenarios[0] (x): time_to_detect_s given but not detected",
+        ),
+        (
+            result(json!([{"scenario": "x", "detected": true, "time_to_detect_s": -1.0}])),
+            "invalid exercise result: scenarios[0] (x): time_to_detect_s must be 0 to 604800 seconds",
+        ),
+        (
+            result(json!([{"scenario": "<script>", "detected": false}])),
+            "invalid exercise result: scenarios[0]: the scenario name must be 1 to 64 letters, digits, '-', '_' or '.'",
+        ),
+        (late, "invalid exercise result: finished is in the future"),
+        (
+            reversed,
+            "invalid exercise result: finished is before started",
+        ),
+    ] {
+        let a = post(body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+        assert_eq!(a.json()["error"]["message"], message);
+    }
+    let a = post(unknown).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(a.text().contains("benign_device_hours"), "{}", a.text());
+    assert!(f.store.list_exercises(None, 0).await.unwrap().is_empty());
+
+    let a = post(result(good)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let stored = a.json();
+    assert_eq!(stored["recorded_by"], "operator token");
+    assert!(stored["id"].as_str().unwrap().starts_with("ex-"));
+    let listed = call(
+        &app,
+        Method::GET,
+        "/api/v1/exercises",
+        "192.0.2.1:1",
+        None,
+        Some(VIEWER),
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json(), json!([stored]));
+    assert_eq!(
+        listed.json()[0]["result"]["scenarios"][1]["rules_missing"],
+        json!(["flow.scan"])
+    );
 }
