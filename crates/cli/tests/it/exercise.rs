@@ -193,7 +193,7 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     let id = result["recorded"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("not recorded: {result}"));
-    let admin = std::fs::read_to_string(&token).unwrap();
+    let admin = &token;
     let get = |path: &str| -> Value {
         let mut response = ureq::get(&format!("{}{path}", platform.http))
             .header("Authorization", &format!("Bearer {}", admin.trim()))
@@ -205,7 +205,7 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     assert_eq!(stored[0]["id"], id, "{stored}");
     assert_eq!(
         stored[0]["result"]["scenarios"].as_array().unwrap().len(),
-        6
+        7
     );
     assert_eq!(stored[0]["result"]["seed"], 3);
     let index = get("/api/v1/readiness");
@@ -221,7 +221,7 @@ fn exercise_run_detects_fast_scenarios_against_a_served_platform() {
     assert_eq!(exercises["score"], 0.25, "{exercises}");
     let detail = exercises["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("1 exercises in the last 365 days (1 detection exercises, 0 public-warning drills), mean score 100% (6 of 6 scenarios detected, median time to detect"),
+        detail.starts_with("1 exercises in the last 365 days (1 detection exercises, 0 public-warning drills), mean score 100% (7 of 7 scenarios detected, median time to detect"),
         "{detail}"
     );
 }
