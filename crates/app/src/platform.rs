@@ -280,7 +280,8 @@ impl Platform {
                 forwarder.clone(),
             )
             .await
-            .context("failed to start the incident service")?,
+            .context("failed to start the incident service")?
+            .share_to(&config.taxii),
         );
         let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let mut background = vec![
