@@ -348,7 +348,19 @@ fn start_opentaxii(
         let line = line?;
         if let Some(rest) = line.strip_prefix("ready ") {
             let (root, coll) = rest.split_once(' ').context("opentaxii ready line")?;
-            return Ok((k, root.to_owned(), coll.to_owned()));
+            // The line comes just before the server binds its port.
+            let client = taxii::client::Client::new(taxii::client::Auth::Basic {
+                user: "bench".into(),
+                password: "bench-pass".into(),
+            });
+            let discovery = format!("http://127.0.0.1:{port}/taxii2/");
+            for _ in 0..600 {
+                if client.discover(&discovery).is_ok() {
+                    return Ok((k, root.to_owned(), coll.to_owned()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!("opentaxii did not answer discovery");
         }
     }
     bail!("opentaxii did not start")

@@ -6,7 +6,8 @@
 //! Once an incident is confirmed (triaged, or moved further), its sightings and
 //! indicators are published to the TAXII sharing collection with the incident's TLP
 //! (`app::intel::publish_incident`): at confirmation, when its TLP changes, and when new
-//! evidence arrives (new alerts at once, repeats of held alerts at most once a minute).
+//! evidence arrives (new alerts at once; repeats of held alerts at most once a minute, the
+//! latest held back one published by the next minute's flush).
 //! Ids and versions follow from the incident, so publishing again stores nothing new.
 
 use std::collections::HashMap;
@@ -29,8 +30,10 @@ pub struct IncidentService {
     forwarder: Arc<Forwarder>,
     /// Where confirmed incidents are shared (a `[taxii]` with a sharing collection).
     sharing: Option<crate::intel::config::TaxiiConfig>,
-    /// When each incident was last published because a held alert repeated.
+    /// When each incident was last published.
     published: std::sync::Mutex<HashMap<IncidentId, Instant>>,
+    /// Confirmed incidents whose repeats were not published yet (the next flush does).
+    unpublished: std::sync::Mutex<std::collections::HashSet<IncidentId>>,
 }
 
 /// Repeats of alerts an incident already holds republish it at most this often.
@@ -76,6 +79,7 @@ impl IncidentService {
             forwarder,
             sharing: None,
             published: std::sync::Mutex::new(HashMap::new()),
+            unpublished: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -102,6 +106,9 @@ impl IncidentService {
             }
             m.insert(incident.id.clone(), Instant::now());
         }
+        if let Ok(mut u) = self.unpublished.lock() {
+            u.remove(&incident.id);
+        }
         match crate::intel::publish_incident(self.store.as_ref(), config, incident).await {
             Ok(0) => {}
             Ok(n) => {
@@ -122,6 +129,34 @@ impl IncidentService {
                     .is_none_or(|t| t.elapsed() >= REPEAT_PUBLISH_INTERVAL)
             })
             .unwrap_or(true)
+    }
+
+    /// Publishes, once a minute, the confirmed incidents whose latest repeats were held
+    /// back, until shutdown.
+    pub(crate) async fn flush_shared(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.sharing.is_none() {
+            return;
+        }
+        let mut interval = tokio::time::interval(REPEAT_PUBLISH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let ids: Vec<IncidentId> = match self.unpublished.lock() {
+                Ok(mut u) => u.drain().collect(),
+                Err(_) => continue,
+            };
+            for id in ids {
+                let incident = self.correlator.lock().await.get(&id).cloned();
+                if let Some(incident) = incident {
+                    self.share(&incident).await;
+                }
+            }
+        }
     }
 
     pub fn forwarder(&self) -> &Arc<Forwarder> {
@@ -194,6 +229,12 @@ impl IncidentService {
         }
         if !repeat || self.repeat_due(&incident.id) {
             self.share(&incident).await;
+        } else if self.sharing.is_some()
+            && incident.state.is_confirmed()
+            && let Ok(mut u) = self.unpublished.lock()
+            && u.len() < 10_000
+        {
+            u.insert(incident.id.clone());
         }
     }
 

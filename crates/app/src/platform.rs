@@ -303,6 +303,9 @@ impl Platform {
                 shutdown_rx.clone(),
             )),
         ];
+        background.push(tokio::spawn(
+            incidents.clone().flush_shared(shutdown_rx.clone()),
+        ));
         background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
 
         // HTTP last: readiness means everything behind it runs.
