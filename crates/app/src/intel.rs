@@ -1,11 +1,12 @@
 //! Threat sharing: the TAXII 2.1 server's backend over the store ([`IntelBackend`]), its
-//! router at `/taxii2/`, the partner feeds polled into detection, and [`publish`], which
-//! puts the city's sightings and indicators into its sharing collection with a TLP.
+//! router at `/taxii2/`, the partner feeds polled into detection, [`publish`], which
+//! puts the city's sightings and indicators into its sharing collection with a TLP, and
+//! [`publish_incident`], what a confirmed incident shares ([`incident_objects`]).
 //!
 //! ```text
 //! partners --TAXII--> taxii::server::router --> IntelBackend --> store (IntelStore)
 //! partner feeds <--TAXII-- poll_feed --> detect (DetectControl::UpsertIndicators / RemoveIndicators)
-//! incidents --> publish --> store (the sharing collection) --> partners
+//! confirmed incidents --> publish_incident --> store (the sharing collection) --> partners
 //! ```
 
 pub mod config;
