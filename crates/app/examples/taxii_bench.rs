@@ -1,10 +1,16 @@
 //! GET-objects throughput and latency of our TAXII server against medallion (the OASIS
-//! reference server) on the same data, and ours again on a 1,000,000-object collection.
+//! reference server) and OpenTAXII (EclecticIQ's server) on the same data, and ours again on
+//! a 1,000,000-object collection.
 //!
 //! ```text
 //! cargo run --release -p app --example taxii_bench -- \
-//!     --python target/oracles-venv/bin/python --out bench/results/<date>-<host>/taxii.md
+//!     --python target/oracles-venv/bin/python --opentaxii target/opentaxii-venv/bin/python \
+//!     --out bench/results/<date>-<host>/taxii.md
 //! ```
+//!
+//! `--opentaxii` names a python with `opentaxii` installed (`python3 -m venv
+//! target/opentaxii-venv && target/opentaxii-venv/bin/pip install opentaxii`); the server is
+//! set up and started by `bench/opentaxii/serve.py`.
 //!
 //! Both servers hold the same indicators in one collection and are asked the same thing:
 //! the first page of objects (`limit=100`, HTTP Basic, keep-alive connections), by the same
@@ -31,6 +37,7 @@ const AUTH: &str = "Basic YmVuY2g6YmVuY2gtcGFzcw=="; // bench:bench-pass
 
 struct Args {
     python: Option<String>,
+    opentaxii: Option<String>,
     objects: usize,
     large: usize,
     duration: Duration,
@@ -41,6 +48,7 @@ struct Args {
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         python: std::env::var("CITYSEC_TEST_PYTHON").ok(),
+        opentaxii: None,
         objects: 4_000,
         large: 1_000_000,
         duration: Duration::from_secs(10),
@@ -52,6 +60,7 @@ fn args() -> anyhow::Result<Args> {
         let mut v = || it.next().with_context(|| format!("{k} needs a value"));
         match k.as_str() {
             "--python" => a.python = Some(v()?),
+            "--opentaxii" => a.opentaxii = Some(v()?),
             "--objects" => a.objects = v()?.parse()?,
             "--large" => a.large = v()?.parse()?,
             "--duration-s" => a.duration = Duration::from_secs(v()?.parse()?),
@@ -306,6 +315,57 @@ fn start_medallion(
     bail!("medallion did not start")
 }
 
+/// OpenTAXII over SQLite with the same objects, through `bench/opentaxii/serve.py`;
+/// returns its API root URL and collection id.
+fn start_opentaxii(
+    python: &str,
+    dir: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<(Killer, String, String)> {
+    use std::io::BufRead as _;
+    let mut lines = String::new();
+    for k in 0..n {
+        lines.push_str(&indicator(k).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("objects.jsonl"), lines)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/opentaxii/serve.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start opentaxii")?;
+    let stdout = child.stdout.take().context("opentaxii stdout")?;
+    let k = Killer(child);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("ready ") {
+            let (root, coll) = rest.split_once(' ').context("opentaxii ready line")?;
+            // The line comes just before the server binds its port.
+            let client = taxii::client::Client::new(taxii::client::Auth::Basic {
+                user: "bench".into(),
+                password: "bench-pass".into(),
+            });
+            let discovery = format!("http://127.0.0.1:{port}/taxii2/");
+            for _ in 0..600 {
+                if client.discover(&discovery).is_ok() {
+                    return Ok((k, root.to_owned(), coll.to_owned()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!("opentaxii did not answer discovery");
+        }
+    }
+    bail!("opentaxii did not start")
+}
+
 fn row(out: &mut String, name: &str, m: &Measured) {
     let _ = writeln!(
         out,
@@ -386,6 +446,29 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
+    let opentaxii = match &a.opentaxii {
+        Some(py) => {
+            let odir = tempfile::tempdir()?;
+            let t0 = Instant::now();
+            let (_k, root, coll) = start_opentaxii(py, odir.path(), a.objects)?;
+            eprintln!(
+                "opentaxii loaded {} objects in {:.0} s",
+                a.objects,
+                t0.elapsed().as_secs_f64()
+            );
+            let m = hammer(
+                Arc::new(move |_, _| format!("{root}collections/{coll}/objects/?limit=100")),
+                a.concurrency,
+                a.duration,
+                3,
+                Duration::from_secs(900),
+            )?;
+            eprintln!("opentaxii @ {}: {:.3} req/s", a.objects, m.rps());
+            Some(m)
+        }
+        None => None,
+    };
+
     // The large collection.
     let t0 = Instant::now();
     rt.block_on(load(
@@ -439,10 +522,18 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let mut out = String::new();
-    let _ = writeln!(out, "# TAXII 2.1 GET objects: citysec against medallion\n");
     let _ = writeln!(
         out,
-        "Command: `cargo run --release -p app --example taxii_bench -- --python target/oracles-venv/bin/python --objects {} --large {} --duration-s {} --concurrency {}`\n",
+        "# TAXII 2.1 GET objects: citysec against medallion and OpenTAXII\n"
+    );
+    let _ = writeln!(
+        out,
+        "Command: `cargo run --release -p app --example taxii_bench -- --python target/oracles-venv/bin/python{} --objects {} --large {} --duration-s {} --concurrency {}`\n",
+        if a.opentaxii.is_some() {
+            " --opentaxii target/opentaxii-venv/bin/python"
+        } else {
+            ""
+        },
         a.objects,
         a.large,
         a.duration.as_secs(),
@@ -459,8 +550,15 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         out,
-        "medallion 3.0.0 (memory backend, Flask development server, `max_page_size` 100) is loaded from a data file with the same objects and manifest.\n"
+        "medallion 3.0.0 (memory backend, Flask development server, `max_page_size` 100) is loaded from a data file with the same objects and manifest."
     );
+    if a.opentaxii.is_some() {
+        let _ = writeln!(
+            out,
+            "OpenTAXII 0.9.3 (SQLite persistence, Flask's threaded server, debug off, set up by `bench/opentaxii/serve.py`) holds the same objects, added through its persistence API; its account is an admin, checked by HTTP Basic on every request as it does."
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "| server, collection, request | objects/page | requests | requests/s | p50 ms | p99 ms |"
@@ -475,6 +573,13 @@ fn main() -> anyhow::Result<()> {
         row(
             &mut out,
             &format!("medallion, {} objects, first page", a.objects),
+            m,
+        );
+    }
+    if let Some(m) = &opentaxii {
+        row(
+            &mut out,
+            &format!("OpenTAXII, {} objects, first page", a.objects),
             m,
         );
     }
@@ -511,6 +616,16 @@ fn main() -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "Ratio at {} objects: citysec serves **{:.0}x** medallion's requests/s (bar: 20x); p50 {:.2} ms against {:.0} ms.",
+            a.objects,
+            ours_small.rps() / m.rps(),
+            ours_small.p50_ms,
+            m.p50_ms
+        );
+    }
+    if let Some(m) = &opentaxii {
+        let _ = writeln!(
+            out,
+            "Ratio at {} objects: citysec serves **{:.0}x** OpenTAXII's requests/s; p50 {:.2} ms against {:.0} ms.",
             a.objects,
             ours_small.rps() / m.rps(),
             ours_small.p50_ms,

@@ -2,9 +2,17 @@
 //! `incidents`), runs the `incident` correlator, stores every incident change, forwards
 //! alerts and changes to the SIEM, and runs the response actions that playbooks make
 //! automatic or that supervisors approve, each one audited and on the incident timeline.
+//!
+//! Once an incident is confirmed (triaged, or moved further), its sightings and
+//! indicators are published to the TAXII sharing collection with the incident's TLP
+//! (`app::intel::publish_incident`): at confirmation, when its TLP changes, and when new
+//! evidence arrives (new alerts at once; repeats of held alerts at most once a minute, the
+//! latest held back one published by the next minute's flush).
+//! Ids and versions follow from the incident, so publishing again stores nothing new.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use incident::{Correlator, LifecycleError, Op};
 use model::{ActionKind, ActionMode, ErrorCode, Incident, IncidentId, IncidentState, Timestamp};
@@ -20,7 +28,16 @@ pub struct IncidentService {
     executor: Executor,
     auditor: Arc<dyn Auditor>,
     forwarder: Arc<Forwarder>,
+    /// Where confirmed incidents are shared (a `[taxii]` with a sharing collection).
+    sharing: Option<crate::intel::config::TaxiiConfig>,
+    /// When each incident was last published.
+    published: std::sync::Mutex<HashMap<IncidentId, Instant>>,
+    /// Confirmed incidents whose repeats were not published yet (the next flush does).
+    unpublished: std::sync::Mutex<std::collections::HashSet<IncidentId>>,
 }
+
+/// Repeats of alerts an incident already holds republish it at most this often.
+const REPEAT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 
 fn lifecycle_error(err: LifecycleError) -> web::PlatformError {
     let code = match &err {
@@ -60,7 +77,86 @@ impl IncidentService {
             executor,
             auditor,
             forwarder,
+            sharing: None,
+            published: std::sync::Mutex::new(HashMap::new()),
+            unpublished: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Shares confirmed incidents through `config`'s sharing collection (when it has one).
+    pub fn share_to(mut self, config: &crate::intel::config::TaxiiConfig) -> IncidentService {
+        if config.collections.iter().any(|c| c.sharing) {
+            self.sharing = Some(config.clone());
+        }
+        self
+    }
+
+    /// Publishes a confirmed incident's sightings and indicators; failures are logged and
+    /// the next change publishes again.
+    async fn share(&self, incident: &Incident) {
+        let Some(config) = &self.sharing else {
+            return;
+        };
+        if !incident.state.is_confirmed() {
+            return;
+        }
+        if let Ok(mut m) = self.published.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(incident.id.clone(), Instant::now());
+        }
+        if let Ok(mut u) = self.unpublished.lock() {
+            u.remove(&incident.id);
+        }
+        match crate::intel::publish_incident(self.store.as_ref(), config, incident).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(incident_id = %incident.id, tlp = %incident.tlp, objects = n, "incident shared")
+            }
+            Err(err) => {
+                tracing::warn!(incident_id = %incident.id, error = %format!("{err:#}"), "failed to share incident")
+            }
+        }
+    }
+
+    /// Whether a repeat of a held alert should republish the incident now.
+    fn repeat_due(&self, id: &IncidentId) -> bool {
+        self.published
+            .lock()
+            .map(|m| {
+                m.get(id)
+                    .is_none_or(|t| t.elapsed() >= REPEAT_PUBLISH_INTERVAL)
+            })
+            .unwrap_or(true)
+    }
+
+    /// Publishes, once a minute, the confirmed incidents whose latest repeats were held
+    /// back, until shutdown.
+    pub(crate) async fn flush_shared(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.sharing.is_none() {
+            return;
+        }
+        let mut interval = tokio::time::interval(REPEAT_PUBLISH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let ids: Vec<IncidentId> = match self.unpublished.lock() {
+                Ok(mut u) => u.drain().collect(),
+                Err(_) => continue,
+            };
+            for id in ids {
+                let incident = self.correlator.lock().await.get(&id).cloned();
+                if let Some(incident) = incident {
+                    self.share(&incident).await;
+                }
+            }
+        }
     }
 
     pub fn forwarder(&self) -> &Arc<Forwarder> {
@@ -120,6 +216,7 @@ impl IncidentService {
                 .await;
             }
         }
+        let repeat = outcome.repeat;
         let mut incident = outcome.incident;
         for action_id in outcome.execute {
             match self.run_action(&mut correlator, incident, &action_id).await {
@@ -129,6 +226,15 @@ impl IncidentService {
                     incident = unchanged;
                 }
             }
+        }
+        if !repeat || self.repeat_due(&incident.id) {
+            self.share(&incident).await;
+        } else if self.sharing.is_some()
+            && incident.state.is_confirmed()
+            && let Ok(mut u) = self.unpublished.lock()
+            && u.len() < 10_000
+        {
+            u.insert(incident.id.clone());
         }
     }
 
@@ -145,6 +251,7 @@ impl IncidentService {
             Op::Transition(_) => "incident.state_changed",
             Op::Assign(_) => "incident.owner_changed",
             Op::Note(_) => "incident.note",
+            Op::SetTlp(_) => "incident.tlp_changed",
             Op::RequestAction { .. } | Op::Decide { .. } | Op::ActionResult { .. } => {
                 "incident.action"
             }
@@ -157,6 +264,10 @@ impl IncidentService {
             correlator.track(changed.clone());
             self.forwarder
                 .forward(Record::Incident(changed.clone(), change));
+            let confirmed_now = changed.state.is_confirmed() && !incident.state.is_confirmed();
+            if confirmed_now || changed.tlp != incident.tlp {
+                self.share(&changed).await;
+            }
         }
         Ok((changed, effects))
     }
@@ -265,6 +376,7 @@ impl IncidentService {
             web::IncidentRequest::Transition(state) => Op::Transition(state),
             web::IncidentRequest::Assign(owner) => Op::Assign(owner),
             web::IncidentRequest::Note(text) => Op::Note(text),
+            web::IncidentRequest::SetTlp(tlp) => Op::SetTlp(tlp),
             web::IncidentRequest::Action {
                 kind,
                 device_id,

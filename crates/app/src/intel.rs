@@ -1,12 +1,13 @@
 //! Threat sharing: the TAXII 2.1 server's backend over the store ([`IntelBackend`]), its
-//! router at `/taxii2/`, the partner feeds polled into detection, and [`publish`], which
-//! puts the city's sightings and indicators into its sharing collection with a TLP.
+//! router at `/taxii2/`, the partner feeds polled into detection, [`publish`], which
+//! puts the city's sightings and indicators into its sharing collection with a TLP, and
+//! [`publish_incident`], what a confirmed incident shares ([`incident_objects`]).
 //!
 //! ```text
 //! partners --TAXII--> taxii::server::router --> IntelBackend --> store (IntelStore)
 //! partner feeds <--TAXII-- poll_feed --> detect (DetectControl::UpsertIndicators / RemoveIndicators)
 //!                                    +--> store (a copy per feed, `feed:<name>`, counted by readiness)
-//! incidents --> publish --> store (the sharing collection) --> partners
+//! confirmed incidents --> publish_incident --> store (the sharing collection) --> partners
 //! ```
 
 pub mod config;
@@ -362,6 +363,19 @@ pub async fn publish(
     objects: Vec<Value>,
     tlp: Tlp,
 ) -> anyhow::Result<Vec<String>> {
+    Ok(publish_added(store, config, objects, tlp)
+        .await?
+        .into_iter()
+        .map(|a| a.id)
+        .collect())
+}
+
+async fn publish_added(
+    store: &dyn Store,
+    config: &TaxiiConfig,
+    objects: Vec<Value>,
+    tlp: Tlp,
+) -> anyhow::Result<Vec<store::intel::IntelAdded>> {
     let Some(coll) = config.collections.iter().find(|c| c.sharing) else {
         bail!("no sharing collection is configured ([[taxii.collections]] with sharing = true)");
     };
@@ -403,7 +417,201 @@ pub async fn publish(
         .intel_add(&collection_key(&config.root, &coll.id), &prepared, now)
         .await
         .context("failed to store published intelligence")?;
-    Ok(added.into_iter().map(|a| a.id).collect())
+    Ok(added)
+}
+
+// ---------------------------------------------------------------- incidents
+
+/// The namespace of the city's deterministic STIX ids (UUIDv5 of a name in it), so the
+/// same incident evidence always maps to the same objects.
+const CITY_NAMESPACE: [u8; 16] = [
+    0x6c, 0x69, 0x74, 0x79, 0x73, 0x65, 0x63, 0x00, 0x5a, 0x1b, 0x4e, 0x8f, 0x9d, 0x21, 0x33, 0x07,
+];
+
+fn city_id(object_type: &str, name: &str) -> String {
+    format!(
+        "{object_type}--{}",
+        stix::object::uuid_v5(&CITY_NAMESPACE, format!("{object_type}/{name}").as_bytes())
+    )
+}
+
+/// The STIX TLP level of an incident's TLP.
+pub fn stix_tlp(tlp: model::Tlp) -> Tlp {
+    match tlp {
+        model::Tlp::Clear => Tlp::Clear,
+        model::Tlp::Green => Tlp::Green,
+        model::Tlp::Amber => Tlp::Amber,
+        model::Tlp::AmberStrict => Tlp::AmberStrict,
+        model::Tlp::Red => Tlp::Red,
+    }
+}
+
+/// The city's STIX identity (`[taxii] identity_name`), the `where_sighted_refs` and
+/// `created_by_ref` of what it publishes. Its id follows from the name and its version
+/// never changes, so publishing it again stores nothing.
+pub fn city_identity(config: &TaxiiConfig) -> Value {
+    const SINCE: &str = "2020-01-01T00:00:00.000Z";
+    json!({
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": city_id("identity", &config.identity_name),
+        "created": SINCE,
+        "modified": SINCE,
+        "name": config.identity_name,
+        "identity_class": "organization",
+        "sectors": ["government"],
+    })
+}
+
+/// What the alerts of one piece of evidence add up to.
+struct Seen {
+    count: u64,
+    first: model::Timestamp,
+    last: model::Timestamp,
+    rules: Vec<String>,
+}
+
+fn seen<'a>(alerts: impl Iterator<Item = &'a model::IncidentAlert>) -> Option<Seen> {
+    let mut out: Option<Seen> = None;
+    for a in alerts {
+        let s = out.get_or_insert(Seen {
+            count: 0,
+            first: a.ts,
+            last: a.last_ts.max(a.ts),
+            rules: Vec::new(),
+        });
+        s.count += u64::from(a.count.max(1));
+        s.first = s.first.min(a.ts);
+        s.last = s.last.max(a.last_ts.max(a.ts));
+        if !s.rules.contains(&a.rule) {
+            s.rules.push(a.rule.clone());
+        }
+    }
+    out
+}
+
+/// The STIX objects a confirmed incident shares: an `indicator` per attacker address its
+/// alerts name (the alerts' `source`, when it is an IP address), and a `sighting` of each
+/// of those and of each partner indicator its alerts matched, seen by the city's identity
+/// with the count and first and last times of those alerts.
+///
+/// Ids are UUIDv5 of the incident id and the evidence, and each object's version
+/// (`modified`) is the later of its evidence's last alert and the incident's last TLP
+/// change, so publishing the same incident again yields the same objects, and new
+/// evidence or a new TLP a new version. Partner indicators are referenced, not
+/// republished: their marking is the partner's to set.
+pub fn incident_objects(incident: &model::Incident, identity_id: &str) -> Vec<Value> {
+    let tlp_changed = incident
+        .timeline
+        .iter()
+        .filter(|e| matches!(e.what, model::TimelineKind::TlpChanged { .. }))
+        .map(|e| e.ts)
+        .max();
+    let version = |s: &Seen| tlp_changed.map_or(s.last, |t| t.max(s.last));
+    let mut out = Vec::new();
+    let sighting = |of: &str, s: &Seen, out: &mut Vec<Value>| {
+        let v = version(s).to_rfc3339();
+        out.push(json!({
+            "type": "sighting",
+            "spec_version": "2.1",
+            "id": city_id("sighting", &format!("{}/{of}", incident.id)),
+            "created": s.first.to_rfc3339(),
+            "modified": v,
+            "created_by_ref": identity_id,
+            "sighting_of_ref": of,
+            "where_sighted_refs": [identity_id],
+            "count": s.count.min(999_999_999),
+            "first_seen": s.first.to_rfc3339(),
+            "last_seen": s.last.to_rfc3339(),
+            "description": format!("seen by the city in incident {} ({})", incident.id, s.rules.join(", ")),
+        }));
+    };
+    for source in &incident.sources {
+        let Ok(ip) = source.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        let Some(s) = seen(
+            incident
+                .alerts
+                .iter()
+                .filter(|a| a.source.as_deref() == Some(source.as_str())),
+        ) else {
+            continue;
+        };
+        let object = if ip.is_ipv4() {
+            "ipv4-addr"
+        } else {
+            "ipv6-addr"
+        };
+        let id = city_id("indicator", &format!("{}/{ip}", incident.id));
+        out.push(json!({
+            "type": "indicator",
+            "spec_version": "2.1",
+            "id": id,
+            "created": s.first.to_rfc3339(),
+            "modified": version(&s).to_rfc3339(),
+            "created_by_ref": identity_id,
+            "name": format!("{ip}: {}", incident.title),
+            "description": format!("address seen attacking the city in incident {} ({})", incident.id, s.rules.join(", ")),
+            "indicator_types": ["malicious-activity"],
+            "pattern": format!("[{object}:value = '{ip}']"),
+            "pattern_type": "stix",
+            "pattern_version": "2.1",
+            "valid_from": s.first.to_rfc3339(),
+        }));
+        sighting(&id, &s, &mut out);
+    }
+    for indicator in &incident.indicators {
+        if !stix::object::is_identifier(indicator, Some("indicator")) {
+            continue;
+        }
+        let Some(s) = seen(
+            incident
+                .alerts
+                .iter()
+                .filter(|a| a.indicator.as_deref() == Some(indicator.as_str())),
+        ) else {
+            continue;
+        };
+        sighting(indicator, &s, &mut out);
+    }
+    out
+}
+
+/// Publishes a confirmed incident's objects ([`incident_objects`]) with the city's
+/// identity to the sharing collection, marked with the incident's TLP. Returns how many
+/// objects (or versions) were new; publishing the same incident twice stores nothing the
+/// second time. An incident that is not confirmed publishes nothing.
+pub async fn publish_incident(
+    store: &dyn Store,
+    config: &TaxiiConfig,
+    incident: &model::Incident,
+) -> anyhow::Result<usize> {
+    if !incident.state.is_confirmed() {
+        return Ok(0);
+    }
+    let identity = city_identity(config);
+    let identity_id = identity["id"].as_str().unwrap_or_default().to_owned();
+    let objects = incident_objects(incident, &identity_id);
+    if objects.is_empty() {
+        return Ok(0);
+    }
+    let mut new = publish_marked(store, config, vec![identity], Tlp::Clear).await?;
+    new += publish_marked(store, config, objects, stix_tlp(incident.tlp)).await?;
+    Ok(new)
+}
+
+async fn publish_marked(
+    store: &dyn Store,
+    config: &TaxiiConfig,
+    objects: Vec<Value>,
+    tlp: Tlp,
+) -> anyhow::Result<usize> {
+    Ok(publish_added(store, config, objects, tlp)
+        .await?
+        .into_iter()
+        .filter(|a| a.new)
+        .count())
 }
 
 /// A new STIX indicator for a pattern the city observed.

@@ -288,7 +288,8 @@ impl Platform {
                 forwarder.clone(),
             )
             .await
-            .context("failed to start the incident service")?,
+            .context("failed to start the incident service")?
+            .share_to(&config.taxii),
         );
         let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
         let mut background = vec![
@@ -310,6 +311,9 @@ impl Platform {
                 shutdown_rx.clone(),
             )),
         ];
+        background.push(tokio::spawn(
+            incidents.clone().flush_shared(shutdown_rx.clone()),
+        ));
         background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
 
         // HTTP last: readiness means everything behind it runs.

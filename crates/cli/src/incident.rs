@@ -67,6 +67,14 @@ pub enum IncidentCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Set the TLP 2.0 level of what the incident shares once confirmed (clear, green,
+    /// amber, amber+strict or red; TLP:RED never leaves the city).
+    Tlp {
+        id: String,
+        level: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Give the incident an owner.
     Assign {
         id: String,
@@ -108,10 +116,11 @@ fn print_incident(target: &Target, incident: &Value) -> anyhow::Result<()> {
     }
     let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     println!(
-        "{} [{}] {} owner={}\n  {}",
+        "{} [{}] {} tlp={} owner={}\n  {}",
         s(&incident["id"]),
         s(&incident["state"]),
         s(&incident["severity"]),
+        s(&incident["tlp"]),
         s(&incident["owner"]),
         s(&incident["title"])
     );
@@ -296,6 +305,10 @@ pub fn run(cmd: IncidentCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         IncidentCommand::Ack { id, target } => patch(&target, &id, json!({"state": "triaged"})),
+        IncidentCommand::Tlp { id, level, target } => {
+            let level: model::Tlp = level.parse().map_err(anyhow::Error::msg)?;
+            patch(&target, &id, json!({"tlp": level.as_str()}))
+        }
         IncidentCommand::Contain { id, target } => {
             patch(&target, &id, json!({"state": "contained"}))
         }

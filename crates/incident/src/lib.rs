@@ -40,6 +40,9 @@ pub struct CorrelatorConfig {
     pub max_timeline: usize,
     /// The most incidents tracked open at once; beyond it the oldest stops correlating.
     pub max_open: usize,
+    /// The TLP 2.0 level a new incident's shared intelligence carries until someone changes
+    /// it: `clear`, `green`, `amber`, `amber+strict` or `red`.
+    pub default_tlp: model::Tlp,
 }
 
 impl Default for CorrelatorConfig {
@@ -49,6 +52,7 @@ impl Default for CorrelatorConfig {
             max_alerts: 500,
             max_timeline: 1000,
             max_open: 10_000,
+            default_tlp: model::Tlp::Amber,
         }
     }
 }
@@ -316,6 +320,7 @@ impl Correlator {
             title: alert.title.clone(),
             state: IncidentState::New,
             severity: alert.severity,
+            tlp: self.config.default_tlp,
             owner: None,
             devices: Vec::new(),
             zones: Vec::new(),
@@ -381,6 +386,7 @@ fn add_alert(
     if let Some(indicator) = &indicator {
         add_key(&mut incident.indicators, indicator);
     }
+    let indicator_of_alert = indicator;
     let first_evidence = alert.evidence.iter().map(|e| e.ts).min();
     if let Some(ts) = first_evidence
         && ts < incident.times.first_evidence
@@ -409,6 +415,7 @@ fn add_alert(
         source: alert.source.clone(),
         title: alert.title.clone(),
         correlation: correlation.clone(),
+        indicator: indicator_of_alert,
     });
     lifecycle::push(
         incident,

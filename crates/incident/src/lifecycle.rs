@@ -3,7 +3,7 @@
 
 use model::{
     ActionKind, ActionMode, ActionStatus, DeviceId, Incident, IncidentState, ResponseAction,
-    TimelineEntry, TimelineKind, Timestamp,
+    TimelineEntry, TimelineKind, Timestamp, Tlp,
 };
 
 /// The longest note, owner name or action detail kept.
@@ -16,6 +16,8 @@ pub enum Op {
     Transition(IncidentState),
     Assign(String),
     Note(String),
+    /// Set the TLP level of what the incident shares.
+    SetTlp(Tlp),
     /// Ask for a response action; `Auto` runs it at once, `Approval` waits for a supervisor.
     RequestAction {
         kind: ActionKind,
@@ -166,6 +168,14 @@ pub fn apply(
         Op::Note(text) => {
             let text = check_text("note", &text)?;
             push(incident, at, &actor, TimelineKind::Note { text });
+        }
+        Op::SetTlp(to) => {
+            let from = incident.tlp;
+            if from == to {
+                return Ok(effects);
+            }
+            incident.tlp = to;
+            push(incident, at, &actor, TimelineKind::TlpChanged { from, to });
         }
         Op::RequestAction {
             kind,

@@ -124,6 +124,7 @@ fn run(playbooks: Vec<Playbook>, fixture: &str) -> String {
             "reopen" => Op::Transition(IncidentState::New),
             "assign" => Op::Assign(words[3].to_owned()),
             "note" => Op::Note(words[5..].join(" ")),
+            "tlp" => Op::SetTlp(words[3].parse::<model::Tlp>().unwrap()),
             "request" => Op::RequestAction {
                 kind: words[3].parse::<ActionKind>().unwrap(),
                 device_id: DeviceId::new(words[4]).unwrap(),
@@ -223,6 +224,7 @@ fn render(incident: &model::Incident, out: &mut String) {
                 format!("owner {} -> {to}", from.as_deref().unwrap_or("-"))
             }
             TimelineKind::Note { text } => format!("note {text:?}"),
+            TimelineKind::TlpChanged { from, to } => format!("tlp {from} -> {to}"),
             TimelineKind::Action {
                 action_id,
                 kind,
@@ -514,6 +516,7 @@ fn incident_json_is_stable_and_round_trips() {
           "title": "actuation.uncommanded alert",
           "state": "new",
           "severity": "critical",
+          "tlp": "amber",
           "devices": [
             "siren-1"
           ],
@@ -656,5 +659,60 @@ proptest! {
         if let Some(found) = indicator_of(&a) {
             prop_assert!(found.starts_with("indicator--"));
         }
+    }
+}
+
+#[test]
+fn an_incident_carries_the_default_tlp_until_someone_changes_it() {
+    let mut c = Correlator::new(CorrelatorConfig::default(), Vec::new(), 1);
+    let opened = c.on_alert(&alert(
+        Timestamp::from_millis(1000),
+        &["a1", "flow.scan", "high", "source=203.0.113.5"],
+    ));
+    assert_eq!(opened.incident.tlp, model::Tlp::Amber);
+    assert!(!opened.incident.state.is_confirmed());
+    let red = CorrelatorConfig {
+        default_tlp: model::Tlp::Red,
+        ..CorrelatorConfig::default()
+    };
+    let mut c2 = Correlator::new(red, Vec::new(), 1);
+    let opened = c2.on_alert(&alert(
+        Timestamp::from_millis(1000),
+        &["a1", "flow.scan", "high", "source=203.0.113.5"],
+    ));
+    assert_eq!(opened.incident.tlp, model::Tlp::Red);
+    // An incident stored before incidents carried a TLP shares nothing until set.
+    let mut legacy = serde_json::to_value(&opened.incident).unwrap();
+    legacy.as_object_mut().unwrap().remove("tlp");
+    let legacy: model::Incident = serde_json::from_value(legacy).unwrap();
+    assert_eq!(legacy.tlp, model::Tlp::Red);
+    check(
+        "@00:00:10 alert a1 flow.scan high source=203.0.113.5
+         @00:01:00 tlp INC-000001 green by ada
+         @00:01:10 tlp INC-000001 green by ada
+         @00:02:00 ack INC-000001 by ada
+         @00:03:00 tlp INC-000001 red by bob
+         @00:04:00 close INC-000001 by bob
+         @00:05:00 tlp INC-000001 amber by bob",
+        expect![[r#"
+            @00:05:00 ! incident INC-000001 is closed
+            INC-000001 closed high owner=ada devices=[] sources=[203.0.113.5] zones=[] indicators=[] alerts=1
+              detect=0s ack=110s contain=- resolve=230s
+              @00:00:10 correlator alert a1 flow.scan high (opened)
+              @00:01:00 ada tlp amber -> green
+              @00:02:00 ada state new -> triaged
+              @00:02:00 ada owner - -> ada
+              @00:03:00 bob tlp green -> red
+              @00:04:00 bob state triaged -> closed
+        "#]],
+    );
+    for (state, confirmed) in [
+        (IncidentState::New, false),
+        (IncidentState::Triaged, true),
+        (IncidentState::Contained, true),
+        (IncidentState::Resolved, true),
+        (IncidentState::Closed, true),
+    ] {
+        assert_eq!(state.is_confirmed(), confirmed, "{state}");
     }
 }

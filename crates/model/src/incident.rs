@@ -68,6 +68,13 @@ impl IncidentState {
         }
     }
 
+    /// Whether the incident is confirmed: a person has triaged it (or moved it further).
+    /// A confirmed incident's sightings and indicators are shared with partners under its
+    /// [`Tlp`]; a new one is only a correlation nobody has looked at yet.
+    pub fn is_confirmed(self) -> bool {
+        self >= IncidentState::Triaged
+    }
+
     /// Whether new alerts may still join the incident.
     pub fn is_open(self) -> bool {
         matches!(
@@ -92,6 +99,78 @@ impl FromStr for IncidentState {
             .ok_or_else(|| {
                 format!(
                     "unknown incident state {s:?} (expected one of: new, triaged, contained, resolved, closed)"
+                )
+            })
+    }
+}
+
+/// The Traffic Light Protocol 2.0 level an incident's shared intelligence carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tlp {
+    /// `TLP:CLEAR`: anyone.
+    #[serde(rename = "clear")]
+    Clear,
+    /// `TLP:GREEN`: the community.
+    #[serde(rename = "green")]
+    Green,
+    /// `TLP:AMBER`: partners cleared for AMBER and their organisations.
+    #[serde(rename = "amber")]
+    Amber,
+    /// `TLP:AMBER+STRICT`: partners cleared for AMBER+STRICT only.
+    #[serde(rename = "amber+strict")]
+    AmberStrict,
+    /// `TLP:RED`: never leaves the city.
+    #[serde(rename = "red")]
+    Red,
+}
+
+impl Tlp {
+    pub const ALL: [Tlp; 5] = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tlp::Clear => "clear",
+            Tlp::Green => "green",
+            Tlp::Amber => "amber",
+            Tlp::AmberStrict => "amber+strict",
+            Tlp::Red => "red",
+        }
+    }
+
+    /// The level of incidents stored before incidents carried one: nothing leaves until
+    /// someone chooses a level.
+    pub fn legacy() -> Tlp {
+        Tlp::Red
+    }
+}
+
+impl fmt::Display for Tlp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tlp {
+    type Err = String;
+    /// `amber`, `AMBER`, `TLP:AMBER`, `amber+strict`, ... (`white` is TLP 1.0 for `clear`).
+    fn from_str(s: &str) -> Result<Tlp, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let name = lower.strip_prefix("tlp:").unwrap_or(&lower);
+        if name == "white" {
+            return Ok(Tlp::Clear);
+        }
+        Tlp::ALL
+            .into_iter()
+            .find(|t| t.as_str() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown TLP level {s:?} (expected one of: clear, green, amber, amber+strict, red)"
                 )
             })
     }
@@ -140,6 +219,9 @@ pub struct IncidentAlert {
     pub source: Option<String>,
     pub title: String,
     pub correlation: Correlation,
+    /// The STIX indicator (`indicator--<uuid>`) the alert matched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
 }
 
 /// How a response action runs.
@@ -303,6 +385,12 @@ pub enum TimelineKind {
     Note {
         text: String,
     },
+    /// The TLP level of what the incident shares changed.
+    TlpChanged {
+        from: Tlp,
+        to: Tlp,
+    },
+
     /// A response action changed status (proposed, approved, rejected, done, failed).
     Action {
         action_id: String,
@@ -364,6 +452,10 @@ pub struct Incident {
     pub state: IncidentState,
     /// The highest severity of its alerts.
     pub severity: Severity,
+    /// The TLP 2.0 level of the sightings and indicators it shares once confirmed
+    /// (`[incidents] default_tlp` when opened; documents from before it existed are RED).
+    #[serde(default = "Tlp::legacy")]
+    pub tlp: Tlp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The devices its alerts are about.

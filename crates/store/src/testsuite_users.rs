@@ -65,6 +65,7 @@ pub fn incident(seq: u64, state: IncidentState, severity: Severity, device: &str
         title: format!("incident {seq}"),
         state,
         severity,
+        tlp: model::Tlp::Amber,
         owner: None,
         devices: vec![DeviceId::new(device).unwrap()],
         zones: Vec::new(),

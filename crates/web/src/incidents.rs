@@ -27,6 +27,8 @@ pub enum IncidentRequest {
     Transition(IncidentState),
     Assign(String),
     Note(String),
+    /// The TLP level of what the incident shares once confirmed.
+    SetTlp(model::Tlp),
     /// A response action; `execute_now` when the caller may act without approval
     /// (supervisors and admins), else it waits for a supervisor.
     Action {
@@ -65,6 +67,7 @@ struct IncidentSummary<'a> {
     title: &'a str,
     state: IncidentState,
     severity: Severity,
+    tlp: model::Tlp,
     owner: Option<&'a str>,
     devices: &'a [DeviceId],
     zones: &'a [String],
@@ -85,6 +88,7 @@ impl<'a> IncidentSummary<'a> {
             title: &i.title,
             state: i.state,
             severity: i.severity,
+            tlp: i.tlp,
             owner: i.owner.as_deref(),
             devices: &i.devices,
             zones: &i.zones,
@@ -245,6 +249,9 @@ pub(crate) struct PatchRequest {
     state: Option<String>,
     #[serde(default)]
     owner: Option<String>,
+    /// clear, green, amber, amber+strict or red.
+    #[serde(default)]
+    tlp: Option<String>,
 }
 
 pub(crate) async fn patch(
@@ -257,12 +264,17 @@ pub(crate) async fn patch(
     if let Some(owner) = body.owner {
         requests.push(IncidentRequest::Assign(owner));
     }
+    // The TLP first, so a confirmation in the same request shares with it.
+    if let Some(tlp) = body.tlp {
+        let tlp = tlp.parse::<model::Tlp>().map_err(ApiError::invalid)?;
+        requests.push(IncidentRequest::SetTlp(tlp));
+    }
     if let Some(state) = body.state {
         let state = state.parse::<IncidentState>().map_err(ApiError::invalid)?;
         requests.push(IncidentRequest::Transition(state));
     }
     if requests.is_empty() {
-        return Err(ApiError::invalid("give state, owner or both"));
+        return Err(ApiError::invalid("give state, owner, tlp or a combination"));
     }
     update(&s, &id, requests, &principal, StatusCode::OK).await
 }

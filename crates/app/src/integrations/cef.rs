@@ -103,6 +103,7 @@ pub fn incident(incident: &Incident, change: &str) -> String {
         TimelineKind::StateChanged { from, to } => format!("state {from} -> {to}"),
         TimelineKind::OwnerChanged { to, .. } => format!("owner {to}"),
         TimelineKind::Note { .. } => "note added".to_owned(),
+        TimelineKind::TlpChanged { from, to } => format!("tlp {from} -> {to}"),
         TimelineKind::Action {
             action_id,
             kind,

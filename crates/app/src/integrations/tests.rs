@@ -178,6 +178,7 @@ fn test_incident() -> Incident {
         title: alert.title.clone(),
         state: IncidentState::Contained,
         severity: Severity::Critical,
+        tlp: model::Tlp::Amber,
         owner: Some("alice".into()),
         devices: vec![DeviceId::new("camera-0001").unwrap()],
         zones: vec!["ps-field".into()],
@@ -194,6 +195,7 @@ fn test_incident() -> Incident {
             source: alert.source.clone(),
             title: alert.title.clone(),
             correlation: Correlation::Opened,
+            indicator: None,
         }],
         actions: Vec::new(),
         times: IncidentTimes {

@@ -12,6 +12,9 @@ pub struct TaxiiConfig {
     pub enabled: bool,
     /// The discovery title.
     pub title: String,
+    /// The name of the city's STIX identity, which sees what it publishes
+    /// (`where_sighted_refs`) and creates it (`created_by_ref`).
+    pub identity_name: String,
     pub contact: Option<String>,
     /// The API root's path segment (`/taxii2/<root>/`).
     pub root: String,
@@ -34,6 +37,7 @@ impl Default for TaxiiConfig {
         TaxiiConfig {
             enabled: true,
             title: "citysec TAXII".to_owned(),
+            identity_name: "City security operations".to_owned(),
             contact: None,
             root: "city".to_owned(),
             max_page_size: 1000,
@@ -127,6 +131,9 @@ impl TaxiiConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if taxii::access::parse_tlp(&self.unmarked).is_none() {
             bail!("taxii.unmarked: {:?} is not a TLP level", self.unmarked);
+        }
+        if self.identity_name.trim().is_empty() {
+            bail!("taxii.identity_name must not be empty");
         }
         if self.root.is_empty()
             || !self

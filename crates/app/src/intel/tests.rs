@@ -188,8 +188,13 @@ fn raw(
                         r = r.header(*k, *v);
                     }
                     let mut resp = r.send_empty().unwrap();
+                    let hs = resp
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
                     let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    return (resp.status().as_u16(), text, vec![]);
+                    return (resp.status().as_u16(), text, hs);
                 }
                 _ => agent.get(url),
             };
@@ -1342,6 +1347,867 @@ fn platform_serves_taxii_and_polls_feeds_into_detection() {
     assert!(
         bookmark.is_some(),
         "the feed's added_after bookmark is stored"
+    );
+    rt.block_on(platform.shutdown()).unwrap();
+}
+
+// ---------------------------------------------------------------- conformance cases
+
+/// One case of `test_data/taxii_interop.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InteropCase {
+    id: String,
+    spec: String,
+    title: String,
+    #[serde(default = "default_method")]
+    method: String,
+    path: String,
+    #[serde(default = "default_auth")]
+    auth: String,
+    accept: Option<String>,
+    content_type: Option<String>,
+    body: Option<String>,
+    status: u16,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    eq: std::collections::BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    has: Vec<String>,
+    #[serde(default)]
+    absent: Vec<String>,
+    #[serde(default)]
+    count: std::collections::BTreeMap<String, usize>,
+    #[serde(default)]
+    contains: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    wait: bool,
+    #[serde(default)]
+    save: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    save_header: std::collections::BTreeMap<String, String>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_auth() -> String {
+    "utility".to_owned()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct InteropCases {
+    case: Vec<InteropCase>,
+}
+
+fn interop_cases() -> Vec<InteropCase> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data/taxii_interop.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    toml::from_str::<InteropCases>(&text).unwrap().case
+}
+
+/// Percent-encodes what may not stand in a query string as it is.
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn substitute(text: &str, vars: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = text.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// The failures of one answer against its case (empty: it passed).
+fn check_case(
+    case: &InteropCase,
+    vars: &std::collections::BTreeMap<String, String>,
+    status: u16,
+    body: &str,
+    headers: &[(String, String)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if status != case.status {
+        failures.push(format!("status {status}, expected {}: {body}", case.status));
+    }
+    for (name, want) in &case.headers {
+        let got = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        match (want.as_str(), got) {
+            ("!", None) => {}
+            ("!", Some(v)) => failures.push(format!("header {name} should be absent, is {v:?}")),
+            (_, Some(v)) if v.contains(want.as_str()) => {}
+            (_, got) => failures.push(format!(
+                "header {name} is {got:?}, expected it to contain {want:?}"
+            )),
+        }
+    }
+    let checks_body = !(case.eq.is_empty()
+        && case.has.is_empty()
+        && case.absent.is_empty()
+        && case.count.is_empty()
+        && case.contains.is_empty());
+    if !checks_body {
+        return failures;
+    }
+    let json: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => {
+            failures.push(format!("the body is not JSON ({e}): {body:?}"));
+            return failures;
+        }
+    };
+    for (pointer, want) in &case.eq {
+        let want = match want {
+            toml::Value::String(s) => Value::String(substitute(s, vars)),
+            toml::Value::Integer(i) => json!(i),
+            toml::Value::Boolean(b) => json!(b),
+            other => panic!("{}: unsupported eq value {other}", case.id),
+        };
+        if json.pointer(pointer) != Some(&want) {
+            failures.push(format!(
+                "{pointer} is {:?}, expected {want}",
+                json.pointer(pointer)
+            ));
+        }
+    }
+    for pointer in &case.has {
+        if json.pointer(pointer).is_none() {
+            failures.push(format!("{pointer} is missing"));
+        }
+    }
+    for pointer in &case.absent {
+        if let Some(v) = json.pointer(pointer) {
+            failures.push(format!("{pointer} should be absent, is {v}"));
+        }
+    }
+    for (pointer, n) in &case.count {
+        let got = json
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .map(Vec::len);
+        if got != Some(*n) {
+            failures.push(format!("{pointer} has {got:?} entries, expected {n}"));
+        }
+    }
+    for (pointer, part) in &case.contains {
+        let got = json.pointer(pointer).and_then(Value::as_str);
+        if !got.is_some_and(|s| s.contains(part.as_str())) {
+            failures.push(format!(
+                "{pointer} is {got:?}, expected it to contain {part:?}"
+            ));
+        }
+    }
+    failures
+}
+
+/// The TAXII 2.1 server conformance cases of `test_data/taxii_interop.toml`, in order,
+/// against the real server; every failure of every case is reported at the end.
+#[test]
+fn taxii_interop_cases() {
+    let mut cfg = config();
+    // No anonymous access here: the public collection becomes a partner-only one.
+    cfg.collections[1].public = false;
+    let s = serve(cfg);
+    let base = s.url.trim_end_matches("/taxii2/").to_owned();
+    let mut vars = std::collections::BTreeMap::from([
+        ("root".to_owned(), "/taxii2/city".to_owned()),
+        ("shared".to_owned(), SHARED.to_owned()),
+        ("public".to_owned(), PUBLIC.to_owned()),
+        (
+            "a".to_owned(),
+            "indicator--a0000000-0000-4000-8000-000000000001".to_owned(),
+        ),
+        (
+            "b".to_owned(),
+            "indicator--b0000000-0000-4000-8000-000000000002".to_owned(),
+        ),
+        (
+            "c".to_owned(),
+            "indicator--c0000000-0000-4000-8000-000000000003".to_owned(),
+        ),
+        (
+            "large".to_owned(),
+            format!("{{\"objects\": [], \"x_pad\": \"{}\"}}", "x".repeat(70_000)),
+        ),
+    ]);
+    let cases = interop_cases();
+    let mut failed = Vec::new();
+    for case in &cases {
+        let path = substitute(&case.path, &vars);
+        let (p, q) = path.split_once('?').unwrap_or((path.as_str(), ""));
+        let q: Vec<String> = q
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                format!("{}={}", query_escape(k), query_escape(v))
+            })
+            .collect();
+        let url = if q.is_empty() {
+            format!("{base}{p}")
+        } else {
+            format!("{base}{p}?{}", q.join("&"))
+        };
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        match case.auth.as_str() {
+            "utility" => headers.push(("Authorization", BASIC_UTILITY.to_owned())),
+            "isac" => headers.push(("Authorization", format!("Bearer {TOKEN}"))),
+            "wrong" => headers.push(("Authorization", "Basic dXRpbGl0eTp3cm9uZw==".to_owned())),
+            "none" => {}
+            other => panic!("{}: unknown auth {other}", case.id),
+        }
+        match case.accept.as_deref() {
+            None => headers.push(("Accept", taxii::MEDIA_TYPE_TAXII.to_owned())),
+            Some("") => {}
+            Some(a) => headers.push(("Accept", a.to_owned())),
+        }
+        if let Some(ct) = &case.content_type {
+            headers.push(("Content-Type", ct.clone()));
+        }
+        let header_refs: Vec<(&str, &str)> =
+            headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = case.body.as_ref().map(|b| substitute(b, &vars));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let failures = loop {
+            let (status, text, hs) = match (case.method.as_str(), &body) {
+                ("POST", Some(b)) => raw("POST", &url, &header_refs, Some(b)),
+                (m, _) => raw(m, &url, &header_refs, None),
+            };
+            let failures = check_case(case, &vars, status, &text, &hs);
+            if failures.is_empty() || !case.wait || std::time::Instant::now() > deadline {
+                if failures.is_empty() {
+                    let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    for (var, pointer) in &case.save {
+                        let v = json
+                            .pointer(pointer)
+                            .and_then(Value::as_str)
+                            .unwrap_or_else(|| panic!("{}: nothing at {pointer} to save", case.id));
+                        vars.insert(var.clone(), v.to_owned());
+                    }
+                    for (var, name) in &case.save_header {
+                        let v = hs
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_else(|| panic!("{}: no header {name} to save", case.id));
+                        vars.insert(var.clone(), v);
+                    }
+                }
+                break failures;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !failures.is_empty() {
+            failed.push(format!(
+                "{} ({}: {}):\n    {}",
+                case.id,
+                case.spec,
+                case.title,
+                failures.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
+}
+
+/// docs/taxii-interop.md lists every case with its result; a case added to the table
+/// must be added there.
+#[test]
+fn taxii_interop_doc_lists_every_case() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/taxii-interop.md"),
+    )
+    .unwrap();
+    let cases = interop_cases();
+    let mut ids = std::collections::HashSet::new();
+    for case in &cases {
+        assert!(
+            ids.insert(case.id.clone()),
+            "case id {} is used twice",
+            case.id
+        );
+        let row = format!("| {} | {} | {} | pass |", case.id, case.spec, case.title);
+        assert!(
+            doc.contains(&row),
+            "docs/taxii-interop.md lacks the row\n{row}"
+        );
+    }
+    let rows = doc.lines().filter(|l| l.starts_with("| TXS-")).count();
+    assert_eq!(
+        rows,
+        cases.len(),
+        "docs/taxii-interop.md lists cases the table no longer has"
+    );
+}
+
+// ---------------------------------------------------------------- incident sharing
+
+const PARTNER_IND: &str = "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
+
+fn intel_alert(
+    id: &str,
+    ts_ms: i64,
+    count: u32,
+    source: &str,
+    indicator: Option<&str>,
+) -> model::Alert {
+    let ts = model::Timestamp::from_millis(ts_ms);
+    model::Alert {
+        id: model::AlertId(id.to_owned()),
+        rule: if indicator.is_some() {
+            "intel.indicator"
+        } else {
+            "flow.scan"
+        }
+        .to_owned(),
+        key: match indicator {
+            Some(i) => format!("{i}/{source}"),
+            None => source.to_owned(),
+        },
+        severity: model::Severity::High,
+        ts,
+        last_ts: ts,
+        count,
+        device_id: None,
+        zone: None,
+        source: Some(source.to_owned()),
+        title: format!("traffic from {source}"),
+        explanation: "test".to_owned(),
+        evidence: Vec::new(),
+    }
+}
+
+/// An incident the correlator opened from two alerts about 203.0.113.66 (one matching a
+/// partner indicator), triaged at `t0 + 10 s`.
+fn confirmed_incident(tlp: model::Tlp) -> (incident::Correlator, model::Incident) {
+    let mut c = incident::Correlator::new(
+        incident::CorrelatorConfig {
+            default_tlp: tlp,
+            ..Default::default()
+        },
+        Vec::new(),
+        1,
+    );
+    let t0 = 1_780_000_000_000;
+    c.on_alert(&intel_alert(
+        "al-1",
+        t0,
+        2,
+        "203.0.113.66",
+        Some(PARTNER_IND),
+    ));
+    let out = c.on_alert(&intel_alert("al-2", t0 + 5_000, 3, "203.0.113.66", None));
+    let (i, _) = c
+        .apply(
+            out.incident,
+            incident::Op::Transition(model::IncidentState::Triaged),
+            "ada",
+            model::Timestamp::from_millis(t0 + 10_000),
+        )
+        .unwrap();
+    (c, i)
+}
+
+fn versions_in(store: &dyn Store, rt: &tokio::runtime::Runtime) -> Vec<(String, String, u8)> {
+    let q = store::intel::IntelQuery {
+        collection: format!("city/{SHARED}"),
+        object_id: None,
+        after: None,
+        added_after: None,
+        ids: vec![],
+        types: vec![],
+        versions: store::intel::IntelVersions {
+            first: false,
+            last: false,
+            all: true,
+            at: vec![],
+        },
+        spec_versions: vec!["2.1".into()],
+        max_tlp: taxii::access::tlp_rank(Tlp::Red),
+        limit: 1000,
+        with_body: false,
+    };
+    let mut v: Vec<_> = rt
+        .block_on(store.intel_query(&q))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.version, r.tlp))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn incident_objects_are_sightings_and_indicators_of_its_evidence() {
+    let (_, i) = confirmed_incident(model::Tlp::Amber);
+    let identity = super::city_identity(&config());
+    let objects = super::incident_objects(&i, identity["id"].as_str().unwrap());
+    // Deterministic: the same incident gives the same objects.
+    assert_eq!(
+        objects,
+        super::incident_objects(&i, identity["id"].as_str().unwrap())
+    );
+    let summary: Vec<String> = objects
+        .iter()
+        .map(|o| match o["type"].as_str().unwrap() {
+            "indicator" => format!("indicator {} {} v{}", o["id"], o["pattern"], o["modified"]),
+            _ => format!(
+                "sighting of {} count {} {}..{} v{} by {}",
+                o["sighting_of_ref"],
+                o["count"],
+                o["first_seen"],
+                o["last_seen"],
+                o["modified"],
+                o["where_sighted_refs"][0] == identity["id"]
+            ),
+        })
+        .collect();
+    expect_test::expect![[r#"
+        [
+            "indicator \"indicator--12710403-4574-5fd5-9c6f-7b30eb72b6e9\" \"[ipv4-addr:value = '203.0.113.66']\" v\"2026-05-28T20:26:45.000Z\"",
+            "sighting of \"indicator--12710403-4574-5fd5-9c6f-7b30eb72b6e9\" count 5 \"2026-05-28T20:26:40.000Z\"..\"2026-05-28T20:26:45.000Z\" v\"2026-05-28T20:26:45.000Z\" by true",
+            "sighting of \"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f\" count 2 \"2026-05-28T20:26:40.000Z\"..\"2026-05-28T20:26:40.000Z\" v\"2026-05-28T20:26:40.000Z\" by true",
+        ]
+    "#]]
+    .assert_debug_eq(&summary);
+    // The OASIS validator accepts every object, identity included.
+    if let Some(py) = python("incident_objects_are_sightings_and_indicators_of_its_evidence") {
+        let mut all = objects.clone();
+        all.push(identity);
+        for (o, verdict) in all.iter().zip(stix2_validate(&py, &all)) {
+            assert!(verdict["valid"] == true, "{o}: {verdict}");
+        }
+    }
+}
+
+/// Validates objects with the OASIS stix2-validator (through `scripts/oracles/oracle.py`).
+fn stix2_validate(py: &str, objects: &[Value]) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = Command::new(py)
+        .arg(oracle_script("oracle.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run oracle.py");
+    let mut input = String::new();
+    for o in objects {
+        input.push_str(&json!({"op": "object", "doc": o}).to_string());
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn publishing_an_incident_is_idempotent_and_new_evidence_is_a_new_version() {
+    let s = serve(config());
+    let cfg = config();
+    let (mut c, i) = confirmed_incident(model::Tlp::Amber);
+    let n =
+        s.rt.block_on(super::publish_incident(s.store.as_ref(), &cfg, &i))
+            .unwrap();
+    assert_eq!(n, 4, "the identity, one indicator, two sightings");
+    let first = versions_in(s.store.as_ref(), &s.rt);
+    assert_eq!(first.len(), 4);
+    // Publishing again (confirming twice, or after a restart) stores nothing.
+    let again =
+        s.rt.block_on(super::publish_incident(s.store.as_ref(), &cfg, &i))
+            .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(versions_in(s.store.as_ref(), &s.rt), first);
+    // An unconfirmed incident shares nothing.
+    let mut fresh = i.clone();
+    fresh.state = model::IncidentState::New;
+    assert_eq!(
+        s.rt.block_on(super::publish_incident(s.store.as_ref(), &cfg, &fresh))
+            .unwrap(),
+        0
+    );
+    // New evidence: the address's alert repeats later. The indicator and its sighting get a
+    // new version; the partner indicator's sighting and the identity do not.
+    let mut repeat = intel_alert("al-2", 1_780_000_000_000 + 5_000, 7, "203.0.113.66", None);
+    repeat.last_ts = model::Timestamp::from_millis(1_780_000_000_000 + 60_000);
+    let i2 = c.on_alert(&repeat).incident;
+    let n =
+        s.rt.block_on(super::publish_incident(s.store.as_ref(), &cfg, &i2))
+            .unwrap();
+    assert_eq!(n, 2);
+    let now = versions_in(s.store.as_ref(), &s.rt);
+    assert_eq!(now.len(), 6);
+    let amber = taxii::access::tlp_rank(Tlp::Amber);
+    assert!(
+        now.iter()
+            .filter(|v| !v.0.starts_with("identity--"))
+            .all(|v| v.2 == amber),
+        "{now:?}"
+    );
+    let latest = utility()
+        .get_objects(&s.root(), SHARED, &[("match[type]", "sighting".to_owned())])
+        .unwrap()
+        .body
+        .objects;
+    let counts: Vec<u64> = latest
+        .iter()
+        .map(|o| o["count"].as_u64().unwrap())
+        .collect();
+    assert!(counts.contains(&9) && counts.contains(&2), "{counts:?}");
+    // A new TLP is a new version of every incident object, marked with it.
+    let (i3, _) = c
+        .apply(
+            i2,
+            incident::Op::SetTlp(model::Tlp::Red),
+            "ada",
+            model::Timestamp::from_millis(1_780_000_100_000),
+        )
+        .unwrap();
+    assert_eq!(
+        s.rt.block_on(super::publish_incident(s.store.as_ref(), &cfg, &i3))
+            .unwrap(),
+        3
+    );
+    assert!(
+        utility()
+            .get_objects(
+                &s.root(),
+                SHARED,
+                &[("match[type]", "sighting,indicator".to_owned())]
+            )
+            .unwrap()
+            .body
+            .objects
+            .is_empty(),
+        "the latest versions are RED now and stay home"
+    );
+}
+
+const CITY_AMBER_IND: &str = "indicator--6a1d0e0c-4b5f-4f7e-9a0b-1c2d3e4f5a61";
+const CITY_RED_IND: &str = "indicator--6a1d0e0c-4b5f-4f7e-9a0b-1c2d3e4f5a62";
+
+/// What a partner pulls with the OASIS taxii2-client.
+fn partner_pull(py: &str, url: &str, user: &str, password: &str) -> Value {
+    let out = Command::new(py)
+        .arg(oracle_script("taxii_pull.py"))
+        .args([url, user, password, SHARED])
+        .output()
+        .expect("run taxii_pull.py");
+    assert!(
+        out.status.success(),
+        "taxii_pull.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn api(
+    method: &str,
+    url: &str,
+    token: &str,
+    content_type: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("Content-Type", content_type));
+    }
+    let (code, text, _) = match (method, body) {
+        ("PATCH", Some(b)) => {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut r = agent.patch(url);
+            for (k, v) in &headers {
+                r = r.header(*k, *v);
+            }
+            let mut resp = r.send(b.as_bytes()).unwrap();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            (resp.status().as_u16(), text, vec![])
+        }
+        (m, b) => raw(m, url, &headers, b),
+    };
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn send_flow(base: &str, token: &str, src: &str) {
+    let now = model::Timestamp::now().as_millis();
+    let line = format!(
+        "{{\"src4_addr\":\"{src}\",\"dst4_addr\":\"10.0.0.7\",\"proto\":\"tcp\",\"src_port\":4444,\"dst_port\":23,\"in_bytes\":60,\"in_packets\":1,\"t_first\":{},\"t_last\":{now}}}\n",
+        now - 10
+    );
+    let (code, report) = api(
+        "POST",
+        &format!("{base}/api/v1/flows"),
+        token,
+        "application/x-ndjson",
+        Some(&line),
+    );
+    assert_eq!(
+        (code, report["accepted"].clone()),
+        (200, json!(1)),
+        "{report}"
+    );
+}
+
+/// The whole path on a running platform: two partner-style indicators of the city's own
+/// match flows from two attackers, the correlator opens two incidents, an operator
+/// confirms one as AMBER (the default) and the other as RED, and partners pull the
+/// sharing collection with the OASIS taxii2-client: the partner cleared for AMBER gets the
+/// AMBER incident's sightings and indicators (valid STIX 2.1 for stix2-validator, marked
+/// TLP:AMBER), the GREEN partner gets none of them, and nothing of the RED incident
+/// leaves. Confirming twice and a restart add nothing; new evidence is a new version.
+#[test]
+fn confirmed_incidents_reach_partners_by_their_tlp() {
+    let Some(py) = python("confirmed_incidents_reach_partners_by_their_tlp") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\ndata_dir = '{}'\n[http]\nlisten = '127.0.0.1:0'\n[ingest.mqtt]\nlisten = '127.0.0.1:0'\n\
+         [[taxii.partners]]\nname = 'utility'\npassword_hash = '{}'\ntlp = 'amber'\n\
+         [[taxii.partners]]\nname = 'isac'\npassword_hash = '{}'\ntlp = 'green'\n\
+         [[taxii.collections]]\nid = '{SHARED}'\ntitle = 'city'\nread = ['*']\nsharing = true\n",
+        dir.path().display(),
+        crate::intel::hash_password("utility-pass"),
+        crate::intel::hash_password("isac-pass"),
+    );
+    let config = crate::Config::load(&text, &std::collections::HashMap::new()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let platform = rt.block_on(crate::Platform::start(config.clone())).unwrap();
+    let base = format!("http://{}", platform.http_addr());
+    let token = platform.admin_token().to_owned();
+    let indicator_of = |id: &str, ip: &str| {
+        json!({"type": "indicator", "spec_version": "2.1", "id": id,
+               "created": "2026-12-01T10:00:00.000Z", "modified": "2026-12-01T10:00:00.000Z",
+               "name": format!("scanner {ip}"), "pattern": format!("[ipv4-addr:value = '{ip}']"),
+               "pattern_type": "stix", "valid_from": "2026-12-01T10:00:00Z"})
+    };
+    let bundle = json!({"type": "bundle", "id": "bundle--5d2d6b4c-3c1e-4a52-9bb8-0e1c4a1f7a10", "objects": [
+        indicator_of(CITY_AMBER_IND, "203.0.113.66"), indicator_of(CITY_RED_IND, "203.0.113.77")]});
+    let (code, report) = api(
+        "POST",
+        &format!("{base}/api/v1/indicators"),
+        &token,
+        "application/json",
+        Some(&bundle.to_string()),
+    );
+    assert_eq!(code, 200, "{report}");
+    wait_until("the indicators in detection", || {
+        api("GET", &format!("{base}/api/v1/detect"), &token, "", None).1["indicators"] == 2
+    });
+    send_flow(&base, &token, "203.0.113.66");
+    send_flow(&base, &token, "203.0.113.77");
+    let incident_of = |ip: &str| -> Option<Value> {
+        let (_, list) = api("GET", &format!("{base}/api/v1/incidents"), &token, "", None);
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|i| {
+                i["sources"]
+                    .as_array()
+                    .is_some_and(|s| s.contains(&json!(ip)))
+            })
+            .cloned()
+    };
+    wait_until("two incidents", || {
+        incident_of("203.0.113.66").is_some() && incident_of("203.0.113.77").is_some()
+    });
+    let amber = incident_of("203.0.113.66").unwrap();
+    let red = incident_of("203.0.113.77").unwrap();
+    assert_ne!(amber["id"], red["id"]);
+    assert_eq!(
+        (amber["tlp"].clone(), amber["state"].clone()),
+        (json!("amber"), json!("new"))
+    );
+    let incident_url = |i: &Value| format!("{base}/api/v1/incidents/{}", i["id"].as_str().unwrap());
+    // Nothing is shared before confirmation.
+    let url = format!("{base}/taxii2/");
+    assert_eq!(
+        partner_pull(&py, &url, "utility", "utility-pass")["objects"],
+        json!([])
+    );
+    // Confirm: AMBER (the default) and RED (set in the same request).
+    let (code, body) = api(
+        "PATCH",
+        &incident_url(&amber),
+        &token,
+        "application/json",
+        Some(r#"{"state": "triaged"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = api(
+        "PATCH",
+        &incident_url(&red),
+        &token,
+        "application/json",
+        Some(r#"{"tlp": "red", "state": "triaged"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tlp"], "red");
+    let (code, body) = api(
+        "PATCH",
+        &incident_url(&red),
+        &token,
+        "application/json",
+        Some(r#"{"tlp": "purple"}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+
+    let pulled = partner_pull(&py, &url, "utility", "utility-pass");
+    let objects = pulled["objects"].as_array().unwrap().clone();
+    let text = serde_json::to_string(&objects).unwrap();
+    assert!(
+        !text.contains("203.0.113.77") && !text.contains(CITY_RED_IND),
+        "RED never leaves: {text}"
+    );
+    let of_type = |t: &str| {
+        objects
+            .iter()
+            .filter(|o| o["type"] == t)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let identity = of_type("identity");
+    assert_eq!(identity.len(), 1, "{text}");
+    let indicators = of_type("indicator");
+    assert_eq!(indicators.len(), 1, "{text}");
+    assert_eq!(
+        indicators[0]["pattern"],
+        "[ipv4-addr:value = '203.0.113.66']"
+    );
+    let sightings = of_type("sighting");
+    let mut sighted: Vec<&str> = sightings
+        .iter()
+        .map(|s| s["sighting_of_ref"].as_str().unwrap())
+        .collect();
+    sighted.sort();
+    let mut want = vec![CITY_AMBER_IND, indicators[0]["id"].as_str().unwrap()];
+    want.sort();
+    assert_eq!(sighted, want, "{text}");
+    for s in &sightings {
+        assert_eq!(s["where_sighted_refs"], json!([identity[0]["id"]]));
+        assert!(s["count"].as_u64().unwrap() >= 1);
+        assert!(s["first_seen"].as_str().unwrap() <= s["last_seen"].as_str().unwrap());
+    }
+    for o in indicators.iter().chain(&sightings) {
+        assert_eq!(o["object_marking_refs"], json!([tlp::TLP2_AMBER]), "{o}");
+    }
+    for (o, verdict) in objects.iter().zip(stix2_validate(&py, &objects)) {
+        assert!(
+            verdict["valid"] == true,
+            "stix2-validator refused {o}: {verdict}"
+        );
+    }
+    // The partner cleared only for GREEN gets the city's identity (CLEAR) and nothing else.
+    let green = partner_pull(&py, &url, "isac", "isac-pass");
+    let green_types: Vec<&str> = green["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(green_types, vec!["identity"]);
+
+    // Confirming twice is refused and publishes nothing.
+    let versions = pulled["versions"].clone();
+    let (code, _) = api(
+        "PATCH",
+        &incident_url(&amber),
+        &token,
+        "application/json",
+        Some(r#"{"state": "triaged"}"#),
+    );
+    assert_eq!(code, 409);
+    assert_eq!(
+        partner_pull(&py, &url, "utility", "utility-pass")["versions"],
+        versions
+    );
+
+    // A restart, then new evidence from the same attacker: the same objects get new
+    // versions; no object is duplicated.
+    rt.block_on(platform.shutdown()).unwrap();
+    let platform = rt.block_on(crate::Platform::start(config)).unwrap();
+    let base = format!("http://{}", platform.http_addr());
+    let url = format!("{base}/taxii2/");
+    assert_eq!(
+        partner_pull(&py, &url, "utility", "utility-pass")["versions"],
+        versions,
+        "a restart publishes nothing new"
+    );
+    wait_until("the indicators restored", || {
+        api("GET", &format!("{base}/api/v1/detect"), &token, "", None).1["indicators"] == 2
+    });
+    std::thread::sleep(Duration::from_millis(5));
+    send_flow(&base, &token, "203.0.113.66");
+    wait_until("a new version", || {
+        partner_pull(&py, &url, "utility", "utility-pass")["versions"]
+            .as_array()
+            .unwrap()
+            .len()
+            > versions.as_array().unwrap().len()
+    });
+    let after = partner_pull(&py, &url, "utility", "utility-pass");
+    let ids = |v: &Value| {
+        let mut ids: Vec<String> = v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&after),
+        ids(&pulled),
+        "the same objects, in new versions"
+    );
+    let text = serde_json::to_string(&after).unwrap();
+    assert!(
+        !text.contains("203.0.113.77") && !text.contains(CITY_RED_IND),
+        "{text}"
     );
     rt.block_on(platform.shutdown()).unwrap();
 }

@@ -1131,5 +1131,23 @@ fn user_accounts_and_incidents_from_the_command_line() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    // The TLP of an incident: a level that does not exist is refused before any request.
+    let tlp = |level: &str| {
+        citysec()
+            .args(["incident", "tlp", "INC-000001", level, "--url", &demo.http])
+            .env("CITYSEC_TOKEN", &login)
+            .output()
+            .unwrap()
+    };
+    let bad = tlp("purple");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown TLP level \"purple\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let missing = tlp("amber+strict");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
     drop(demo);
 }
