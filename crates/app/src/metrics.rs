@@ -83,6 +83,11 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Messages dropped (slow subscribers, limits).",
         load(&b.dropped),
     );
+    out.counter(
+        "mqtt_rate_limited_total",
+        "Publishes dropped because their device is over its rate limit.",
+        load(&b.rate_limited),
+    );
     let c = &inner.counters;
     out.counter(
         "bus_events_published_total",

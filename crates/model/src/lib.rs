@@ -28,7 +28,8 @@ pub use crate::event::{Event, EventKind, Reading, SecurityEvent, SecurityEventKi
 pub use crate::flow::{FlowRecord, proto};
 pub use crate::incident::{
     ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,
-    IncidentId, IncidentState, IncidentTimes, ResponseAction, TimelineEntry, TimelineKind,
+    IncidentId, IncidentState, IncidentTimes, RateLimitParams, ResponseAction, TimelineEntry,
+    TimelineKind,
 };
 pub use crate::report::{CitizenReport, ReportCategory};
 pub use crate::time::Timestamp;
