@@ -463,7 +463,7 @@ impl Gateway {
                 },
             })
             .collect();
-        self.ports.announcer.commanded(events).await;
+        self.ports.announcer.commanded(events, cancel).await;
         self.state
             .lock()
             .active

@@ -111,7 +111,7 @@ impl AdvisoryCheck for P {
 
 #[async_trait]
 impl Announcer for P {
-    async fn commanded(&self, events: Vec<Event>) {
+    async fn commanded(&self, events: Vec<Event>, _cancel: bool) {
         self.0.events.lock().extend(events);
     }
 }

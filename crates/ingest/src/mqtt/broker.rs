@@ -809,10 +809,45 @@ async fn serve<S>(
         shared.metrics.add(&out.stats);
         out.stats = Default::default();
         // Events first: QoS 1 acknowledgements leave only once the sink took the messages.
+        // While the sink pushes back (the bus is full because the store is down),
+        // deliveries to the device still go out: a cancel must reach a siren then too.
         if !out.events.is_empty() {
             let events = std::mem::take(&mut out.events);
-            if shared.sink.send(events).await.is_err() {
+            let send = shared.sink.send(events);
+            tokio::pin!(send);
+            let mut delivered = Output::default();
+            let mut write_failed = false;
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut send => break sent,
+                    Some(msg) = rx.recv(), if !write_failed => {
+                        if let Outbound::Publish { topic, payload, qos } = msg {
+                            conn.deliver(&topic, payload, qos, &mut delivered);
+                        }
+                        shared.metrics.add(&delivered.stats);
+                        delivered.stats = Default::default();
+                        if !delivered.write.is_empty() {
+                            if let Err(err) = stream.write_all(&delivered.write).await {
+                                tracing::debug!(peer = %peer, error = %err, "mqtt write failed");
+                                write_failed = true;
+                            }
+                            delivered.write.clear();
+                        }
+                    }
+                }
+            };
+            if sent.is_err() {
                 tracing::warn!(peer = %peer, "event sink closed; dropping mqtt connection");
+                break;
+            }
+            if write_failed {
+                out.write.clear();
+                if !conn.is_closed() {
+                    conn.close(Timestamp::now(), "write error", false, &mut out);
+                    if !out.events.is_empty() {
+                        let _ = shared.sink.send(std::mem::take(&mut out.events)).await;
+                    }
+                }
                 break;
             }
         }
