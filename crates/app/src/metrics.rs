@@ -184,6 +184,11 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Audit entries waiting for the store (cancels sent while it was unreachable).",
         load(&g.audit_backlog) as f64,
     );
+    out.counter(
+        "gateway_audit_lost_total",
+        "Audit entries dropped from a full backlog while the store was unreachable (each gap is an audit.gap entry).",
+        load(&g.audit_lost),
+    );
     inner.flows.render_metrics(&mut out.0);
     out.0
 }

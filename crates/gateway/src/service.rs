@@ -84,6 +84,8 @@ pub struct GatewayStats {
     pub auto_all_clears: AtomicU64,
     /// Audit entries waiting for the log to come back.
     pub audit_backlog: AtomicU64,
+    /// Audit entries dropped because the backlog was full (each gap is logged).
+    pub audit_lost: AtomicU64,
 }
 
 #[derive(Default)]
@@ -99,6 +101,8 @@ struct State {
     /// The last uncommanded actuation (alert `last_ts`) answered with an all-clear, per siren.
     answered: HashMap<DeviceId, Timestamp>,
     backlog: Vec<AuditNote>,
+    /// Entries dropped from a full backlog and not yet reported: how many, from when to when.
+    lost: Option<(u64, Timestamp, Timestamp)>,
 }
 
 /// The command gateway.
@@ -864,28 +868,72 @@ impl Gateway {
     fn backlog(&self, note: AuditNote) {
         let mut state = self.state.lock();
         state.backlog.push(note);
+        self.bound_backlog(&mut state);
+    }
+
+    /// Drops the oldest entries beyond `max_audit_backlog`, remembering the gap.
+    fn bound_backlog(&self, state: &mut State) {
+        let max = self.config.max_audit_backlog.max(1);
+        if state.backlog.len() > max {
+            let excess = state.backlog.len() - max;
+            let dropped: Vec<AuditNote> = state.backlog.drain(..excess).collect();
+            let (first, last) = (dropped[0].ts, dropped[dropped.len() - 1].ts);
+            state.lost = Some(match state.lost {
+                Some((n, from, to)) => (n + excess as u64, from.min(first), to.max(last)),
+                None => (excess as u64, first, last),
+            });
+            self.stats
+                .audit_lost
+                .fetch_add(excess as u64, Ordering::Relaxed);
+            tracing::error!(
+                dropped = excess,
+                "audit backlog full: the oldest entries are lost (an audit.gap entry will say so)"
+            );
+        }
         self.stats
             .audit_backlog
             .store(state.backlog.len() as u64, Ordering::Relaxed);
     }
 
     /// Writes notes after any backlog (so the log keeps its order), or adds them to it.
+    /// A gap from a full backlog is written first, as an `audit.gap` entry.
     async fn audit_or_backlog(&self, notes: Vec<AuditNote>) {
-        let pending = {
+        let (pending, lost) = {
             let mut state = self.state.lock();
             let mut all = std::mem::take(&mut state.backlog);
             all.extend(notes);
-            all
+            (all, state.lost.take())
         };
-        if let Err(err) = self.ports.audit.record(pending.clone()).await {
+        let mut write = Vec::with_capacity(pending.len() + 1);
+        if let Some((n, from, to)) = lost {
+            write.push(AuditNote {
+                ts: to,
+                actor: "citysec".to_owned(),
+                action: "audit.gap".to_owned(),
+                subject: None,
+                outcome: "lost".to_owned(),
+                detail: json!({
+                    "lost": n,
+                    "from": from,
+                    "to": to,
+                    "reason": "the audit log could not be written and the gateway's backlog (max_audit_backlog) was full",
+                }),
+            });
+        }
+        write.extend(pending.iter().cloned());
+        if let Err(err) = self.ports.audit.record(write).await {
             tracing::error!(error = %err, entries = pending.len(), "audit log unavailable; entries kept for retry");
             let mut state = self.state.lock();
             let newer = std::mem::take(&mut state.backlog);
             state.backlog = pending;
             state.backlog.extend(newer);
-            self.stats
-                .audit_backlog
-                .store(state.backlog.len() as u64, Ordering::Relaxed);
+            if let Some((n, from, to)) = lost {
+                state.lost = Some(match state.lost {
+                    Some((m, f, t)) => (n + m, from.min(f), to.max(t)),
+                    None => (n, from, to),
+                });
+            }
+            self.bound_backlog(&mut state);
         } else {
             self.stats
                 .audit_backlog
@@ -894,7 +942,11 @@ impl Gateway {
     }
 
     async fn flush_backlog(&self) {
-        if !self.state.lock().backlog.is_empty() {
+        let waiting = {
+            let state = self.state.lock();
+            !state.backlog.is_empty() || state.lost.is_some()
+        };
+        if waiting {
             self.audit_or_backlog(Vec::new()).await;
         }
     }

@@ -914,3 +914,46 @@ fn config_validation() {
         assert!(err.contains(message), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_full_audit_backlog_drops_the_oldest_and_logs_the_gap() {
+    let w = world();
+    let g = gateway_with(
+        &w,
+        GatewayConfig {
+            max_audit_backlog: 3,
+            ..config()
+        },
+    );
+    w.store_down.store(true, Ordering::Relaxed);
+    for i in 0..5 {
+        let err = g
+            .submit(&alice(), req(&["light-1"], "on"), at(10 + i))
+            .await
+            .unwrap_err();
+        assert_eq!(err.refusal().unwrap().kind(), "unavailable");
+    }
+    assert_eq!(g.stats.audit_backlog.load(Ordering::Relaxed), 3);
+    assert_eq!(g.stats.audit_lost.load(Ordering::Relaxed), 2);
+    // The cancel still goes out; its entry is kept, the oldest refusal dropped.
+    g.submit(&alice(), req(&["siren-1"], "cancel"), at(20))
+        .await
+        .unwrap();
+    assert_eq!(g.stats.audit_lost.load(Ordering::Relaxed), 3);
+    w.store_down.store(false, Ordering::Relaxed);
+    g.tick(at(30)).await;
+    let audit = w.audit.lock();
+    let actions: Vec<&str> = audit.iter().map(|n| n.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "audit.gap",
+            "command.refused",
+            "command.refused",
+            "command.authorised"
+        ]
+    );
+    assert_eq!(audit[0].detail["lost"], 3);
+    assert_eq!(audit[0].detail["from"], serde_json::json!(at(10)));
+    assert_eq!(g.stats.audit_backlog.load(Ordering::Relaxed), 0);
+}
