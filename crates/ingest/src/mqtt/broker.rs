@@ -819,6 +819,7 @@ async fn serve<S>(
             let mut write_failed = false;
             let sent = loop {
                 tokio::select! {
+                    biased;
                     sent = &mut send => break sent,
                     Some(msg) = rx.recv(), if !write_failed => {
                         if let Outbound::Publish { topic, payload, qos } = msg {
