@@ -103,7 +103,13 @@ struct State {
     backlog: Vec<AuditNote>,
     /// Entries dropped from a full backlog and not yet reported: how many, from when to when.
     lost: Option<(u64, Timestamp, Timestamp)>,
+    /// Recently timed-out commands (at most [`RECENT_TIMEOUTS`]), so that an acknowledgement
+    /// that arrives late (the bus was full while the store was down) is still recorded.
+    timed_out: std::collections::VecDeque<Command>,
 }
+
+/// How many timed-out commands are remembered for late acknowledgements.
+const RECENT_TIMEOUTS: usize = 256;
 
 /// The command gateway.
 pub struct Gateway {
@@ -642,6 +648,9 @@ impl Gateway {
             .find(|r| r.name == "ack.ok")
             .is_some_and(|r| r.value.is_on());
         let error = text("ack.error");
+        if ok && self.acked_late(device, &id, now).await {
+            return;
+        }
         let (finished, late) = {
             let mut state = self.state.lock();
             match state.active.get_mut(&id) {
@@ -680,6 +689,57 @@ impl Gateway {
         } else if late {
             self.device_refused_late(device, &id, error, now).await;
         }
+    }
+
+    /// An acknowledgement for a delivery that had timed out: the device did act on it, only
+    /// later (its ack waited on a full bus). The command is updated and the lateness audited.
+    /// Returns whether the ack was one of those.
+    async fn acked_late(&self, device: &DeviceId, id: &str, now: Timestamp) -> bool {
+        let updated = {
+            let mut state = self.state.lock();
+            let Some(pos) = state.timed_out.iter().position(|c| c.id == id) else {
+                return false;
+            };
+            let command = &mut state.timed_out[pos];
+            let Some(delivery) = command
+                .deliveries
+                .iter_mut()
+                .find(|d| &d.device == device && d.state == DeliveryState::TimedOut)
+            else {
+                return false;
+            };
+            delivery.state = DeliveryState::Acked;
+            delivery.acked_at = Some(now);
+            delivery.error = None;
+            let late_ms = now.as_millis() - delivery.sent_at.as_millis();
+            command.updated_at = now;
+            command.settle();
+            let updated = command.clone();
+            if !updated
+                .deliveries
+                .iter()
+                .any(|d| d.state == DeliveryState::TimedOut)
+            {
+                state.timed_out.remove(pos);
+            }
+            (updated, late_ms)
+        };
+        let (command, late_ms) = updated;
+        let mut note = self.note(
+            &Principal::system("citysec"),
+            "command.acked_late",
+            &command,
+            command.state.as_str(),
+            json!({
+                "device": device,
+                "late_by_ms": late_ms,
+                "outcome": command.outcome,
+            }),
+        );
+        note.ts = now;
+        self.audit_or_backlog(vec![note]).await;
+        let _ = self.ports.ledger.save(&command).await;
+        true
     }
 
     /// A device refused a copy of a command that was already settled: a replay (someone
@@ -751,6 +811,13 @@ impl Gateway {
             self.expire(command, now).await;
         }
         for command in finished {
+            if command.state == CommandState::TimedOut {
+                let mut state = self.state.lock();
+                state.timed_out.push_back(command.clone());
+                while state.timed_out.len() > RECENT_TIMEOUTS {
+                    state.timed_out.pop_front();
+                }
+            }
             self.finish(&command, now).await;
         }
         self.flush_backlog().await;

@@ -718,6 +718,29 @@ async fn acknowledgements_and_timeouts() {
     assert_eq!(g.stats.acked.load(Ordering::Relaxed), 2);
     assert_eq!(g.stats.device_refused.load(Ordering::Relaxed), 1);
     assert_eq!(g.stats.timed_out.load(Ordering::Relaxed), 2);
+
+    // An acknowledgement after the timeout (it waited on a full bus) is still recorded: the
+    // command becomes acked and the lateness is audited; a second copy changes nothing.
+    let slow = g
+        .submit(&alice(), req(&["light-1"], "off"), at(500))
+        .await
+        .unwrap();
+    g.tick(at(500 + 10_000)).await;
+    assert_eq!(g.get(&slow.id).await.unwrap().state, CommandState::TimedOut);
+    g.on_ack(&id("light-1"), &ack(&slow.id, true, None), at(20_000))
+        .await;
+    let late = g.get(&slow.id).await.unwrap();
+    assert_eq!(late.state, CommandState::Acked, "{late:?}");
+    let last = w.audit.lock().last().cloned().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.subject.as_deref()),
+        ("command.acked_late", Some(slow.id.as_str()))
+    );
+    assert_eq!(last.detail["late_by_ms"], 19_500);
+    let entries = w.audit.lock().len();
+    g.on_ack(&id("light-1"), &ack(&slow.id, true, None), at(20_001))
+        .await;
+    assert_eq!(w.audit.lock().len(), entries);
 }
 
 #[tokio::test]
