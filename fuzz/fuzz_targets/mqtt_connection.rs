@@ -1,5 +1,6 @@
 //! Fuzzes the broker's sans-IO MQTT connection: arbitrary bytes, optionally after a valid
-//! CONNECT (3.1.1 or 5.0) so the fuzzer reaches the authenticated states, fed in chunks.
+//! CONNECT (3.1.1 or 5.0) so the fuzzer reaches the authenticated states, fed in chunks,
+//! optionally with the device under a tight rate limit (mode bit 16) and with time moving.
 //! Nothing a client sends may panic the broker.
 //!
 //! `cargo fuzz run mqtt_connection` (stable: `cargo fuzz build --sanitizer none`).
@@ -10,11 +11,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use ingest::mqtt::limit::{Bucket, DeviceLimit};
 use ingest::mqtt::session::{Claim, Connection, Context, Limits, Output, TlsIdentity};
 use libfuzzer_sys::fuzz_target;
 use model::{Credential, Device, DeviceClass, DeviceId, DeviceStatus, Timestamp};
 
-struct Ctx(Arc<Device>);
+struct Ctx(Arc<Device>, Option<Bucket>);
 
 impl Context for Ctx {
     fn device(&self, id: &str) -> Option<Arc<Device>> {
@@ -27,6 +29,9 @@ impl Context for Ctx {
     fn unsubscribe(&mut self, _topic: &str) {}
     fn retain(&mut self, _topic: &str, _payload: Bytes) -> bool {
         true
+    }
+    fn rate_limit(&self, _device_id: &str) -> Option<Bucket> {
+        self.1.clone()
     }
 }
 
@@ -63,9 +68,13 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_payload_bytes: 512, max_keep_alive_s: 60, max_inflight: 4 };
     let peer: SocketAddr = ([10, 0, 0, 1], 1883).into();
     let mut conn = Connection::new(peer, tls, limits);
-    let mut ctx = Ctx(device());
+    let mut now = Timestamp::from_millis(1_795_000_000_000);
+    let limit = (mode & 16 != 0).then(|| {
+        let limit = DeviceLimit { messages_per_s: 2.0, burst: 2, until: now.saturating_add_ms(30_000) };
+        Bucket::new(limit, now)
+    });
+    let mut ctx = Ctx(device(), limit);
     let mut out = Output::default();
-    let now = Timestamp::from_millis(1_795_000_000_000);
     match mode & 3 {
         1 => conn.handle(CONNECT_V4, now, &mut ctx, &mut out),
         2 => conn.handle(CONNECT_V5, now, &mut ctx, &mut out),
@@ -73,6 +82,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let size = usize::from(chunk).max(1);
     for piece in rest.chunks(size) {
+        if mode & 32 != 0 {
+            now = now.saturating_add_ms(i64::from(chunk) * 10);
+        }
         conn.handle(piece, now, &mut ctx, &mut out);
         if mode & 8 != 0 {
             conn.deliver("city/water/pump-7/cmd", Bytes::from_static(b"{}"), 1, &mut out);

@@ -207,15 +207,37 @@ impl AdvisoryCheck for IssuedWarnings {
 /// Authorised commands as `obs.command` events on the bus.
 struct BusAnnouncer(Arc<dyn Bus>);
 
+/// How long a cancel's announcement may hold up its delivery. The bus waits for room in
+/// every consumer group, and while the store is down the store writer's group fills; a
+/// cancel goes out anyway and its announcement follows when the bus has room.
+const CANCEL_ANNOUNCE_WAIT: Duration = Duration::from_millis(200);
+
 #[async_trait]
 impl Announcer for BusAnnouncer {
-    async fn commanded(&self, events: Vec<model::Event>) {
-        if let Err(err) = self
-            .0
-            .publish(events.into_iter().map(Message::Event).collect())
+    async fn commanded(&self, events: Vec<model::Event>, cancel: bool) {
+        let bus = self.0.clone();
+        let publish = async move {
+            if let Err(err) = bus
+                .publish(events.into_iter().map(Message::Event).collect())
+                .await
+            {
+                tracing::warn!(error = %err, "failed to announce a command on the bus");
+            }
+        };
+        if !cancel {
+            publish.await;
+            return;
+        }
+        // Published from its own task, so that a full bus delays the announcement and not
+        // the cancel; the task ends once the bus took the events (or closed).
+        let task = tokio::spawn(publish);
+        if tokio::time::timeout(CANCEL_ANNOUNCE_WAIT, task)
             .await
+            .is_err()
         {
-            tracing::warn!(error = %err, "failed to announce a command on the bus");
+            tracing::warn!(
+                "the bus is full: a cancel goes out before detection is told of it (the store may be down)"
+            );
         }
     }
 }

@@ -311,7 +311,13 @@ impl IncidentService {
             .unwrap_or_else(|| action.requested_by.clone());
         let result = self
             .executor
-            .execute(action.kind, &action.device_id, &actor, &incident.id.0)
+            .execute(
+                action.kind,
+                &action.device_id,
+                action.rate_limit,
+                &actor,
+                &incident.id.0,
+            )
             .await;
         let (ok, detail, secret, contains) = match result {
             Ok(done) => (true, done.detail, done.secret, done.contains),
@@ -381,6 +387,7 @@ impl IncidentService {
                 kind,
                 device_id,
                 execute_now,
+                rate_limit,
             } => {
                 let device_id = match device_id.or_else(|| incident.devices.first().cloned()) {
                     Some(d) => d,
@@ -403,6 +410,7 @@ impl IncidentService {
                     } else {
                         ActionMode::Approval
                     },
+                    rate_limit,
                 }
             }
             web::IncidentRequest::Decide { action_id, approve } => {

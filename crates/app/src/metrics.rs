@@ -83,6 +83,11 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Messages dropped (slow subscribers, limits).",
         load(&b.dropped),
     );
+    out.counter(
+        "mqtt_rate_limited_total",
+        "Publishes dropped because their device is over its rate limit.",
+        load(&b.rate_limited),
+    );
     let c = &inner.counters;
     out.counter(
         "bus_events_published_total",
@@ -178,6 +183,11 @@ pub(crate) fn render(inner: &Inner) -> String {
         "gateway_audit_backlog",
         "Audit entries waiting for the store (cancels sent while it was unreachable).",
         load(&g.audit_backlog) as f64,
+    );
+    out.counter(
+        "gateway_audit_lost_total",
+        "Audit entries dropped from a full backlog while the store was unreachable (each gap is an audit.gap entry).",
+        load(&g.audit_lost),
     );
     inner.flows.render_metrics(&mut out.0);
     out.0

@@ -191,6 +191,29 @@ impl Platform {
             .context("failed to prepare the MQTT broker's certificates")?;
         let broker = Broker::start(mqtt, directory.clone(), sink.clone())
             .context("failed to start the MQTT broker")?;
+        // Rate limits incident response put on devices hold across restarts until they lapse.
+        let limits = store
+            .list_rate_limits(Timestamp::now())
+            .await
+            .context("failed to load the devices' rate limits")?;
+        if !limits.is_empty() {
+            tracing::info!(devices = limits.len(), "rate limits restored");
+        }
+        broker.restore_rate_limits(
+            limits
+                .into_iter()
+                .map(|l| {
+                    (
+                        l.device_id.to_string(),
+                        ingest::mqtt::DeviceLimit {
+                            messages_per_s: l.messages_per_s,
+                            burst: l.burst,
+                            until: l.until,
+                        },
+                    )
+                })
+                .collect(),
+        );
         let warnings = Arc::new(crate::gateway::IssuedWarnings::default());
         warnings.refresh(store.as_ref()).await?;
         let gateway = crate::gateway::build(

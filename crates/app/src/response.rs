@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use model::{
-    ActionKind, Credential, DeviceClass, DeviceId, DeviceStatus, Event, EventKind, SecurityEvent,
-    SecurityEventKind, Timestamp,
+    ActionKind, Credential, DeviceClass, DeviceId, DeviceStatus, Event, EventKind, RateLimitParams,
+    SecurityEvent, SecurityEventKind, Timestamp,
 };
 
 use crate::platform::Inner;
@@ -119,10 +119,12 @@ pub struct Executor {
 
 impl Executor {
     /// Runs one action for `actor` on `incident_id`; a failure is a message for the timeline.
+    /// `rate_limit` is the limit of a `rate_limit` action (`None`: the default limit).
     pub async fn execute(
         &self,
         kind: ActionKind,
         device_id: &DeviceId,
+        rate_limit: Option<RateLimitParams>,
         actor: &str,
         incident_id: &str,
     ) -> Result<Executed, String> {
@@ -136,7 +138,8 @@ impl Executor {
         let reason = format!("{} by {actor} ({incident_id})", kind.as_str());
         match kind {
             ActionKind::Quarantine => {
-                let dropped = set_status(inner, device_id, DeviceStatus::Quarantined, &reason).await?;
+                let dropped =
+                    set_status(inner, device_id, DeviceStatus::Quarantined, &reason).await?;
                 // Detection and the store learn of the quarantine from the event stream: flows
                 // of a quarantined device count as blocked by the conduit policy.
                 let event = Event {
@@ -214,10 +217,66 @@ impl Executor {
                     contains: true,
                 })
             }
-            ActionKind::RateLimit => Err(
-                "not applied: the embedded broker has no per-device limits to lower (ingest::mqtt only limits connects per source address); quarantine the device instead"
-                    .to_owned(),
-            ),
+            ActionKind::RateLimit => {
+                let params = rate_limit.unwrap_or_default();
+                params.validate()?;
+                let now = Timestamp::now();
+                let until = now.saturating_add_ms(
+                    i64::try_from(params.duration_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+                );
+                // Stored first: a limit the broker holds survives a restart.
+                inner
+                    .store
+                    .put_rate_limit(&store::RateLimit {
+                        device_id: device_id.clone(),
+                        messages_per_s: params.messages_per_s,
+                        burst: params.burst,
+                        until,
+                        set_by: actor.to_owned(),
+                        reason: incident_id.to_owned(),
+                        set_at: now,
+                    })
+                    .await
+                    .map_err(|e| format!("store: {e}"))?;
+                let live = inner.broker.set_rate_limit(
+                    device_id.as_str(),
+                    ingest::mqtt::DeviceLimit {
+                        messages_per_s: params.messages_per_s,
+                        burst: params.burst,
+                        until,
+                    },
+                );
+                Ok(Executed {
+                    detail: format!(
+                        "rate limit {params} (until {}) applied at the broker to {} live session(s) and its later connections",
+                        until.to_rfc3339(),
+                        u8::from(live)
+                    ),
+                    secret: None,
+                    contains: false,
+                })
+            }
+            ActionKind::LiftRateLimit => {
+                let stored = inner
+                    .store
+                    .delete_rate_limit(device_id)
+                    .await
+                    .map_err(|e| format!("store: {e}"))?;
+                let held = inner.broker.lift_rate_limit(device_id.as_str());
+                match held {
+                    Some(limit) => Ok(Executed {
+                        detail: format!("rate limit lifted (was {limit})"),
+                        secret: None,
+                        contains: false,
+                    }),
+                    None if stored => Ok(Executed {
+                        detail: "rate limit lifted (it had lapsed at the broker)".to_owned(),
+                        secret: None,
+                        contains: false,
+                    }),
+                    None => Err(format!("{device_id} has no rate limit to lift")),
+                }
+            }
             ActionKind::Release => {
                 if device.status == DeviceStatus::Active {
                     return Err(format!("{device_id} is not quarantined or revoked"));
@@ -232,7 +291,10 @@ impl Executor {
                 device.status = DeviceStatus::Active;
                 inner.directory.put(device);
                 Ok(Executed {
-                    detail: format!("released: was {}, its credentials work again", from.as_str()),
+                    detail: format!(
+                        "released: was {}, its credentials work again",
+                        from.as_str()
+                    ),
                     secret: None,
                     contains: false,
                 })

@@ -23,7 +23,9 @@ fn the_default_config_parses() {
     assert_eq!(config.detect, detect::DetectConfig::default());
     assert_eq!(config.gateway, gateway::GatewayConfig::default());
     assert_eq!(config.incidents, incident::CorrelatorConfig::default());
-    assert_eq!(config.playbooks.len(), 2);
+    assert_eq!(config.playbooks.len(), 3);
+    let flood = &config.playbooks[2].actions[0];
+    assert_eq!(flood.rate_limit.map(|p| p.burst), Some(20));
     assert_eq!(
         config.integrations,
         crate::integrations::IntegrationsConfig::default()

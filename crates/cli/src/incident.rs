@@ -83,13 +83,23 @@ pub enum IncidentCommand {
         target: Target,
     },
     /// Ask for a response action (quarantine, revoke_credentials, rotate_credentials,
-    /// rate_limit, silence_siren, release); supervisors' requests run at once, others wait.
+    /// rate_limit, lift_rate_limit, silence_siren, release); supervisors' requests run at
+    /// once, others wait.
     Action {
         id: String,
         action: String,
         /// Default: the incident's first device.
         #[arg(long)]
         device: Option<String>,
+        /// For rate_limit: messages per second the device may publish (default 1).
+        #[arg(long)]
+        messages_per_s: Option<f64>,
+        /// For rate_limit: the burst it may send at once (default 10).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// For rate_limit: how long the limit holds, e.g. 30m or 2h (default 1h).
+        #[arg(long, value_parser = crate::duration::parse)]
+        duration: Option<std::time::Duration>,
         #[command(flatten)]
         target: Target,
     },
@@ -328,11 +338,22 @@ pub fn run(cmd: IncidentCommand) -> anyhow::Result<u8> {
             id,
             action,
             device,
+            messages_per_s,
+            burst,
+            duration,
             target,
         } => {
             let mut body = json!({"action": action});
             if let Some(device) = device {
                 body["device_id"] = Value::String(device);
+            }
+            if messages_per_s.is_some() || burst.is_some() || duration.is_some() {
+                let default = model::RateLimitParams::default();
+                body["rate_limit"] = json!({
+                    "messages_per_s": messages_per_s.unwrap_or(default.messages_per_s),
+                    "burst": burst.unwrap_or(default.burst),
+                    "duration_s": duration.map_or(default.duration_s, |d| d.as_secs()),
+                });
             }
             post(
                 &target,

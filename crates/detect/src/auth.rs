@@ -274,7 +274,31 @@ pub(crate) fn on_security(
                 engine.devices.state_mut(idx).quarantined = true;
             }
         }
-        SecurityEventKind::ResponseAction => {}
+        SecurityEventKind::ResponseAction | SecurityEventKind::RateLimitChanged => {}
+        // The broker dropped publishes of a device incident response rate-limited: the
+        // device keeps sending over its limit (repeats merge into one alert with a count).
+        SecurityEventKind::RateLimited => {
+            let Some(device) = &event.device_id else {
+                return;
+            };
+            let draft = AlertDraft {
+                rule: "mqtt.rate_limited",
+                key: device.to_string(),
+                severity: Severity::Medium,
+                device_id: Some(device.clone()),
+                zone: engine.devices.zone_name(device),
+                source,
+                title: format!("{device} publishes over its rate limit"),
+                explanation: format!(
+                    "the broker dropped publishes of {device}, which incident response \
+                     rate-limited, because it keeps sending faster than its limit ({}). A \
+                     device that ignores its limit is misbehaving or is not the device any \
+                     more: look at what it sends, or quarantine it.",
+                    clip(reason, 200)
+                ),
+            };
+            engine.raise(draft, event, summary, out);
+        }
     }
 }
 

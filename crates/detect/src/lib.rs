@@ -63,6 +63,7 @@ pub const BUILTIN_RULES: &[&str] = &[
     "actuation.uncommanded",
     "mqtt.topic_abuse",
     "mqtt.protocol_violation",
+    "mqtt.rate_limited",
     "identity.client_id_takeover",
     "identity.certificate_mismatch",
     "rate.connect_flood",

@@ -1401,3 +1401,18 @@ fn every_rule_the_engine_raises_is_listed_as_built_in() {
         raised.difference(&listed).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn publishes_over_a_rate_limit_alert_and_changes_of_the_limit_do_not() {
+    check(
+        "device meter-0001 smart_meter energy-field
+         @00:00:01 sec rate_limit_changed meter-0001 from 10.2.0.5:4000 reason=rate_limit_applied
+         @00:00:02 sec rate_limited meter-0001 from 10.2.0.5:4000 reason=dropped_1_publish(es)_over_the_rate_limit
+         @00:00:03 sec rate_limited meter-0001 from 10.2.0.5:4000 reason=dropped_40_publish(es)_over_the_rate_limit
+         @00:00:09 sec rate_limit_changed meter-0001 from 10.2.0.5:4000 reason=rate_limit_lifted",
+        expect![[r#"
+            @00:00:02 mqtt.rate_limited medium count=1 device=meter-0001 source=10.2.0.5 zone=energy-field key=meter-0001 :: meter-0001 publishes over its rate limit
+            @00:00:03 mqtt.rate_limited medium count=2 device=meter-0001 source=10.2.0.5 zone=energy-field key=meter-0001 :: meter-0001 publishes over its rate limit
+        "#]],
+    );
+}

@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub reconcile_window_s: u64,
     /// What each role may do; a request is allowed when one rule allows all of it.
     pub rules: Vec<PolicyRule>,
+    /// Audit entries held in memory while the audit log cannot be written; beyond this the
+    /// oldest are dropped, and the log records the gap (`audit.gap`) when it is back.
+    pub max_audit_backlog: usize,
 }
 
 /// One permission: these roles may send these actions to these classes, within these
@@ -77,6 +80,7 @@ impl Default for GatewayConfig {
             auto_all_clear: true,
             all_clear_action: "silence".to_owned(),
             reconcile_window_s: 120,
+            max_audit_backlog: 10_000,
             rules: vec![
                 PolicyRule {
                     roles: operators.clone(),

@@ -62,5 +62,8 @@ pub trait AdvisoryCheck: Send + Sync + 'static {
 /// Publishes authorised commands as `EventKind::Command` events.
 #[async_trait]
 pub trait Announcer: Send + Sync + 'static {
-    async fn commanded(&self, events: Vec<Event>);
+    /// Returns once detection can see the events. For a cancel (`cancel`), it must return
+    /// within a bounded time even when the bus cannot take them yet (the store behind it is
+    /// down): the announcement then follows the delivery, which must not wait.
+    async fn commanded(&self, events: Vec<Event>, cancel: bool);
 }

@@ -84,6 +84,8 @@ pub struct GatewayStats {
     pub auto_all_clears: AtomicU64,
     /// Audit entries waiting for the log to come back.
     pub audit_backlog: AtomicU64,
+    /// Audit entries dropped because the backlog was full (each gap is logged).
+    pub audit_lost: AtomicU64,
 }
 
 #[derive(Default)]
@@ -99,7 +101,15 @@ struct State {
     /// The last uncommanded actuation (alert `last_ts`) answered with an all-clear, per siren.
     answered: HashMap<DeviceId, Timestamp>,
     backlog: Vec<AuditNote>,
+    /// Entries dropped from a full backlog and not yet reported: how many, from when to when.
+    lost: Option<(u64, Timestamp, Timestamp)>,
+    /// Recently timed-out commands (at most [`RECENT_TIMEOUTS`]), so that an acknowledgement
+    /// that arrives late (the bus was full while the store was down) is still recorded.
+    timed_out: std::collections::VecDeque<Command>,
 }
+
+/// How many timed-out commands are remembered for late acknowledgements.
+const RECENT_TIMEOUTS: usize = 256;
 
 /// The command gateway.
 pub struct Gateway {
@@ -463,7 +473,7 @@ impl Gateway {
                 },
             })
             .collect();
-        self.ports.announcer.commanded(events).await;
+        self.ports.announcer.commanded(events, cancel).await;
         self.state
             .lock()
             .active
@@ -638,6 +648,9 @@ impl Gateway {
             .find(|r| r.name == "ack.ok")
             .is_some_and(|r| r.value.is_on());
         let error = text("ack.error");
+        if ok && self.acked_late(device, &id, now).await {
+            return;
+        }
         let (finished, late) = {
             let mut state = self.state.lock();
             match state.active.get_mut(&id) {
@@ -676,6 +689,57 @@ impl Gateway {
         } else if late {
             self.device_refused_late(device, &id, error, now).await;
         }
+    }
+
+    /// An acknowledgement for a delivery that had timed out: the device did act on it, only
+    /// later (its ack waited on a full bus). The command is updated and the lateness audited.
+    /// Returns whether the ack was one of those.
+    async fn acked_late(&self, device: &DeviceId, id: &str, now: Timestamp) -> bool {
+        let updated = {
+            let mut state = self.state.lock();
+            let Some(pos) = state.timed_out.iter().position(|c| c.id == id) else {
+                return false;
+            };
+            let command = &mut state.timed_out[pos];
+            let Some(delivery) = command
+                .deliveries
+                .iter_mut()
+                .find(|d| &d.device == device && d.state == DeliveryState::TimedOut)
+            else {
+                return false;
+            };
+            delivery.state = DeliveryState::Acked;
+            delivery.acked_at = Some(now);
+            delivery.error = None;
+            let late_ms = now.as_millis() - delivery.sent_at.as_millis();
+            command.updated_at = now;
+            command.settle();
+            let updated = command.clone();
+            if !updated
+                .deliveries
+                .iter()
+                .any(|d| d.state == DeliveryState::TimedOut)
+            {
+                state.timed_out.remove(pos);
+            }
+            (updated, late_ms)
+        };
+        let (command, late_ms) = updated;
+        let mut note = self.note(
+            &Principal::system("citysec"),
+            "command.acked_late",
+            &command,
+            command.state.as_str(),
+            json!({
+                "device": device,
+                "late_by_ms": late_ms,
+                "outcome": command.outcome,
+            }),
+        );
+        note.ts = now;
+        self.audit_or_backlog(vec![note]).await;
+        let _ = self.ports.ledger.save(&command).await;
+        true
     }
 
     /// A device refused a copy of a command that was already settled: a replay (someone
@@ -747,6 +811,13 @@ impl Gateway {
             self.expire(command, now).await;
         }
         for command in finished {
+            if command.state == CommandState::TimedOut {
+                let mut state = self.state.lock();
+                state.timed_out.push_back(command.clone());
+                while state.timed_out.len() > RECENT_TIMEOUTS {
+                    state.timed_out.pop_front();
+                }
+            }
             self.finish(&command, now).await;
         }
         self.flush_backlog().await;
@@ -864,28 +935,72 @@ impl Gateway {
     fn backlog(&self, note: AuditNote) {
         let mut state = self.state.lock();
         state.backlog.push(note);
+        self.bound_backlog(&mut state);
+    }
+
+    /// Drops the oldest entries beyond `max_audit_backlog`, remembering the gap.
+    fn bound_backlog(&self, state: &mut State) {
+        let max = self.config.max_audit_backlog.max(1);
+        if state.backlog.len() > max {
+            let excess = state.backlog.len() - max;
+            let dropped: Vec<AuditNote> = state.backlog.drain(..excess).collect();
+            let (first, last) = (dropped[0].ts, dropped[dropped.len() - 1].ts);
+            state.lost = Some(match state.lost {
+                Some((n, from, to)) => (n + excess as u64, from.min(first), to.max(last)),
+                None => (excess as u64, first, last),
+            });
+            self.stats
+                .audit_lost
+                .fetch_add(excess as u64, Ordering::Relaxed);
+            tracing::error!(
+                dropped = excess,
+                "audit backlog full: the oldest entries are lost (an audit.gap entry will say so)"
+            );
+        }
         self.stats
             .audit_backlog
             .store(state.backlog.len() as u64, Ordering::Relaxed);
     }
 
     /// Writes notes after any backlog (so the log keeps its order), or adds them to it.
+    /// A gap from a full backlog is written first, as an `audit.gap` entry.
     async fn audit_or_backlog(&self, notes: Vec<AuditNote>) {
-        let pending = {
+        let (pending, lost) = {
             let mut state = self.state.lock();
             let mut all = std::mem::take(&mut state.backlog);
             all.extend(notes);
-            all
+            (all, state.lost.take())
         };
-        if let Err(err) = self.ports.audit.record(pending.clone()).await {
+        let mut write = Vec::with_capacity(pending.len() + 1);
+        if let Some((n, from, to)) = lost {
+            write.push(AuditNote {
+                ts: to,
+                actor: "citysec".to_owned(),
+                action: "audit.gap".to_owned(),
+                subject: None,
+                outcome: "lost".to_owned(),
+                detail: json!({
+                    "lost": n,
+                    "from": from,
+                    "to": to,
+                    "reason": "the audit log could not be written and the gateway's backlog (max_audit_backlog) was full",
+                }),
+            });
+        }
+        write.extend(pending.iter().cloned());
+        if let Err(err) = self.ports.audit.record(write).await {
             tracing::error!(error = %err, entries = pending.len(), "audit log unavailable; entries kept for retry");
             let mut state = self.state.lock();
             let newer = std::mem::take(&mut state.backlog);
             state.backlog = pending;
             state.backlog.extend(newer);
-            self.stats
-                .audit_backlog
-                .store(state.backlog.len() as u64, Ordering::Relaxed);
+            if let Some((n, from, to)) = lost {
+                state.lost = Some(match state.lost {
+                    Some((m, f, t)) => (n + m, from.min(f), to.max(t)),
+                    None => (n, from, to),
+                });
+            }
+            self.bound_backlog(&mut state);
         } else {
             self.stats
                 .audit_backlog
@@ -894,7 +1009,11 @@ impl Gateway {
     }
 
     async fn flush_backlog(&self) {
-        if !self.state.lock().backlog.is_empty() {
+        let waiting = {
+            let state = self.state.lock();
+            !state.backlog.is_empty() || state.lost.is_some()
+        };
+        if waiting {
             self.audit_or_backlog(Vec::new()).await;
         }
     }

@@ -111,7 +111,7 @@ impl AdvisoryCheck for P {
 
 #[async_trait]
 impl Announcer for P {
-    async fn commanded(&self, events: Vec<Event>) {
+    async fn commanded(&self, events: Vec<Event>, _cancel: bool) {
         self.0.events.lock().extend(events);
     }
 }
@@ -718,6 +718,29 @@ async fn acknowledgements_and_timeouts() {
     assert_eq!(g.stats.acked.load(Ordering::Relaxed), 2);
     assert_eq!(g.stats.device_refused.load(Ordering::Relaxed), 1);
     assert_eq!(g.stats.timed_out.load(Ordering::Relaxed), 2);
+
+    // An acknowledgement after the timeout (it waited on a full bus) is still recorded: the
+    // command becomes acked and the lateness is audited; a second copy changes nothing.
+    let slow = g
+        .submit(&alice(), req(&["light-1"], "off"), at(500))
+        .await
+        .unwrap();
+    g.tick(at(500 + 10_000)).await;
+    assert_eq!(g.get(&slow.id).await.unwrap().state, CommandState::TimedOut);
+    g.on_ack(&id("light-1"), &ack(&slow.id, true, None), at(20_000))
+        .await;
+    let late = g.get(&slow.id).await.unwrap();
+    assert_eq!(late.state, CommandState::Acked, "{late:?}");
+    let last = w.audit.lock().last().cloned().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.subject.as_deref()),
+        ("command.acked_late", Some(slow.id.as_str()))
+    );
+    assert_eq!(last.detail["late_by_ms"], 19_500);
+    let entries = w.audit.lock().len();
+    g.on_ack(&id("light-1"), &ack(&slow.id, true, None), at(20_001))
+        .await;
+    assert_eq!(w.audit.lock().len(), entries);
 }
 
 #[tokio::test]
@@ -913,4 +936,47 @@ fn config_validation() {
         let err = config.validate().unwrap_err();
         assert!(err.contains(message), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_full_audit_backlog_drops_the_oldest_and_logs_the_gap() {
+    let w = world();
+    let g = gateway_with(
+        &w,
+        GatewayConfig {
+            max_audit_backlog: 3,
+            ..config()
+        },
+    );
+    w.store_down.store(true, Ordering::Relaxed);
+    for i in 0..5 {
+        let err = g
+            .submit(&alice(), req(&["light-1"], "on"), at(10 + i))
+            .await
+            .unwrap_err();
+        assert_eq!(err.refusal().unwrap().kind(), "unavailable");
+    }
+    assert_eq!(g.stats.audit_backlog.load(Ordering::Relaxed), 3);
+    assert_eq!(g.stats.audit_lost.load(Ordering::Relaxed), 2);
+    // The cancel still goes out; its entry is kept, the oldest refusal dropped.
+    g.submit(&alice(), req(&["siren-1"], "cancel"), at(20))
+        .await
+        .unwrap();
+    assert_eq!(g.stats.audit_lost.load(Ordering::Relaxed), 3);
+    w.store_down.store(false, Ordering::Relaxed);
+    g.tick(at(30)).await;
+    let audit = w.audit.lock();
+    let actions: Vec<&str> = audit.iter().map(|n| n.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "audit.gap",
+            "command.refused",
+            "command.refused",
+            "command.authorised"
+        ]
+    );
+    assert_eq!(audit[0].detail["lost"], 3);
+    assert_eq!(audit[0].detail["from"], serde_json::json!(at(10)));
+    assert_eq!(g.stats.audit_backlog.load(Ordering::Relaxed), 0);
 }

@@ -242,6 +242,7 @@ impl Correlator {
                     step.action,
                     device_id.clone(),
                     step.mode,
+                    step.rate_limit_params(),
                     &playbook.name,
                     &actor,
                     at,

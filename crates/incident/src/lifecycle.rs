@@ -2,8 +2,8 @@
 //! timeline entry. Pure functions of an incident, an operation, an actor and a time.
 
 use model::{
-    ActionKind, ActionMode, ActionStatus, DeviceId, Incident, IncidentState, ResponseAction,
-    TimelineEntry, TimelineKind, Timestamp, Tlp,
+    ActionKind, ActionMode, ActionStatus, DeviceId, Incident, IncidentState, RateLimitParams,
+    ResponseAction, TimelineEntry, TimelineKind, Timestamp, Tlp,
 };
 
 /// The longest note, owner name or action detail kept.
@@ -23,6 +23,8 @@ pub enum Op {
         kind: ActionKind,
         device_id: DeviceId,
         mode: ActionMode,
+        /// For `rate_limit` (else refused); `None` there means the default limit.
+        rate_limit: Option<RateLimitParams>,
     },
     /// A supervisor approves or rejects a pending action.
     Decide {
@@ -181,8 +183,26 @@ pub fn apply(
             kind,
             device_id,
             mode,
+            rate_limit,
         } => {
-            let action_id = request_action(incident, kind, device_id, mode, "manual", &actor, at);
+            let rate_limit = match (kind, rate_limit) {
+                (ActionKind::RateLimit, params) => {
+                    let params = params.unwrap_or_default();
+                    params
+                        .validate()
+                        .map_err(|e| LifecycleError::Invalid(format!("rate_limit: {e}")))?;
+                    Some(params)
+                }
+                (_, None) => None,
+                (other, Some(_)) => {
+                    return Err(LifecycleError::Invalid(format!(
+                        "rate_limit parameters belong to action rate_limit, not {other}"
+                    )));
+                }
+            };
+            let action_id = request_action(
+                incident, kind, device_id, mode, rate_limit, "manual", &actor, at,
+            );
             if mode == ActionMode::Auto {
                 effects.execute.push(action_id);
             }
@@ -275,11 +295,13 @@ fn find_action<'a>(
 
 /// Adds an action (pending, or approved when automatic) with its timeline entry; returns
 /// its id.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn request_action(
     incident: &mut Incident,
     kind: ActionKind,
     device_id: DeviceId,
     mode: ActionMode,
+    rate_limit: Option<RateLimitParams>,
     origin: &str,
     actor: &str,
     at: Timestamp,
@@ -298,6 +320,7 @@ pub(crate) fn request_action(
         origin: origin.to_owned(),
         requested_by: actor.to_owned(),
         requested_at: at,
+        rate_limit,
         decided_by: (mode == ActionMode::Auto).then(|| actor.to_owned()),
         decided_at: (mode == ActionMode::Auto).then_some(at),
         outcome: None,
@@ -311,7 +334,10 @@ pub(crate) fn request_action(
             kind,
             device_id,
             status,
-            detail: Some(format!("requested ({})", origin)),
+            detail: Some(match &rate_limit {
+                Some(params) => format!("requested ({origin}): {params}"),
+                None => format!("requested ({origin})"),
+            }),
         },
     );
     action_id

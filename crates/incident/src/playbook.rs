@@ -1,7 +1,7 @@
 //! Playbooks: which alert rules trigger which response actions, each automatic or waiting
 //! for a supervisor's approval. They are data (the `[[playbooks]]` config section).
 
-use model::{ActionKind, ActionMode, Alert, Severity};
+use model::{ActionKind, ActionMode, Alert, RateLimitParams, Severity};
 use serde::{Deserialize, Serialize};
 
 /// One playbook as the config writes it.
@@ -19,13 +19,25 @@ pub struct Playbook {
 }
 
 /// One action of a playbook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaybookAction {
     pub action: ActionKind,
     /// `auto` or `approval` (the default: a person decides).
     #[serde(default)]
     pub mode: ActionMode,
+    /// For `rate_limit`: the limit (`{ messages_per_s, burst, duration_s }`); without it,
+    /// `RateLimitParams::default()` (1 message/s, burst 10, one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitParams>,
+}
+
+impl PlaybookAction {
+    /// The limit a `rate_limit` step applies (its own or the default); `None` for other
+    /// actions.
+    pub fn rate_limit_params(&self) -> Option<RateLimitParams> {
+        (self.action == ActionKind::RateLimit).then(|| self.rate_limit.unwrap_or_default())
+    }
 }
 
 impl Playbook {
@@ -48,6 +60,19 @@ impl Playbook {
         }
         if self.actions.is_empty() {
             return Err(format!("playbook {:?} has no actions", self.name));
+        }
+        for step in &self.actions {
+            if let Some(params) = &step.rate_limit {
+                if step.action != ActionKind::RateLimit {
+                    return Err(format!(
+                        "playbook {:?}: rate_limit parameters belong to action rate_limit, not {}",
+                        self.name, step.action
+                    ));
+                }
+                params
+                    .validate()
+                    .map_err(|e| format!("playbook {:?}: rate_limit: {e}", self.name))?;
+            }
         }
         Ok(())
     }

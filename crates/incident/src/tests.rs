@@ -133,6 +133,15 @@ fn run(playbooks: Vec<Playbook>, fixture: &str) -> String {
                 } else {
                     ActionMode::Approval
                 },
+                // `... auto rate=2/5/60 by alice`: messages per second, burst, seconds.
+                rate_limit: words.get(6).and_then(|w| w.strip_prefix("rate=")).map(|r| {
+                    let n: Vec<&str> = r.split('/').collect();
+                    model::RateLimitParams {
+                        messages_per_s: n[0].parse().unwrap(),
+                        burst: n[1].parse().unwrap(),
+                        duration_s: n[2].parse().unwrap(),
+                    }
+                }),
             },
             "approve" | "reject" => Op::Decide {
                 action_id: words[3].to_owned(),
@@ -420,10 +429,12 @@ fn siren_playbook() -> Vec<Playbook> {
                 PlaybookAction {
                     action: ActionKind::SilenceSiren,
                     mode: ActionMode::Auto,
+                    rate_limit: None,
                 },
                 PlaybookAction {
                     action: ActionKind::Quarantine,
                     mode: ActionMode::Approval,
+                    rate_limit: None,
                 },
             ],
         },
@@ -434,6 +445,21 @@ fn siren_playbook() -> Vec<Playbook> {
             actions: vec![PlaybookAction {
                 action: ActionKind::RotateCredentials,
                 mode: ActionMode::Approval,
+                rate_limit: None,
+            }],
+        },
+        Playbook {
+            name: "flood".into(),
+            rules: vec!["rate.message_flood".into()],
+            min_severity: None,
+            actions: vec![PlaybookAction {
+                action: ActionKind::RateLimit,
+                mode: ActionMode::Auto,
+                rate_limit: Some(model::RateLimitParams {
+                    messages_per_s: 2.0,
+                    burst: 5,
+                    duration_s: 600,
+                }),
             }],
         },
     ]
@@ -452,7 +478,10 @@ fn playbooks_propose_auto_and_approval_actions() {
          @00:02:00 alert a3 auth.brute_force.source high source=203.0.113.5
          @00:03:00 alert a4 auth.brute_force.device medium device=meter-2
          @00:04:00 request INC-000001 rate_limit siren-1 auto by alice
-         @00:04:01 fail INC-000001 A3 the broker has no per-device limits
+         @00:04:01 done INC-000001 A3 limit applied to 1 live session
+         @00:04:10 request INC-000001 rate_limit siren-1 auto rate=0/5/60 by alice
+         @00:04:20 request INC-000001 quarantine siren-1 auto rate=1/5/60 by alice
+         @00:04:30 alert a5 rate.message_flood medium device=meter-3
          @00:05:00 request INC-000001 revoke_credentials siren-1 approval by alice
          @00:05:30 reject INC-000001 A4 by sue",
         expect![[r#"
@@ -461,6 +490,10 @@ fn playbooks_propose_auto_and_approval_actions() {
             @00:01:00 > execute INC-000001 A2
             @00:01:02 ! action A2 is done, not approved
             @00:04:00 > execute INC-000001 A3
+            @00:04:10 ! rate_limit: messages_per_s must be between 0.001 and 100000, not 0
+            @00:04:20 ! rate_limit parameters belong to action rate_limit, not quarantine
+            @00:04:30 > proposed INC-000004 A1
+            @00:04:30 > execute INC-000004 A1
             INC-000001 new critical owner=- devices=[siren-1] sources=[] zones=[north] indicators=[] alerts=2
               detect=0s ack=- contain=- resolve=-
               @00:00:05 correlator alert a1 actuation.uncommanded critical (opened)
@@ -470,8 +503,8 @@ fn playbooks_propose_auto_and_approval_actions() {
               @00:00:20 correlator alert a2 actuation.uncommanded critical (same device siren-1)
               @00:01:00 sue action A2 quarantine siren-1 approved
               @00:01:01 executor action A2 quarantine siren-1 done sessions dropped 1
-              @00:04:00 alice action A3 rate_limit siren-1 approved requested (manual)
-              @00:04:01 executor action A3 rate_limit siren-1 failed the broker has no per-device limits
+              @00:04:00 alice action A3 rate_limit siren-1 approved requested (manual): 1 msg/s, burst 10, for 3600 s
+              @00:04:01 executor action A3 rate_limit siren-1 done limit applied to 1 live session
               @00:05:00 alice action A4 revoke_credentials siren-1 pending requested (manual)
               @00:05:30 sue action A4 revoke_credentials siren-1 rejected
             INC-000002 new high owner=- devices=[] sources=[203.0.113.5] zones=[] indicators=[] alerts=1
@@ -480,6 +513,10 @@ fn playbooks_propose_auto_and_approval_actions() {
             INC-000003 new medium owner=- devices=[meter-2] sources=[] zones=[] indicators=[] alerts=1
               detect=0s ack=- contain=- resolve=-
               @00:03:00 correlator alert a4 auth.brute_force.device medium (opened)
+            INC-000004 new medium owner=- devices=[meter-3] sources=[] zones=[] indicators=[] alerts=1
+              detect=0s ack=- contain=- resolve=-
+              @00:04:30 correlator alert a5 rate.message_flood medium (opened)
+              @00:04:30 playbook:flood action A1 rate_limit meter-3 approved requested (flood): 2 msg/s, burst 5, for 600 s
         "#]],
     );
 }
@@ -715,4 +752,82 @@ fn an_incident_carries_the_default_tlp_until_someone_changes_it() {
     ] {
         assert_eq!(state.is_confirmed(), confirmed, "{state}");
     }
+}
+
+#[test]
+fn playbook_rate_limit_parameters_are_checked() {
+    let playbook = |action: ActionKind, params: model::RateLimitParams| Playbook {
+        name: "p".into(),
+        rules: vec!["*".into()],
+        min_severity: None,
+        actions: vec![PlaybookAction {
+            action,
+            mode: ActionMode::Auto,
+            rate_limit: Some(params),
+        }],
+    };
+    let good = model::RateLimitParams {
+        messages_per_s: 0.5,
+        burst: 3,
+        duration_s: 60,
+    };
+    let results: Vec<Result<(), String>> = [
+        playbook(ActionKind::RateLimit, good),
+        playbook(ActionKind::Quarantine, good),
+        playbook(
+            ActionKind::RateLimit,
+            model::RateLimitParams {
+                messages_per_s: f64::NAN,
+                ..good
+            },
+        ),
+        playbook(
+            ActionKind::RateLimit,
+            model::RateLimitParams { burst: 0, ..good },
+        ),
+        playbook(
+            ActionKind::RateLimit,
+            model::RateLimitParams {
+                duration_s: 31 * 86_400,
+                ..good
+            },
+        ),
+    ]
+    .iter()
+    .map(Playbook::validate)
+    .collect();
+    expect![[r#"
+        [
+            Ok(
+                (),
+            ),
+            Err(
+                "playbook \"p\": rate_limit parameters belong to action rate_limit, not quarantine",
+            ),
+            Err(
+                "playbook \"p\": rate_limit: messages_per_s must be between 0.001 and 100000, not NaN",
+            ),
+            Err(
+                "playbook \"p\": rate_limit: burst must be between 1 and 1000000, not 0",
+            ),
+            Err(
+                "playbook \"p\": rate_limit: duration_s must be between 1 and 2592000 (30 days), not 2678400",
+            ),
+        ]
+    "#]].assert_debug_eq(&results);
+    // A step without parameters takes the default limit; other actions have none.
+    let step = PlaybookAction {
+        action: ActionKind::RateLimit,
+        mode: ActionMode::Auto,
+        rate_limit: None,
+    };
+    assert_eq!(
+        step.rate_limit_params(),
+        Some(model::RateLimitParams::default())
+    );
+    let step = PlaybookAction {
+        action: ActionKind::Quarantine,
+        ..step
+    };
+    assert_eq!(step.rate_limit_params(), None);
 }

@@ -172,6 +172,11 @@ pub enum SecurityEventKind {
     /// A person or playbook took a response action on the device (`username` is the actor,
     /// `reason` says what and with which outcome). The audit trail until the audit log lands.
     ResponseAction,
+    /// The broker dropped publishes of a rate-limited device (`reason` counts them and
+    /// names the limit; a flood far over the limit also ends the session).
+    RateLimited,
+    /// A device's rate limit was applied, lifted or lapsed (`reason` says which).
+    RateLimitChanged,
 }
 
 impl SecurityEventKind {
@@ -189,6 +194,8 @@ impl SecurityEventKind {
             SecurityEventKind::Disconnect => "disconnect",
             SecurityEventKind::Quarantined => "quarantined",
             SecurityEventKind::ResponseAction => "response_action",
+            SecurityEventKind::RateLimited => "rate_limited",
+            SecurityEventKind::RateLimitChanged => "rate_limit_changed",
         }
     }
 }

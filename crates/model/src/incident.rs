@@ -246,8 +246,11 @@ pub enum ActionKind {
     RevokeCredentials,
     /// Replace the device's secret with a new generated one (returned once).
     RotateCredentials,
-    /// Lower the device's broker limits.
+    /// Hold the device's publishes to a token bucket at the broker (messages per second,
+    /// burst, for a duration: [`RateLimitParams`]).
     RateLimit,
+    /// Lift a rate limit before it lapses.
+    LiftRateLimit,
     /// Send an all-clear to a siren through the command gateway.
     SilenceSiren,
     /// Lift a quarantine or revocation: the device's credentials work again.
@@ -255,11 +258,12 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 6] = [
+    pub const ALL: [ActionKind; 7] = [
         ActionKind::Quarantine,
         ActionKind::RevokeCredentials,
         ActionKind::RotateCredentials,
         ActionKind::RateLimit,
+        ActionKind::LiftRateLimit,
         ActionKind::SilenceSiren,
         ActionKind::Release,
     ];
@@ -270,6 +274,7 @@ impl ActionKind {
             ActionKind::RevokeCredentials => "revoke_credentials",
             ActionKind::RotateCredentials => "rotate_credentials",
             ActionKind::RateLimit => "rate_limit",
+            ActionKind::LiftRateLimit => "lift_rate_limit",
             ActionKind::SilenceSiren => "silence_siren",
             ActionKind::Release => "release",
         }
@@ -290,9 +295,76 @@ impl FromStr for ActionKind {
             .find(|kind| kind.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown action {s:?} (expected one of: quarantine, revoke_credentials, rotate_credentials, rate_limit, silence_siren, release)"
+                    "unknown action {s:?} (expected one of: quarantine, revoke_credentials, rotate_credentials, rate_limit, lift_rate_limit, silence_siren, release)"
                 )
             })
+    }
+}
+
+/// The limit a `rate_limit` action puts on a device's publishes at the broker: a token
+/// bucket refilled at `messages_per_s` holding at most `burst` messages, lapsing
+/// `duration_s` seconds after it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitParams {
+    pub messages_per_s: f64,
+    pub burst: u32,
+    pub duration_s: u64,
+}
+
+impl Default for RateLimitParams {
+    /// One message a second, bursts of ten, for an hour.
+    fn default() -> RateLimitParams {
+        RateLimitParams {
+            messages_per_s: 1.0,
+            burst: 10,
+            duration_s: 3600,
+        }
+    }
+}
+
+impl RateLimitParams {
+    /// The longest a rate limit may last: 30 days.
+    pub const MAX_DURATION_S: u64 = 30 * 86_400;
+    /// The highest rate a limit may allow (more is no limit for a device).
+    pub const MAX_MESSAGES_PER_S: f64 = 100_000.0;
+
+    /// Checks the numbers; returns a lowercase message naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.messages_per_s.is_finite()
+            && self.messages_per_s >= 0.001
+            && self.messages_per_s <= Self::MAX_MESSAGES_PER_S)
+        {
+            return Err(format!(
+                "messages_per_s must be between 0.001 and {}, not {}",
+                Self::MAX_MESSAGES_PER_S,
+                self.messages_per_s
+            ));
+        }
+        if self.burst == 0 || self.burst > 1_000_000 {
+            return Err(format!(
+                "burst must be between 1 and 1000000, not {}",
+                self.burst
+            ));
+        }
+        if self.duration_s == 0 || self.duration_s > Self::MAX_DURATION_S {
+            return Err(format!(
+                "duration_s must be between 1 and {} (30 days), not {}",
+                Self::MAX_DURATION_S,
+                self.duration_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RateLimitParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} msg/s, burst {}, for {} s",
+            self.messages_per_s, self.burst, self.duration_s
+        )
     }
 }
 
@@ -338,6 +410,9 @@ pub struct ResponseAction {
     /// Who asked for it (a user name, or `playbook:<name>`).
     pub requested_by: String,
     pub requested_at: Timestamp,
+    /// The limit of a `rate_limit` action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,8 @@ pub use crate::exercise::{ExerciseRecord, ExerciseResult, ExerciseScenario};
 pub use crate::flow::{FlowRecord, proto};
 pub use crate::incident::{
     ActionKind, ActionMode, ActionStatus, Correlation, Incident, IncidentAlert, IncidentDurations,
-    IncidentId, IncidentState, IncidentTimes, ResponseAction, TimelineEntry, TimelineKind, Tlp,
+    IncidentId, IncidentState, IncidentTimes, RateLimitParams, ResponseAction, TimelineEntry,
+    TimelineKind, Tlp,
 };
 pub use crate::report::{CitizenReport, ReportCategory};
 pub use crate::time::Timestamp;

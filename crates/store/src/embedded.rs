@@ -15,6 +15,7 @@ mod advisory;
 mod detect;
 mod gateway;
 mod intel;
+mod limits;
 mod users;
 
 /// The most rows one list call returns.
@@ -39,6 +40,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_incidents",
         include_str!("../migrations/0007_incidents.sql"),
+    ),
+    (
+        "0009_rate_limits",
+        include_str!("../migrations/0009_rate_limits.sql"),
     ),
     (
         "0010_exercises",
@@ -239,9 +244,16 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 fn db_err(e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            Error::Unavailable(e.to_string())
-        }
+        // A full disk, a read-only or vanished file and IO errors are the store being
+        // unavailable (callers refuse what needs it), not a bug.
+        Some(
+            rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::CannotOpen,
+        ) => Error::Unavailable(e.to_string()),
         _ => Error::Internal(e.to_string()),
     }
 }

@@ -16,6 +16,7 @@ pub mod audit;
 mod detect;
 mod embedded;
 pub mod intel;
+pub mod limits;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
@@ -31,6 +32,7 @@ pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
+pub use crate::limits::{RateLimit, RateLimitStore};
 pub use crate::users::{
     IncidentQuery, IncidentStore, User, UserStore, UserToken, UserTokenKind, severity_rank,
 };
@@ -129,6 +131,7 @@ pub trait Store:
     + UserStore
     + IncidentStore
     + IntelStore
+    + RateLimitStore
     + Send
     + Sync
     + 'static

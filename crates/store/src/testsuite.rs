@@ -67,6 +67,7 @@ macro_rules! testsuite {
             exercises_insert_and_list,
             detect_suppressions,
             detect_local_indicators,
+            rate_limits_replace_lift_lapse_and_persist,
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -911,5 +912,60 @@ pub async fn detect_local_indicators(backend: &dyn Backend) {
         ErrorCode::NotFound
     );
     assert_eq!(store.list_indicators(None, 0).await.unwrap().len(), 4);
+    store.close().await.unwrap();
+}
+
+// --- per-device rate limits (`RateLimitStore`) ---
+
+pub async fn rate_limits_replace_lift_lapse_and_persist(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let limit = |device: &str, rate: f64, until: i64| crate::RateLimit {
+        device_id: did(device),
+        messages_per_s: rate,
+        burst: 5,
+        until: Timestamp::from_millis(until),
+        set_by: "playbook:flood".to_owned(),
+        reason: "INC-000001".to_owned(),
+        set_at: Timestamp::from_millis(1),
+    };
+    let now = Timestamp::from_millis(1_000);
+    store
+        .put_rate_limit(&limit("meter-1", 1.0, 5_000))
+        .await
+        .unwrap();
+    store
+        .put_rate_limit(&limit("meter-1", 0.5, 9_000))
+        .await
+        .unwrap();
+    store
+        .put_rate_limit(&limit("meter-2", 2.0, 9_000))
+        .await
+        .unwrap();
+    store
+        .put_rate_limit(&limit("meter-3", 2.0, 900))
+        .await
+        .unwrap();
+    // Replaced, not added; the lapsed one is gone.
+    assert_eq!(
+        store.list_rate_limits(now).await.unwrap(),
+        vec![limit("meter-1", 0.5, 9_000), limit("meter-2", 2.0, 9_000)]
+    );
+    assert!(store.delete_rate_limit(&did("meter-2")).await.unwrap());
+    assert!(!store.delete_rate_limit(&did("meter-2")).await.unwrap());
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = backend.open().await;
+    assert_eq!(
+        store.list_rate_limits(now).await.unwrap(),
+        vec![limit("meter-1", 0.5, 9_000)]
+    );
+    assert_eq!(
+        store
+            .list_rate_limits(Timestamp::from_millis(9_000))
+            .await
+            .unwrap(),
+        vec![]
+    );
     store.close().await.unwrap();
 }

@@ -35,6 +35,8 @@ pub enum IncidentRequest {
         kind: ActionKind,
         device_id: Option<DeviceId>,
         execute_now: bool,
+        /// The limit of a `rate_limit` action (default: `RateLimitParams::default()`).
+        rate_limit: Option<model::RateLimitParams>,
     },
     Decide {
         action_id: String,
@@ -308,6 +310,9 @@ pub(crate) struct ActionRequest {
     /// Default: the incident's first device.
     #[serde(default)]
     device_id: Option<String>,
+    /// For `rate_limit`: `{"messages_per_s", "burst", "duration_s"}`.
+    #[serde(default)]
+    rate_limit: Option<model::RateLimitParams>,
 }
 
 pub(crate) async fn request_action(
@@ -324,10 +329,21 @@ pub(crate) async fn request_action(
         .device_id
         .map(|d| DeviceId::new(d).map_err(|e| ApiError::invalid(format!("device_id: {e}"))))
         .transpose()?;
+    if let Some(params) = &body.rate_limit {
+        if kind != ActionKind::RateLimit {
+            return Err(ApiError::invalid(format!(
+                "rate_limit parameters belong to action rate_limit, not {kind}"
+            )));
+        }
+        params
+            .validate()
+            .map_err(|e| ApiError::invalid(format!("rate_limit: {e}")))?;
+    }
     let request = IncidentRequest::Action {
         kind,
         device_id,
         execute_now: principal.role >= Role::Supervisor,
+        rate_limit: body.rate_limit,
     };
     update(&s, &id, vec![request], &principal, StatusCode::CREATED).await
 }

@@ -1433,6 +1433,19 @@ impl store::IntelStore for BrokenStore {
 }
 
 #[async_trait]
+impl store::RateLimitStore for BrokenStore {
+    async fn put_rate_limit(&self, _: &store::RateLimit) -> store::Result<()> {
+        on_fire()
+    }
+    async fn delete_rate_limit(&self, _: &DeviceId) -> store::Result<bool> {
+        on_fire()
+    }
+    async fn list_rate_limits(&self, _: model::Timestamp) -> store::Result<Vec<store::RateLimit>> {
+        on_fire()
+    }
+}
+
+#[async_trait]
 impl Store for BrokenStore {
     async fn insert_device(&self, _: &Device) -> store::Result<()> {
         Err(store::Error::Internal(

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{ClientIdConflict, MqttConfig};
+use super::limit::{Bucket as LimitBucket, DeviceLimit};
 use super::metrics::BrokerMetrics;
 use super::proto::DisconnectReason;
 use super::session::{Claim, Connection, Context, EventBudget, Limits, Output, TlsIdentity};
@@ -38,6 +39,8 @@ enum Outbound {
         reason: DisconnectReason,
         text: String,
     },
+    /// Apply (or lift, `None`) the device's rate limit on this session.
+    Limit(Option<DeviceLimit>),
 }
 
 struct SessionEntry {
@@ -63,6 +66,9 @@ struct Shared {
     routes: Mutex<HashMap<String, Vec<String>>>,
     retained: Mutex<HashMap<String, Bytes>>,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Per-device publish limits (device id -> bucket): read at each connect, written back
+    /// when a session ends, so a device's reconnects share one bucket.
+    device_limits: Mutex<HashMap<String, LimitBucket>>,
     refusals: Mutex<EventBudget>,
     /// Events raised outside connections (refused connects), forwarded by one task.
     side_events: mpsc::Sender<Event>,
@@ -127,6 +133,7 @@ impl Broker {
             routes: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            device_limits: Mutex::new(HashMap::new()),
             refusals: Mutex::new(EventBudget::default()),
             side_events: side_tx,
             next_conn_id: AtomicU64::new(1),
@@ -200,6 +207,98 @@ impl BrokerHandle {
                 })
                 .is_ok(),
             None => false,
+        }
+    }
+
+    /// Puts a rate limit on device `id`: its live session enforces it at once, its later
+    /// connections until `limit.until`. Replaces an earlier limit. Emits a
+    /// `rate_limit_changed` event. Returns whether a live session took it.
+    pub fn set_rate_limit(&self, id: &str, limit: DeviceLimit) -> bool {
+        let now = Timestamp::now();
+        {
+            let mut limits = self.shared.device_limits.lock();
+            limits.retain(|_, b| b.limit.active(now));
+            limits.insert(id.to_owned(), LimitBucket::new(limit, now));
+        }
+        let live = self.send_limit(id, Some(limit));
+        self.limit_event(
+            id,
+            now,
+            format!(
+                "rate limit applied ({limit}); {} live session(s)",
+                u8::from(live)
+            ),
+        );
+        live
+    }
+
+    /// Puts back limits kept across a restart (no event: they were announced when set).
+    pub fn restore_rate_limits(&self, limits: Vec<(String, DeviceLimit)>) {
+        let now = Timestamp::now();
+        for (id, limit) in limits {
+            self.shared
+                .device_limits
+                .lock()
+                .insert(id.clone(), LimitBucket::new(limit, now));
+            self.send_limit(&id, Some(limit));
+        }
+    }
+
+    /// Lifts device `id`'s rate limit (live session and later connections). Returns the
+    /// limit that held, if one did.
+    pub fn lift_rate_limit(&self, id: &str) -> Option<DeviceLimit> {
+        let now = Timestamp::now();
+        let lifted = self
+            .shared
+            .device_limits
+            .lock()
+            .remove(id)
+            .map(|b| b.limit)
+            .filter(|l| l.active(now));
+        self.send_limit(id, None);
+        if let Some(limit) = lifted {
+            self.limit_event(id, now, format!("rate limit lifted (was {limit})"));
+        }
+        lifted
+    }
+
+    /// The rate limits that hold now, by device id.
+    pub fn rate_limits(&self) -> Vec<(String, DeviceLimit)> {
+        let now = Timestamp::now();
+        let mut limits = self.shared.device_limits.lock();
+        limits.retain(|_, b| b.limit.active(now));
+        let mut list: Vec<_> = limits.iter().map(|(k, b)| (k.clone(), b.limit)).collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    fn send_limit(&self, id: &str, limit: Option<DeviceLimit>) -> bool {
+        let sessions = self.shared.sessions.lock();
+        sessions
+            .get(id)
+            .is_some_and(|entry| entry.kick.send(Outbound::Limit(limit)).is_ok())
+    }
+
+    fn limit_event(&self, id: &str, now: Timestamp, reason: String) {
+        let device = self.shared.directory.get(id);
+        let event = Event {
+            ts: now,
+            device_id: device.as_ref().map(|d| d.id.clone()),
+            sector: device.as_ref().map(|d| d.sector),
+            kind: EventKind::Security(SecurityEvent {
+                action: SecurityEventKind::RateLimitChanged,
+                client_id: None,
+                username: None,
+                peer: None,
+                topic: None,
+                reason: Some(reason),
+            }),
+        };
+        if self.shared.side_events.try_send(event).is_err() {
+            self.shared
+                .metrics
+                .events_suppressed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -562,6 +661,10 @@ impl Context for TaskContext<'_> {
         }
     }
 
+    fn rate_limit(&self, device_id: &str) -> Option<LimitBucket> {
+        self.shared.device_limits.lock().get(device_id).cloned()
+    }
+
     fn retain(&mut self, topic: &str, payload: Bytes) -> bool {
         let mut retained = self.shared.retained.lock();
         if payload.is_empty() {
@@ -577,6 +680,20 @@ impl Context for TaskContext<'_> {
 }
 
 impl TaskContext<'_> {
+    /// Hands the session's bucket back to the device's entry (unless the limit was lifted
+    /// or replaced meanwhile), so its next session goes on from the same state.
+    fn save_limit(&self, bucket: LimitBucket) {
+        let Some(client) = &self.registered else {
+            return;
+        };
+        let mut limits = self.shared.device_limits.lock();
+        if let Some(entry) = limits.get_mut(client)
+            && entry.limit == bucket.limit
+        {
+            *entry = bucket;
+        }
+    }
+
     fn unregister(&mut self) {
         let Some(client) = self.registered.take() else {
             return;
@@ -670,11 +787,11 @@ async fn serve<S>(
                     }
                 }
             }
-            Some(msg) = kick_rx.recv() => {
-                if let Outbound::Kick { reason, text } = msg {
-                    conn.kick(reason, &text, Timestamp::now(), &mut out);
-                }
-            }
+            Some(msg) = kick_rx.recv() => match msg {
+                Outbound::Kick { reason, text } => conn.kick(reason, &text, Timestamp::now(), &mut out),
+                Outbound::Limit(limit) => conn.set_limit(limit, Timestamp::now(), &mut out),
+                Outbound::Publish { .. } => {}
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Timestamp::now();
                 if conn.is_connected() {
@@ -692,10 +809,46 @@ async fn serve<S>(
         shared.metrics.add(&out.stats);
         out.stats = Default::default();
         // Events first: QoS 1 acknowledgements leave only once the sink took the messages.
+        // While the sink pushes back (the bus is full because the store is down),
+        // deliveries to the device still go out: a cancel must reach a siren then too.
         if !out.events.is_empty() {
             let events = std::mem::take(&mut out.events);
-            if shared.sink.send(events).await.is_err() {
+            let send = shared.sink.send(events);
+            tokio::pin!(send);
+            let mut delivered = Output::default();
+            let mut write_failed = false;
+            let sent = loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut send => break sent,
+                    Some(msg) = rx.recv(), if !write_failed => {
+                        if let Outbound::Publish { topic, payload, qos } = msg {
+                            conn.deliver(&topic, payload, qos, &mut delivered);
+                        }
+                        shared.metrics.add(&delivered.stats);
+                        delivered.stats = Default::default();
+                        if !delivered.write.is_empty() {
+                            if let Err(err) = stream.write_all(&delivered.write).await {
+                                tracing::debug!(peer = %peer, error = %err, "mqtt write failed");
+                                write_failed = true;
+                            }
+                            delivered.write.clear();
+                        }
+                    }
+                }
+            };
+            if sent.is_err() {
                 tracing::warn!(peer = %peer, "event sink closed; dropping mqtt connection");
+                break;
+            }
+            if write_failed {
+                out.write.clear();
+                if !conn.is_closed() {
+                    conn.close(Timestamp::now(), "write error", false, &mut out);
+                    if !out.events.is_empty() {
+                        let _ = shared.sink.send(std::mem::take(&mut out.events)).await;
+                    }
+                }
                 break;
             }
         }
@@ -716,6 +869,9 @@ async fn serve<S>(
         if conn.is_closed() {
             break;
         }
+    }
+    if let Some(bucket) = conn.take_limit_bucket() {
+        ctx.save_limit(bucket);
     }
     ctx.unregister();
     let _ = stream.shutdown().await;

@@ -21,6 +21,8 @@ pub struct BrokerMetrics {
     pub malformed_packets: AtomicU64,
     /// Security events not emitted because a flood was aggregated into a summary.
     pub events_suppressed: AtomicU64,
+    /// Publishes dropped because their device is over its rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 /// A plain copy of [`BrokerMetrics`] at one moment.
@@ -38,6 +40,7 @@ pub struct MetricsSnapshot {
     pub dropped: u64,
     pub malformed_packets: u64,
     pub events_suppressed: u64,
+    pub rate_limited: u64,
 }
 
 /// Counter deltas from one burst of one connection.
@@ -54,6 +57,7 @@ pub struct Stats {
     pub dropped: u64,
     pub malformed_packets: u64,
     pub events_suppressed: u64,
+    pub rate_limited: u64,
 }
 
 impl BrokerMetrics {
@@ -72,6 +76,7 @@ impl BrokerMetrics {
             dropped: l(&self.dropped),
             malformed_packets: l(&self.malformed_packets),
             events_suppressed: l(&self.events_suppressed),
+            rate_limited: l(&self.rate_limited),
         }
     }
 
@@ -93,5 +98,6 @@ impl BrokerMetrics {
         add(&self.dropped, s.dropped);
         add(&self.malformed_packets, s.malformed_packets);
         add(&self.events_suppressed, s.events_suppressed);
+        add(&self.rate_limited, s.rate_limited);
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 mod broker;
 pub mod config;
 pub mod decode;
+pub mod limit;
 pub mod metrics;
 pub mod proto;
 pub mod session;
@@ -22,6 +23,7 @@ mod tests;
 
 pub use self::broker::{Broker, BrokerHandle, Publisher};
 pub use self::config::{ClientIdConflict, MqttConfig};
+pub use self::limit::DeviceLimit;
 pub use self::metrics::{BrokerMetrics, MetricsSnapshot};
 
 /// Looks devices up for authentication; `app` implements it over the registry.

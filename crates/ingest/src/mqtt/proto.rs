@@ -500,6 +500,7 @@ pub fn write_disconnect(version: Version, reason: DisconnectReason, out: &mut By
             DisconnectReason::ShuttingDown => D::ServerShuttingDown,
             DisconnectReason::KeepAliveTimeout => D::KeepAliveTimeout,
             DisconnectReason::TopicAliasInvalid => D::TopicAliasInvalid,
+            DisconnectReason::MessageRateTooHigh => D::MessageRateTooHigh,
         };
         // Hand-encoded: rumqttc 0.25's `Disconnect::write` announces a remaining length of 1
         // but writes 2 bytes (reason code and an empty property length), corrupting the stream;
@@ -519,6 +520,8 @@ pub enum DisconnectReason {
     ShuttingDown,
     KeepAliveTimeout,
     TopicAliasInvalid,
+    /// 0x96: the client publishes far above its rate limit.
+    MessageRateTooHigh,
 }
 
 fn qos_v4(q: u8) -> Option<Qos4> {

@@ -16,6 +16,7 @@ use model::{
 };
 
 use super::decode;
+use super::limit::{Bucket, DeviceLimit, Take};
 use super::metrics::Stats;
 use super::proto::{
     self, AckReason, DisconnectReason, Inbound, Peek, ReadError, Refusal, Version, Will,
@@ -37,6 +38,12 @@ pub trait Context {
     /// (argon2) verification off its async workers.
     fn verify_secret(&self, hash: &str, secret: &str) -> bool {
         crate::credentials::verify(hash, secret)
+    }
+    /// The rate limit incident response put on this device, if any, with the state its
+    /// last session left the bucket in (so reconnecting does not refill it).
+    fn rate_limit(&self, device_id: &str) -> Option<Bucket> {
+        let _ = device_id;
+        None
     }
 }
 
@@ -174,6 +181,12 @@ pub struct Connection {
     inflight: HashMap<u16, Inflight>,
     next_pkid: u16,
     budget: EventBudget,
+    /// The device's rate limit, while one holds.
+    limit: Option<Bucket>,
+    /// Publishes dropped by the limit and not yet reported in an event.
+    limit_unreported: u64,
+    /// When the last rate-limit drop event was emitted.
+    limit_reported_ms: Option<i64>,
 }
 
 impl Connection {
@@ -196,6 +209,9 @@ impl Connection {
             inflight: HashMap::new(),
             next_pkid: 1,
             budget: EventBudget::default(),
+            limit: None,
+            limit_unreported: 0,
+            limit_reported_ms: None,
         }
     }
 
@@ -333,6 +349,101 @@ impl Connection {
         true
     }
 
+    /// Applies (or with `None` lifts) the device's rate limit on this live session at once;
+    /// a new limit starts with a full bucket.
+    pub fn set_limit(&mut self, limit: Option<DeviceLimit>, now: Timestamp, out: &mut Output) {
+        self.report_limit_drops(now, out);
+        self.limit = limit.filter(|l| l.active(now)).map(|l| Bucket::new(l, now));
+    }
+
+    /// The rate limit this session enforces now.
+    pub fn limit(&self) -> Option<DeviceLimit> {
+        self.limit.as_ref().map(|b| b.limit)
+    }
+
+    /// The bucket as this session leaves it, for the device's next session.
+    pub fn take_limit_bucket(&mut self) -> Option<Bucket> {
+        self.limit.take()
+    }
+
+    /// Emits the count of rate-limited publishes not yet reported.
+    fn report_limit_drops(&mut self, now: Timestamp, out: &mut Output) {
+        if self.limit_unreported == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.limit_unreported);
+        self.limit_reported_ms = Some(now.as_millis());
+        let limit = self.limit.as_ref().map(|b| b.limit.to_string());
+        let ev = self.security(
+            now,
+            SecurityEventKind::RateLimited,
+            None,
+            format!(
+                "dropped {n} publish(es) over the rate limit ({})",
+                limit.as_deref().unwrap_or("since lifted")
+            ),
+        );
+        out.events.push(ev);
+    }
+
+    /// A publish over the device's rate limit: dropped, counted, reported (the first at
+    /// once, then at most one event a second with the count), refused to a 5.0 client at
+    /// QoS 1/2 (0x97 quota exceeded; 0x96 is a DISCONNECT code only) and, since 3.1.1 has no
+    /// negative acknowledgement, answered by closing a 3.1.1 client's connection at QoS 1/2.
+    /// A session sending far over its limit (see [`DeviceLimit::flood_threshold`]) is
+    /// disconnected, a 5.0 client with 0x96 message rate too high.
+    #[allow(clippy::too_many_arguments)]
+    fn over_limit(
+        &mut self,
+        version: Version,
+        qos: u8,
+        pkid: u16,
+        flooding: bool,
+        now: Timestamp,
+        out: &mut Output,
+    ) {
+        out.stats.rate_limited += 1;
+        self.limit_unreported += 1;
+        let due = self
+            .limit_reported_ms
+            .is_none_or(|at| now.as_millis().saturating_sub(at) >= 1000);
+        if due || flooding || (qos > 0 && version == Version::V311) {
+            self.report_limit_drops(now, out);
+        }
+        if flooding {
+            let limit = self.limit().map(|l| l.to_string()).unwrap_or_default();
+            let ev = self.security(
+                now,
+                SecurityEventKind::RateLimited,
+                None,
+                format!("disconnected: publishing more than ten times its rate limit ({limit})"),
+            );
+            out.events.push(ev);
+            proto::write_disconnect(
+                version,
+                DisconnectReason::MessageRateTooHigh,
+                &mut out.write,
+            );
+            self.close(now, "message rate too high", true, out);
+            return;
+        }
+        match (qos, version) {
+            (0, _) => {}
+            (_, Version::V5) => match qos {
+                1 => proto::write_puback(version, pkid, AckReason::Quota, &mut out.write),
+                _ => proto::write_pubrec(version, pkid, AckReason::Quota, &mut out.write),
+            },
+            (_, Version::V311) => {
+                self.close(
+                    now,
+                    "qos 1/2 publish over the rate limit (mqtt 3.1.1 cannot refuse it otherwise)",
+                    true,
+                    out,
+                );
+            }
+        }
+    }
+
     /// The broker closes the connection (revocation, takeover, shutdown): tells a 5.0 client
     /// why and emits the disconnect event.
     pub fn kick(&mut self, reason: DisconnectReason, text: &str, now: Timestamp, out: &mut Output) {
@@ -358,6 +469,7 @@ impl Connection {
     /// the end was not clean.
     pub fn close(&mut self, now: Timestamp, reason: &str, clean: bool, out: &mut Output) {
         if self.state == State::Connected {
+            self.report_limit_drops(now, out);
             if !clean
                 && let (Some(will), Some(session)) = (self.will.take(), &self.session)
                 && let Some(channel) = channel_of(session, &will.topic)
@@ -741,6 +853,9 @@ impl Connection {
             }
         }
         self.state = State::Connected;
+        self.limit = ctx
+            .rate_limit(device.id.as_str())
+            .filter(|b| b.limit.active(now));
         out.stats.connects_accepted += 1;
         proto::write_connack(version, None, server_keep_alive, &mut out.write);
         let how = if via_cert { "certificate" } else { "password" };
@@ -852,10 +967,45 @@ impl Connection {
             ack(out, AckReason::NotAuthorized);
             return;
         };
-        if qos == 2 && !self.qos2_in.insert(pkid) {
+        if qos == 2 && self.qos2_in.contains(&pkid) {
             // A redelivery of a QoS 2 message we already took: acknowledge, do not duplicate.
             ack(out, AckReason::Success);
             return;
+        }
+        if let Some(bucket) = &mut self.limit {
+            match bucket.take(now) {
+                Take::Allowed => {
+                    // Drops held back for the one-event-a-second bound are reported once
+                    // the second is over, also when the device is back within its limit.
+                    if self.limit_unreported > 0
+                        && self
+                            .limit_reported_ms
+                            .is_none_or(|at| now.as_millis().saturating_sub(at) >= 1000)
+                    {
+                        self.report_limit_drops(now, out);
+                    }
+                }
+                Take::Dropped => {
+                    let flooding = bucket.flooding();
+                    self.over_limit(version, qos, pkid, flooding, now, out);
+                    return;
+                }
+                Take::Lapsed => {
+                    let limit = bucket.limit;
+                    self.report_limit_drops(now, out);
+                    self.limit = None;
+                    let ev = self.security(
+                        now,
+                        SecurityEventKind::RateLimitChanged,
+                        None,
+                        format!("rate limit lapsed ({limit})"),
+                    );
+                    out.events.push(ev);
+                }
+            }
+        }
+        if qos == 2 {
+            self.qos2_in.insert(pkid);
         }
         if retain && !ctx.retain(&topic, payload.clone()) {
             out.stats.dropped += 1;

@@ -16,6 +16,7 @@ use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5;
 
 use super::decode::{self, DecodeError};
+use super::limit::{Bucket, DeviceLimit};
 use super::proto::Version;
 use super::session::{Claim, Connection, Context, Limits, Output, TlsIdentity};
 
@@ -51,6 +52,7 @@ struct FakeCtx {
     replace_other_address: bool,
     subscribed: Vec<String>,
     retained: HashMap<String, Bytes>,
+    limit: Option<Bucket>,
 }
 
 impl FakeCtx {
@@ -96,6 +98,7 @@ impl FakeCtx {
             replace_other_address: false,
             subscribed: vec![],
             retained: HashMap::new(),
+            limit: None,
         }
     }
 }
@@ -125,6 +128,9 @@ impl Context for FakeCtx {
     fn retain(&mut self, topic: &str, payload: Bytes) -> bool {
         self.retained.insert(topic.to_owned(), payload);
         true
+    }
+    fn rate_limit(&self, _device_id: &str) -> Option<Bucket> {
+        self.limit.clone()
     }
 }
 
@@ -339,11 +345,30 @@ impl Run {
         self.raw(&bytes)
     }
     fn raw(&mut self, bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        self.raw_at(bytes, NOW).0
+    }
+    /// Sends at `NOW + ms`; also returns the counter deltas.
+    fn send_at(
+        &mut self,
+        p: Pkt<'_>,
+        ms: i64,
+    ) -> ((Vec<String>, Vec<String>), super::metrics::Stats) {
+        let bytes = encode(self.v, p);
+        self.raw_at(&bytes, NOW.saturating_add_ms(ms))
+    }
+    fn raw_at(
+        &mut self,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> ((Vec<String>, Vec<String>), super::metrics::Stats) {
         let mut out = Output::default();
-        self.conn.handle(bytes, NOW, &mut self.ctx, &mut out);
+        self.conn.handle(bytes, now, &mut self.ctx, &mut out);
         (
-            render(self.v, &mut out.write),
-            out.events.iter().map(ev).collect(),
+            (
+                render(self.v, &mut out.write),
+                out.events.iter().map(ev).collect(),
+            ),
+            out.stats,
         )
     }
     fn login(&mut self, id: &str) {
@@ -1192,4 +1217,157 @@ fn config_defaults_and_unknown_fields() {
     );
     let err = serde_json::from_str::<MqttConfig>(r#"{"listen_addr":"x"}"#).unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
+}
+
+fn telemetry_pkt(qos: u8, pkid: u16) -> Pkt<'static> {
+    Pkt::Publish {
+        topic: "city/water/pump-7/telemetry",
+        payload: br#"{"flow_lps": 3.5}"#,
+        qos,
+        pkid,
+        retain: false,
+    }
+}
+
+#[test]
+fn rate_limit_drops_over_limit_publishes_and_refuses_qos1() {
+    let limit = DeviceLimit {
+        messages_per_s: 2.0,
+        burst: 2,
+        until: NOW.saturating_add_ms(60_000),
+    };
+    for v in [Version::V311, Version::V5] {
+        let mut run = Run::new(v);
+        run.ctx.limit = Some(Bucket::new(limit, NOW));
+        run.login("pump-7");
+        assert_eq!(run.conn.limit(), Some(limit));
+        // The burst passes; the third is dropped and reported at once.
+        let mut events = Vec::new();
+        let mut dropped = 0;
+        for _ in 0..3 {
+            let ((w, e), stats) = run.send_at(telemetry_pkt(0, 0), 0);
+            assert!(w.is_empty(), "{w:?}");
+            events.extend(e);
+            dropped += stats.rate_limited;
+        }
+        assert_eq!(dropped, 1);
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events[..2].iter().all(|e| e == "telemetry 1"), "{events:?}");
+        assert!(
+            events[2].starts_with(
+                "rate_limited dropped 1 publish(es) over the rate limit (2 msg/s, burst 2"
+            ),
+            "{events:?}"
+        );
+        // Within the second: dropped and counted, no further event.
+        let ((_, e), stats) = run.send_at(telemetry_pkt(0, 0), 100);
+        assert_eq!((e.len(), stats.rate_limited), (0, 1), "{e:?}");
+        // A second later the bucket is full again: accepted, and the held-back drop reported.
+        let ((_, e), _) = run.send_at(telemetry_pkt(0, 0), 1000);
+        assert!(
+            e[0].starts_with("rate_limited dropped 1 publish(es)"),
+            "{e:?}"
+        );
+        assert_eq!(e[1], "telemetry 1");
+        let ((_, e), _) = run.send_at(telemetry_pkt(0, 0), 1000);
+        assert_eq!(e, vec!["telemetry 1"]);
+        // A QoS 1 publish over the limit is never acknowledged as accepted.
+        let ((w, e), stats) = run.send_at(telemetry_pkt(1, 9), 1000);
+        assert_eq!(stats.rate_limited, 1);
+        assert!(!e.iter().any(|e| e.starts_with("telemetry")), "{e:?}");
+        match v {
+            Version::V5 => {
+                assert_eq!(w, vec!["puback 9 QuotaExceeded"]);
+                assert!(run.conn.is_connected());
+            }
+            Version::V311 => {
+                // 3.1.1 has no negative acknowledgement: the broker closes instead.
+                assert!(w.is_empty(), "{w:?}");
+                assert!(run.conn.is_closed());
+                assert!(
+                    e.iter().any(|e| e.starts_with("rate_limited dropped 1"))
+                        && e.iter().any(
+                            |e| e.starts_with("disconnect qos 1/2 publish over the rate limit")
+                        ),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rate_limit_floods_are_disconnected_with_0x96_and_limits_lapse() {
+    let limit = DeviceLimit {
+        messages_per_s: 1.0,
+        burst: 1,
+        until: NOW.saturating_add_ms(5_000),
+    };
+    // Far over the limit (more than 10 x rate + burst drops in a second): disconnected.
+    for v in [Version::V311, Version::V5] {
+        let mut run = Run::new(v);
+        run.ctx.limit = Some(Bucket::new(limit, NOW));
+        run.login("pump-7");
+        let mut writes = Vec::new();
+        let mut events = Vec::new();
+        for _ in 0..13 {
+            let ((w, e), _) = run.send_at(telemetry_pkt(0, 0), 0);
+            writes.extend(w);
+            events.extend(e);
+        }
+        assert!(run.conn.is_closed(), "{v:?} {events:?}");
+        match v {
+            Version::V5 => assert_eq!(writes, vec!["disconnect MessageRateTooHigh"]),
+            Version::V311 => assert!(writes.is_empty(), "{writes:?}"),
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("rate_limited disconnected: publishing more than ten times")),
+            "{events:?}"
+        );
+        assert_eq!(events.iter().filter(|e| *e == "telemetry 1").count(), 1);
+    }
+    // A limit lapses by itself.
+    let mut run = Run::new(Version::V5);
+    run.ctx.limit = Some(Bucket::new(limit, NOW));
+    run.login("pump-7");
+    let ((_, e), _) = run.send_at(telemetry_pkt(0, 0), 5_000);
+    assert_eq!(
+        e[0],
+        format!(
+            "rate_limit_changed rate limit lapsed (1 msg/s, burst 1, until {})",
+            NOW.saturating_add_ms(5_000).to_rfc3339()
+        )
+    );
+    assert_eq!(e[1], "telemetry 1");
+    assert_eq!(run.conn.limit(), None);
+}
+
+#[test]
+fn rate_limit_applies_to_a_live_session_and_lifts() {
+    let mut run = Run::new(Version::V5);
+    run.login("pump-7");
+    let mut out = Output::default();
+    let limit = DeviceLimit {
+        messages_per_s: 1.0,
+        burst: 1,
+        until: NOW.saturating_add_ms(60_000),
+    };
+    run.conn.set_limit(Some(limit), NOW, &mut out);
+    let ((_, a), _) = run.send_at(telemetry_pkt(0, 0), 0);
+    let ((_, b), s) = run.send_at(telemetry_pkt(0, 0), 0);
+    assert_eq!(a, vec!["telemetry 1"]);
+    assert_eq!(s.rate_limited, 1, "{b:?}");
+    // Lifting reports what was held back and lets everything through again.
+    let mut out = Output::default();
+    run.conn.set_limit(None, NOW, &mut out);
+    assert!(out.events.is_empty() || ev(&out.events[0]).starts_with("rate_limited"));
+    for _ in 0..5 {
+        let ((_, e), s) = run.send_at(telemetry_pkt(0, 0), 1);
+        assert_eq!((e, s.rate_limited), (vec!["telemetry 1".to_owned()], 0));
+    }
+    // The bucket goes back to the broker when the session ends.
+    run.conn.set_limit(Some(limit), NOW, &mut Output::default());
+    assert_eq!(run.conn.take_limit_bucket().map(|b| b.limit), Some(limit));
 }

@@ -860,3 +860,322 @@ async fn client_id_conflicts_are_refused_or_replaced_and_reported() {
         .await;
     f.broker.shutdown().await;
 }
+
+/// Telemetry events of `device` the sink received.
+fn telemetry_of(f: &Fixture, device: &str) -> usize {
+    f.sink
+        .events
+        .lock()
+        .iter()
+        .filter(|e| {
+            matches!(e.kind, EventKind::Telemetry { .. })
+                && e.device_id.as_ref().is_some_and(|d| d.as_str() == device)
+        })
+        .count()
+}
+
+/// A `mosquitto_pub -l` session: each line written to its stdin is one publish.
+struct LinePublisher {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+}
+
+impl LinePublisher {
+    fn start(port: &str, version: &str, id: &str, topic: &str) -> LinePublisher {
+        let mut child = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-V",
+                version,
+                "-i",
+                id,
+                "-u",
+                id,
+                "-P",
+                SECRET,
+                "-t",
+                topic,
+                "-l",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        LinePublisher { child, stdin }
+    }
+
+    /// Publishes `n` readings `gap` apart; returns how long it took.
+    async fn paced(&mut self, n: usize, gap: Duration) -> Duration {
+        use tokio::io::AsyncWriteExt;
+        let started = tokio::time::Instant::now();
+        for i in 0..n {
+            self.stdin
+                .write_all(format!("{{\"flow_lps\": {i}}}\n").as_bytes())
+                .await
+                .unwrap();
+            self.stdin.flush().await.unwrap();
+            tokio::time::sleep(gap).await;
+        }
+        started.elapsed()
+    }
+
+    async fn finish(self) -> Output {
+        drop(self.stdin);
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait_with_output())
+            .await
+            .expect("mosquitto_pub did not exit")
+            .unwrap()
+    }
+}
+
+/// Waits until the sink has `n` telemetry events of `device` (or 5 s have passed).
+async fn settle(f: &Fixture, device: &str, n: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = telemetry_of(f, device);
+        if got >= n || tokio::time::Instant::now() > deadline {
+            // Give stragglers a moment, then count.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return telemetry_of(f, device);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_per_device_on_live_and_later_sessions_and_lift() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    let limit = ingest::mqtt::DeviceLimit {
+        messages_per_s: 5.0,
+        burst: 5,
+        until: Timestamp::now().saturating_add_ms(120_000),
+    };
+    // Set before the device connects: its next connection is held to it.
+    assert!(!f.broker.set_rate_limit("pump-7", limit));
+    let mut pump = LinePublisher::start(&port, "mqttv5", "pump-7", "city/water/pump-7/telemetry");
+    let mut siren = LinePublisher::start(
+        &port,
+        "mqttv311",
+        "siren-1",
+        "city/public_safety/siren-1/telemetry",
+    );
+    // 25 readings a second each, for 1.2 s.
+    let gap = Duration::from_millis(40);
+    let (took, _) = tokio::join!(pump.paced(30, gap), siren.paced(30, gap));
+    let allowed = |took: Duration| 5 + (took.as_secs_f64() * 5.0).ceil() as usize + 1;
+    assert_eq!(
+        settle(&f, "siren-1", 30).await,
+        30,
+        "the other device is untouched"
+    );
+    let held = telemetry_of(&f, "pump-7");
+    assert!(
+        (5..=allowed(took)).contains(&held),
+        "{held} of 30 passed, at most {} allowed",
+        allowed(took)
+    );
+    assert_eq!(
+        f.broker.metrics().snapshot().rate_limited,
+        30 - held as u64,
+        "every dropped publish is counted"
+    );
+    f.sink
+        .wait_for(
+            "rate limit applied",
+            security(
+                SecurityEventKind::RateLimitChanged,
+                "rate limit applied (5 msg/s, burst 5",
+            ),
+        )
+        .await;
+    let dropped = f
+        .sink
+        .wait_for(
+            "drops reported",
+            security(
+                SecurityEventKind::RateLimited,
+                "over the rate limit (5 msg/s",
+            ),
+        )
+        .await;
+    assert_eq!(dropped.device_id.unwrap().as_str(), "pump-7");
+
+    // Lifted while the session is live: the rate is back at once.
+    assert_eq!(f.broker.lift_rate_limit("pump-7"), Some(limit));
+    pump.paced(30, gap).await;
+    assert_eq!(settle(&f, "pump-7", held + 30).await, held + 30);
+
+    // Applied to the live session at once.
+    let before = telemetry_of(&f, "pump-7");
+    assert!(
+        f.broker.set_rate_limit("pump-7", limit),
+        "the live session took it"
+    );
+    let took = pump.paced(30, gap).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let passed = telemetry_of(&f, "pump-7") - before;
+    assert!(
+        (5..=allowed(took)).contains(&passed),
+        "{passed} of 30 passed on the live session, at most {} allowed",
+        allowed(took)
+    );
+    assert_eq!(f.broker.rate_limits(), vec![("pump-7".to_owned(), limit)]);
+    let out = pump.finish().await;
+    assert!(out.status.success(), "{}", text(&out));
+    siren.finish().await;
+    f.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_qos1_is_refused_and_floods_get_0x96() {
+    if !have_mosquitto() {
+        return;
+    }
+    let f = start(local_config(), directory());
+    let port = f.broker.local_addr().port().to_string();
+    let limit = ingest::mqtt::DeviceLimit {
+        messages_per_s: 0.1,
+        burst: 1,
+        until: Timestamp::now().saturating_add_ms(120_000),
+    };
+    f.broker.set_rate_limit("pump-7", limit);
+    let topic = "city/water/pump-7/telemetry";
+    // MQTT 5, QoS 1: the first takes the burst; the next connection of the same device
+    // finds the bucket empty (reconnecting does not refill it) and gets PUBACK 0x97.
+    let first = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv5",
+            "pump-7",
+            SECRET,
+            topic,
+            "{\"flow_lps\": 1}",
+        ),
+    )
+    .await;
+    assert!(
+        text(&first).to_lowercase().contains("received puback"),
+        "{}",
+        text(&first)
+    );
+    assert!(!text(&first).contains("151"), "{}", text(&first));
+    let second = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv5",
+            "pump-7",
+            SECRET,
+            topic,
+            "{\"flow_lps\": 2}",
+        ),
+    )
+    .await;
+    let t = text(&second);
+    assert!(
+        t.to_lowercase().contains("received puback") && t.contains("151"),
+        "{t}"
+    );
+    assert_eq!(
+        settle(&f, "pump-7", 1).await,
+        1,
+        "the refused one was not taken"
+    );
+
+    // MQTT 3.1.1 cannot refuse a QoS 1 publish: the broker closes instead of acknowledging.
+    let old = run(
+        "mosquitto_pub",
+        &pub_args(
+            &port,
+            "mqttv311",
+            "pump-7",
+            SECRET,
+            topic,
+            "{\"flow_lps\": 3}",
+        ),
+    )
+    .await;
+    let t = text(&old);
+    assert!(!t.to_lowercase().contains("received puback"), "{t}");
+    f.sink
+        .wait_for(
+            "3.1.1 closed",
+            security(
+                SecurityEventKind::Disconnect,
+                "qos 1/2 publish over the rate limit",
+            ),
+        )
+        .await;
+
+    // A flood far over the limit: MQTT 5 DISCONNECT with 0x96 (message rate too high).
+    let mut args = vec![
+        "-d",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv5",
+        "-i",
+        "pump-7",
+        "-u",
+        "pump-7",
+        "-P",
+        SECRET,
+        "-t",
+        topic,
+        "-l",
+    ];
+    args.push("-q");
+    args.push("0");
+    let mut child = Command::new("mosquitto_pub")
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        let lines: String = (0..200)
+            .map(|i| format!("{{\"flow_lps\": {i}}}\n"))
+            .collect();
+        let _ = stdin.write_all(lines.as_bytes()).await;
+        // Keep stdin open so that the client is still there to read the broker's answer.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = text(&out);
+    f.sink
+        .wait_for(
+            "flood disconnect",
+            security(
+                SecurityEventKind::RateLimited,
+                "disconnected: publishing more than ten times",
+            ),
+        )
+        .await;
+    // mosquitto_pub -d prints the broker's DISCONNECT reason code: 150 = 0x96.
+    assert!(t.contains("Received DISCONNECT (150)"), "{t}");
+    assert!(
+        telemetry_of(&f, "pump-7") <= 2,
+        "the flood did not get through"
+    );
+    f.broker.shutdown().await;
+}

@@ -40,15 +40,25 @@ impl City {
     /// Starts the platform and the simulated city of `devices` devices for `seed`, and waits
     /// until every simulated device is online.
     pub async fn start(seed: u64, devices: usize) -> Result<City> {
+        City::start_with(seed, devices, None, |_| {}).await
+    }
+
+    /// Like [`City::start`], with the data directory at `data_dir` (default: a temporary
+    /// one) and the config changed by `tweak`.
+    pub async fn start_with(
+        seed: u64,
+        devices: usize,
+        data_dir: Option<&std::path::Path>,
+        tweak: impl FnOnce(&mut app::Config),
+    ) -> Result<City> {
         let dir = tempfile::tempdir()?;
-        let env: HashMap<String, String> = [(
-            "CITYSEC_DATA_DIR".to_owned(),
-            dir.path().join("data").display().to_string(),
-        )]
-        .into();
+        let data = data_dir.map_or_else(|| dir.path().join("data"), std::path::Path::to_owned);
+        let env: HashMap<String, String> =
+            [("CITYSEC_DATA_DIR".to_owned(), data.display().to_string())].into();
         let mut config = app::Config::default_with_env(&env)?;
         config.http.listen = "127.0.0.1:0".into();
         config.ingest.mqtt.listen = "127.0.0.1:0".into();
+        tweak(&mut config);
         let population = Population::generate(devices, seed);
         let siren = plan_cycle(&population, &AttackConfig::default(), seed, 0)
             .into_iter()
@@ -212,6 +222,18 @@ impl Siren {
             &mut wbuf,
         );
         self.stream.write_all(&wbuf).await?;
+        Ok(())
+    }
+
+    /// Publishes `n` telemetry readings at once (QoS 1).
+    pub async fn telemetry_burst(&mut self, n: usize) -> Result<()> {
+        for i in 0..n {
+            self.publish(
+                "/telemetry",
+                &format!(r#"{{"battery_v":{}}}"#, 12.0 + (i % 10) as f64 / 10.0),
+            )
+            .await?;
+        }
         Ok(())
     }
 
