@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
 mod advisory;
+mod console;
 mod detect;
 mod gateway;
 mod intel;
@@ -39,6 +40,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_incidents",
         include_str!("../migrations/0007_incidents.sql"),
+    ),
+    (
+        "0011_console",
+        include_str!("../migrations/0011_console.sql"),
     ),
 ];
 

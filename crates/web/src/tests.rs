@@ -1430,6 +1430,16 @@ impl store::IntelStore for BrokenStore {
 }
 
 #[async_trait]
+impl store::ConsoleStore for BrokenStore {
+    async fn ack_alert(&self, _: &store::AlertAck) -> store::Result<()> {
+        on_fire()
+    }
+    async fn alert_acks(&self, _: &[String]) -> store::Result<Vec<store::AlertAck>> {
+        on_fire()
+    }
+}
+
+#[async_trait]
 impl Store for BrokenStore {
     async fn insert_device(&self, _: &Device) -> store::Result<()> {
         Err(store::Error::Internal(
