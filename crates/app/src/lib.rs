@@ -5,6 +5,7 @@
 pub mod advisories;
 pub mod audit;
 pub mod config;
+mod console;
 pub mod detect;
 pub mod directory;
 mod flows;
@@ -13,7 +14,6 @@ pub mod incidents;
 pub mod integrations;
 pub mod intel;
 pub mod inventory;
-mod landing;
 mod metrics;
 pub mod platform;
 pub mod readiness;

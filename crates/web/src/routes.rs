@@ -420,6 +420,12 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         verb: Verb::Get,
+        path: "/api/v1/console/reports",
+        access: VIEWER,
+        handler: |m| on(m, console::api::reports),
+    },
+    Route {
+        verb: Verb::Get,
         path: "/api/v1/console/sharing",
         access: VIEWER,
         handler: |m| on(m, console::api::sharing),

@@ -632,3 +632,30 @@ pub(crate) async fn sharing(State(s): AppState) -> Result<Response, ApiError> {
     }))
     .into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportParams {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/console/reports`: residents' reports, newest first, paged by `before`.
+/// Their text is whatever a resident typed: the console shows it as text only.
+pub(crate) async fn reports(
+    State(s): AppState,
+    Query(p): Query<ReportParams>,
+) -> Result<Response, ApiError> {
+    let limit = parse_limit(p.limit)?;
+    let items = s
+        .api
+        .store
+        .list_reports(&store::ReportQuery {
+            before: parse_ts("before", p.before)?,
+            limit,
+            ..store::ReportQuery::default()
+        })
+        .await?;
+    let next_before = (items.len() >= limit).then(|| items.last().map(|r| r.ts)).flatten();
+    Ok(axum::Json(json!({ "items": items, "next_before": next_before })).into_response())
+}

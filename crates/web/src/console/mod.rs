@@ -45,6 +45,7 @@ pub(crate) static ASSETS: &[(&str, &str, &str)] = &[
     ("advisories.js", JS, include_str!("assets/advisories.js")),
     ("readiness.js", JS, include_str!("assets/readiness.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
+    ("reports.js", JS, include_str!("assets/reports.js")),
     ("commands.js", JS, include_str!("assets/commands.js")),
     ("icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
 ];

@@ -11,6 +11,7 @@ import * as sharing from './sharing.js';
 import * as advisories from './advisories.js';
 import * as readiness from './readiness.js';
 import * as audit from './audit.js';
+import * as reports from './reports.js';
 
 const VIEWS = [
   ['map', 'City map', map],
@@ -19,6 +20,7 @@ const VIEWS = [
   ['commands', 'Commands', commands],
   ['sharing', 'Threat sharing', sharing],
   ['advisories', 'Advisories', advisories],
+  ['reports', 'Reports', reports],
   ['readiness', 'Readiness', readiness],
   ['audit', 'Audit log', audit],
 ];

@@ -71,6 +71,12 @@ export function render(main, params, ctx) {
     g.font = '12px system-ui, sans-serif';
     for (const z of d.zones) {
       const [x0, y0] = project(z.x0, z.y1), [x1, y1] = project(z.x1, z.y0);
+      if (z.server) {
+        g.fillStyle = '#1f3b4f'; g.strokeStyle = 'rgba(127,211,255,0.7)';
+        g.fillRect(x0 - 5, y0 - 5, 10, 10); g.strokeRect(x0 - 5, y0 - 5, 10, 10);
+        g.fillStyle = 'rgba(200,220,235,0.9)'; g.fillText(z.name, x0 + 9, y0 + 4);
+        continue;
+      }
       g.strokeStyle = 'rgba(160,190,210,0.35)';
       g.fillStyle = 'rgba(160,190,210,0.05)';
       g.fillRect(x0 - 4, y0 - 4, x1 - x0 + 8, y1 - y0 + 8);
@@ -92,7 +98,7 @@ export function render(main, params, ctx) {
       g.fillText('internet', canvas.width - 80, 16);
     }
     // Devices, one fillStyle per sector.
-    const size = Math.max(2, Math.min(6, view.scale / 4000));
+    const size = d.n > 20000 ? 2 : d.n > 5000 ? 3 : 4;
     const half = size / 2;
     const W = canvas.width, H = canvas.height;
     let shown = 0;
@@ -151,6 +157,19 @@ export function render(main, params, ctx) {
     const bySector = raw.sectors.map(() => []);
     for (let i = 0; i < n; i++) bySector[sector[i]].push(i);
     const zones = raw.zones.map((z) => ({ name: z.name, devices: z.devices, y0: z.bbox[0], x0: z.bbox[1] * k, y1: z.bbox[2], x1: z.bbox[3] * k, c: [z.center[1] * k, z.center[0]] }));
+    // Zones of the plan that hold no placed device (servers, IT, vendors) stand in a
+    // column beside the city, so the conduits to them can be drawn.
+    const placed = new Set(zones.map((z) => z.name));
+    const spare = (raw.planned_zones || []).filter((name) => !placed.has(name));
+    if (n) {
+      const gap = (maxY - minY || 0.01) / Math.max(spare.length, 1);
+      const colX = maxX + (maxX - minX || 0.01) * 0.12;
+      spare.forEach((name, j) => {
+        const cy = maxY - gap * (j + 0.5);
+        zones.push({ name, devices: 0, server: true, x0: colX, x1: colX, y0: cy, y1: cy, c: [colX, cy] });
+      });
+      if (spare.length) maxX = colX + (maxX - minX) * 0.08;
+    }
     const centre = new Map(zones.map((z) => [z.name, z.c]));
     const links = [];
     for (const c of raw.conduits || []) {
@@ -184,7 +203,7 @@ export function render(main, params, ctx) {
     legend.appendChild(h('label.legend-row', null,
       h('input', { type: 'checkbox', checked: state.onlyAlerting, onchange: (e) => { state.onlyAlerting = e.target.checked; draw(); } }),
       'only devices with alerts (ring: worst severity, last 24 h)'));
-    legend.appendChild(h('p.muted', null, `${d.zones.length} zones (boxes), ${d.links.length} conduits (dashed), ${d.raw.unplaced} devices without coordinates`));
+    legend.appendChild(h('p.muted', null, `${d.zones.filter((z) => !z.server).length} device zones (their extent), ${d.zones.filter((z) => z.server).length} server zones (squares, right), ${d.links.length} conduits (dashed lines), ${d.raw.unplaced} devices without coordinates`));
   }
 
   function select(i) {
