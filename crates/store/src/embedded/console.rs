@@ -65,3 +65,40 @@ impl ConsoleStore for EmbeddedStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use model::Timestamp;
+
+    use crate::console::{AlertAck, ConsoleStore};
+    use crate::{EmbeddedStore, Error};
+
+    fn ack(id: &str, actor: &str) -> AlertAck {
+        AlertAck {
+            alert_id: id.into(),
+            actor: actor.into(),
+            at: Timestamp::from_millis(1_000),
+            note: "n".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_acknowledgement_stands_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.ack_alert(&ack("a1", "ana")).await.unwrap();
+        assert!(matches!(
+            store.ack_alert(&ack("a1", "bob")).await,
+            Err(Error::Conflict { .. })
+        ));
+        // More ids than one query takes.
+        let ids: Vec<String> = (0..1200).map(|i| format!("x{i}")).chain(["a1".into()]).collect();
+        let found = store.alert_acks(&ids).await.unwrap();
+        assert_eq!(found, vec![ack("a1", "ana")]);
+        assert!(store.alert_acks(&[]).await.unwrap().is_empty());
+        crate::Store::close(&store).await.unwrap();
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.alert_acks(&["a1".into()]).await.unwrap().len(), 1);
+    }
+}

@@ -20,8 +20,6 @@ use crate::error::{ApiError, Path};
 pub(crate) mod api;
 pub(crate) mod live;
 pub(crate) mod session;
-#[cfg(test)]
-mod tests;
 
 pub use crate::console::api::{ConduitLink, ZonePlan};
 

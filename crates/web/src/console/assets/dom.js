@@ -1,6 +1,7 @@
 // DOM building without HTML parsing: every piece of data becomes a text node or an
-// attribute value, never markup. The console never assigns innerHTML, outerHTML or
-// insertAdjacentHTML, and never builds a URL from data except through `route()`.
+// attribute value, never markup. No module of the console uses an HTML-parsing property
+// or method (a test in crates/web checks the assets for them), and no URL is built from
+// data except through `route()`.
 
 // h('tag.class', {attr: value, onclick: fn}, child, ...): children are nodes, strings
 // (text nodes), numbers, null/false (skipped) or arrays of those.
