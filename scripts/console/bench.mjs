@@ -29,7 +29,12 @@ async function grow(city, total) {
     lat0 = Math.min(lat0, d.location.lat); lat1 = Math.max(lat1, d.location.lat);
     lon0 = Math.min(lon0, d.location.lon); lon1 = Math.max(lon1, d.location.lon);
   }
-  const have = (await city.api('GET', '/api/v1/status')).devices_registered;
+  let have = 0;
+  for (let after = '', page; ; after = page.next) {
+    page = await city.api('GET', `/api/v1/devices?limit=1000${after ? `&after=${after}` : ''}`);
+    have += page.items.length;
+    if (!page.next) break;
+  }
   let made = 0;
   let seed = 12345;
   const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
@@ -48,6 +53,8 @@ async function grow(city, total) {
       method: 'POST', headers: { Authorization: `Bearer ${city.token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(batch),
     });
     if (!res.ok) throw new Error(`import: ${res.status} ${await res.text()}`);
+    const report = await res.json();
+    if (report.errors && report.errors.length) throw new Error(`import: ${JSON.stringify(report.errors.slice(0, 3))}`);
   }
 }
 

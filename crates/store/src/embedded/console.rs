@@ -93,7 +93,10 @@ mod tests {
             Err(Error::Conflict { .. })
         ));
         // More ids than one query takes.
-        let ids: Vec<String> = (0..1200).map(|i| format!("x{i}")).chain(["a1".into()]).collect();
+        let ids: Vec<String> = (0..1200)
+            .map(|i| format!("x{i}"))
+            .chain(["a1".into()])
+            .collect();
         let found = store.alert_acks(&ids).await.unwrap();
         assert_eq!(found, vec![ack("a1", "ana")]);
         assert!(store.alert_acks(&[]).await.unwrap().is_empty());

@@ -249,7 +249,10 @@ async fn build_map(s: &Shared) -> Result<String, ApiError> {
                 DeviceStatus::Quarantined => 2,
             };
             totals_status[status as usize] += 1;
-            let Some(loc) = d.location.filter(|l| l.lat.is_finite() && l.lon.is_finite()) else {
+            let Some(loc) = d
+                .location
+                .filter(|l| l.lat.is_finite() && l.lon.is_finite())
+            else {
                 unplaced += 1;
                 continue;
             };
@@ -656,6 +659,8 @@ pub(crate) async fn reports(
             ..store::ReportQuery::default()
         })
         .await?;
-    let next_before = (items.len() >= limit).then(|| items.last().map(|r| r.ts)).flatten();
+    let next_before = (items.len() >= limit)
+        .then(|| items.last().map(|r| r.ts))
+        .flatten();
     Ok(axum::Json(json!({ "items": items, "next_before": next_before })).into_response())
 }

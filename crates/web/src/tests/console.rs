@@ -159,7 +159,10 @@ async fn the_page_and_every_asset_are_embedded_under_a_strict_policy() {
     assert!(!csp.contains("unsafe"), "{csp}");
     assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
     // No inline script or style in the page: every script and style sheet is a file.
-    assert!(page.text.contains(r#"<script type="module" src="/console/app.js"></script>"#));
+    assert!(
+        page.text
+            .contains(r#"<script type="module" src="/console/app.js"></script>"#)
+    );
     assert!(!page.text.contains("<style"));
     assert!(!page.text.contains(" style="));
     assert_eq!(page.text.matches("<script").count(), 1);
@@ -167,7 +170,10 @@ async fn the_page_and_every_asset_are_embedded_under_a_strict_policy() {
         let reply = call(&app, Call::new(Method::GET, &format!("/console/{name}"))).await;
         assert_eq!(reply.status, StatusCode::OK, "{name}");
         assert_eq!(reply.headers[header::CONTENT_TYPE], *content_type, "{name}");
-        assert_eq!(reply.headers["content-security-policy"], CONTENT_SECURITY_POLICY);
+        assert_eq!(
+            reply.headers["content-security-policy"],
+            CONTENT_SECURITY_POLICY
+        );
         assert_eq!(reply.text, *body);
     }
     let missing = call(&app, Call::new(Method::GET, "/console/../lib.rs")).await;
@@ -207,7 +213,10 @@ fn assets_load_nothing_from_elsewhere_and_never_parse_data_as_html() {
     }
     // Every module imported is embedded.
     for file in imported {
-        assert!(ASSETS.iter().any(|(n, _, _)| *n == file), "{file} is not embedded");
+        assert!(
+            ASSETS.iter().any(|(n, _, _)| *n == file),
+            "{file} is not embedded"
+        );
     }
 }
 
@@ -252,7 +261,13 @@ async fn a_cookie_session_needs_its_csrf_token_for_every_change_and_ends_at_logo
             .await
             .assert_error(StatusCode::FORBIDDEN, "forbidden");
     }
-    assert!(f.store.alert_acks(&["alert-1".into()]).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .alert_acks(&["alert-1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let mut c = Call::new(Method::POST, "/api/v1/console/alerts/alert-1/ack");
     c.cookie = Some(&token);
     c.csrf = Some(&csrf);
@@ -289,7 +304,12 @@ async fn a_cookie_session_needs_its_csrf_token_for_every_change_and_ends_at_logo
     c.csrf = Some(&csrf);
     let out = call(&app, c).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text);
-    assert!(out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        out.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     let mut c = Call::new(Method::GET, "/api/v1/console/session");
     c.cookie = Some(&token);
     call(&app, c)
@@ -383,7 +403,10 @@ async fn the_queue_filters_and_pages_on_the_server() {
     assert_eq!(ids, ["alert-3", "alert-2"]);
     let next = page["next_before"].as_str().unwrap();
     let rest = f
-        .get(&format!("/api/v1/console/alerts?limit=2&before={next}"), VIEWER)
+        .get(
+            &format!("/api/v1/console/alerts?limit=2&before={next}"),
+            VIEWER,
+        )
         .await
         .json();
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
@@ -409,9 +432,17 @@ async fn the_queue_filters_and_pages_on_the_server() {
         .json();
     assert_eq!(acked["items"].as_array().unwrap().len(), 1);
     assert_eq!(acked["items"][0]["ack"]["by"], "analyst token");
-    let open = f.get("/api/v1/console/alerts?state=open", VIEWER).await.json();
+    let open = f
+        .get("/api/v1/console/alerts?state=open", VIEWER)
+        .await
+        .json();
     assert_eq!(open["items"].as_array().unwrap().len(), 2);
-    for bad in ["state=closed", "min_severity=huge", "limit=0", "before=yesterday"] {
+    for bad in [
+        "state=closed",
+        "min_severity=huge",
+        "limit=0",
+        "before=yesterday",
+    ] {
         f.get(&format!("/api/v1/console/alerts?{bad}"), VIEWER)
             .await
             .assert_error(StatusCode::BAD_REQUEST, "invalid");
@@ -427,11 +458,22 @@ async fn the_map_summary_has_one_column_entry_per_placed_device() {
         lon: 4.9,
     });
     let mut quarantined = seeded_device("camera-9", model::DeviceClass::Camera, "ps-field");
-    quarantined.location = Some(Location { lat: 52.4, lon: 4.8 });
+    quarantined.location = Some(Location {
+        lat: 52.4,
+        lon: 4.8,
+    });
     quarantined.status = model::DeviceStatus::Quarantined;
-    f.store.upsert_devices(&[placed, quarantined]).await.unwrap();
     f.store
-        .upsert_alerts(&[now_alert(1, "valve-9", "auth.brute_force.device", Severity::Critical)])
+        .upsert_devices(&[placed, quarantined])
+        .await
+        .unwrap();
+    f.store
+        .upsert_alerts(&[now_alert(
+            1,
+            "valve-9",
+            "auth.brute_force.device",
+            Severity::Critical,
+        )])
         .await
         .unwrap();
     let map = f.get("/api/v1/console/map", VIEWER).await.json();
@@ -442,9 +484,18 @@ async fn the_map_summary_has_one_column_entry_per_placed_device() {
     }
     assert_eq!(d["lat"][1], 52.37123);
     assert_eq!(d["alert"], json!([0, 5]));
-    assert_eq!(map["statuses"][d["status"][0].as_u64().unwrap() as usize], "quarantined");
-    assert_eq!(map["sectors"][d["sector"][1].as_u64().unwrap() as usize], "water");
-    assert_eq!(map["zones"][d["zone"][1].as_u64().unwrap() as usize]["name"], "ot-water");
+    assert_eq!(
+        map["statuses"][d["status"][0].as_u64().unwrap() as usize],
+        "quarantined"
+    );
+    assert_eq!(
+        map["sectors"][d["sector"][1].as_u64().unwrap() as usize],
+        "water"
+    );
+    assert_eq!(
+        map["zones"][d["zone"][1].as_u64().unwrap() as usize]["name"],
+        "ot-water"
+    );
     assert_eq!(map["unplaced"], 3);
     assert_eq!(map["by_status"]["quarantined"], 1);
     assert_eq!(map["conduits"], json!([]));
@@ -461,7 +512,10 @@ async fn the_stream_pushes_a_new_alert_to_an_open_console() {
         .unwrap();
     let response = app.oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
     let mut body = response.into_body().into_data_stream();
     let mut alert = now_alert(7, "pump-2", "intel.indicator", Severity::High);
     f.store.upsert_alerts(&[alert.clone()]).await.unwrap();
@@ -498,7 +552,10 @@ async fn the_device_page_has_identity_posture_telemetry_alerts_and_commands() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     let page = page.json();
     assert_eq!(page["device"]["id"], "pump-1");
-    assert!(page["device"]["credentials"][0].get("hash").is_none(), "no secret hash");
+    assert!(
+        page["device"]["credentials"][0].get("hash").is_none(),
+        "no secret hash"
+    );
     assert_eq!(page["posture"]["secrets"], 1);
     assert_eq!(page["posture"]["certificates"], 1);
     assert_eq!(page["telemetry"].as_array().unwrap().len(), 1);
@@ -524,17 +581,26 @@ async fn reports_and_sharing_pages() {
                 ts: Timestamp::from_millis(1_795_000_000_000 + n),
                 category: ReportCategory::SirenNoStorm,
                 text: format!("<script>alert({n})</script>"),
-                location: Location { lat: 52.0, lon: 4.0 },
+                location: Location {
+                    lat: 52.0,
+                    lon: 4.0,
+                },
             })
             .await
             .unwrap();
     }
-    let first = f.get("/api/v1/console/reports?limit=2", VIEWER).await.json();
+    let first = f
+        .get("/api/v1/console/reports?limit=2", VIEWER)
+        .await
+        .json();
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     assert_eq!(first["items"][0]["text"], "<script>alert(2)</script>");
     let next = first["next_before"].as_str().unwrap();
     let rest = f
-        .get(&format!("/api/v1/console/reports?limit=2&before={next}"), VIEWER)
+        .get(
+            &format!("/api/v1/console/reports?limit=2&before={next}"),
+            VIEWER,
+        )
         .await
         .json();
     assert_eq!(rest["items"][0]["id"], "rep-0");
@@ -548,8 +614,14 @@ async fn reports_and_sharing_pages() {
         .await
         .unwrap();
     let sharing = f.get("/api/v1/console/sharing", VIEWER).await.json();
-    assert!(sharing["config"].is_null(), "the test platform shares nothing");
+    assert!(
+        sharing["config"].is_null(),
+        "the test platform shares nothing"
+    );
     let hits = sharing["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 2);
-    assert!(hits.iter().any(|h| h["indicator"] == "indicator--1" && h["devices"] == json!(["pump-1"])));
+    assert!(
+        hits.iter()
+            .any(|h| h["indicator"] == "indicator--1" && h["devices"] == json!(["pump-1"]))
+    );
 }
