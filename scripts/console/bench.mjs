@@ -9,6 +9,7 @@
 //
 // Prints one JSON object per city size.
 
+import { createHash } from 'node:crypto';
 import { startCitysec, launchBrowser, signIn } from './demo.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -21,6 +22,25 @@ const alertRuns = Number(args.alerts || 10);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const round = (x) => Math.round(x * 10) / 10;
 
+async function count(city) {
+  let have = 0;
+  for (let after = '', page; ; after = page.next) {
+    page = await city.api('GET', `/api/v1/devices?limit=1000${after ? `&after=${after}` : ''}`);
+    have += page.items.length;
+    if (!page.next) break;
+  }
+  return have;
+}
+
+// The demo registers its city right after it starts listening: wait for all of it.
+async function settled(city, devices) {
+  const deadline = Date.now() + 180_000;
+  while ((await count(city)) < devices) {
+    if (Date.now() > deadline) throw new Error('the demo city did not register');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 async function grow(city, total) {
   const first = await city.api('GET', '/api/v1/devices?limit=1000');
   const seeds = first.items.filter((d) => d.location);
@@ -29,12 +49,7 @@ async function grow(city, total) {
     lat0 = Math.min(lat0, d.location.lat); lat1 = Math.max(lat1, d.location.lat);
     lon0 = Math.min(lon0, d.location.lon); lon1 = Math.max(lon1, d.location.lon);
   }
-  let have = 0;
-  for (let after = '', page; ; after = page.next) {
-    page = await city.api('GET', `/api/v1/devices?limit=1000${after ? `&after=${after}` : ''}`);
-    have += page.items.length;
-    if (!page.next) break;
-  }
+  const have = await count(city);
   let made = 0;
   let seed = 12345;
   const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
@@ -46,7 +61,7 @@ async function grow(city, total) {
         id: `bench-${String(made).padStart(6, '0')}`, class: like.class, zone: like.zone, owner: like.owner,
         vendor: like.vendor, model: like.model, firmware: like.firmware,
         location: { lat: lat0 + rnd() * (lat1 - lat0), lon: lon0 + rnd() * (lon1 - lon0) },
-        generate_secret: true,
+        cert_sha256: createHash('sha256').update(`bench-${made}`).digest('hex'),
       });
     }
     const res = await fetch(`${city.base}/api/v1/devices/import`, {
@@ -62,6 +77,7 @@ async function measure(size) {
   const city = await startCitysec({ name: `bench-${size}`, args: ['--devices', '2000', '--seed', '1', '--attacks', 'false'] });
   try {
     await city.addUser('bench', 'analyst');
+    await settled(city, 2000);
     if (size > 2000) await grow(city, size);
     // The map summary from the server: a cold build, then the cached copy.
     const out = { devices: size };

@@ -16,6 +16,13 @@ const INDICATOR_IP = '198.51.100.77';
 
 before(async () => {
   city = await startCitysec({ args: ['--devices', '300', '--seed', '3', '--catalogue', 'false'] });
+  // The demo registers its city right after it starts listening: wait for all of it.
+  for (let i = 0; ; i++) {
+    const all = await city.api('GET', '/api/v1/devices?limit=1000');
+    if (all.items.length >= 300) break;
+    if (i > 240) throw new Error('the demo city did not register');
+    await new Promise((r) => setTimeout(r, 500));
+  }
   await city.addUser('ada', 'operator');
   await city.addUser('sue', 'supervisor');
   browser = await launchBrowser();

@@ -10,7 +10,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use futures_util::StreamExt;
 use model::{Alert, AlertId, CitizenReport, Location, ReportCategory, Severity, Timestamp};
 use serde_json::{Value as Json, json};
-use store::{AdvisoryStore, AuditStore, UserStore, UserToken, UserTokenKind};
+use store::{UserToken, UserTokenKind};
 use tower::ServiceExt;
 
 use super::{ADMIN, ANALYST, Reply, VIEWER, fixture, id, seeded_device};

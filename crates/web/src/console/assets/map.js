@@ -18,6 +18,12 @@ export const SECTOR_COLOURS = {
 const SEVERITY_COLOURS = ['', '#8aa1b1', '#d9c33b', '#f0a030', '#e5483a', '#b0003a'];
 const SEVERITIES = ['', 'info', 'low', 'medium', 'high', 'critical'];
 
+// '#rrggbb' as one opaque pixel of an ImageData buffer (little-endian RGBA).
+function packed(hex) {
+  const v = parseInt(hex.slice(1), 16);
+  return (0xff000000 | ((v & 0xff) << 16) | (v & 0xff00) | ((v >> 16) & 0xff)) >>> 0;
+}
+
 export function render(main, params, ctx) {
   const canvas = h('canvas.map', { id: 'map-canvas', width: 900, height: 600, tabindex: 0, 'aria-label': 'City map' });
   const info = h('aside.map-info', { id: 'map-info' }, h('p.muted', null, 'Select a device on the map.'));
@@ -31,6 +37,7 @@ export function render(main, params, ctx) {
     h('div.map-layout', null, wrap, h('div.map-side', null, legend, info))));
 
   const state = { data: null, hidden: new Set(), onlyAlerting: false };
+  const buffer = {};
   const view = {
     cx: 0, cy: 0, scale: 1,
     reset() {
@@ -104,25 +111,41 @@ export function render(main, params, ctx) {
       g.fillStyle = 'rgba(200,220,235,0.8)';
       g.fillText('internet', canvas.width - 80, 16);
     }
-    // Devices, one fillStyle per sector.
+    // Devices: written as pixels into an off-screen buffer (one array write per pixel,
+    // no path or fill call per device), then composited over the zones in one drawImage.
     const size = d.n > 20000 ? 2 : d.n > 5000 ? 3 : 4;
     const half = size / 2;
     const W = canvas.width, H = canvas.height;
+    if (!buffer.img || buffer.img.width !== W || buffer.img.height !== H) {
+      buffer.canvas = document.createElement('canvas');
+      buffer.canvas.width = W; buffer.canvas.height = H;
+      buffer.ctx = buffer.canvas.getContext('2d');
+      buffer.img = buffer.ctx.createImageData(W, H);
+      buffer.px = new Uint32Array(buffer.img.data.buffer);
+    }
+    const px32 = buffer.px;
+    px32.fill(0);
     let shown = 0;
+    const hw = W / 2, hh = H / 2, scale = view.scale, cx = view.cx, cy = view.cy;
     for (let s = 0; s < d.sectors.length; s++) {
       if (state.hidden.has(d.sectors[s])) continue;
-      g.fillStyle = SECTOR_COLOURS[d.sectors[s]] || '#cccccc';
+      const colour = packed(SECTOR_COLOURS[d.sectors[s]] || '#cccccc');
       const list = d.bySector[s];
       for (let k = 0; k < list.length; k++) {
         const i = list[k];
         if (state.onlyAlerting && !d.alert[i]) continue;
-        const px = (d.x[i] - view.cx) * view.scale + W / 2;
-        const py = (view.cy - d.y[i]) * view.scale + H / 2;
-        if (px < -8 || py < -8 || px > W + 8 || py > H + 8) continue;
-        g.fillRect(px - half, py - half, size, size);
+        const x0 = Math.round((d.x[i] - cx) * scale + hw - half);
+        const y0 = Math.round((cy - d.y[i]) * scale + hh - half);
+        if (x0 < 0 || y0 < 0 || x0 + size > W || y0 + size > H) continue;
+        for (let dy = 0; dy < size; dy++) {
+          const row = (y0 + dy) * W + x0;
+          for (let dx = 0; dx < size; dx++) px32[row + dx] = colour;
+        }
         shown++;
       }
     }
+    buffer.ctx.putImageData(buffer.img, 0, 0);
+    g.drawImage(buffer.canvas, 0, 0);
     // Status: revoked grey cross, quarantined black square; alerts a ring by severity.
     for (let i = 0; i < d.n; i++) {
       if (!d.status[i] && !d.alert[i]) continue;
