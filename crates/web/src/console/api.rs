@@ -191,7 +191,7 @@ fn round5(x: f64) -> f64 {
 /// Builds the map summary: every placed device as columns (ids, coordinates and small
 /// integers into the sector, class, zone and status dictionaries, plus the highest
 /// severity of its alerts in the last 24 hours), per-zone extents and counts, and the
-/// conduit plan. Columns keep 50,000 devices at about 3 MB of JSON that the page turns
+/// conduit plan. Columns keep 50,000 devices at about 2 MB of JSON that the page turns
 /// into typed arrays once.
 async fn build_map(s: &Shared) -> Result<String, ApiError> {
     let since = Timestamp::now().saturating_add_ms(-MAP_ALERT_WINDOW_MS);
