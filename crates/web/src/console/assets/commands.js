@@ -8,6 +8,9 @@ export function render(main) {
   const queue = h('div', { id: 'approval-queue' });
   const recent = h('div', { id: 'command-list' });
   const detail = h('div', { id: 'command-detail' });
+  // The recent commands, paged on the server (newest first, `before` the last one's time).
+  let before = null;
+  const more = h('button', { disabled: true, onclick: () => older() }, 'Older commands');
   const devices = h('input', { name: 'devices', placeholder: 'valve-0003, valve-0004', required: true });
   const action = h('input', { name: 'action', placeholder: 'close', required: true });
   const paramsInput = h('input', { name: 'params', placeholder: 'key=value, key=value' });
@@ -24,7 +27,7 @@ export function render(main) {
       h('button.primary', { type: 'submit' }, 'Send')),
     detail,
     h('h3', null, 'Recent commands'),
-    recent));
+    recent, h('div.pager', null, more)));
 
   function payload(c) {
     return JSON.stringify({ devices: c.devices, action: c.action, params: c.params || {}, advisory: c.advisory || undefined });
@@ -42,8 +45,18 @@ export function render(main) {
         ['Expires', (c) => fmtTime(c.approval_expires_at)],
         ['', (c) => h('button.small.primary', { 'data-approve': c.id, onclick: () => approve(c) }, 'Approve')],
       ], pending.items || [], { empty: 'Nothing waits for approval.' }));
-      const all = await api('/api/v1/commands', { query: { limit: 50 } });
-      clear(recent).appendChild(table([
+      before = null;
+      clear(recent);
+      await older();
+    } catch (err) { notify(err.message, 'error'); }
+  }
+
+  async function older() {
+    more.disabled = true;
+    try {
+      const all = await api('/api/v1/commands', { query: { limit: 50, before } });
+      const items = all.items || [];
+      recent.appendChild(table([
         ['Command', (c) => h('a', { href: '#/commands', onclick: (e) => { e.preventDefault(); show(c.id); } }, c.id)],
         ['Devices', (c) => (c.devices || []).map((d, i) => [i ? ', ' : '', h('a', { href: route('devices', d) }, d)])],
         ['Action', (c) => c.action],
@@ -51,7 +64,9 @@ export function render(main) {
         ['By', (c) => c.requested_by],
         ['Approved by', (c) => (c.approvals || []).map((a) => a.by).join(', ') || '—'],
         ['Created', (c) => fmtTime(c.created_at)],
-      ], all.items || [], { empty: 'No commands yet.' }));
+      ], items, { empty: before ? 'No older commands.' : 'No commands yet.' }));
+      before = items.length === 50 ? items[items.length - 1].created_at : null;
+      more.disabled = !before;
     } catch (err) { notify(err.message, 'error'); }
   }
 

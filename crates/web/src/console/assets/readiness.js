@@ -43,5 +43,6 @@ export function render(main) {
 function cell(card, id) {
   const v = (card.values || []).find((x) => x.id === id);
   if (!v) return '—';
-  return h('span', { title: v.no_data || v.detail || '' }, v.score === null || v.score === undefined ? 'no data' : Number(v.score).toFixed(0));
+  // Indicator scores are 0-1; shown as percentages, with what they are made of on hover.
+  return h('span', { title: v.no_data || v.detail || '' }, v.score === null || v.score === undefined ? 'no data' : `${Math.round(Number(v.score) * 100)}%`);
 }
