@@ -251,6 +251,14 @@ test('every view loads without a script error, and the map places every device',
     await sue.waitForTimeout(500);
     await shot(sue, `view-${view}`);
   }
+  // A device that sent telemetry has a chart of it.
+  const recent = await city.api('GET', '/api/v1/events?kind=telemetry&limit=20');
+  const numeric = recent.items.find((e) => e.device_id && (e.readings || []).some((r) => typeof r.value === 'number'));
+  assert.ok(numeric, 'the simulated city sends numeric telemetry');
+  await sue.evaluate((id) => { location.hash = `#/devices/${encodeURIComponent(id)}`; }, numeric.device_id);
+  await sue.waitForSelector('#telemetry canvas.chart');
+  assert.match(await sue.textContent('#telemetry'), /readings/);
+  await shot(sue, 'device-telemetry');
   assert.deepEqual(sue.errors, []);
   assert.deepEqual(ada.errors, []);
   await sue.goto(`${city.base}/#/map`);
