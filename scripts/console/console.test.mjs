@@ -127,6 +127,8 @@ test('an incident opens with its alerts, actions and timeline; a note joins the 
   await link.waitFor({ timeout: 30_000 });
   await link.click();
   await ada.waitForSelector('#timeline li');
+  await ada.locator('button[data-evidence]').first().click();
+  await ada.waitForSelector('[data-alert-evidence] ul.evidence li');
   await ada.fill('textarea[name=note]', 'console test: looked at it');
   await ada.click('form.inline:has(textarea[name=note]) button[type=submit]');
   await ada.waitForSelector('#timeline li:has-text("console test: looked at it")');

@@ -106,7 +106,9 @@ function renderOne(main, id, ctx) {
         ['Device / source', (a) => (a.device_id ? h('a', { href: route('devices', a.device_id) }, a.device_id) : a.source || '—')],
         ['Count', (a) => String(a.count)],
         ['Why grouped', (a) => (a.correlation ? JSON.stringify(a.correlation) : '')],
+        ['Evidence', (a) => h('button.small', { 'data-evidence': a.id, onclick: (e) => evidence(a.id, e.target) }, 'Show')],
       ], inc.alerts || []),
+      h('div', { id: 'evidence' }),
       h('h3', null, 'Timeline'),
       h('ol.timeline', { id: 'timeline' }, (inc.timeline || []).map((t) => h('li', null,
         h('span.ts', null, fmtTime(t.ts)), ' ', h('strong', null, t.actor), ' ', h('span.badge', null, t.type), ' ',
@@ -117,6 +119,17 @@ function renderOne(main, id, ctx) {
     if (type === 'note' && rest.text !== undefined) return rest.text;
     if (type === 'state_changed') return `${rest.from ?? ''} → ${rest.to ?? ''}`;
     return Object.entries(rest).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ');
+  }
+  // An alert's explanation and evidence, fetched when asked for.
+  async function evidence(alertId, button) {
+    const box = document.getElementById('evidence');
+    try {
+      const a = await api(`/api/v1/alerts/${enc(alertId)}`);
+      clear(box).appendChild(h('div.card', { 'data-alert-evidence': a.id }, h('h4', null, a.title),
+        h('p', null, a.explanation),
+        h('ul.evidence', null, (a.evidence || []).map((e) => h('li.mono', null, JSON.stringify(e))))));
+      if (button) button.textContent = 'Shown below';
+    } catch (err) { notify(err.message, 'error'); }
   }
   async function patch(body) { await post(`/api/v1/incidents/${enc(id)}`, body, 'PATCH'); }
   async function post(path, body, method = 'POST') {
