@@ -109,12 +109,22 @@ test('an alert appears in the open console without a reload', { timeout: 90_000 
   await shot(ada, 'alerts-live');
 });
 
-test('an analyst acknowledges the alert, and the acknowledgement is audited', { timeout: 30_000 }, async () => {
+test('the alert is acknowledged (audited), filtered and muted from the queue', { timeout: 30_000 }, async () => {
   const row = ada.locator('#alert-rows tr', { hasText: 'intel.indicator' }).first();
   await row.locator('button[data-act=ack]').click();
   await ada.waitForSelector('#alert-rows tr:has-text("acknowledged by ada")');
   const audit = await city.api('GET', '/api/v1/audit?limit=1000');
   assert.ok(audit.items.some((r) => JSON.parse(r.body).action === 'alert.ack'), 'audit has alert.ack');
+  // Mute it for an hour (two prompts: how long, and why).
+  const answers = ['1', 'console test: known scanner'];
+  const onDialog = (d) => d.accept(answers.shift());
+  ada.on('dialog', onDialog);
+  await row.locator('button[data-act=mute]').click();
+  await ada.waitForFunction(() => /Muted/.test(document.getElementById('notice').textContent));
+  ada.off('dialog', onDialog);
+  const suppressions = await city.api('GET', '/api/v1/suppressions');
+  const list = suppressions.suppressions;
+  assert.ok(list.some((x) => x.rule === 'intel.indicator' && x.kind === 'muted' && x.actor === 'ada' && x.reason === 'console test: known scanner'), JSON.stringify(suppressions));
   // The filter shows only what is not acknowledged.
   await ada.selectOption('select[name=state]', 'open');
   await ada.click('form.filters button[type=submit]');
