@@ -96,18 +96,30 @@ async fn poll(shared: Arc<Shared>) {
     }
 }
 
-/// `GET /api/v1/console/alerts/stream`.
+/// How often an idle stream checks that the platform is still serving.
+const READY_CHECK: Duration = Duration::from_millis(500);
+
+/// `GET /api/v1/console/alerts/stream`. A stream ends when the platform stops serving
+/// (`ApiState::ready` turns false at shutdown), so open consoles never hold up a graceful
+/// shutdown; browsers reconnect by themselves.
 pub(crate) async fn stream(State(s): State<Arc<Shared>>) -> Response {
     let rx = Hub::subscribe(&s);
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(text) => Event::default().event("alert").data(&*text),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                Event::default().event("lagged").data(n.to_string())
+    let ready = s.api.ready.clone();
+    let events = futures_util::stream::unfold((rx, ready), |(mut rx, ready)| async move {
+        let event = loop {
+            if !ready.load(Ordering::Acquire) {
+                return None;
             }
-            Err(broadcast::error::RecvError::Closed) => return None,
+            match tokio::time::timeout(READY_CHECK, rx.recv()).await {
+                Err(_) => continue,
+                Ok(Ok(text)) => break Event::default().event("alert").data(&*text),
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    break Event::default().event("lagged").data(n.to_string());
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            }
         };
-        Some((Ok::<Event, Infallible>(event), rx))
+        Some((Ok::<Event, Infallible>(event), (rx, ready)))
     });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

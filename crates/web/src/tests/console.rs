@@ -543,6 +543,16 @@ async fn the_stream_pushes_a_new_alert_to_an_open_console() {
     let pushed: Json = serde_json::from_str(&data["data: ".len()..]).unwrap();
     assert_eq!(pushed["rule"], "intel.indicator");
     assert_eq!(pushed["device_id"], "pump-2");
+    // At shutdown the platform stops being ready, and open streams end (so a graceful
+    // shutdown does not wait for browsers).
+    f.ready.store(false, std::sync::atomic::Ordering::Release);
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended");
 }
 
 #[tokio::test]
