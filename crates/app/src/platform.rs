@@ -363,7 +363,7 @@ impl Platform {
             report_limits: config.reports.clone(),
             readiness,
         };
-        let mut router = crate::landing::router().merge(web::router(api));
+        let mut router = web::router(api);
         if config.taxii.enabled {
             router = router.merge(crate::intel::router(&config.taxii, store.clone()));
         }
@@ -962,6 +962,15 @@ impl web::Platform for ApiPlatform {
 
     fn integrations_status(&self) -> Option<serde_json::Value> {
         Some(self.1.forwarder().status())
+    }
+
+    fn zone_plan(&self) -> web::console::ZonePlan {
+        crate::console::zone_plan(&self.0.config)
+    }
+
+    async fn sharing(&self) -> Result<Option<serde_json::Value>, web::PlatformError> {
+        let view = crate::console::sharing(&self.0.config, self.0.store.as_ref()).await?;
+        Ok(Some(view))
     }
 
     async fn submit_command(

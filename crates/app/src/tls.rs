@@ -227,6 +227,8 @@ pub async fn peer_connect_info(
 ) -> axum::response::Response {
     req.extensions_mut()
         .insert(axum::extract::ConnectInfo(peer.0));
+    // The console's session cookie is `Secure` over TLS.
+    req.extensions_mut().insert(web::ServedOverTls);
     if let Some(sha256) = peer.1 {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(PeerCertificate {

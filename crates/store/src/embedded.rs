@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::{AlertQuery, ApiToken, DeviceQuery, Error, EventQuery, Result, Store, StoreStats};
 
 mod advisory;
+mod console;
 mod detect;
 mod gateway;
 mod intel;
@@ -48,6 +49,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0010_exercises",
         include_str!("../migrations/0010_exercises.sql"),
+    ),
+    (
+        "0011_console",
+        include_str!("../migrations/0011_console.sql"),
     ),
 ];
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod advisory;
 pub mod audit;
+pub mod console;
 mod detect;
 mod embedded;
 pub mod intel;
@@ -29,6 +30,7 @@ pub use crate::advisory::{
     AdvisoryQuery, AdvisoryStore, ReadinessRecord, ReadinessStore, ReportQuery,
 };
 pub use crate::audit::{AuditStore, GatewayStore};
+pub use crate::console::{AlertAck, ConsoleStore};
 pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
@@ -132,6 +134,7 @@ pub trait Store:
     + IncidentStore
     + IntelStore
     + RateLimitStore
+    + ConsoleStore
     + Send
     + Sync
     + 'static

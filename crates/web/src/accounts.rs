@@ -182,16 +182,16 @@ fn dummy_hash() -> &'static str {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
-    user: String,
-    password: String,
+    pub(crate) user: String,
+    pub(crate) password: String,
 }
 
 #[derive(Serialize)]
-struct LoginReply {
-    token: String,
-    user: String,
-    role: Role,
-    expires_at: Timestamp,
+pub(crate) struct LoginReply {
+    pub(crate) token: String,
+    pub(crate) user: String,
+    pub(crate) role: Role,
+    pub(crate) expires_at: Timestamp,
 }
 
 impl Serialize for Role {
@@ -226,11 +226,28 @@ async fn audit_login(s: &crate::Shared, user: &str, outcome: &str, source: &str,
 }
 
 pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, ApiError> {
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let source = source_of(&req);
     let Json(body) = Json::<LoginRequest>::from_request(req, &()).await?;
+    let session = open_session(&s, &source, body).await?;
+    Ok(axum::Json(session).into_response())
+}
+
+/// The address a request came from, as the login limits and the audit log name it.
+pub(crate) fn source_of(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// A new login session for a user name and password: rate limits, the password check, the
+/// audit record, and the stored session token (used as a bearer token by `login`, as a
+/// cookie by the console).
+pub(crate) async fn open_session(
+    s: &Shared,
+    source: &str,
+    body: LoginRequest,
+) -> Result<LoginReply, ApiError> {
+    let source = source.to_owned();
     let user_key = format!("user:{}", body.user.to_ascii_lowercase());
     let keys = [
         (user_key.clone(), s.logins.per_user),
@@ -239,7 +256,7 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
     if let Err(retry_after_s) = s.logins.check(&keys) {
         tracing::warn!(user = %body.user, source, "login refused: too many failed attempts");
         audit_login(
-            &s,
+            s,
             &body.user,
             "refused",
             &source,
@@ -267,7 +284,7 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
             s.logins.fail(&keys);
             tracing::warn!(user = %body.user, source, "login failed");
             audit_login(
-                &s,
+                s,
                 &body.user,
                 "failed",
                 &source,
@@ -298,14 +315,13 @@ pub(crate) async fn login(State(s): AppState, req: Request) -> Result<Response, 
         .await?;
     let _ = s.api.store.prune_user_tokens(now).await;
     tracing::info!(actor = %user.name, role = %role, source, "login");
-    audit_login(&s, &user.name, "ok", &source, role.as_str()).await;
-    Ok(axum::Json(LoginReply {
+    audit_login(s, &user.name, "ok", &source, role.as_str()).await;
+    Ok(LoginReply {
         token,
         user: user.name,
         role,
         expires_at,
     })
-    .into_response())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

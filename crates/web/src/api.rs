@@ -113,7 +113,7 @@ impl<'a> DeviceView<'a> {
 }
 
 /// Treats `?x=` like an absent parameter.
-fn present(value: Option<String>) -> Option<String> {
+pub(crate) fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
@@ -129,11 +129,11 @@ pub(crate) fn parse_limit(value: Option<String>) -> Result<usize, ApiError> {
     }
 }
 
-fn parse_device_id(name: &str, value: &str) -> Result<DeviceId, ApiError> {
+pub(crate) fn parse_device_id(name: &str, value: &str) -> Result<DeviceId, ApiError> {
     DeviceId::new(value).map_err(|e| ApiError::invalid(format!("{name}: {e}")))
 }
 
-fn parse_ts(name: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_ts(name: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     present(value)
         .map(|text| {
             Timestamp::parse_rfc3339(&text).ok_or_else(|| {
@@ -145,7 +145,7 @@ fn parse_ts(name: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiE
         .transpose()
 }
 
-fn parse_filter(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn parse_filter(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match present(value) {
         Some(text) if text.chars().count() > MAX_FILTER_LEN => Err(ApiError::invalid(format!(
             "{name} is longer than {MAX_FILTER_LEN} characters"

@@ -161,6 +161,14 @@ pub(crate) async fn authenticate(
         })
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("authorization must be 'Bearer <token>'"))?;
+    principal_for_token(state, token).await
+}
+
+/// Resolves a bearer token's text (a platform API token or a user's) to a principal.
+pub(crate) async fn principal_for_token(
+    state: &Shared,
+    token: &str,
+) -> Result<Principal, ApiError> {
     let sha256 = token_sha256(token);
     if let Some(principal) = state.tokens.get(&sha256) {
         return Ok(principal);
@@ -182,7 +190,7 @@ pub(crate) async fn authenticate(
 }
 
 /// Resolves an operator account's token (session or API token) to its user.
-async fn user_principal(state: &Shared, sha256: &str) -> Result<Principal, ApiError> {
+pub(crate) async fn user_principal(state: &Shared, sha256: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid token");
     let token = state
         .api
@@ -228,7 +236,13 @@ pub(crate) async fn require_role(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&guard.state, req.headers()).await?;
+    // The console's session cookie (with its CSRF check), else the bearer token.
+    let method = req.method().clone();
+    let cookie = crate::console::session::cookie_principal(&guard.state, &method, req.headers());
+    let principal = match cookie.await? {
+        Some(principal) => principal,
+        None => authenticate(&guard.state, req.headers()).await?,
+    };
     if principal.role < guard.min_role {
         return Err(ApiError::forbidden(format!(
             "this needs the {} role; the token has {}",

@@ -1,5 +1,6 @@
 //! The citysec HTTP API: JSON under `/api/v1/` with an OpenAPI 3.1 document at
-//! `/api/v1/openapi.json`, plus `/healthz`, `/readyz` and `/metrics`.
+//! `/api/v1/openapi.json`, plus `/healthz`, `/readyz` and `/metrics`, and the security
+//! operations console at `/` ([`console`]).
 //!
 //! [`router`] builds an `axum::Router` from [`ApiState`]: the store (read paths), a
 //! [`Platform`] that `app` implements (write paths that need the running platform), a metrics
@@ -20,6 +21,7 @@ mod advisories;
 mod api;
 mod auth;
 mod commands;
+pub mod console;
 pub mod detect;
 mod error;
 pub mod exercises;
@@ -31,6 +33,7 @@ pub mod routes;
 
 pub use crate::advisories::{Advisories, DraftRequest, FromAlertRequest, FromIncidentRequest};
 pub use crate::auth::{Principal, Role, token_sha256};
+pub use crate::console::session::ServedOverTls;
 pub use crate::error::{ApiError, status_for};
 pub use crate::incidents::{IncidentRequest, IncidentUpdate};
 pub use crate::platform::{
@@ -79,6 +82,7 @@ pub(crate) struct Shared {
     pub tokens: auth::TokenCache,
     pub report_limiter: reports::Limiter,
     pub logins: accounts::LoginLimiter,
+    pub console: console::ConsoleState,
 }
 
 /// Builds the API router.
@@ -88,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         api: state,
         tokens: auth::TokenCache::new(),
         logins: accounts::LoginLimiter::new(),
+        console: console::ConsoleState::new(),
     });
     routes::build(shared)
         .fallback(|| async { ApiError::not_found("no such route") })

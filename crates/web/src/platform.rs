@@ -132,6 +132,18 @@ pub trait Platform: Send + Sync + 'static {
     fn integrations_status(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// The zones and conduits the console's map draws.
+    fn zone_plan(&self) -> crate::console::ZonePlan {
+        crate::console::ZonePlan::default()
+    }
+
+    /// Threat sharing as configured, for the console: partners (never their
+    /// credentials), collections and partner feeds with their bookmarks. `None` when the
+    /// platform shares nothing.
+    async fn sharing(&self) -> Result<Option<serde_json::Value>, PlatformError> {
+        Ok(None)
+    }
 }
 
 /// A failure the platform reports, with the code the API maps to an HTTP status.

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use crate::auth::{Guard, Role, require_role};
 use crate::{
     FLOWS_BODY_LIMIT, IMPORT_BODY_LIMIT, REPORT_BODY_LIMIT, Shared, accounts, advisories, api,
-    commands, detect, exercises, incidents, readiness, reports,
+    commands, console, detect, exercises, incidents, readiness, reports,
 };
 
 /// The HTTP methods the API uses.
@@ -375,6 +375,79 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/auth/tokens",
         access: VIEWER,
         handler: |m| on(m, accounts::create_token),
+    },
+    // The console: its page and embedded assets, cookie sign-in, and what its views need.
+    Route {
+        verb: Verb::Get,
+        path: "/",
+        access: Access::Public,
+        handler: |m| on(m, console::index),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/console/{file}",
+        access: Access::Public,
+        handler: |m| on(m, console::asset),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/console/login",
+        access: Access::Public,
+        handler: |m| on(m, console::api::login),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/console/logout",
+        access: VIEWER,
+        handler: |m| on(m, console::api::logout),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/session",
+        access: VIEWER,
+        handler: |m| on(m, console::api::current),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/map",
+        access: VIEWER,
+        handler: |m| on(m, console::api::map),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/alerts",
+        access: VIEWER,
+        handler: |m| on(m, console::api::queue),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/alerts/stream",
+        access: VIEWER,
+        handler: |m| on(m, console::live::stream),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/v1/console/alerts/{id}/ack",
+        access: ANALYST,
+        handler: |m| on(m, console::api::ack),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/devices/{id}",
+        access: VIEWER,
+        handler: |m| on(m, console::api::device),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/reports",
+        access: VIEWER,
+        handler: |m| on(m, console::api::reports),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/v1/console/sharing",
+        access: VIEWER,
+        handler: |m| on(m, console::api::sharing),
     },
     Route {
         verb: Verb::Get,
