@@ -122,6 +122,31 @@ pub enum StoreConfig {
         #[serde(default)]
         telemetry: TelemetryStorage,
     },
+    /// A PostgreSQL database, shared by every citysec process of a scale-out deployment.
+    Postgres {
+        /// `postgres://user@host:5432/database` (or libpq key/value form), without a
+        /// password: a password in the URL is refused.
+        url: String,
+        /// A file holding the password (its first line), e.g. a mounted secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+        /// The environment variable holding the password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_env: Option<String>,
+        /// Connections this process keeps open.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+        /// Events older than this many days are deleted.
+        #[serde(default = "default_retention_days")]
+        event_retention_days: u32,
+        /// Which telemetry readings are stored (as for the embedded store).
+        #[serde(default)]
+        telemetry: TelemetryStorage,
+    },
+}
+
+fn default_pool_size() -> usize {
+    8
 }
 
 /// Whether raw telemetry readings are persisted.
@@ -152,14 +177,89 @@ impl StoreConfig {
             StoreConfig::Embedded {
                 event_retention_days,
                 ..
+            }
+            | StoreConfig::Postgres {
+                event_retention_days,
+                ..
             } => *event_retention_days,
         }
     }
 
     pub fn telemetry(&self) -> TelemetryStorage {
         match self {
-            StoreConfig::Embedded { telemetry, .. } => *telemetry,
+            StoreConfig::Embedded { telemetry, .. } | StoreConfig::Postgres { telemetry, .. } => {
+                *telemetry
+            }
         }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let StoreConfig::Postgres {
+            url,
+            password_file,
+            password_env,
+            pool_size,
+            ..
+        } = self
+        {
+            if url.trim().is_empty() {
+                bail!("store.url must name the PostgreSQL database");
+            }
+            if password_file.is_some() && password_env.is_some() {
+                bail!("store.password_file and store.password_env are exclusive");
+            }
+            if !(1..=256).contains(pool_size) {
+                bail!("store.pool_size must be between 1 and 256");
+            }
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL connection settings, with the password read from its file or
+    /// variable; `None` for the embedded store.
+    pub fn postgres(
+        &self,
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Option<store::PgConfig>> {
+        let StoreConfig::Postgres {
+            url,
+            password_file,
+            password_env,
+            pool_size,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let password = match (password_file, password_env) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("failed to read store.password_file {}", path.display())
+                })?;
+                let line = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_owned();
+                if line.is_empty() {
+                    bail!("store.password_file {} is empty", path.display());
+                }
+                Some(line)
+            }
+            (None, Some(var)) => Some(
+                env.get(var)
+                    .filter(|v| !v.is_empty())
+                    .with_context(|| format!("store.password_env: ${var} is not set"))?
+                    .clone(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Some(store::PgConfig {
+            url: url.clone(),
+            password,
+            pool_size: *pool_size,
+        }))
     }
 }
 
@@ -246,6 +346,7 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        self.store.validate()?;
         self.gateway.validate().map_err(anyhow::Error::msg)?;
         crate::incidents::validate_playbooks(&self.playbooks)?;
         self.integrations.validate()?;

@@ -123,16 +123,32 @@ impl EventSink for BusSink {
     }
 }
 
+/// Opens the store the config names: the embedded file in the data directory, or the
+/// PostgreSQL database (password from its file or the process environment).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    match config.store.postgres(&env)? {
+        Some(pg) => {
+            let url = pg.url.clone();
+            let store = store::PgStore::connect(&pg)
+                .await
+                .with_context(|| format!("failed to open the postgres store {url}"))?;
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(
+            store::EmbeddedStore::open(&config.store_path()).with_context(|| {
+                format!("failed to open store {}", config.store_path().display())
+            })?,
+        )),
+    }
+}
+
 impl Platform {
     /// Starts everything the config describes and returns once all listeners are bound.
     pub async fn start(config: Config) -> anyhow::Result<Platform> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            store::EmbeddedStore::open(&config.store_path()).with_context(|| {
-                format!("failed to open store {}", config.store_path().display())
-            })?,
-        );
+        let store = open_store(&config).await?;
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
         let signing_key = crate::advisories::signing_key(&config.data_dir)?;
 

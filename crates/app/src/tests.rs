@@ -111,6 +111,22 @@ fn bad_configs_are_refused_with_a_reason() {
             "version = 1\ndata_dir = 'x'\n[store]\ntype = 'cloud'",
             "unknown variant",
         ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'",
+            "missing field `url`",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = ' '",
+            "store.url",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\npassword_file = 'p'\npassword_env = 'P'",
+            "exclusive",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\npool_size = 0",
+            "store.pool_size",
+        ),
         ("version = 1\ndata_dir = '${NOPE}'", "NOPE is not set"),
         ("version = [", "invalid TOML"),
         (
@@ -208,4 +224,45 @@ fn garbage_is_not_an_inventory() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn the_postgres_password_comes_from_a_file_or_the_environment() {
+    let text = "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\n\
+                url = 'postgres://citysec@db.city:5432/citysec'\npassword_env = 'PGPASS'";
+    let config = Config::load(text, &env(&[])).unwrap();
+    let err = format!("{:#}", config.store.postgres(&env(&[])).unwrap_err());
+    assert!(err.contains("$PGPASS is not set"), "{err}");
+    let pg = config
+        .store
+        .postgres(&env(&[("PGPASS", "s3cret")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pg.password.as_deref(), Some("s3cret"));
+    assert_eq!(pg.url, "postgres://citysec@db.city:5432/citysec");
+    assert_eq!(pg.pool_size, 8);
+    // Debug output never shows it.
+    assert!(!format!("{pg:?}").contains("s3cret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file\nignored\n").unwrap();
+    let text = format!(
+        "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\n\
+         password_file = '{}'",
+        file.display()
+    );
+    let config = Config::load(&text, &env(&[])).unwrap();
+    let pg = config.store.postgres(&env(&[])).unwrap().unwrap();
+    assert_eq!(pg.password.as_deref(), Some("from-file"));
+    std::fs::write(&file, "").unwrap();
+    let err = format!("{:#}", config.store.postgres(&env(&[])).unwrap_err());
+    assert!(err.contains("is empty"), "{err}");
+    // The embedded store has no connection settings.
+    let config = Config::load(app_default(), &env(&[("CITYSEC_DATA_DIR", "/d")])).unwrap();
+    assert!(config.store.postgres(&env(&[])).unwrap().is_none());
+}
+
+fn app_default() -> &'static str {
+    crate::config::DEFAULT_CONFIG
 }

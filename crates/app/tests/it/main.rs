@@ -25,11 +25,18 @@ struct City {
 const BOB: &str = "bob-operator-token-0123456789";
 
 async fn start() -> City {
+    start_with(|_, _| {}).await
+}
+
+/// A platform with the default config, changed by `edit` (given the config and a scratch
+/// directory) before it starts.
+async fn start_with(edit: impl FnOnce(&mut app::Config, &Path)) -> City {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env: HashMap<String, String> =
         [("CITYSEC_DATA_DIR".to_owned(), data.display().to_string())].into();
     let mut config = app::Config::load(app::config::DEFAULT_CONFIG, &env).unwrap();
+    edit(&mut config, dir.path());
     config.http.listen = "127.0.0.1:0".into();
     config.ingest.mqtt.listen = "127.0.0.1:0".into();
     config.ingest.flow.listen = "127.0.0.1:0".into();
@@ -797,4 +804,92 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
     );
     assert_eq!(index["improvements"].as_array().unwrap().len(), 3);
     city.stop().await;
+}
+
+/// The whole platform on PostgreSQL (`[store] type = "postgres"`, password from a file):
+/// citizen reports go through the bus to detection, the alert is stored and served, and
+/// after shutdown a fresh connection finds the reports, the alert, the admin token and an
+/// intact audit log in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_runs_on_postgres() {
+    use store::testsuite::server::TestPostgres;
+    let Some(server) = TestPostgres::shared() else {
+        return;
+    };
+    let db = server.create_database().await;
+    let url = server.url(&db);
+    let password = server.password().to_owned();
+    let city = start_with(|config, dir| {
+        let file = dir.join("pg.password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        config.store = app::config::StoreConfig::Postgres {
+            url,
+            password_file: Some(file),
+            password_env: None,
+            pool_size: 4,
+            event_retention_days: 7,
+            telemetry: app::config::TelemetryStorage::All,
+        };
+    })
+    .await;
+    assert!(
+        !city.data.join("citysec.db").exists(),
+        "no embedded file when the store is postgres"
+    );
+    let admin = city.admin.clone();
+    city.platform
+        .as_ref()
+        .unwrap()
+        .register_devices(vec![siren("siren-south-2", 45.40, -122.60)])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let body = json!({"category": "siren_no_storm", "text": "siren, clear sky", "location": {"lat": 45.401 + i as f64 * 0.001, "lon": -122.601}});
+        let (status, receipt) = city.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202, "{receipt}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert_id = loop {
+        let (_, alerts) = city
+            .json(
+                "GET",
+                "/api/v1/alerts?rule=reports.siren_unconfirmed",
+                Some(&admin),
+                None,
+            )
+            .await;
+        if let Some(id) = alerts["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _dir = city.stop().await;
+
+    let store = store::PgStore::connect(&server.config(&db)).await.unwrap();
+    use store::{AuditStore, Store};
+    let alert = store
+        .get_alert(&model::AlertId(alert_id.clone()))
+        .await
+        .unwrap()
+        .expect("the alert is in postgres");
+    assert_eq!(alert.device_id.unwrap().as_str(), "siren-south-2");
+    let reports = store
+        .list_events(&store::EventQuery {
+            kind: Some("report".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(
+        store
+            .find_token(&web::token_sha256(&admin))
+            .await
+            .unwrap()
+            .is_some(),
+        "the generated admin token is kept (as a hash) in postgres"
+    );
+    let audit = store.verify_audit().await.unwrap();
+    assert!(audit.is_intact() && audit.records >= 1, "{audit:?}");
 }
