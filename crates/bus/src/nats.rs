@@ -189,7 +189,10 @@ impl NatsBus {
         .map_err(|e| Error::Unavailable(format!("failed to create stream: {e}")))?;
         let publisher = format!(
             "{:016x}",
-            std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+            std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::time::SystemTime::now()
+            )
         );
         Ok(NatsBus {
             inner: Arc::new(Inner {
@@ -252,6 +255,9 @@ impl NatsBus {
         }
     }
 }
+
+/// How long one pull request of a member stays open.
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
 
 /// How many publishes one call keeps in flight.
 const PUBLISH_WINDOW: usize = 512;
@@ -343,6 +349,11 @@ impl Bus for NatsBus {
         let messages = consumer
             .stream()
             .max_messages_per_batch(1_000)
+            // A member that dies leaves its pull request behind; the server stops sending
+            // into it when it expires, so redelivery to the others waits at most this
+            // plus `ack_wait_ms`.
+            .expires(PULL_EXPIRY)
+            .heartbeat(PULL_EXPIRY / 2)
             .messages()
             .await
             .map_err(unavailable)?;
@@ -406,16 +417,14 @@ impl Subscription for NatsSubscription {
         let mut batch = Vec::with_capacity(max.min(4096));
         while batch.is_empty() {
             let first = if self.closed.load(Ordering::Acquire) {
-                match tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await
-                {
+                match tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await {
                     Ok(next) => next,
                     Err(_) if self.drained().await => return None,
                     Err(_) => continue,
                 }
             } else {
                 // Wake up now and then to notice `close`.
-                match tokio::time::timeout(Duration::from_millis(500), self.messages.next()).await
-                {
+                match tokio::time::timeout(Duration::from_millis(500), self.messages.next()).await {
                     Ok(next) => next,
                     Err(_) => continue,
                 }
