@@ -93,6 +93,10 @@ pub enum BusConfig {
         #[serde(default = "default_bus_capacity")]
         capacity: usize,
     },
+    /// NATS JetStream, shared by every citysec process of a scale-out deployment
+    /// (`url`, `stream`, `subject_prefix`, `partitions`, `max_bytes`, `ack_wait_ms`,
+    /// `publish_timeout_ms`; see `bus::NatsConfig`).
+    Nats(bus::NatsConfig),
 }
 
 fn default_bus_capacity() -> usize {
@@ -337,9 +341,35 @@ impl Config {
                 "ingest.flow.max_templates, max_templates_per_exporter and max_exporters must be at least 1"
             );
         }
-        let BusConfig::InProcess { capacity } = &self.bus;
-        if *capacity == 0 {
-            bail!("bus.capacity must be at least 1");
+        match &self.bus {
+            BusConfig::InProcess { capacity } => {
+                if *capacity == 0 {
+                    bail!("bus.capacity must be at least 1");
+                }
+            }
+            BusConfig::Nats(nats) => {
+                if nats.url.trim().is_empty() {
+                    bail!("bus.url must name the NATS server");
+                }
+                if !(1..=4096).contains(&nats.partitions) {
+                    bail!("bus.partitions must be between 1 and 4096");
+                }
+                if nats.stream.is_empty()
+                    || nats.subject_prefix.is_empty()
+                    || !nats
+                        .stream
+                        .chars()
+                        .chain(nats.subject_prefix.chars())
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    bail!("bus.stream and bus.subject_prefix must be letters, digits, '_' or '-'");
+                }
+                if nats.ack_wait_ms < 100 || nats.max_bytes < 1 << 20 {
+                    bail!(
+                        "bus.ack_wait_ms must be at least 100 and bus.max_bytes at least 1048576"
+                    );
+                }
+            }
         }
         if self.detect.brute_force.per_device_threshold == 0
             || self.detect.brute_force.per_source_threshold == 0

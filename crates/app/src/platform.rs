@@ -152,8 +152,14 @@ impl Platform {
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
         let signing_key = crate::advisories::signing_key(&config.data_dir)?;
 
-        let BusConfig::InProcess { capacity } = &config.bus;
-        let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
+        let bus: Arc<dyn Bus> = match &config.bus {
+            BusConfig::InProcess { capacity } => Arc::new(bus::InProcessBus::new(*capacity)),
+            BusConfig::Nats(nats) => Arc::new(
+                bus::NatsBus::connect(nats.clone())
+                    .await
+                    .with_context(|| format!("failed to connect the bus to {}", nats.url))?,
+            ),
+        };
         let counters = Arc::new(Counters::default());
 
         // The directory and the engine start from the registry.
@@ -672,7 +678,7 @@ where
 }
 
 /// Persists the event stream in batches.
-async fn store_writer(
+pub(crate) async fn store_writer(
     mut sub: Box<dyn bus::Subscription>,
     store: Arc<dyn Store>,
     telemetry: TelemetryStorage,

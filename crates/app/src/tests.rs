@@ -1,6 +1,7 @@
 //! Tests for configuration loading and inventory import.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use model::{Credential, DeviceClass, Sector, Timestamp};
 
@@ -265,4 +266,111 @@ fn the_postgres_password_comes_from_a_file_or_the_environment() {
 
 fn app_default() -> &'static str {
     crate::config::DEFAULT_CONFIG
+}
+
+/// At-least-once end to end: a store writer takes a batch from NATS, writes it to
+/// PostgreSQL and dies before acknowledging it; the batch is delivered again to the
+/// surviving writer, which writes it again; every event is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_redelivered_after_a_crash_is_stored_once() {
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+        return;
+    };
+    let bus = bus::NatsBus::connect(bus::NatsConfig {
+        ack_wait_ms: 1_000,
+        ..nats.config(4)
+    })
+    .await
+    .unwrap();
+    let (_db, store) = pg.fresh_store().await;
+    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
+    use bus::Bus;
+    let mut crashing = bus.subscribe("obs.*", "store").await.unwrap();
+    let events: Vec<model::Event> = (0..200)
+        .map(|i| store::testsuite::telemetry(1_000 + i, &format!("pump-{}", i % 7), i as f64))
+        .collect();
+    bus.publish(events.iter().cloned().map(bus::Message::Event).collect())
+        .await
+        .unwrap();
+    // Like the store writer: each batch is stored, then the next one asked for (which
+    // acknowledges the one before).
+    let mut taken = 0;
+    let mut last = 0;
+    while taken < events.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(20), crashing.next_batch(500))
+            .await
+            .unwrap()
+            .unwrap();
+        let batch: Vec<model::Event> = batch
+            .iter()
+            .filter_map(|m| match m.as_ref() {
+                bus::Message::Event(e) => Some(e.clone()),
+                bus::Message::Alert(_) => None,
+            })
+            .collect();
+        store.append_events(&batch).await.unwrap();
+        taken += batch.len();
+        last = batch.len();
+    }
+    drop(crashing); // dies: its last batch stored, never acknowledged
+
+    let survivor = bus.subscribe("obs.*", "store").await.unwrap();
+    let counters = std::sync::Arc::new(crate::platform::Counters::default());
+    let writer = tokio::spawn(crate::platform::store_writer(
+        survivor,
+        store.clone(),
+        crate::config::TelemetryStorage::All,
+        counters.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counters
+        .events_stored
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < last as u64
+    {
+        assert!(std::time::Instant::now() < deadline, "no redelivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bus.close().await;
+    writer.await.unwrap();
+    // The survivor wrote the unacknowledged batch again; the store holds each event once.
+    assert!(last > 0);
+    assert_eq!(
+        counters
+            .events_stored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        last as u64
+    );
+    let stored = store
+        .list_events(&store::EventQuery {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 200);
+    assert_eq!(store.stats().await.unwrap().events, 200);
+}
+
+#[test]
+fn the_nats_bus_is_configured_and_checked() {
+    let text = "version = 1\ndata_dir = 'x'\n[bus]\ntype = 'nats'\nurl = 'nats://nats.city:4222'\npartitions = 32";
+    let config = Config::load(text, &env(&[])).unwrap();
+    let crate::config::BusConfig::Nats(nats) = &config.bus else {
+        panic!("not nats: {:?}", config.bus)
+    };
+    assert_eq!(nats.partitions, 32);
+    assert_eq!(nats.stream, "CITYSEC");
+    for (text, want) in [
+        ("[bus]\ntype = 'nats'\npartitions = 0", "bus.partitions"),
+        ("[bus]\ntype = 'nats'\nstream = 'a.b'", "bus.stream"),
+        ("[bus]\ntype = 'nats'\nack_wait_ms = 1", "bus.ack_wait_ms"),
+        ("[bus]\ntype = 'nats'\nsurprise = 1", "unknown field"),
+    ] {
+        let text = format!("version = 1\ndata_dir = 'x'\n{text}");
+        let err = format!("{:#}", Config::load(&text, &env(&[])).unwrap_err());
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
 }

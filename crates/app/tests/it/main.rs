@@ -806,16 +806,19 @@ async fn citizen_reports_near_a_silent_siren_become_an_alert_and_an_advisory() {
     city.stop().await;
 }
 
-/// The whole platform on PostgreSQL (`[store] type = "postgres"`, password from a file):
-/// citizen reports go through the bus to detection, the alert is stored and served, and
-/// after shutdown a fresh connection finds the reports, the alert, the admin token and an
-/// intact audit log in the database.
+/// The whole platform in its scale-out configuration: PostgreSQL (`[store] type =
+/// "postgres"`, password from a file) and NATS JetStream (`[bus] type = "nats"`). Citizen
+/// reports go through JetStream to detection, the alert is stored and served, and after
+/// shutdown a fresh connection finds the reports, the alert, the admin token and an intact
+/// audit log in the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_platform_runs_on_postgres() {
+async fn the_platform_runs_on_postgres_and_nats() {
+    use bus::testsuite::server::TestNats;
     use store::testsuite::server::TestPostgres;
-    let Some(server) = TestPostgres::shared() else {
+    let (Some(server), Some(nats)) = (TestPostgres::shared(), TestNats::shared()) else {
         return;
     };
+    let nats_config = nats.config(8);
     let db = server.create_database().await;
     let url = server.url(&db);
     let password = server.password().to_owned();
@@ -830,6 +833,7 @@ async fn the_platform_runs_on_postgres() {
             event_retention_days: 7,
             telemetry: app::config::TelemetryStorage::All,
         };
+        config.bus = app::config::BusConfig::Nats(nats_config);
     })
     .await;
     assert!(
