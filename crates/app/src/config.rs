@@ -19,6 +19,9 @@ pub struct Config {
     pub version: u32,
     /// Where the platform keeps its state.
     pub data_dir: PathBuf,
+    /// Which parts of the platform this process runs (see [`Role`]).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -48,6 +51,28 @@ pub struct Config {
     pub integrations: crate::integrations::IntegrationsConfig,
     #[serde(default)]
     pub taxii: crate::intel::config::TaxiiConfig,
+}
+
+/// A part of the platform a process runs. A scale-out deployment runs each where it wants,
+/// all sharing one NATS bus and one PostgreSQL store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything below, in one process (the embedded default).
+    All,
+    /// The MQTT broker and the flow collector: what devices and routers talk to. Events go
+    /// onto the bus; command delivery to devices happens here.
+    Ingest,
+    /// The detection worker, the store writer, incident correlation and the command
+    /// gateway's acknowledgement and all-clear loop: consumers of the bus.
+    Detect,
+    /// The HTTP API, the web console, TAXII, the public CAP feed and citizen reports, and
+    /// the readiness index they serve.
+    Api,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::All]
 }
 
 /// `[http]`.
@@ -376,12 +401,35 @@ impl Config {
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        if self.roles.is_empty() {
+            bail!("roles must name at least one of all, ingest, detect, api");
+        }
+        let split = !(self.runs(Role::Ingest) && self.runs(Role::Detect) && self.runs(Role::Api));
+        if split && matches!(self.bus, BusConfig::InProcess { .. }) {
+            bail!(
+                "roles {:?} split the platform across processes: that needs [bus] type = \"nats\" \
+                 (the in-process bus reaches no other process)",
+                self.roles
+            );
+        }
+        if split && matches!(self.store, StoreConfig::Embedded { .. }) {
+            bail!(
+                "roles {:?} split the platform across processes: that needs [store] type = \"postgres\" \
+                 (the embedded store belongs to one process)",
+                self.roles
+            );
+        }
         self.store.validate()?;
         self.gateway.validate().map_err(anyhow::Error::msg)?;
         crate::incidents::validate_playbooks(&self.playbooks)?;
         self.integrations.validate()?;
         self.taxii.validate()?;
         Ok(())
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == Role::All || *r == role)
     }
 
     /// The embedded store's file.

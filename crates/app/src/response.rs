@@ -204,7 +204,10 @@ impl Executor {
                     .await
                     .map_err(|e| format!("store: {e}"))?;
                 inner.directory.put(device);
-                let dropped = inner.broker.disconnect_device(device_id.as_str(), &reason);
+                let dropped = inner
+                    .broker
+                    .as_ref()
+                    .is_some_and(|b| b.disconnect_device(device_id.as_str(), &reason));
                 Ok(Executed {
                     detail: format!(
                         "secret rotated (the new one was shown once to {actor}), {} session(s) dropped",
@@ -280,5 +283,8 @@ async fn set_status(
             crate::platform::meta(&device),
         ));
     inner.directory.put(device);
-    Ok(inner.broker.disconnect_device(id.as_str(), reason))
+    Ok(inner
+        .broker
+        .as_ref()
+        .is_some_and(|b| b.disconnect_device(id.as_str(), reason)))
 }

@@ -116,6 +116,19 @@ fn bad_configs_are_refused_with_a_reason() {
             "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'",
             "missing field `url`",
         ),
+        ("version = 1\ndata_dir = 'x'\nroles = []", "at least one"),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['web']",
+            "unknown variant",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['api']",
+            "needs [bus] type = \"nats\"",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['ingest', 'detect']\n[bus]\ntype = 'nats'",
+            "needs [store] type = \"postgres\"",
+        ),
         (
             "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = ' '",
             "store.url",

@@ -36,14 +36,15 @@ async fn start_with(edit: impl FnOnce(&mut app::Config, &Path)) -> City {
     let env: HashMap<String, String> =
         [("CITYSEC_DATA_DIR".to_owned(), data.display().to_string())].into();
     let mut config = app::Config::load(app::config::DEFAULT_CONFIG, &env).unwrap();
-    edit(&mut config, dir.path());
     config.http.listen = "127.0.0.1:0".into();
     config.ingest.mqtt.listen = "127.0.0.1:0".into();
     config.ingest.flow.listen = "127.0.0.1:0".into();
     config.advisories.sender = "alerts@city.example".into();
     config.advisories.public_url = "https://city.example".into();
+    edit(&mut config, dir.path());
     let platform = app::Platform::start(config).await.unwrap();
-    platform
+    // Processes sharing one database share bob's token: the first one adds it.
+    let bob = platform
         .store()
         .insert_token(&store::ApiToken {
             sha256: web::token_sha256(BOB),
@@ -51,9 +52,14 @@ async fn start_with(edit: impl FnOnce(&mut app::Config, &Path)) -> City {
             role: "operator".into(),
             created_at: Timestamp::now(),
         })
-        .await
-        .unwrap();
-    let base = format!("http://{}", platform.http_addr());
+        .await;
+    if let Err(e) = bob {
+        assert_eq!(e.code(), model::ErrorCode::Conflict, "{e}");
+    }
+    let base = platform
+        .try_http_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     let admin = platform.admin_token().to_owned();
     City {
         _dir: dir,
@@ -896,4 +902,161 @@ async fn the_platform_runs_on_postgres_and_nats() {
     );
     let audit = store.verify_audit().await.unwrap();
     assert!(audit.is_intact() && audit.records >= 1, "{audit:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// `roles`: three processes' worth of platform, each running one role, sharing NATS and
+/// PostgreSQL. A role a process does not run opens nothing (no MQTT listener in the api
+/// process, no HTTP listener in the ingest process, neither in the detection process), and
+/// the parts still make one platform: an MQTT connection refused by the ingest process
+/// becomes a security event that the detection process stores and the api process serves,
+/// and citizen reports posted to the api process become an alert raised by the detection
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_place_each_part_of_the_platform_in_its_own_process() {
+    use app::config::{BusConfig, Role, StoreConfig, TelemetryStorage};
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(pg), Some(nats)) = (TestPostgres::shared(), TestNats::shared()) else {
+        return;
+    };
+    let db = pg.create_database().await;
+    {
+        // The registry as an earlier process left it.
+        use store::Store;
+        let store = store::PgStore::connect(&pg.config(&db)).await.unwrap();
+        store
+            .upsert_devices(&[siren("siren-east-4", 45.30, -122.50)])
+            .await
+            .unwrap();
+    }
+    let nats_config = nats.config(8);
+    let (url, password) = (pg.url(&db), pg.password().to_owned());
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut cities = Vec::new();
+    for (role, (http, mqtt)) in [Role::Detect, Role::Api, Role::Ingest]
+        .into_iter()
+        .zip(&ports)
+    {
+        let (url, password, nats_config) = (url.clone(), password.clone(), nats_config.clone());
+        cities.push(
+            start_with(move |config, dir| {
+                let file = dir.join("pg.password");
+                std::fs::write(&file, &password).unwrap();
+                config.roles = vec![role];
+                config.store = StoreConfig::Postgres {
+                    url,
+                    password_file: Some(file),
+                    password_env: None,
+                    pool_size: 4,
+                    event_retention_days: 7,
+                    telemetry: TelemetryStorage::All,
+                };
+                config.bus = BusConfig::Nats(nats_config);
+                config.http.listen = format!("127.0.0.1:{http}");
+                config.ingest.mqtt.listen = format!("127.0.0.1:{mqtt}");
+            })
+            .await,
+        );
+    }
+    let [
+        (detect_http, detect_mqtt),
+        (_, api_mqtt),
+        (ingest_http, ingest_mqtt),
+    ] = ports[..]
+    else {
+        unreachable!()
+    };
+    let [detect, api, ingest] = &cities[..] else {
+        unreachable!()
+    };
+    fn platform(c: &City) -> &app::Platform {
+        c.platform.as_ref().unwrap()
+    }
+    assert!(
+        !listening(detect_http) && !listening(detect_mqtt),
+        "detect opens nothing"
+    );
+    assert!(
+        platform(detect).try_http_addr().is_none() && platform(detect).try_mqtt_addr().is_none()
+    );
+    assert!(
+        !listening(api_mqtt),
+        "an api-only process has no MQTT listener"
+    );
+    assert!(platform(api).try_mqtt_addr().is_none());
+    assert!(
+        !listening(ingest_http),
+        "an ingest-only process has no HTTP listener"
+    );
+    assert!(platform(ingest).try_http_addr().is_none());
+    assert!(listening(ingest_mqtt), "the ingest process accepts devices");
+    let api_base = format!("http://{}", platform(api).http_addr());
+    let token = api.admin.clone();
+    let (status, _) = api.json("GET", "/api/v1/status", Some(&token), None).await;
+    assert_eq!(status, 200);
+
+    // A device with a wrong password, at the ingest process.
+    {
+        use std::io::Write;
+        let mut packet = vec![0x10, 47, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60];
+        for field in [&b"siren-east-4"[..], b"siren-east-4", b"wrongpassword"] {
+            packet.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            packet.extend_from_slice(field);
+        }
+        packet[1] = (packet.len() - 2) as u8;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", ingest_mqtt)).unwrap();
+        conn.write_all(&packet).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut connack = [0u8; 4];
+        std::io::Read::read_exact(&mut conn, &mut connack).unwrap();
+        assert_eq!(connack[0], 0x20, "a CONNACK");
+        assert_ne!(connack[3], 0, "refused");
+    }
+    // Citizen reports, at the api process.
+    for i in 0..3 {
+        let body = json!({"category": "siren_no_storm", "text": "siren, no storm", "location": {"lat": 45.301 + i as f64 * 0.001, "lon": -122.501}});
+        let (status, receipt) = api.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202, "{receipt}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, security) = api
+            .json("GET", "/api/v1/events?kind=security", Some(&token), None)
+            .await;
+        let (_, alerts) = api
+            .json(
+                "GET",
+                "/api/v1/alerts?rule=reports.siren_unconfirmed",
+                Some(&token),
+                None,
+            )
+            .await;
+        let refused = security["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| e.to_string().contains("siren-east-4")));
+        let alerted = alerts["items"][0]["device_id"] == "siren-east-4";
+        if refused && alerted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{api_base}: security events {security}; alerts {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for city in cities {
+        city.stop().await;
+    }
 }
