@@ -308,4 +308,55 @@ mod nats {
         let err = NatsBus::connect(config).await.unwrap_err();
         assert!(err.to_string().contains("nats"), "{err}");
     }
+
+    /// `RUN_SLOW_BENCHES=1 cargo test -p bus --features nats --release \
+    /// benchmark_nats_throughput -- --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn benchmark_nats_throughput() {
+        if std::env::var_os("RUN_SLOW_BENCHES").is_none() {
+            eprintln!("skipping benchmark_nats_throughput: set RUN_SLOW_BENCHES=1");
+            return;
+        }
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        for groups in [1usize, 2] {
+            let bus = NatsBus::connect(server.config(16)).await.unwrap();
+            let mut consumers = Vec::new();
+            for g in 0..groups {
+                let mut sub = bus.subscribe("obs.*", &format!("g{g}")).await.unwrap();
+                consumers.push(tokio::spawn(async move {
+                    let mut n = 0usize;
+                    while let Some(batch) = sub.next_batch(1_000).await {
+                        n += batch.len();
+                    }
+                    n
+                }));
+            }
+            let batch: Vec<crate::Message> = (0..1_000)
+                .map(|i| telemetry(&format!("meter-{:04}", i % 1_000), i))
+                .collect();
+            let batches = 100;
+            let start = std::time::Instant::now();
+            for _ in 0..batches {
+                bus.publish(batch.clone()).await.unwrap();
+            }
+            let published_in = start.elapsed();
+            bus.close().await;
+            let mut delivered = 0;
+            for consumer in consumers {
+                delivered += consumer.await.unwrap();
+            }
+            let elapsed = start.elapsed();
+            let published = batches * batch.len();
+            assert_eq!(delivered, published * groups);
+            eprintln!(
+                "nats: {published} messages (16 partitions) to {groups} group(s): published in \
+                 {published_in:?} = {:.0} msg/s; all delivered and acknowledged in {elapsed:?} = \
+                 {:.0} deliveries/s",
+                published as f64 / published_in.as_secs_f64(),
+                delivered as f64 / elapsed.as_secs_f64(),
+            );
+        }
+    }
 }

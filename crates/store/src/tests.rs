@@ -483,6 +483,31 @@ mod postgres {
             "postgres append_events: {total} events in batches of 1,000 in {elapsed:?} = {:.0} events/s",
             total as f64 / elapsed.as_secs_f64()
         );
+        // Several writers at once (several store-writer processes of one deployment).
+        for writers in [2usize, 4] {
+            let (_db, store) = server.fresh_store().await;
+            let store = Arc::new(store);
+            let start = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..writers {
+                let store = store.clone();
+                let mine: Vec<Vec<_>> = batches.iter().skip(w).step_by(writers).cloned().collect();
+                tasks.push(tokio::spawn(async move {
+                    for batch in &mine {
+                        store.append_events(batch).await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let elapsed = start.elapsed();
+            assert_eq!(store.stats().await.unwrap().events, total as u64);
+            eprintln!(
+                "postgres append_events, {writers} writers: {total} events in {elapsed:?} = {:.0} events/s",
+                total as f64 / elapsed.as_secs_f64()
+            );
+        }
         store.close().await.unwrap();
     }
 }
