@@ -12,9 +12,14 @@
 //! [`NatsConfig::publish_timeout_ms`]. Each message carries a `Nats-Msg-Id`, so a publish
 //! retried after a lost acknowledgement is stored once.
 //!
+//! One `publish` packs the messages of one subject into JetStream messages of up to 256
+//! bus messages or 256 KiB (a JSON array, in order), so acknowledgements are per pack, not
+//! per message; consumers unpack and hand out at most what `next_batch` asks for.
+//!
 //! A subscription group is a durable pull consumer with explicit acknowledgement: a batch
 //! is acknowledged when its consumer asks for the next one (or ends), so a consumer that
-//! dies mid-batch has the batch redelivered to another member after `ack_wait_ms`.
+//! dies mid-batch has the batch (every pack it touched) redelivered to another member after
+//! `ack_wait_ms`.
 //! Delivery is at least once; consumers make processing idempotent (alerts are upserted by
 //! id, the PostgreSQL store skips an event it already holds).
 
@@ -101,20 +106,35 @@ enum WireRef<'a> {
     Alert(&'a Alert),
 }
 
-fn encode(message: &Message) -> Result<Vec<u8>> {
-    let wire = match message {
-        Message::Event(e) => WireRef::Event(e),
-        Message::Alert(a) => WireRef::Alert(a),
-    };
+/// Several bus messages of one subject (one partition) as one JetStream message: a JSON
+/// array, in order.
+fn encode(messages: &[&Message]) -> Result<Vec<u8>> {
+    let wire: Vec<WireRef<'_>> = messages
+        .iter()
+        .map(|m| match m {
+            Message::Event(e) => WireRef::Event(e),
+            Message::Alert(a) => WireRef::Alert(a),
+        })
+        .collect();
     serde_json::to_vec(&wire).map_err(|e| Error::Unavailable(format!("failed to encode: {e}")))
 }
 
-fn decode(payload: &[u8]) -> Option<Message> {
-    match serde_json::from_slice(payload).ok()? {
-        Wire::Event(e) => Some(Message::Event(e)),
-        Wire::Alert(a) => Some(Message::Alert(a)),
-    }
+fn decode(payload: &[u8]) -> Option<Vec<Message>> {
+    let wire: Vec<Wire> = serde_json::from_slice(payload).ok()?;
+    Some(
+        wire.into_iter()
+            .map(|w| match w {
+                Wire::Event(e) => Message::Event(e),
+                Wire::Alert(a) => Message::Alert(a),
+            })
+            .collect(),
+    )
 }
+
+/// At most this many bus messages go into one JetStream message.
+const PACK_MESSAGES: usize = 256;
+/// A JetStream message is closed once its payload passes this (NATS's default limit is 1 MiB).
+const PACK_BYTES: usize = 256 * 1024;
 
 /// The JetStream bus. Cloning gives another handle to the same connection.
 #[derive(Clone)]
@@ -268,14 +288,41 @@ impl Bus for NatsBus {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let mut prepared = Vec::with_capacity(messages.len());
+        // Pack messages by subject (partition), in order: one JetStream message (and one
+        // acknowledgement on each side) per pack rather than per message.
+        let mut packs: Vec<(String, Vec<&Message>)> = Vec::new();
+        let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for message in &messages {
-            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-            prepared.push((
-                self.nats_subject(message),
-                format!("{}-{seq}", self.inner.publisher),
-                encode(message)?,
-            ));
+            let subject = self.nats_subject(message);
+            let index = match open.get(&subject) {
+                Some(&i) if packs[i].1.len() < PACK_MESSAGES => i,
+                _ => {
+                    packs.push((subject.clone(), Vec::new()));
+                    open.insert(subject, packs.len() - 1);
+                    packs.len() - 1
+                }
+            };
+            packs[index].1.push(message);
+        }
+        let mut prepared = Vec::with_capacity(packs.len());
+        for (subject, pack) in packs {
+            // Split a pack whose payload is too large (big documents) in halves until each fits.
+            let mut pending = vec![pack];
+            while let Some(pack) = pending.pop() {
+                let payload = encode(&pack)?;
+                if payload.len() > PACK_BYTES && pack.len() > 1 {
+                    let (a, b) = pack.split_at(pack.len() / 2);
+                    pending.push(b.to_vec());
+                    pending.push(a.to_vec());
+                    continue;
+                }
+                let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                prepared.push((
+                    subject.clone(),
+                    format!("{}-{seq}", self.inner.publisher),
+                    payload,
+                ));
+            }
         }
         // Fast path: send a window of publishes, then wait for their acknowledgements, in
         // order, so one device's messages are stored in the order given.
@@ -361,6 +408,8 @@ impl Bus for NatsBus {
             consumer,
             messages,
             closed: self.inner.closed.clone(),
+            buffer: std::collections::VecDeque::new(),
+            held: std::collections::VecDeque::new(),
             unacked: Vec::new(),
         }))
     }
@@ -374,7 +423,13 @@ struct NatsSubscription {
     consumer: consumer::PullConsumer,
     messages: consumer::pull::Stream,
     closed: Arc<AtomicBool>,
-    /// The last batch handed out: acknowledged when the next one is asked for.
+    /// Decoded messages not handed out yet, in order.
+    buffer: std::collections::VecDeque<Arc<Message>>,
+    /// The JetStream messages the buffer came from, with how many of their messages are
+    /// still in it.
+    held: std::collections::VecDeque<(jetstream::Message, usize)>,
+    /// JetStream messages whose every message was handed out: acknowledged when the next
+    /// batch is asked for.
     unacked: Vec<jetstream::Message>,
 }
 
@@ -396,16 +451,45 @@ impl NatsSubscription {
         }
     }
 
-    /// Takes one message into `batch` (undecodable ones are acknowledged and dropped).
-    fn take(&mut self, message: jetstream::Message, batch: &mut Vec<Arc<Message>>) {
+    /// Decodes one JetStream message into the buffer (undecodable ones are acknowledged
+    /// and dropped).
+    fn take(&mut self, message: jetstream::Message) {
         match decode(&message.payload) {
-            Some(decoded) => batch.push(Arc::new(decoded)),
-            None => tracing::warn!(
-                subject = %message.subject,
-                "dropping an undecodable bus message"
-            ),
+            Some(decoded) if !decoded.is_empty() => {
+                let n = decoded.len();
+                self.buffer.extend(decoded.into_iter().map(Arc::new));
+                self.held.push_back((message, n));
+            }
+            _ => {
+                tracing::warn!(
+                    subject = %message.subject,
+                    "dropping an undecodable bus message"
+                );
+                self.unacked.push(message);
+            }
         }
-        self.unacked.push(message);
+    }
+
+    /// Hands out up to `max` buffered messages; JetStream messages fully handed out become
+    /// due for acknowledgement.
+    fn hand_out(&mut self, max: usize) -> Vec<Arc<Message>> {
+        let n = max.min(self.buffer.len());
+        let batch: Vec<Arc<Message>> = self.buffer.drain(..n).collect();
+        let mut left = n;
+        while left > 0 {
+            let Some((_, remaining)) = self.held.front_mut() else {
+                break;
+            };
+            let used = left.min(*remaining);
+            *remaining -= used;
+            left -= used;
+            if *remaining == 0
+                && let Some((message, _)) = self.held.pop_front()
+            {
+                self.unacked.push(message);
+            }
+        }
+        batch
     }
 }
 
@@ -414,8 +498,7 @@ impl Subscription for NatsSubscription {
     async fn next_batch(&mut self, max: usize) -> Option<Vec<Arc<Message>>> {
         let max = max.max(1);
         self.ack_previous().await;
-        let mut batch = Vec::with_capacity(max.min(4096));
-        while batch.is_empty() {
+        while self.buffer.is_empty() {
             let first = if self.closed.load(Ordering::Acquire) {
                 match tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await {
                     Ok(next) => next,
@@ -430,7 +513,7 @@ impl Subscription for NatsSubscription {
                 }
             };
             match first {
-                Some(Ok(message)) => self.take(message, &mut batch),
+                Some(Ok(message)) => self.take(message),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "nats consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -438,17 +521,17 @@ impl Subscription for NatsSubscription {
                 }
                 None => return None,
             }
-            while batch.len() < max {
+            while self.buffer.len() < max {
                 match self.messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => self.take(message, &mut batch),
+                    Some(Some(Ok(message))) => self.take(message),
                     _ => break,
                 }
             }
-            if batch.is_empty() {
+            if self.buffer.is_empty() {
                 // Only undecodable messages: acknowledge them and wait for more.
                 self.ack_previous().await;
             }
         }
-        Some(batch)
+        Some(self.hand_out(max))
     }
 }
