@@ -309,6 +309,33 @@ mod nats {
         assert!(err.to_string().contains("nats"), "{err}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_messages_are_split_across_packs_and_keep_their_order() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let bus = NatsBus::connect(server.config(4)).await.unwrap();
+        let mut sub = bus.subscribe("alerts", "g").await.unwrap();
+        // 60 alerts of ~20 KiB on one subject: 1.2 MiB, past one NATS message (1 MiB) and
+        // past one pack (256 KiB).
+        let big: Vec<crate::Message> = (0..60)
+            .map(|i| match alert(i) {
+                crate::Message::Alert(mut a) => {
+                    a.explanation = "x".repeat(20 * 1024);
+                    crate::Message::Alert(a)
+                }
+                other => other,
+            })
+            .collect();
+        bus.publish(big).await.unwrap();
+        let got = take(&mut sub, 60).await;
+        let seqs: Vec<u64> = got.iter().map(|m| key(m).1).collect();
+        assert_eq!(seqs, (0..60).collect::<Vec<_>>());
+        assert!(got.iter().all(
+            |m| matches!(m.as_ref(), crate::Message::Alert(a) if a.explanation.len() == 20 * 1024)
+        ));
+    }
+
     /// `RUN_SLOW_BENCHES=1 cargo test -p bus --features nats --release \
     /// benchmark_nats_throughput -- --nocapture`
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
