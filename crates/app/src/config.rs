@@ -19,6 +19,9 @@ pub struct Config {
     pub version: u32,
     /// Where the platform keeps its state.
     pub data_dir: PathBuf,
+    /// Which parts of the platform this process runs (see [`Role`]).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -48,6 +51,28 @@ pub struct Config {
     pub integrations: crate::integrations::IntegrationsConfig,
     #[serde(default)]
     pub taxii: crate::intel::config::TaxiiConfig,
+}
+
+/// A part of the platform a process runs. A scale-out deployment runs each where it wants,
+/// all sharing one NATS bus and one PostgreSQL store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything below, in one process (the embedded default).
+    All,
+    /// The MQTT broker and the flow collector: what devices and routers talk to. Events go
+    /// onto the bus; command delivery to devices happens here.
+    Ingest,
+    /// The detection worker, the store writer, incident correlation and the command
+    /// gateway's acknowledgement and all-clear loop: consumers of the bus.
+    Detect,
+    /// The HTTP API, the web console, TAXII, the public CAP feed and citizen reports, and
+    /// the readiness index they serve.
+    Api,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::All]
 }
 
 /// `[http]`.
@@ -93,6 +118,10 @@ pub enum BusConfig {
         #[serde(default = "default_bus_capacity")]
         capacity: usize,
     },
+    /// NATS JetStream, shared by every citysec process of a scale-out deployment
+    /// (`url`, `stream`, `subject_prefix`, `partitions`, `max_bytes`, `ack_wait_ms`,
+    /// `publish_timeout_ms`; see `bus::NatsConfig`).
+    Nats(bus::NatsConfig),
 }
 
 fn default_bus_capacity() -> usize {
@@ -122,6 +151,31 @@ pub enum StoreConfig {
         #[serde(default)]
         telemetry: TelemetryStorage,
     },
+    /// A PostgreSQL database, shared by every citysec process of a scale-out deployment.
+    Postgres {
+        /// `postgres://user@host:5432/database` (or libpq key/value form), without a
+        /// password: a password in the URL is refused.
+        url: String,
+        /// A file holding the password (its first line), e.g. a mounted secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+        /// The environment variable holding the password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_env: Option<String>,
+        /// Connections this process keeps open.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+        /// Events older than this many days are deleted.
+        #[serde(default = "default_retention_days")]
+        event_retention_days: u32,
+        /// Which telemetry readings are stored (as for the embedded store).
+        #[serde(default)]
+        telemetry: TelemetryStorage,
+    },
+}
+
+fn default_pool_size() -> usize {
+    8
 }
 
 /// Whether raw telemetry readings are persisted.
@@ -152,14 +206,89 @@ impl StoreConfig {
             StoreConfig::Embedded {
                 event_retention_days,
                 ..
+            }
+            | StoreConfig::Postgres {
+                event_retention_days,
+                ..
             } => *event_retention_days,
         }
     }
 
     pub fn telemetry(&self) -> TelemetryStorage {
         match self {
-            StoreConfig::Embedded { telemetry, .. } => *telemetry,
+            StoreConfig::Embedded { telemetry, .. } | StoreConfig::Postgres { telemetry, .. } => {
+                *telemetry
+            }
         }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let StoreConfig::Postgres {
+            url,
+            password_file,
+            password_env,
+            pool_size,
+            ..
+        } = self
+        {
+            if url.trim().is_empty() {
+                bail!("store.url must name the PostgreSQL database");
+            }
+            if password_file.is_some() && password_env.is_some() {
+                bail!("store.password_file and store.password_env are exclusive");
+            }
+            if !(1..=256).contains(pool_size) {
+                bail!("store.pool_size must be between 1 and 256");
+            }
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL connection settings, with the password read from its file or
+    /// variable; `None` for the embedded store.
+    pub fn postgres(
+        &self,
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Option<store::PgConfig>> {
+        let StoreConfig::Postgres {
+            url,
+            password_file,
+            password_env,
+            pool_size,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let password = match (password_file, password_env) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("failed to read store.password_file {}", path.display())
+                })?;
+                let line = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_owned();
+                if line.is_empty() {
+                    bail!("store.password_file {} is empty", path.display());
+                }
+                Some(line)
+            }
+            (None, Some(var)) => Some(
+                env.get(var)
+                    .filter(|v| !v.is_empty())
+                    .with_context(|| format!("store.password_env: ${var} is not set"))?
+                    .clone(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Some(store::PgConfig {
+            url: url.clone(),
+            password,
+            pool_size: *pool_size,
+        }))
     }
 }
 
@@ -253,20 +382,70 @@ impl Config {
                 "ingest.flow.max_templates, max_templates_per_exporter and max_exporters must be at least 1"
             );
         }
-        let BusConfig::InProcess { capacity } = &self.bus;
-        if *capacity == 0 {
-            bail!("bus.capacity must be at least 1");
+        match &self.bus {
+            BusConfig::InProcess { capacity } => {
+                if *capacity == 0 {
+                    bail!("bus.capacity must be at least 1");
+                }
+            }
+            BusConfig::Nats(nats) => {
+                if nats.url.trim().is_empty() {
+                    bail!("bus.url must name the NATS server");
+                }
+                if !(1..=4096).contains(&nats.partitions) {
+                    bail!("bus.partitions must be between 1 and 4096");
+                }
+                if nats.stream.is_empty()
+                    || nats.subject_prefix.is_empty()
+                    || !nats
+                        .stream
+                        .chars()
+                        .chain(nats.subject_prefix.chars())
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    bail!("bus.stream and bus.subject_prefix must be letters, digits, '_' or '-'");
+                }
+                if nats.ack_wait_ms < 100 || nats.max_bytes < 1 << 20 {
+                    bail!(
+                        "bus.ack_wait_ms must be at least 100 and bus.max_bytes at least 1048576"
+                    );
+                }
+            }
         }
         if self.detect.brute_force.per_device_threshold == 0
             || self.detect.brute_force.per_source_threshold == 0
         {
             bail!("detect.brute_force thresholds must be at least 1");
         }
+        if self.roles.is_empty() {
+            bail!("roles must name at least one of all, ingest, detect, api");
+        }
+        let split = !(self.runs(Role::Ingest) && self.runs(Role::Detect) && self.runs(Role::Api));
+        if split && matches!(self.bus, BusConfig::InProcess { .. }) {
+            bail!(
+                "roles {:?} split the platform across processes: that needs [bus] type = \"nats\" \
+                 (the in-process bus reaches no other process)",
+                self.roles
+            );
+        }
+        if split && matches!(self.store, StoreConfig::Embedded { .. }) {
+            bail!(
+                "roles {:?} split the platform across processes: that needs [store] type = \"postgres\" \
+                 (the embedded store belongs to one process)",
+                self.roles
+            );
+        }
+        self.store.validate()?;
         self.gateway.validate().map_err(anyhow::Error::msg)?;
         crate::incidents::validate_playbooks(&self.playbooks)?;
         self.integrations.validate()?;
         self.taxii.validate()?;
         Ok(())
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == Role::All || *r == role)
     }
 
     /// The embedded store's file.

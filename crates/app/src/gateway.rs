@@ -78,14 +78,20 @@ impl DeviceLookup for Lookup {
     }
 }
 
-/// Delivery: QoS 1 publish to the device's cmd topic through the embedded broker.
-struct Mqtt(ingest::mqtt::Publisher);
+/// Delivery: QoS 1 publish to the device's cmd topic through the embedded broker (none in
+/// a process without the ingest role, which cannot deliver).
+struct Mqtt(Option<ingest::mqtt::Publisher>);
 
 #[async_trait]
 impl Actuator for Mqtt {
     async fn deliver(&self, target: &Target, payload: Vec<u8>) -> Result<bool, PortError> {
+        let Some(publisher) = &self.0 else {
+            return Err(PortError(
+                "this process runs no ingest role, so it has no broker to deliver through".into(),
+            ));
+        };
         let topic = device_topic(target.sector, &target.id, Channel::Cmd);
-        Ok(self.0.publish(&topic, payload, 1) > 0)
+        Ok(publisher.publish(&topic, payload, 1) > 0)
     }
 }
 
@@ -248,7 +254,7 @@ pub fn build(
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     directory: Arc<Directory>,
-    publisher: ingest::mqtt::Publisher,
+    publisher: Option<ingest::mqtt::Publisher>,
     advisories: Arc<dyn AdvisoryCheck>,
 ) -> anyhow::Result<Arc<Gateway>> {
     let seed = load_or_create_key(&config.data_dir.join(KEY_FILE))?;

@@ -26,7 +26,12 @@ impl Out {
 
 pub(crate) fn render(inner: &Inner) -> String {
     let mut out = Out(String::with_capacity(4096));
-    let b = inner.broker.metrics();
+    // A process without the ingest role has no broker: its broker figures are zero.
+    let none = ingest::mqtt::BrokerMetrics::default();
+    let b = inner
+        .broker
+        .as_ref()
+        .map_or(&none, |broker| broker.metrics());
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     out.gauge(
         "mqtt_connections",

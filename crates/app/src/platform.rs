@@ -23,7 +23,7 @@ use store::{DeviceQuery, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{BusConfig, Config, TelemetryStorage};
+use crate::config::{BusConfig, Config, Role, TelemetryStorage};
 use crate::directory::Directory;
 use crate::{inventory, metrics, tls, token};
 
@@ -75,7 +75,8 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub directory: Arc<Directory>,
-    pub broker: BrokerHandle,
+    /// The embedded broker, in a process with the ingest role.
+    pub broker: Option<BrokerHandle>,
     pub flows: crate::flows::Flows,
     pub counters: Arc<Counters>,
     /// Changes for the detection worker (devices registered, indicators received).
@@ -90,15 +91,15 @@ pub(crate) struct Inner {
 /// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
 pub struct Platform {
     inner: Arc<Inner>,
-    http_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     admin_token: String,
     ready: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
-    http_task: JoinHandle<()>,
-    detect_task: JoinHandle<()>,
-    writer_task: JoinHandle<()>,
+    http_task: Option<JoinHandle<()>>,
+    detect_task: Option<JoinHandle<()>>,
+    writer_task: Option<JoinHandle<()>>,
     incidents: Arc<crate::incidents::IncidentService>,
-    incident_task: JoinHandle<()>,
+    incident_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -123,24 +124,46 @@ impl EventSink for BusSink {
     }
 }
 
+/// Opens the store the config names: the embedded file in the data directory, or the
+/// PostgreSQL database (password from its file or the process environment).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    match config.store.postgres(&env)? {
+        Some(pg) => {
+            let url = pg.url.clone();
+            let store = store::PgStore::connect(&pg)
+                .await
+                .with_context(|| format!("failed to open the postgres store {url}"))?;
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(
+            store::EmbeddedStore::open(&config.store_path()).with_context(|| {
+                format!("failed to open store {}", config.store_path().display())
+            })?,
+        )),
+    }
+}
+
 impl Platform {
     /// Starts everything the config describes and returns once all listeners are bound.
     pub async fn start(config: Config) -> anyhow::Result<Platform> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            store::EmbeddedStore::open(&config.store_path()).with_context(|| {
-                format!("failed to open store {}", config.store_path().display())
-            })?,
-        );
+        let store = open_store(&config).await?;
         let admin_token = token::ensure_admin(store.as_ref(), &config.admin_token_path()).await?;
         let signing_key = crate::advisories::signing_key(&config.data_dir)?;
         // The data files the config names, before anything listens.
         let firmware = crate::firmware::load(&config)?;
         let templates = crate::advisories::templates::load(&config.advisories)?;
 
-        let BusConfig::InProcess { capacity } = &config.bus;
-        let bus: Arc<dyn Bus> = Arc::new(bus::InProcessBus::new(*capacity));
+        let bus: Arc<dyn Bus> = match &config.bus {
+            BusConfig::InProcess { capacity } => Arc::new(bus::InProcessBus::new(*capacity)),
+            BusConfig::Nats(nats) => Arc::new(
+                bus::NatsBus::connect(nats.clone())
+                    .await
+                    .with_context(|| format!("failed to connect the bus to {}", nats.url))?,
+            ),
+        };
         let counters = Arc::new(Counters::default());
 
         // The directory and the engine start from the registry.
@@ -175,45 +198,69 @@ impl Platform {
         }
         tracing::info!(devices = directory.len(), "device registry loaded");
 
-        // Consumers subscribe before the broker can publish anything.
-        let detect_sub = bus.subscribe("obs.*", "detect").await?;
-        let writer_sub = bus.subscribe("obs.*", "store").await?;
-        let gateway_states = bus.subscribe("obs.state", "gateway").await?;
-        let gateway_alerts = bus.subscribe("alerts", "gateway").await?;
-        let readiness_sub = bus.subscribe("obs.*", "readiness").await?;
-        let incidents_sub = bus.subscribe("alerts", "incidents").await?;
+        // Consumers subscribe before the broker can publish anything; a process subscribes
+        // only the groups it runs (a durable group nobody consumes would hold the stream).
+        let (ingest, detecting, api_role) = (
+            config.runs(Role::Ingest),
+            config.runs(Role::Detect),
+            config.runs(Role::Api),
+        );
+        let mut detect_sub = None;
+        let mut writer_sub = None;
+        let mut gateway_subs = None;
+        let mut incidents_sub = None;
+        if detecting {
+            detect_sub = Some(bus.subscribe("obs.*", "detect").await?);
+            writer_sub = Some(bus.subscribe("obs.*", "store").await?);
+            gateway_subs = Some((
+                bus.subscribe("obs.state", "gateway").await?,
+                bus.subscribe("alerts", "gateway").await?,
+            ));
+            incidents_sub = Some(bus.subscribe("alerts", "incidents").await?);
+        }
+        let readiness_sub = if api_role {
+            Some(bus.subscribe("obs.*", "readiness").await?)
+        } else {
+            None
+        };
 
         let sink = Arc::new(BusSink {
             bus: bus.clone(),
             counters: counters.clone(),
         });
-        let mqtt = crate::city_pki::prepare(&config.data_dir, &config.ingest.mqtt)
-            .context("failed to prepare the MQTT broker's certificates")?;
-        let broker = Broker::start(mqtt, directory.clone(), sink.clone())
-            .context("failed to start the MQTT broker")?;
-        // Rate limits incident response put on devices hold across restarts until they lapse.
-        let limits = store
-            .list_rate_limits(Timestamp::now())
-            .await
-            .context("failed to load the devices' rate limits")?;
-        if !limits.is_empty() {
-            tracing::info!(devices = limits.len(), "rate limits restored");
-        }
-        broker.restore_rate_limits(
-            limits
-                .into_iter()
-                .map(|l| {
-                    (
-                        l.device_id.to_string(),
-                        ingest::mqtt::DeviceLimit {
-                            messages_per_s: l.messages_per_s,
-                            burst: l.burst,
-                            until: l.until,
-                        },
-                    )
-                })
-                .collect(),
-        );
+        let broker = if ingest {
+            let mqtt = crate::city_pki::prepare(&config.data_dir, &config.ingest.mqtt)
+                .context("failed to prepare the MQTT broker's certificates")?;
+            let broker = Broker::start(mqtt, directory.clone(), sink.clone())
+                .context("failed to start the MQTT broker")?;
+            // Rate limits incident response put on devices hold across restarts until they
+            // lapse.
+            let limits = store
+                .list_rate_limits(Timestamp::now())
+                .await
+                .context("failed to load the devices' rate limits")?;
+            if !limits.is_empty() {
+                tracing::info!(devices = limits.len(), "rate limits restored");
+            }
+            broker.restore_rate_limits(
+                limits
+                    .into_iter()
+                    .map(|l| {
+                        (
+                            l.device_id.to_string(),
+                            ingest::mqtt::DeviceLimit {
+                                messages_per_s: l.messages_per_s,
+                                burst: l.burst,
+                                until: l.until,
+                            },
+                        )
+                    })
+                    .collect(),
+            );
+            Some(broker)
+        } else {
+            None
+        };
         let warnings = Arc::new(crate::gateway::IssuedWarnings::default());
         warnings.refresh(store.as_ref()).await?;
         let gateway = crate::gateway::build(
@@ -221,7 +268,7 @@ impl Platform {
             store.clone(),
             bus.clone(),
             directory.clone(),
-            broker.publisher(),
+            broker.as_ref().map(BrokerHandle::publisher),
             warnings.clone(),
         )?;
         crate::audit::record_or_log(
@@ -236,7 +283,11 @@ impl Platform {
             }),
         )
         .await;
-        let flows = crate::flows::Flows::start(&config.ingest.flow, directory.clone(), sink)?;
+        let flow_config = ingest::flow::FlowConfig {
+            enabled: config.ingest.flow.enabled && ingest,
+            ..config.ingest.flow.clone()
+        };
+        let flows = crate::flows::Flows::start(&flow_config, directory.clone(), sink)?;
 
         let (detect_control, control_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -254,22 +305,26 @@ impl Platform {
             detect_status: detect_status.clone(),
         });
 
-        let detect_task = tokio::spawn(detect_worker(
-            engine,
-            diagnostics,
-            detect_status,
-            detect_sub,
-            control_rx,
-            store.clone(),
-            bus.clone(),
-            counters.clone(),
-        ));
-        let writer_task = tokio::spawn(store_writer(
-            writer_sub,
-            store.clone(),
-            config.store.telemetry(),
-            counters.clone(),
-        ));
+        let detect_task = detect_sub.map(|sub| {
+            tokio::spawn(detect_worker(
+                engine,
+                diagnostics,
+                detect_status,
+                sub,
+                control_rx,
+                store.clone(),
+                bus.clone(),
+                counters.clone(),
+            ))
+        });
+        let writer_task = writer_sub.map(|sub| {
+            tokio::spawn(store_writer(
+                sub,
+                store.clone(),
+                config.store.telemetry(),
+                counters.clone(),
+            ))
+        });
         let tracker = Arc::new(crate::readiness::Tracker::default());
         let readiness = Arc::new(crate::readiness::ReadinessService {
             store: store.clone(),
@@ -314,30 +369,42 @@ impl Platform {
             .context("failed to start the incident service")?
             .share_to(&config.taxii),
         );
-        let incident_task = tokio::spawn(incidents.clone().run(incidents_sub));
-        let mut background = vec![
-            tokio::spawn(crate::gateway::run(
+        let incident_task = incidents_sub.map(|sub| tokio::spawn(incidents.clone().run(sub)));
+        let mut background = Vec::new();
+        if let Some((states, alerts)) = gateway_subs {
+            background.push(tokio::spawn(crate::gateway::run(
                 gateway.clone(),
-                gateway_states,
-                gateway_alerts,
-            )),
-            tokio::spawn(crate::readiness::track(readiness_sub, tracker)),
-            tokio::spawn(crate::readiness::recorder(
-                readiness.clone(),
-                Duration::from_secs(config.readiness.interval_s),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(rate_sampler(inner.clone(), shutdown_rx.clone())),
-            tokio::spawn(retention(
+                states,
+                alerts,
+            )));
+            background.push(tokio::spawn(retention(
                 store.clone(),
                 config.store.event_retention_days(),
                 shutdown_rx.clone(),
-            )),
-        ];
-        background.push(tokio::spawn(
-            incidents.clone().flush_shared(shutdown_rx.clone()),
-        ));
-        background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
+            )));
+        }
+        if let Some(sub) = readiness_sub {
+            background.push(tokio::spawn(crate::readiness::track(sub, tracker)));
+            background.push(tokio::spawn(crate::readiness::recorder(
+                readiness.clone(),
+                Duration::from_secs(config.readiness.interval_s),
+                shutdown_rx.clone(),
+            )));
+            // Partner feeds and TAXII publishing live with the API.
+            background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
+        }
+        if inner.broker.is_some() {
+            background.push(tokio::spawn(rate_sampler(
+                inner.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        if incident_task.is_some() {
+            // Confirmed incidents' held-back repeats are shared where incidents are worked.
+            background.push(tokio::spawn(
+                incidents.clone().flush_shared(shutdown_rx.clone()),
+            ));
+        }
 
         // HTTP last: readiness means everything behind it runs.
         let ready = Arc::new(AtomicBool::new(false));
@@ -366,6 +433,23 @@ impl Platform {
         let mut router = web::router(api);
         if config.taxii.enabled {
             router = router.merge(crate::intel::router(&config.taxii, store.clone()));
+        }
+        if !api_role {
+            ready.store(true, Ordering::Release);
+            tracing::info!(roles = ?config.roles, mqtt = ?inner.broker.as_ref().map(BrokerHandle::local_addr), "platform started without the api role");
+            return Ok(Platform {
+                inner,
+                http_addr: None,
+                admin_token,
+                ready,
+                shutdown_tx,
+                http_task: None,
+                detect_task,
+                writer_task,
+                incidents,
+                incident_task,
+                background,
+            });
         }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
@@ -412,15 +496,15 @@ impl Platform {
             }),
         };
         ready.store(true, Ordering::Release);
-        tracing::info!(http = %http_addr, mqtt = %inner.broker.local_addr(), "platform started");
+        tracing::info!(roles = ?config.roles, http = %http_addr, mqtt = ?inner.broker.as_ref().map(BrokerHandle::local_addr), "platform started");
 
         Ok(Platform {
             inner,
-            http_addr,
+            http_addr: Some(http_addr),
             admin_token,
             ready,
             shutdown_tx,
-            http_task,
+            http_task: Some(http_task),
             detect_task,
             writer_task,
             incidents,
@@ -429,7 +513,17 @@ impl Platform {
         })
     }
 
+    /// The API's address.
+    ///
+    /// # Panics
+    /// In a process without the api role (a caller's mistake); see [`Platform::try_http_addr`].
     pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+            .expect("http_addr of a process without the api role")
+    }
+
+    /// The API's address, when this process runs the api role.
+    pub fn try_http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
 
@@ -442,8 +536,19 @@ impl Platform {
         }
     }
 
+    /// The MQTT listener's address.
+    ///
+    /// # Panics
+    /// In a process without the ingest role (a caller's mistake); see
+    /// [`Platform::try_mqtt_addr`].
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.inner.broker.local_addr()
+        self.try_mqtt_addr()
+            .expect("mqtt_addr of a process without the ingest role")
+    }
+
+    /// The MQTT listener's address, when this process runs the ingest role.
+    pub fn try_mqtt_addr(&self) -> Option<SocketAddr> {
+        self.inner.broker.as_ref().map(BrokerHandle::local_addr)
     }
 
     /// The flow collector's UDP address, when `[ingest.flow]` enables it.
@@ -452,7 +557,10 @@ impl Platform {
     }
 
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
-        self.inner.broker.tls_local_addr()
+        self.inner
+            .broker
+            .as_ref()
+            .and_then(BrokerHandle::tls_local_addr)
     }
 
     pub fn admin_token(&self) -> &str {
@@ -497,15 +605,22 @@ impl Platform {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.ready.store(false, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
-        let _ = self.http_task.await;
+        if let Some(task) = self.http_task {
+            let _ = task.await;
+        }
         // The broker flushes what its sessions already handed to the sink.
-        self.inner.broker.shutdown().await;
+        if let Some(broker) = &self.inner.broker {
+            broker.shutdown().await;
+        }
         self.inner.flows.shutdown().await;
         // Subscribers drain what was published and then end.
         self.inner.bus.close().await;
-        let _ = self.detect_task.await;
-        let _ = self.writer_task.await;
-        let _ = self.incident_task.await;
+        for task in [self.detect_task, self.writer_task, self.incident_task]
+            .into_iter()
+            .flatten()
+        {
+            let _ = task.await;
+        }
         self.incidents
             .forwarder()
             .shutdown(Duration::from_secs(2))
@@ -556,11 +671,9 @@ pub(crate) fn status(inner: &Inner) -> web::Status {
     let counters = &inner.counters;
     web::Status {
         devices_registered: inner.directory.len() as u64,
-        devices_online: inner
-            .broker
-            .metrics()
-            .connections_current
-            .load(Ordering::Relaxed),
+        devices_online: inner.broker.as_ref().map_or(0, |b| {
+            b.metrics().connections_current.load(Ordering::Relaxed)
+        }),
         messages_per_s: counters.messages_per_s(),
         alerts_total: counters.alerts_raised.load(Ordering::Relaxed),
         uptime_s: inner.started.elapsed().as_secs(),
@@ -691,7 +804,7 @@ where
 }
 
 /// Persists the event stream in batches.
-async fn store_writer(
+pub(crate) async fn store_writer(
     mut sub: Box<dyn bus::Subscription>,
     store: Arc<dyn Store>,
     telemetry: TelemetryStorage,
@@ -719,7 +832,10 @@ async fn store_writer(
 
 /// Samples the broker's message counter once a second for the messages/s figure.
 async fn rate_sampler(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
-    let metrics = inner.broker.metrics();
+    let Some(broker) = &inner.broker else {
+        return;
+    };
+    let metrics = broker.metrics();
     let mut last = metrics.messages_received.load(Ordering::Relaxed);
     let mut last_at = Instant::now();
     let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -851,7 +967,9 @@ impl web::Platform for ApiPlatform {
             .await?
             .ok_or_else(|| web::PlatformError::not_found(format!("device {id} not found")))?;
         inner.directory.put(device.clone());
-        inner.broker.disconnect_device(id.as_str(), reason);
+        if let Some(broker) = &inner.broker {
+            broker.disconnect_device(id.as_str(), reason);
+        }
         tracing::warn!(device_id = %id, reason, "device revoked");
         crate::audit::record_or_log(
             inner.store.as_ref(),

@@ -207,7 +207,10 @@ impl Executor {
                     .await
                     .map_err(|e| format!("store: {e}"))?;
                 inner.directory.put(device);
-                let dropped = inner.broker.disconnect_device(device_id.as_str(), &reason);
+                let dropped = inner
+                    .broker
+                    .as_ref()
+                    .is_some_and(|b| b.disconnect_device(device_id.as_str(), &reason));
                 Ok(Executed {
                     detail: format!(
                         "secret rotated (the new one was shown once to {actor}), {} session(s) dropped",
@@ -238,7 +241,19 @@ impl Executor {
                     })
                     .await
                     .map_err(|e| format!("store: {e}"))?;
-                let live = inner.broker.set_rate_limit(
+                let Some(broker) = inner.broker.as_ref() else {
+                    // A process without the ingest role holds no sessions; the limit is
+                    // stored and the ingest processes apply it when they next start.
+                    return Ok(Executed {
+                        detail: format!(
+                            "rate limit {params} (until {}) stored; this process runs no broker, so the ingest processes apply it when they start",
+                            until.to_rfc3339()
+                        ),
+                        secret: None,
+                        contains: false,
+                    });
+                };
+                let live = broker.set_rate_limit(
                     device_id.as_str(),
                     ingest::mqtt::DeviceLimit {
                         messages_per_s: params.messages_per_s,
@@ -262,7 +277,10 @@ impl Executor {
                     .delete_rate_limit(device_id)
                     .await
                     .map_err(|e| format!("store: {e}"))?;
-                let held = inner.broker.lift_rate_limit(device_id.as_str());
+                let held = inner
+                    .broker
+                    .as_ref()
+                    .and_then(|b| b.lift_rate_limit(device_id.as_str()));
                 match held {
                     Some(limit) => Ok(Executed {
                         detail: format!("rate limit lifted (was {limit})"),
@@ -342,5 +360,8 @@ async fn set_status(
             crate::platform::meta(&device),
         ));
     inner.directory.put(device);
-    Ok(inner.broker.disconnect_device(id.as_str(), reason))
+    Ok(inner
+        .broker
+        .as_ref()
+        .is_some_and(|b| b.disconnect_device(id.as_str(), reason)))
 }

@@ -1,6 +1,7 @@
 //! Tests for configuration loading and inventory import.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use model::{Credential, DeviceClass, Sector, Timestamp};
 
@@ -113,6 +114,35 @@ fn bad_configs_are_refused_with_a_reason() {
             "version = 1\ndata_dir = 'x'\n[store]\ntype = 'cloud'",
             "unknown variant",
         ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'",
+            "missing field `url`",
+        ),
+        ("version = 1\ndata_dir = 'x'\nroles = []", "at least one"),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['web']",
+            "unknown variant",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['api']",
+            "needs [bus] type = \"nats\"",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\nroles = ['ingest', 'detect']\n[bus]\ntype = 'nats'",
+            "needs [store] type = \"postgres\"",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = ' '",
+            "store.url",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\npassword_file = 'p'\npassword_env = 'P'",
+            "exclusive",
+        ),
+        (
+            "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\npool_size = 0",
+            "store.pool_size",
+        ),
         ("version = 1\ndata_dir = '${NOPE}'", "NOPE is not set"),
         ("version = [", "invalid TOML"),
         (
@@ -210,4 +240,152 @@ fn garbage_is_not_an_inventory() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn the_postgres_password_comes_from_a_file_or_the_environment() {
+    let text = "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\n\
+                url = 'postgres://citysec@db.city:5432/citysec'\npassword_env = 'PGPASS'";
+    let config = Config::load(text, &env(&[])).unwrap();
+    let err = format!("{:#}", config.store.postgres(&env(&[])).unwrap_err());
+    assert!(err.contains("$PGPASS is not set"), "{err}");
+    let pg = config
+        .store
+        .postgres(&env(&[("PGPASS", "s3cret")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pg.password.as_deref(), Some("s3cret"));
+    assert_eq!(pg.url, "postgres://citysec@db.city:5432/citysec");
+    assert_eq!(pg.pool_size, 8);
+    // Debug output never shows it.
+    assert!(!format!("{pg:?}").contains("s3cret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file\nignored\n").unwrap();
+    let text = format!(
+        "version = 1\ndata_dir = 'x'\n[store]\ntype = 'postgres'\nurl = 'postgres://c@db/c'\n\
+         password_file = '{}'",
+        file.display()
+    );
+    let config = Config::load(&text, &env(&[])).unwrap();
+    let pg = config.store.postgres(&env(&[])).unwrap().unwrap();
+    assert_eq!(pg.password.as_deref(), Some("from-file"));
+    std::fs::write(&file, "").unwrap();
+    let err = format!("{:#}", config.store.postgres(&env(&[])).unwrap_err());
+    assert!(err.contains("is empty"), "{err}");
+    // The embedded store has no connection settings.
+    let config = Config::load(app_default(), &env(&[("CITYSEC_DATA_DIR", "/d")])).unwrap();
+    assert!(config.store.postgres(&env(&[])).unwrap().is_none());
+}
+
+fn app_default() -> &'static str {
+    crate::config::DEFAULT_CONFIG
+}
+
+/// At-least-once end to end: a store writer takes a batch from NATS, writes it to
+/// PostgreSQL and dies before acknowledging it; the batch is delivered again to the
+/// surviving writer, which writes it again; every event is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_redelivered_after_a_crash_is_stored_once() {
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+        return;
+    };
+    let bus = bus::NatsBus::connect(bus::NatsConfig {
+        ack_wait_ms: 1_000,
+        ..nats.config(4)
+    })
+    .await
+    .unwrap();
+    let (_db, store) = pg.fresh_store().await;
+    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
+    use bus::Bus;
+    let mut crashing = bus.subscribe("obs.*", "store").await.unwrap();
+    let events: Vec<model::Event> = (0..200)
+        .map(|i| store::testsuite::telemetry(1_000 + i, &format!("pump-{}", i % 7), i as f64))
+        .collect();
+    bus.publish(events.iter().cloned().map(bus::Message::Event).collect())
+        .await
+        .unwrap();
+    // Like the store writer: each batch is stored, then the next one asked for (which
+    // acknowledges the one before).
+    let mut taken = 0;
+    let mut last = 0;
+    while taken < events.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(20), crashing.next_batch(500))
+            .await
+            .unwrap()
+            .unwrap();
+        let batch: Vec<model::Event> = batch
+            .iter()
+            .filter_map(|m| match m.as_ref() {
+                bus::Message::Event(e) => Some(e.clone()),
+                bus::Message::Alert(_) => None,
+            })
+            .collect();
+        store.append_events(&batch).await.unwrap();
+        taken += batch.len();
+        last = batch.len();
+    }
+    drop(crashing); // dies: its last batch stored, never acknowledged
+
+    let survivor = bus.subscribe("obs.*", "store").await.unwrap();
+    let counters = std::sync::Arc::new(crate::platform::Counters::default());
+    let writer = tokio::spawn(crate::platform::store_writer(
+        survivor,
+        store.clone(),
+        crate::config::TelemetryStorage::All,
+        counters.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counters
+        .events_stored
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < last as u64
+    {
+        assert!(std::time::Instant::now() < deadline, "no redelivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bus.close().await;
+    writer.await.unwrap();
+    // The survivor wrote the unacknowledged batch again; the store holds each event once.
+    assert!(last > 0);
+    assert_eq!(
+        counters
+            .events_stored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        last as u64
+    );
+    let stored = store
+        .list_events(&store::EventQuery {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 200);
+    assert_eq!(store.stats().await.unwrap().events, 200);
+}
+
+#[test]
+fn the_nats_bus_is_configured_and_checked() {
+    let text = "version = 1\ndata_dir = 'x'\n[bus]\ntype = 'nats'\nurl = 'nats://nats.city:4222'\npartitions = 32";
+    let config = Config::load(text, &env(&[])).unwrap();
+    let crate::config::BusConfig::Nats(nats) = &config.bus else {
+        panic!("not nats: {:?}", config.bus)
+    };
+    assert_eq!(nats.partitions, 32);
+    assert_eq!(nats.stream, "CITYSEC");
+    for (text, want) in [
+        ("[bus]\ntype = 'nats'\npartitions = 0", "bus.partitions"),
+        ("[bus]\ntype = 'nats'\nstream = 'a.b'", "bus.stream"),
+        ("[bus]\ntype = 'nats'\nack_wait_ms = 1", "bus.ack_wait_ms"),
+        ("[bus]\ntype = 'nats'\nsurprise = 1", "unknown field"),
+    ] {
+        let text = format!("version = 1\ndata_dir = 'x'\n{text}");
+        let err = format!("{:#}", Config::load(&text, &env(&[])).unwrap_err());
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
 }

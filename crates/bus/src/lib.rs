@@ -4,7 +4,8 @@
 //! `alerts`, ...); consumers subscribe to subject patterns as a named group. Within a group,
 //! each message goes to one member; every group sees every message. Publishing applies
 //! backpressure: a full group makes `publish` wait rather than drop.
-//! A NATS JetStream backend can implement the same trait.
+//! With feature `nats`, [`NatsBus`] implements the same trait on NATS JetStream, with
+//! subjects partitioned by device and at-least-once delivery (see `nats.rs`).
 
 use std::sync::Arc;
 
@@ -12,12 +13,16 @@ use async_trait::async_trait;
 use model::{Alert, Event};
 
 mod inprocess;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
 pub use crate::inprocess::InProcessBus;
+#[cfg(feature = "nats")]
+pub use crate::nats::{NatsBus, NatsConfig, device_of, partition_of};
 
 /// What travels on the bus.
 #[derive(Debug, Clone, PartialEq)]

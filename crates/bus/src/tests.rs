@@ -155,3 +155,235 @@ async fn benchmark_throughput() {
         );
     }
 }
+
+/// The same suite against a real `nats-server -js` (feature `nats`), plus what only a
+/// durable, partitioned, at-least-once bus does.
+#[cfg(feature = "nats")]
+mod nats {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::testsuite::server::TestNats;
+    use crate::testsuite::{alert, drain, key, take, telemetry};
+    use crate::{Bus, NatsBus, NatsConfig, partition_of};
+
+    async fn fresh() -> Option<NatsBus> {
+        Some(TestNats::shared()?.fresh_bus().await)
+    }
+
+    crate::testsuite!(optional fresh());
+
+    #[test]
+    fn partitions_are_a_stable_hash_of_the_device_id() {
+        // Every process of a deployment must agree, whatever its build: these values are
+        // FNV-1a 64 and must never change.
+        let cases = [
+            ("", 16, 5),
+            ("pump-7", 16, 15),
+            ("siren-0001", 16, 6),
+            ("siren-0001", 64, 22),
+            ("meter-123456", 7, 1),
+        ];
+        for (device, partitions, want) in cases {
+            assert_eq!(
+                partition_of(device, partitions),
+                want,
+                "{device} of {partitions}"
+            );
+        }
+        // And they spread: 10,000 devices over 16 partitions, none far from 625.
+        let mut counts = [0u32; 16];
+        for i in 0..10_000 {
+            counts[partition_of(&format!("meter-{i:06}"), 16) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (500..750).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subjects_name_the_partition_of_the_device() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let config = server.config(8);
+        let prefix = config.subject_prefix.clone();
+        let bus = NatsBus::connect(config).await.unwrap();
+        let m = telemetry("pump-7", 1);
+        let p = partition_of("pump-7", 8);
+        assert_eq!(bus.nats_subject(&m), format!("{prefix}.obs.telemetry.{p}"));
+        assert_eq!(
+            bus.nats_subject(&alert(1)),
+            format!("{prefix}.alerts.{}", partition_of("", 8))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unacknowledged_batch_is_delivered_again_to_another_member() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let config = NatsConfig {
+            ack_wait_ms: 1_000,
+            ..server.config(4)
+        };
+        let bus = NatsBus::connect(config).await.unwrap();
+        let mut crashing = bus.subscribe("obs.*", "store").await.unwrap();
+        bus.publish(
+            (0..20)
+                .map(|i| telemetry(&format!("d-{}", i % 5), i))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        let first = take(&mut crashing, 20).await;
+        // The member dies before asking for more: nothing it took was acknowledged.
+        drop(crashing);
+        let mut survivor = bus.subscribe("obs.*", "store").await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(20), take(&mut survivor, 20))
+            .await
+            .expect("redelivered within the ack wait");
+        let ids = |ms: &[Arc<crate::Message>]| ms.iter().map(|m| key(m)).collect::<BTreeSet<_>>();
+        assert_eq!(ids(&first), ids(&again), "the same messages, again");
+        // Asking for the next batch acknowledges: nothing comes a third time.
+        bus.close().await;
+        assert!(drain(survivor).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_resumes_where_it_left_off() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let config = server.config(4);
+        let bus = NatsBus::connect(config.clone()).await.unwrap();
+        let mut sub = bus.subscribe("obs.telemetry", "detect").await.unwrap();
+        bus.publish((0..5).map(|i| telemetry("pump-1", i)).collect())
+            .await
+            .unwrap();
+        assert_eq!(take(&mut sub, 5).await.len(), 5);
+        // Acknowledge and leave (as a process that stops would).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sub.next_batch(10))
+                .await
+                .is_err()
+        );
+        drop(sub);
+        // Published while the group had no member: kept for it (another process, even).
+        bus.publish((5..10).map(|i| telemetry("pump-1", i)).collect())
+            .await
+            .unwrap();
+        let other_process = NatsBus::connect(config).await.unwrap();
+        let mut back = other_process
+            .subscribe("obs.telemetry", "detect")
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = take(&mut back, 5).await.iter().map(|m| key(m).1).collect();
+        assert_eq!(seqs, (5..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_is_gone_is_unavailable_not_lost() {
+        let Some(binary) = crate::testsuite::server::binary() else {
+            return;
+        };
+        let mut server = TestNats::try_start(&binary, None).unwrap();
+        let config = NatsConfig {
+            publish_timeout_ms: 1_500,
+            ..server.config(4)
+        };
+        let bus = NatsBus::connect(config.clone()).await.unwrap();
+        bus.publish(vec![telemetry("pump-1", 1)]).await.unwrap();
+        server.stop();
+        let started = std::time::Instant::now();
+        let err = bus.publish(vec![telemetry("pump-1", 2)]).await.unwrap_err();
+        assert!(matches!(err, crate::Error::Unavailable(_)), "{err}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1_000),
+            "it retried first"
+        );
+        // Connecting to nothing is refused with a reason, not a hang.
+        let err = NatsBus::connect(config).await.unwrap_err();
+        assert!(err.to_string().contains("nats"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_messages_are_split_across_packs_and_keep_their_order() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let bus = NatsBus::connect(server.config(4)).await.unwrap();
+        let mut sub = bus.subscribe("alerts", "g").await.unwrap();
+        // 60 alerts of ~20 KiB on one subject: 1.2 MiB, past one NATS message (1 MiB) and
+        // past one pack (256 KiB).
+        let big: Vec<crate::Message> = (0..60)
+            .map(|i| match alert(i) {
+                crate::Message::Alert(mut a) => {
+                    a.explanation = "x".repeat(20 * 1024);
+                    crate::Message::Alert(a)
+                }
+                other => other,
+            })
+            .collect();
+        bus.publish(big).await.unwrap();
+        let got = take(&mut sub, 60).await;
+        let seqs: Vec<u64> = got.iter().map(|m| key(m).1).collect();
+        assert_eq!(seqs, (0..60).collect::<Vec<_>>());
+        assert!(got.iter().all(
+            |m| matches!(m.as_ref(), crate::Message::Alert(a) if a.explanation.len() == 20 * 1024)
+        ));
+    }
+
+    /// `RUN_SLOW_BENCHES=1 cargo test -p bus --features nats --release \
+    /// benchmark_nats_throughput -- --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn benchmark_nats_throughput() {
+        if std::env::var_os("RUN_SLOW_BENCHES").is_none() {
+            eprintln!("skipping benchmark_nats_throughput: set RUN_SLOW_BENCHES=1");
+            return;
+        }
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        for groups in [1usize, 2] {
+            let bus = NatsBus::connect(server.config(16)).await.unwrap();
+            let mut consumers = Vec::new();
+            for g in 0..groups {
+                let mut sub = bus.subscribe("obs.*", &format!("g{g}")).await.unwrap();
+                consumers.push(tokio::spawn(async move {
+                    let mut n = 0usize;
+                    while let Some(batch) = sub.next_batch(1_000).await {
+                        n += batch.len();
+                    }
+                    n
+                }));
+            }
+            let batch: Vec<crate::Message> = (0..1_000)
+                .map(|i| telemetry(&format!("meter-{:04}", i % 1_000), i))
+                .collect();
+            let batches = 100;
+            let start = std::time::Instant::now();
+            for _ in 0..batches {
+                bus.publish(batch.clone()).await.unwrap();
+            }
+            let published_in = start.elapsed();
+            bus.close().await;
+            let mut delivered = 0;
+            for consumer in consumers {
+                delivered += consumer.await.unwrap();
+            }
+            let elapsed = start.elapsed();
+            let published = batches * batch.len();
+            assert_eq!(delivered, published * groups);
+            eprintln!(
+                "nats: {published} messages (16 partitions) to {groups} group(s): published in \
+                 {published_in:?} = {:.0} msg/s; all delivered and acknowledged in {elapsed:?} = \
+                 {:.0} deliveries/s",
+                published as f64 / published_in.as_secs_f64(),
+                delivered as f64 / elapsed.as_secs_f64(),
+            );
+        }
+    }
+}

@@ -267,15 +267,15 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("failed to encode: {e}")))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Internal(format!("failed to decode row: {e}")))
 }
 
-fn limit_of(limit: usize) -> i64 {
+pub(crate) fn limit_of(limit: usize) -> i64 {
     (if limit == 0 {
         MAX_LIMIT
     } else {

@@ -1,8 +1,7 @@
-//! Persistence for citysec: the [`Store`] trait every backend implements, and the
-//! embedded backend ([`EmbeddedStore`], one SQLite file in the data directory).
-//!
-//! A PostgreSQL backend can be added behind a feature without touching callers: they hold
-//! an `Arc<dyn Store>`.
+//! Persistence for citysec: the [`Store`] trait every backend implements, the embedded
+//! backend ([`EmbeddedStore`], one SQLite file in the data directory) and, with feature
+//! `postgres`, the PostgreSQL backend (`PgStore`). Callers hold an `Arc<dyn Store>` and
+//! never know which.
 
 use async_trait::async_trait;
 use model::{
@@ -18,6 +17,8 @@ mod detect;
 mod embedded;
 pub mod intel;
 pub mod limits;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "testsuite"))]
@@ -35,6 +36,8 @@ pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
 pub use crate::limits::{RateLimit, RateLimitStore};
+#[cfg(feature = "postgres")]
+pub use crate::postgres::{PgConfig, PgStore};
 pub use crate::users::{
     IncidentQuery, IncidentStore, User, UserStore, UserToken, UserTokenKind, severity_rank,
 };

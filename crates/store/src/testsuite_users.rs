@@ -15,7 +15,15 @@ use crate::{IncidentQuery, User, UserToken, UserTokenKind};
 /// Expands to one `#[tokio::test]` per check of this module.
 #[macro_export]
 macro_rules! users_testsuite {
+    // `optional EXPR`: EXPR yields an `Option` of a backend; `None` (a peer that is not
+    // installed, and not required) makes every check return at once.
+    (optional $backend:expr) => {
+        $crate::users_testsuite!(@names $backend);
+    };
     ($backend:expr) => {
+        $crate::users_testsuite!(@names async { ::std::option::Option::Some($backend.await) });
+    };
+    (@names $backend:expr) => {
         $crate::users_testsuite!(@tests $backend;
             users_insert_get_update,
             user_tokens_lifecycle,
@@ -28,7 +36,9 @@ macro_rules! users_testsuite {
         $(
             #[::tokio::test]
             async fn $name() {
-                let backend = $backend.await;
+                let ::std::option::Option::Some(backend) = $backend.await else {
+                    return;
+                };
                 $crate::testsuite_users::$name(&backend).await;
             }
         )*

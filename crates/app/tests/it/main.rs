@@ -27,10 +27,12 @@ struct City {
 const BOB: &str = "bob-operator-token-0123456789";
 
 async fn start() -> City {
-    start_with(|_| {}).await
+    start_with(|_, _| {}).await
 }
 
-async fn start_with(adjust: impl FnOnce(&mut app::Config)) -> City {
+/// A platform with the default config, changed by `edit` (given the config and a scratch
+/// directory) before it starts.
+async fn start_with(edit: impl FnOnce(&mut app::Config, &Path)) -> City {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env: HashMap<String, String> =
@@ -41,9 +43,10 @@ async fn start_with(adjust: impl FnOnce(&mut app::Config)) -> City {
     config.ingest.flow.listen = "127.0.0.1:0".into();
     config.advisories.sender = "alerts@city.example".into();
     config.advisories.public_url = "https://city.example".into();
-    adjust(&mut config);
+    edit(&mut config, dir.path());
     let platform = app::Platform::start(config).await.unwrap();
-    platform
+    // Processes sharing one database share bob's token: the first one adds it.
+    let bob = platform
         .store()
         .insert_token(&store::ApiToken {
             sha256: web::token_sha256(BOB),
@@ -51,9 +54,14 @@ async fn start_with(adjust: impl FnOnce(&mut app::Config)) -> City {
             role: "operator".into(),
             created_at: Timestamp::now(),
         })
-        .await
-        .unwrap();
-    let base = format!("http://{}", platform.http_addr());
+        .await;
+    if let Err(e) = bob {
+        assert_eq!(e.code(), model::ErrorCode::Conflict, "{e}");
+    }
+    let base = platform
+        .try_http_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     let admin = platform.admin_token().to_owned();
     City {
         _dir: dir,
@@ -894,7 +902,7 @@ fn peers_check(docs: &[(String, Vec<u8>)], feed: &[u8]) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incidents_become_advisories_from_templates_and_the_documents_pass_the_cap_peers() {
-    let city = start_with(|config| {
+    let city = start_with(|config, _| {
         config.advisories.languages = vec!["en-US".into(), "es-US".into()];
     })
     .await;
@@ -1198,7 +1206,7 @@ async fn readiness_scores_exercises_intel_sharing_and_firmware_against_the_vendo
         web::token_sha256(partner_token)
     ))
     .unwrap();
-    let city = start_with(|config| {
+    let city = start_with(|config, _| {
         config.readiness.firmware_catalogue = Some(catalogue.clone());
         config.taxii = taxii.clone();
     })
@@ -1383,4 +1391,253 @@ async fn a_broken_firmware_catalogue_stops_the_platform_with_the_entry_named() {
             catalogue.display()
         )
     );
+}
+
+/// The whole platform in its scale-out configuration: PostgreSQL (`[store] type =
+/// "postgres"`, password from a file) and NATS JetStream (`[bus] type = "nats"`). Citizen
+/// reports go through JetStream to detection, the alert is stored and served, and after
+/// shutdown a fresh connection finds the reports, the alert, the admin token and an intact
+/// audit log in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_runs_on_postgres_and_nats() {
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(server), Some(nats)) = (TestPostgres::shared(), TestNats::shared()) else {
+        return;
+    };
+    let nats_config = nats.config(8);
+    let db = server.create_database().await;
+    let url = server.url(&db);
+    let password = server.password().to_owned();
+    let city = start_with(|config, dir| {
+        let file = dir.join("pg.password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        config.store = app::config::StoreConfig::Postgres {
+            url,
+            password_file: Some(file),
+            password_env: None,
+            pool_size: 4,
+            event_retention_days: 7,
+            telemetry: app::config::TelemetryStorage::All,
+        };
+        config.bus = app::config::BusConfig::Nats(nats_config);
+    })
+    .await;
+    assert!(
+        !city.data.join("citysec.db").exists(),
+        "no embedded file when the store is postgres"
+    );
+    let admin = city.admin.clone();
+    city.platform
+        .as_ref()
+        .unwrap()
+        .register_devices(vec![siren("siren-south-2", 45.40, -122.60)])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let body = json!({"category": "siren_no_storm", "text": "siren, clear sky", "location": {"lat": 45.401 + i as f64 * 0.001, "lon": -122.601}});
+        let (status, receipt) = city.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202, "{receipt}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert_id = loop {
+        let (_, alerts) = city
+            .json(
+                "GET",
+                "/api/v1/alerts?rule=reports.siren_unconfirmed",
+                Some(&admin),
+                None,
+            )
+            .await;
+        if let Some(id) = alerts["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _dir = city.stop().await;
+
+    let store = store::PgStore::connect(&server.config(&db)).await.unwrap();
+    use store::{AuditStore, Store};
+    let alert = store
+        .get_alert(&model::AlertId(alert_id.clone()))
+        .await
+        .unwrap()
+        .expect("the alert is in postgres");
+    assert_eq!(alert.device_id.unwrap().as_str(), "siren-south-2");
+    let reports = store
+        .list_events(&store::EventQuery {
+            kind: Some("report".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(
+        store
+            .find_token(&web::token_sha256(&admin))
+            .await
+            .unwrap()
+            .is_some(),
+        "the generated admin token is kept (as a hash) in postgres"
+    );
+    let audit = store.verify_audit().await.unwrap();
+    assert!(audit.is_intact() && audit.records >= 1, "{audit:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// `roles`: three processes' worth of platform, each running one role, sharing NATS and
+/// PostgreSQL. A role a process does not run opens nothing (no MQTT listener in the api
+/// process, no HTTP listener in the ingest process, neither in the detection process), and
+/// the parts still make one platform: an MQTT connection refused by the ingest process
+/// becomes a security event that the detection process stores and the api process serves,
+/// and citizen reports posted to the api process become an alert raised by the detection
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_place_each_part_of_the_platform_in_its_own_process() {
+    use app::config::{BusConfig, Role, StoreConfig, TelemetryStorage};
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(pg), Some(nats)) = (TestPostgres::shared(), TestNats::shared()) else {
+        return;
+    };
+    let db = pg.create_database().await;
+    {
+        // The registry as an earlier process left it.
+        use store::Store;
+        let store = store::PgStore::connect(&pg.config(&db)).await.unwrap();
+        store
+            .upsert_devices(&[siren("siren-east-4", 45.30, -122.50)])
+            .await
+            .unwrap();
+    }
+    let nats_config = nats.config(8);
+    let (url, password) = (pg.url(&db), pg.password().to_owned());
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut cities = Vec::new();
+    for (role, (http, mqtt)) in [Role::Detect, Role::Api, Role::Ingest]
+        .into_iter()
+        .zip(&ports)
+    {
+        let (url, password, nats_config) = (url.clone(), password.clone(), nats_config.clone());
+        cities.push(
+            start_with(move |config, dir| {
+                let file = dir.join("pg.password");
+                std::fs::write(&file, &password).unwrap();
+                config.roles = vec![role];
+                config.store = StoreConfig::Postgres {
+                    url,
+                    password_file: Some(file),
+                    password_env: None,
+                    pool_size: 4,
+                    event_retention_days: 7,
+                    telemetry: TelemetryStorage::All,
+                };
+                config.bus = BusConfig::Nats(nats_config);
+                config.http.listen = format!("127.0.0.1:{http}");
+                config.ingest.mqtt.listen = format!("127.0.0.1:{mqtt}");
+            })
+            .await,
+        );
+    }
+    let [
+        (detect_http, detect_mqtt),
+        (_, api_mqtt),
+        (ingest_http, ingest_mqtt),
+    ] = ports[..]
+    else {
+        unreachable!()
+    };
+    let [detect, api, ingest] = &cities[..] else {
+        unreachable!()
+    };
+    fn platform(c: &City) -> &app::Platform {
+        c.platform.as_ref().unwrap()
+    }
+    assert!(
+        !listening(detect_http) && !listening(detect_mqtt),
+        "detect opens nothing"
+    );
+    assert!(
+        platform(detect).try_http_addr().is_none() && platform(detect).try_mqtt_addr().is_none()
+    );
+    assert!(
+        !listening(api_mqtt),
+        "an api-only process has no MQTT listener"
+    );
+    assert!(platform(api).try_mqtt_addr().is_none());
+    assert!(
+        !listening(ingest_http),
+        "an ingest-only process has no HTTP listener"
+    );
+    assert!(platform(ingest).try_http_addr().is_none());
+    assert!(listening(ingest_mqtt), "the ingest process accepts devices");
+    let api_base = format!("http://{}", platform(api).http_addr());
+    let token = api.admin.clone();
+    let (status, _) = api.json("GET", "/api/v1/status", Some(&token), None).await;
+    assert_eq!(status, 200);
+
+    // A device with a wrong password, at the ingest process.
+    {
+        use std::io::Write;
+        let mut packet = vec![0x10, 47, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60];
+        for field in [&b"siren-east-4"[..], b"siren-east-4", b"wrongpassword"] {
+            packet.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            packet.extend_from_slice(field);
+        }
+        packet[1] = (packet.len() - 2) as u8;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", ingest_mqtt)).unwrap();
+        conn.write_all(&packet).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut connack = [0u8; 4];
+        std::io::Read::read_exact(&mut conn, &mut connack).unwrap();
+        assert_eq!(connack[0], 0x20, "a CONNACK");
+        assert_ne!(connack[3], 0, "refused");
+    }
+    // Citizen reports, at the api process.
+    for i in 0..3 {
+        let body = json!({"category": "siren_no_storm", "text": "siren, no storm", "location": {"lat": 45.301 + i as f64 * 0.001, "lon": -122.501}});
+        let (status, receipt) = api.json("POST", "/api/v1/reports", None, Some(body)).await;
+        assert_eq!(status, 202, "{receipt}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, security) = api
+            .json("GET", "/api/v1/events?kind=security", Some(&token), None)
+            .await;
+        let (_, alerts) = api
+            .json(
+                "GET",
+                "/api/v1/alerts?rule=reports.siren_unconfirmed",
+                Some(&token),
+                None,
+            )
+            .await;
+        let refused = security["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| e.to_string().contains("siren-east-4")));
+        let alerted = alerts["items"][0]["device_id"] == "siren-east-4";
+        if refused && alerted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{api_base}: security events {security}; alerts {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for city in cities {
+        city.stop().await;
+    }
 }

@@ -1,0 +1,537 @@
+//! The NATS JetStream backend ([`NatsBus`], feature `nats`).
+//!
+//! One stream holds every subject under a prefix: bus subject `obs.telemetry` of device
+//! `pump-7` is published as `<prefix>.obs.telemetry.<p>`, where `p` is [`partition_of`] the
+//! device id (a stable FNV-1a hash modulo the partition count), so one device's messages
+//! stay in one partition in order. Messages without a device (broker events before
+//! authentication) use the partition of the empty id.
+//!
+//! The stream keeps messages while any consumer still has to see them (interest retention)
+//! and refuses new ones past its byte limit (discard new), which `publish` turns into
+//! backpressure: it retries with backoff and answers `Unavailable` only after
+//! [`NatsConfig::publish_timeout_ms`]. Each message carries a `Nats-Msg-Id`, so a publish
+//! retried after a lost acknowledgement is stored once.
+//!
+//! One `publish` packs the messages of one subject into JetStream messages of up to 256
+//! bus messages or 256 KiB (a JSON array, in order), so acknowledgements are per pack, not
+//! per message; consumers unpack and hand out at most what `next_batch` asks for.
+//!
+//! A subscription group is a durable pull consumer with explicit acknowledgement: a batch
+//! is acknowledged when its consumer asks for the next one (or ends), so a consumer that
+//! dies mid-batch has the batch (every pack it touched) redelivered to another member after
+//! `ack_wait_ms`.
+//! Delivery is at least once; consumers make processing idempotent (alerts are upserted by
+//! id, the PostgreSQL store skips an event it already holds).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use model::{Alert, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::inprocess::Pattern;
+use crate::{Bus, Error, Message, Result, Subscription};
+
+/// How to reach NATS and how the stream is laid out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222` (several comma-separated for a cluster).
+    pub url: String,
+    /// The JetStream stream's name.
+    pub stream: String,
+    /// The first subject token of every message.
+    pub subject_prefix: String,
+    /// Partitions per subject (devices are spread over them by a stable hash).
+    pub partitions: u32,
+    /// The stream refuses new messages beyond this many bytes (publishers wait).
+    pub max_bytes: i64,
+    /// A delivered message not acknowledged within this goes to another member.
+    pub ack_wait_ms: u64,
+    /// How long `publish` keeps retrying a full or unreachable stream before it answers
+    /// `Unavailable`.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> NatsConfig {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "CITYSEC".to_owned(),
+            subject_prefix: "citysec".to_owned(),
+            partitions: 16,
+            max_bytes: 1 << 30,
+            ack_wait_ms: 30_000,
+            publish_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The partition of a device id: FNV-1a (64-bit) modulo `partitions`. Stable across
+/// processes, platforms and releases, because every process must agree on it.
+pub fn partition_of(device_id: &str, partitions: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in device_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+/// The device a message belongs to ("" for none).
+pub fn device_of(message: &Message) -> &str {
+    match message {
+        Message::Event(e) => e.device_id.as_ref().map_or("", |d| d.as_str()),
+        Message::Alert(a) => a.device_id.as_ref().map_or("", |d| d.as_str()),
+    }
+}
+
+/// The wire form of a message: JSON, tagged.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Wire {
+    Event(Event),
+    Alert(Alert),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum WireRef<'a> {
+    Event(&'a Event),
+    Alert(&'a Alert),
+}
+
+/// Several bus messages of one subject (one partition) as one JetStream message: a JSON
+/// array, in order.
+fn encode(messages: &[&Message]) -> Result<Vec<u8>> {
+    let wire: Vec<WireRef<'_>> = messages
+        .iter()
+        .map(|m| match m {
+            Message::Event(e) => WireRef::Event(e),
+            Message::Alert(a) => WireRef::Alert(a),
+        })
+        .collect();
+    serde_json::to_vec(&wire).map_err(|e| Error::Unavailable(format!("failed to encode: {e}")))
+}
+
+fn decode(payload: &[u8]) -> Option<Vec<Message>> {
+    let wire: Vec<Wire> = serde_json::from_slice(payload).ok()?;
+    Some(
+        wire.into_iter()
+            .map(|w| match w {
+                Wire::Event(e) => Message::Event(e),
+                Wire::Alert(a) => Message::Alert(a),
+            })
+            .collect(),
+    )
+}
+
+/// At most this many bus messages go into one JetStream message.
+const PACK_MESSAGES: usize = 256;
+/// A JetStream message is closed once its payload passes this (NATS's default limit is 1 MiB).
+const PACK_BYTES: usize = 256 * 1024;
+
+/// The JetStream bus. Cloning gives another handle to the same connection.
+#[derive(Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NatsConfig,
+    js: jetstream::Context,
+    closed: Arc<AtomicBool>,
+    /// Unique per handle: the `Nats-Msg-Id` prefix.
+    publisher: String,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("stream", &self.inner.config.stream)
+            .field("partitions", &self.inner.config.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// A consumer name from a group and a pattern (NATS names allow no `.`, `*`, `>`).
+fn consumer_name(group: &str, pattern: &str) -> String {
+    let mut name = String::with_capacity(group.len() + pattern.len() + 1);
+    for c in group.chars().chain(['_']).chain(pattern.chars()) {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => name.push(c),
+            '.' => name.push('_'),
+            '*' => name.push_str("STAR"),
+            '>' => name.push_str("REST"),
+            _ => name.push_str(&format!("x{:x}", c as u32)),
+        }
+    }
+    name
+}
+
+impl NatsBus {
+    /// Connects and creates the stream if it does not exist.
+    pub async fn connect(config: NatsConfig) -> Result<NatsBus> {
+        if config.partitions == 0 || config.partitions > 4096 {
+            return Err(Error::Unavailable(format!(
+                "partitions must be 1 to 4096, not {}",
+                config.partitions
+            )));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("citysec")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| Error::Unavailable(format!("failed to connect to nats: {e}")))?;
+        let js = jetstream::new(client);
+        js.get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: config.max_bytes,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("failed to create stream: {e}")))?;
+        let publisher = format!(
+            "{:016x}",
+            std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::time::SystemTime::now()
+            )
+        );
+        Ok(NatsBus {
+            inner: Arc::new(Inner {
+                config,
+                js,
+                closed: Arc::new(AtomicBool::new(false)),
+                publisher,
+                seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The NATS subject of a message.
+    pub fn nats_subject(&self, message: &Message) -> String {
+        format!(
+            "{}.{}.{}",
+            self.inner.config.subject_prefix,
+            message.subject(),
+            partition_of(device_of(message), self.inner.config.partitions)
+        )
+    }
+
+    /// The NATS filter of a bus pattern: the pattern under the prefix, plus one token for
+    /// the partition unless it already ends in `>`.
+    fn filter(&self, pattern: &str) -> String {
+        if pattern.ends_with('>') {
+            format!("{}.{pattern}", self.inner.config.subject_prefix)
+        } else {
+            format!("{}.{pattern}.*", self.inner.config.subject_prefix)
+        }
+    }
+
+    async fn publish_one(&self, subject: String, id: String, payload: Vec<u8>) -> Result<()> {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.inner.config.publish_timeout_ms);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let attempt = async {
+                let ack = self
+                    .inner
+                    .js
+                    .publish_with_headers(subject.clone(), headers, payload.clone().into())
+                    .await
+                    .map_err(unavailable)?;
+                ack.await.map_err(unavailable)
+            };
+            match attempt.await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if tokio::time::Instant::now() + backoff > deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, subject, "nats publish refused; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// How long one pull request of a member stays open.
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
+
+/// How many publishes one call keeps in flight.
+const PUBLISH_WINDOW: usize = 512;
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, messages: Vec<Message>) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        // Pack messages by subject (partition), in order: one JetStream message (and one
+        // acknowledgement on each side) per pack rather than per message.
+        let mut packs: Vec<(String, Vec<&Message>)> = Vec::new();
+        let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for message in &messages {
+            let subject = self.nats_subject(message);
+            let index = match open.get(&subject) {
+                Some(&i) if packs[i].1.len() < PACK_MESSAGES => i,
+                _ => {
+                    packs.push((subject.clone(), Vec::new()));
+                    open.insert(subject, packs.len() - 1);
+                    packs.len() - 1
+                }
+            };
+            packs[index].1.push(message);
+        }
+        let mut prepared = Vec::with_capacity(packs.len());
+        for (subject, pack) in packs {
+            // Split a pack whose payload is too large (big documents) in halves until each fits.
+            let mut pending = vec![pack];
+            while let Some(pack) = pending.pop() {
+                let payload = encode(&pack)?;
+                if payload.len() > PACK_BYTES && pack.len() > 1 {
+                    let (a, b) = pack.split_at(pack.len() / 2);
+                    pending.push(b.to_vec());
+                    pending.push(a.to_vec());
+                    continue;
+                }
+                let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                prepared.push((
+                    subject.clone(),
+                    format!("{}-{seq}", self.inner.publisher),
+                    payload,
+                ));
+            }
+        }
+        // Fast path: send a window of publishes, then wait for their acknowledgements, in
+        // order, so one device's messages are stored in the order given.
+        let mut prepared = prepared.into_iter().peekable();
+        while prepared.peek().is_some() {
+            let window: Vec<_> = prepared.by_ref().take(PUBLISH_WINDOW).collect();
+            let mut acks = Vec::with_capacity(window.len());
+            let mut failed_from = None;
+            for (i, (subject, id, payload)) in window.iter().enumerate() {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                match self
+                    .inner
+                    .js
+                    .publish_with_headers(subject.clone(), headers, payload.clone().into())
+                    .await
+                {
+                    Ok(ack) => acks.push(ack),
+                    Err(_) => {
+                        failed_from = Some(i);
+                        break;
+                    }
+                }
+            }
+            for (i, ack) in acks.into_iter().enumerate() {
+                if ack.await.is_err() && failed_from.is_none_or(|f| i < f) {
+                    failed_from = Some(i);
+                    break;
+                }
+            }
+            // Slow path: from the first refusal on, one at a time with backoff. Those
+            // accepted meanwhile carry the same ids, so the stream stores them once.
+            if let Some(from) = failed_from {
+                for (subject, id, payload) in window.into_iter().skip(from) {
+                    self.publish_one(subject, id, payload).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, pattern: &str, group: &str) -> Result<Box<dyn Subscription>> {
+        Pattern::parse(pattern)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let name = consumer_name(group, pattern);
+        let stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.stream)
+            .await
+            .map_err(unavailable)?;
+        // A group that exists resumes where it left off; a new one starts with what is
+        // published from now on, like the in-process bus.
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.filter(pattern),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy: consumer::DeliverPolicy::New,
+                    ack_wait: Duration::from_millis(self.inner.config.ack_wait_ms),
+                    max_ack_pending: 65_536,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(1_000)
+            // A member that dies leaves its pull request behind; the server stops sending
+            // into it when it expires, so redelivery to the others waits at most this
+            // plus `ack_wait_ms`.
+            .expires(PULL_EXPIRY)
+            .heartbeat(PULL_EXPIRY / 2)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(NatsSubscription {
+            consumer,
+            messages,
+            closed: self.inner.closed.clone(),
+            buffer: std::collections::VecDeque::new(),
+            held: std::collections::VecDeque::new(),
+            unacked: Vec::new(),
+        }))
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+struct NatsSubscription {
+    consumer: consumer::PullConsumer,
+    messages: consumer::pull::Stream,
+    closed: Arc<AtomicBool>,
+    /// Decoded messages not handed out yet, in order.
+    buffer: std::collections::VecDeque<Arc<Message>>,
+    /// The JetStream messages the buffer came from, with how many of their messages are
+    /// still in it.
+    held: std::collections::VecDeque<(jetstream::Message, usize)>,
+    /// JetStream messages whose every message was handed out: acknowledged when the next
+    /// batch is asked for.
+    unacked: Vec<jetstream::Message>,
+}
+
+impl NatsSubscription {
+    async fn ack_previous(&mut self) {
+        for message in self.unacked.drain(..) {
+            if let Err(e) = message.ack().await {
+                // Not acknowledged means delivered again later: at least once, never lost.
+                tracing::debug!(error = %e, "nats ack failed; the message will be redelivered");
+            }
+        }
+    }
+
+    /// Whether nothing is left for this group (after `close`).
+    async fn drained(&mut self) -> bool {
+        match self.consumer.info().await {
+            Ok(info) => info.num_pending == 0,
+            Err(_) => true,
+        }
+    }
+
+    /// Decodes one JetStream message into the buffer (undecodable ones are acknowledged
+    /// and dropped).
+    fn take(&mut self, message: jetstream::Message) {
+        match decode(&message.payload) {
+            Some(decoded) if !decoded.is_empty() => {
+                let n = decoded.len();
+                self.buffer.extend(decoded.into_iter().map(Arc::new));
+                self.held.push_back((message, n));
+            }
+            _ => {
+                tracing::warn!(
+                    subject = %message.subject,
+                    "dropping an undecodable bus message"
+                );
+                self.unacked.push(message);
+            }
+        }
+    }
+
+    /// Hands out up to `max` buffered messages; JetStream messages fully handed out become
+    /// due for acknowledgement.
+    fn hand_out(&mut self, max: usize) -> Vec<Arc<Message>> {
+        let n = max.min(self.buffer.len());
+        let batch: Vec<Arc<Message>> = self.buffer.drain(..n).collect();
+        let mut left = n;
+        while left > 0 {
+            let Some((_, remaining)) = self.held.front_mut() else {
+                break;
+            };
+            let used = left.min(*remaining);
+            *remaining -= used;
+            left -= used;
+            if *remaining == 0
+                && let Some((message, _)) = self.held.pop_front()
+            {
+                self.unacked.push(message);
+            }
+        }
+        batch
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next_batch(&mut self, max: usize) -> Option<Vec<Arc<Message>>> {
+        let max = max.max(1);
+        self.ack_previous().await;
+        while self.buffer.is_empty() {
+            let first = if self.closed.load(Ordering::Acquire) {
+                match tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) if self.drained().await => return None,
+                    Err(_) => continue,
+                }
+            } else {
+                // Wake up now and then to notice `close`.
+                match tokio::time::timeout(Duration::from_millis(500), self.messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            };
+            match first {
+                Some(Ok(message)) => self.take(message),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "nats consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                None => return None,
+            }
+            while self.buffer.len() < max {
+                match self.messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => self.take(message),
+                    _ => break,
+                }
+            }
+            if self.buffer.is_empty() {
+                // Only undecodable messages: acknowledge them and wait for more.
+                self.ack_previous().await;
+            }
+        }
+        Some(self.hand_out(max))
+    }
+}
