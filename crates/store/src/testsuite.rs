@@ -78,6 +78,7 @@ macro_rules! testsuite {
             detect_suppressions,
             detect_local_indicators,
             rate_limits_replace_lift_lapse_and_persist,
+            console_acks_first_stands_and_persist,
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -979,5 +980,46 @@ pub async fn rate_limits_replace_lift_lapse_and_persist(backend: &dyn Backend) {
             .unwrap(),
         vec![]
     );
+    store.close().await.unwrap();
+}
+
+// --- the console's alert acknowledgements (`ConsoleStore`) ---
+
+pub async fn console_acks_first_stands_and_persist(backend: &dyn Backend) {
+    use crate::AlertAck;
+    let ack = |id: &str, actor: &str| AlertAck {
+        alert_id: id.into(),
+        actor: actor.into(),
+        at: Timestamp::from_millis(1_000),
+        note: "taken".into(),
+    };
+    let store = backend.open().await;
+    store.ack_alert(&ack("al-1", "ana")).await.unwrap();
+    store.ack_alert(&ack("al-2", "bob")).await.unwrap();
+    // An alert is acknowledged once: the second person is refused, the first stands.
+    assert!(matches!(
+        store.ack_alert(&ack("al-1", "bob")).await,
+        Err(crate::Error::Conflict { .. })
+    ));
+    // Asking for many ids at once (more than one statement's worth on some backends).
+    let ids: Vec<String> = (0..1_200)
+        .map(|i| format!("x{i}"))
+        .chain(["al-1".to_owned()])
+        .collect();
+    assert_eq!(
+        store.alert_acks(&ids).await.unwrap(),
+        vec![ack("al-1", "ana")]
+    );
+    assert!(store.alert_acks(&[]).await.unwrap().is_empty());
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = backend.open().await;
+    let mut found = store
+        .alert_acks(&["al-1".to_owned(), "al-2".to_owned(), "al-3".to_owned()])
+        .await
+        .unwrap();
+    found.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+    assert_eq!(found, vec![ack("al-1", "ana"), ack("al-2", "bob")]);
     store.close().await.unwrap();
 }
