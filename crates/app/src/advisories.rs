@@ -1146,6 +1146,7 @@ impl web::Advisories for AdvisoryService {
                 state: None,
                 issued: true,
                 limit: self.config.feed_entries.max(1),
+                after: None,
             })
             .await?;
         let base = self.config.public_url.trim_end_matches('/');

@@ -181,6 +181,7 @@ impl IssuedWarnings {
                 state: Some(model::AdvisoryState::Issued),
                 issued: true,
                 limit: 10_000,
+                after: None,
             })
             .await
             .context("failed to load the issued advisories")?;

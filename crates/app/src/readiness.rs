@@ -206,6 +206,7 @@ impl ReadinessService {
                 state: None,
                 issued: true,
                 limit: 10_000,
+                after: None,
             })
             .await?
             .into_iter()

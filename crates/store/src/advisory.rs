@@ -17,6 +17,10 @@ pub struct AdvisoryQuery {
     pub issued: bool,
     /// At most this many (the backend caps it).
     pub limit: usize,
+    /// Only advisories after this one in the list's order: the sort time (`drafted_at`, or
+    /// `issued_at` when `issued`) and id of the last advisory of the previous page.
+    #[serde(default)]
+    pub after: Option<(Timestamp, String)>,
 }
 
 /// Which citizen reports to list, newest first.

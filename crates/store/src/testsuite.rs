@@ -721,6 +721,37 @@ pub async fn advisories_list_drafts_and_issued(backend: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(ids(issued), ["adv-b", "adv-a"]);
+    // Keyset pages: each continues strictly after the previous page's last advisory, in
+    // either order, including two advisories drafted in the same millisecond.
+    store
+        .write_advisories(&[advisory("adv-d", 3_000)])
+        .await
+        .unwrap();
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_advisories(&crate::AdvisoryQuery {
+                limit: 1,
+                after: after.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.drafted_at, last.id.clone()));
+        pages.extend(ids(page));
+    }
+    assert_eq!(pages, ["adv-d", "adv-c", "adv-b", "adv-a"]);
+    let issued_after = store
+        .list_advisories(&crate::AdvisoryQuery {
+            issued: true,
+            after: Some((Timestamp::from_millis(6_000), "adv-b".into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(issued_after), ["adv-a"]);
     let drafts = store
         .list_advisories(&crate::AdvisoryQuery {
             state: Some(model::AdvisoryState::Draft),
@@ -729,7 +760,7 @@ pub async fn advisories_list_drafts_and_issued(backend: &dyn Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(ids(drafts), ["adv-c"]);
+    assert_eq!(ids(drafts), ["adv-d"]);
 }
 
 pub async fn reports_insert_and_list(backend: &dyn Backend) {

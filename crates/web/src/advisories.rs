@@ -120,6 +120,9 @@ pub(crate) struct ListParams {
     state: Option<AdvisoryState>,
     #[serde(default)]
     limit: Option<usize>,
+    /// The id of the last advisory of the previous page.
+    #[serde(default)]
+    after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +158,18 @@ pub(crate) async fn list(
             crate::api::MAX_LIMIT
         )));
     }
+    // Keyset paging: the next page starts after the last advisory the client saw, so pages
+    // stay stable while new drafts arrive and no server state is kept.
+    let after = match params.after {
+        Some(id) => {
+            check_id(&id)?;
+            let last = s.api.store.get_advisory(&id).await?.ok_or_else(|| {
+                ApiError::invalid(format!("after: no advisory {id} to page after"))
+            })?;
+            Some((last.drafted_at, last.id))
+        }
+        None => None,
+    };
     let list = s
         .api
         .store
@@ -162,6 +177,7 @@ pub(crate) async fn list(
             state: params.state,
             issued: false,
             limit,
+            after,
         })
         .await?;
     Ok(axum::Json(list))

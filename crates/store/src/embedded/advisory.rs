@@ -124,6 +124,16 @@ impl AdvisoryStore for EmbeddedStore {
         } else {
             "drafted_at DESC, id DESC"
         };
+        if let Some((at, id)) = &query.after {
+            // Keyset paging: strictly after the last row of the previous page.
+            filter.conditions.push(if query.issued {
+                "(issued_at, id) < (?, ?)"
+            } else {
+                "(drafted_at, id) < (?, ?)"
+            });
+            filter.params.push(at.as_millis().into());
+            filter.params.push(id.clone().into());
+        }
         let sql = format!(
             "SELECT body FROM advisories {} ORDER BY {order} LIMIT {}",
             filter.sql(),

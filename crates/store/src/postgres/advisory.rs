@@ -130,6 +130,18 @@ impl AdvisoryStore for PgStore {
         } else {
             "drafted_at DESC, id DESC"
         };
+        if let Some((at, id)) = &query.after {
+            // Keyset paging: strictly after the last row of the previous page.
+            let n = filter.params.len();
+            filter.params.push(Box::new(at.as_millis()));
+            filter.params.push(Box::new(id.clone()));
+            let column = if query.issued {
+                "issued_at"
+            } else {
+                "drafted_at"
+            };
+            filter.push(&format!("({column}, id) < (${}, ${})", n + 1, n + 2));
+        }
         let sql = format!(
             "SELECT body FROM advisories {} ORDER BY {order} LIMIT {}",
             filter.sql(),

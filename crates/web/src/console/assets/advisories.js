@@ -11,6 +11,12 @@ export function render(main) {
   const stateFilter = select('state', [['', 'any'], ...STATES.map((s) => [s, s])], '');
   const list = h('div', { id: 'advisory-list' });
   const detail = h('div', { id: 'advisory-detail' });
+  // Pages come from the server: each continues after the last advisory of the one before.
+  const PAGE = 50;
+  let after = '';
+  const prev = [];
+  const newer = h('button', { id: 'advisories-newer', disabled: true }, 'Newer advisories');
+  const older = h('button', { id: 'advisories-older', disabled: true }, 'Older advisories');
   const f = {
     status: select('status', ['Actual', 'Exercise', 'Test'], 'Actual'),
     event: h('input', { name: 'event', required: true, placeholder: 'Siren false alarm' }),
@@ -31,12 +37,16 @@ export function render(main) {
         field('Severity', f.severity), field('Certainty', f.certainty), field('Headline', f.headline),
         field('Description', f.description), field('Instruction', f.instruction), field('Area', f.area),
         h('button.primary', { type: 'submit' }, 'Save draft'))),
-    h('form.filters', { onsubmit: (e) => { e.preventDefault(); load(); } }, field('State', stateFilter), h('button', { type: 'submit' }, 'Filter')),
-    list, detail));
+    h('form.filters', { onsubmit: (e) => { e.preventDefault(); after = ''; prev.length = 0; load(); } }, field('State', stateFilter), h('button', { type: 'submit' }, 'Filter')),
+    list, h('div.pager', null, newer, older), detail));
 
   async function load() {
     try {
-      const items = await api('/api/v1/advisories', { query: { state: stateFilter.value, limit: 100 } });
+      const items = (await api('/api/v1/advisories', { query: { state: stateFilter.value, limit: PAGE, after } })) || [];
+      newer.disabled = prev.length === 0;
+      older.disabled = items.length < PAGE;
+      older.onclick = () => { prev.push(after); after = items[items.length - 1].id; load(); };
+      newer.onclick = () => { after = prev.pop() || ''; load(); };
       clear(list).appendChild(table([
         ['Advisory', (a) => h('a', { href: '#/advisories', 'data-advisory': a.id, onclick: (e) => { e.preventDefault(); show(a); } }, a.id)],
         ['Headline', (a) => (a.content.texts[0] || {}).headline || ''],
