@@ -280,10 +280,30 @@ pub struct CommandRecord {
     pub body: serde_json::Value,
 }
 
+impl CommandRecord {
+    /// The devices the command names (its document's `devices`), which the store indexes.
+    pub fn devices(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.body["devices"]
+            .as_array()
+            .map(|ds| {
+                ds.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// Which commands to list, newest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CommandQuery {
     pub state: Option<String>,
+    /// Only commands that name this device.
+    #[serde(default)]
+    pub device_id: Option<String>,
     /// Only commands created strictly before this (paging backwards).
     pub before: Option<Timestamp>,
     pub limit: usize,

@@ -54,6 +54,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0011_console",
         include_str!("../migrations/0011_console.sql"),
     ),
+    (
+        "0012_command_devices",
+        include_str!("../migrations/0012_command_devices.sql"),
+    ),
 ];
 
 /// The embedded SQLite store.

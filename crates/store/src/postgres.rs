@@ -75,6 +75,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_console",
         include_str!("../migrations/postgres/0011_console.sql"),
     ),
+    (
+        12,
+        "0012_command_devices",
+        include_str!("../migrations/postgres/0012_command_devices.sql"),
+    ),
 ];
 
 /// Advisory lock keys (first half of the two-key form), one per serialised resource.

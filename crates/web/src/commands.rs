@@ -95,6 +95,7 @@ pub(crate) async fn show(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
+    device_id: Option<String>,
     state: Option<String>,
     before: Option<String>,
     limit: Option<String>,
@@ -122,11 +123,21 @@ pub(crate) async fn list(
         })
         .transpose()?;
     let limit = parse_limit(p.limit)?;
+    let device_id = p
+        .device_id
+        .filter(|v| !v.is_empty())
+        .map(|d| {
+            model::DeviceId::new(&d)
+                .map(|d| d.as_str().to_owned())
+                .map_err(|e| ApiError::invalid(format!("device_id: {e}")))
+        })
+        .transpose()?;
     let items = s
         .api
         .store
         .list_commands(&CommandQuery {
             state,
+            device_id,
             before,
             limit,
         })

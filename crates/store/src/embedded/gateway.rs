@@ -134,20 +134,36 @@ impl GatewayStore for EmbeddedStore {
         let created_at = command.created_at.as_millis();
         let state = command.state.clone();
         let body = to_json(&command.body)?;
+        let devices = command.devices();
         self.write(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO commands (id, created_at, state, body) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
-                )
-                .map_err(db_err)?;
-            match stmt.execute(params![id, created_at, state, body]) {
-                Ok(_) => Ok(()),
-                Err(e) if is_constraint(&e) => Err(Error::Conflict {
-                    what: format!("command {id}"),
-                }),
-                Err(e) => Err(db_err(e)),
+            let tx = conn.transaction().map_err(db_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO commands (id, created_at, state, body) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+                    )
+                    .map_err(db_err)?;
+                match stmt.execute(params![id, created_at, state, body]) {
+                    Ok(_) => {}
+                    Err(e) if is_constraint(&e) => {
+                        return Err(Error::Conflict {
+                            what: format!("command {id}"),
+                        });
+                    }
+                    Err(e) => return Err(db_err(e)),
+                }
+                let mut index = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO command_devices (device_id, created_at, command_id) \
+                         SELECT ?1, created_at, id FROM commands WHERE id = ?2",
+                    )
+                    .map_err(db_err)?;
+                for device in &devices {
+                    index.execute(params![device, id]).map_err(db_err)?;
+                }
             }
+            tx.commit().map_err(db_err)
         })
         .await
     }
@@ -171,18 +187,23 @@ impl GatewayStore for EmbeddedStore {
 
     async fn list_commands(&self, query: &CommandQuery) -> Result<Vec<CommandRecord>> {
         let state = query.state.clone();
+        let device = query.device_id.clone();
         let before = query.before.map(Timestamp::as_millis).unwrap_or(i64::MAX);
         let limit = limit_of(query.limit);
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, created_at, state, body FROM commands \
-                     WHERE created_at < ?1 AND (?2 IS NULL OR state = ?2) \
-                     ORDER BY created_at DESC, id DESC LIMIT ?3",
-                )
-                .map_err(db_err)?;
+            let sql = if device.is_some() {
+                "SELECT c.id, c.created_at, c.state, c.body FROM command_devices d \
+                 JOIN commands c ON c.id = d.command_id \
+                 WHERE d.device_id = ?4 AND d.created_at < ?1 AND (?2 IS NULL OR c.state = ?2) \
+                 ORDER BY d.created_at DESC, c.id DESC LIMIT ?3"
+            } else {
+                "SELECT id, created_at, state, body FROM commands \
+                 WHERE created_at < ?1 AND (?2 IS NULL OR state = ?2) AND ?4 IS NULL \
+                 ORDER BY created_at DESC, id DESC LIMIT ?3"
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
             let rows = stmt
-                .query_map(params![before, state, limit], |row| {
+                .query_map(params![before, state, limit, device], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                 })
                 .map_err(db_err)?;

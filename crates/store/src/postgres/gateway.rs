@@ -123,8 +123,10 @@ impl GatewayStore for PgStore {
             return Err(Error::Invalid("command id must be 1 to 128 bytes".into()));
         }
         let body = to_json(&command.body)?;
-        let conn = self.conn().await?;
-        match conn
+        let devices = command.devices();
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(pg_err)?;
+        match tx
             .execute(
                 "INSERT INTO commands (id, created_at, state, body) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
@@ -137,12 +139,25 @@ impl GatewayStore for PgStore {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(Error::Conflict {
-                what: format!("command {}", command.id),
-            }),
-            Err(e) => Err(pg_err(e)),
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Conflict {
+                    what: format!("command {}", command.id),
+                });
+            }
+            Err(e) => return Err(pg_err(e)),
         }
+        if !devices.is_empty() {
+            tx.execute(
+                "INSERT INTO command_devices (device_id, created_at, command_id) \
+                 SELECT d, c.created_at, c.id FROM commands c, unnest($1::text[]) AS d \
+                 WHERE c.id = $2 ON CONFLICT DO NOTHING",
+                &[&devices, &command.id],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)
     }
 
     async fn get_command(&self, id: &str) -> Result<Option<CommandRecord>> {
@@ -160,12 +175,25 @@ impl GatewayStore for PgStore {
     async fn list_commands(&self, query: &CommandQuery) -> Result<Vec<CommandRecord>> {
         let before = query.before.map(Timestamp::as_millis).unwrap_or(i64::MAX);
         let conn = self.conn().await?;
+        let sql = if query.device_id.is_some() {
+            "SELECT c.id, c.created_at, c.state, c.body FROM command_devices d \
+             JOIN commands c ON c.id = d.command_id \
+             WHERE d.device_id = $4 AND d.created_at < $1 AND ($2::text IS NULL OR c.state = $2) \
+             ORDER BY d.created_at DESC, c.id DESC LIMIT $3"
+        } else {
+            "SELECT id, created_at, state, body FROM commands \
+             WHERE created_at < $1 AND ($2::text IS NULL OR state = $2) AND $4::text IS NULL \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        };
         let rows = conn
             .query(
-                "SELECT id, created_at, state, body FROM commands \
-                 WHERE created_at < $1 AND ($2::text IS NULL OR state = $2) \
-                 ORDER BY created_at DESC, id DESC LIMIT $3",
-                &[&before, &query.state, &limit_of(query.limit)],
+                sql,
+                &[
+                    &before,
+                    &query.state,
+                    &limit_of(query.limit),
+                    &query.device_id,
+                ],
             )
             .await
             .map_err(pg_err)?;

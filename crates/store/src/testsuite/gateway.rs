@@ -176,6 +176,69 @@ pub async fn commands_put_get_list(backend: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(older[0].id, "cmd-1");
+
+    // A device's commands, by index: only those naming it, newest first, however many
+    // other commands came after; state changes (a second put) index nothing twice.
+    let named = |id: &str, at: i64, devices: &[&str]| CommandRecord {
+        id: id.to_owned(),
+        created_at: Timestamp::from_millis(at),
+        state: "delivered".to_owned(),
+        body: json!({"devices": devices}),
+    };
+    store
+        .put_command(&named("cmd-s1", 2_000, &["siren-1", "siren-2"]))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store
+            .put_command(&named(&format!("cmd-v{i}"), 2_001 + i, &["valve-1"]))
+            .await
+            .unwrap();
+    }
+    store
+        .put_command(&named("cmd-s2", 3_000, &["siren-1", "siren-1"]))
+        .await
+        .unwrap();
+    let mut acked = named("cmd-s2", 3_000, &["siren-1"]);
+    acked.state = "acked".to_owned();
+    store.put_command(&acked).await.unwrap();
+    let of = |device: &str, state: Option<&str>, limit: usize| CommandQuery {
+        device_id: Some(device.to_owned()),
+        state: state.map(str::to_owned),
+        limit,
+        ..CommandQuery::default()
+    };
+    let ids = |list: Vec<CommandRecord>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_commands(&of("siren-1", None, 0)).await.unwrap()),
+        ["cmd-s2", "cmd-s1"]
+    );
+    assert_eq!(
+        ids(store.list_commands(&of("siren-2", None, 0)).await.unwrap()),
+        ["cmd-s1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_commands(&of("siren-1", Some("acked"), 0))
+            .await
+            .unwrap()),
+        ["cmd-s2"]
+    );
+    assert_eq!(
+        store
+            .list_commands(&of("valve-1", None, 5))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        store
+            .list_commands(&of("pump-9", None, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .put_command(&CommandRecord {

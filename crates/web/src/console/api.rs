@@ -533,22 +533,18 @@ pub(crate) async fn device(
         .iter()
         .map(|a| alert_with_ack(a, acks.iter().find(|k| k.alert_id == a.id.0)))
         .collect();
-    // Commands have no device index: the newest 1,000 are searched.
+    // The device's newest 50 commands, through the store's index of the devices each
+    // command names.
     let commands: Vec<Value> = s
         .api
         .store
         .list_commands(&CommandQuery {
-            limit: 1000,
+            device_id: Some(id.as_str().to_owned()),
+            limit: 50,
             ..CommandQuery::default()
         })
         .await?
         .into_iter()
-        .filter(|c| {
-            c.body["devices"]
-                .as_array()
-                .is_some_and(|ds| ds.iter().any(|d| d.as_str() == Some(id.as_str())))
-        })
-        .take(50)
         .map(|c| c.body)
         .collect();
     let secrets = device

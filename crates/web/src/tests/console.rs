@@ -573,6 +573,40 @@ async fn the_device_page_has_identity_posture_telemetry_alerts_and_commands() {
     assert_eq!(page["alerts"].as_array().unwrap().len(), 2);
     assert_eq!(page["posture"]["open_alerts"], 2);
     assert!(page["commands"].as_array().unwrap().is_empty());
+    // A device's commands are found by index, however many commands to other devices
+    // came after them.
+    let command = |id: String, at: i64, device: &str| store::audit::CommandRecord {
+        body: json!({"id": id, "devices": [device], "state": "acked"}),
+        id,
+        created_at: Timestamp::from_millis(1_795_000_000_000 + at),
+        state: "acked".into(),
+    };
+    f.store
+        .put_command(&command("cmd-pump".into(), 0, "pump-1"))
+        .await
+        .unwrap();
+    for i in 0..1_100 {
+        f.store
+            .put_command(&command(format!("cmd-other-{i}"), 1 + i, "valve-9"))
+            .await
+            .unwrap();
+    }
+    let page = f.get("/api/v1/console/devices/pump-1", VIEWER).await.json();
+    let ids: Vec<&str> = page["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cmd-pump"]);
+    let listed = f
+        .get("/api/v1/commands?device_id=pump-1", VIEWER)
+        .await
+        .json();
+    assert_eq!(listed["items"][0]["id"], "cmd-pump");
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let bad = f.get("/api/v1/commands?device_id=bad%20id", VIEWER).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     f.get("/api/v1/console/devices/nobody", VIEWER)
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
