@@ -60,9 +60,19 @@ pub async fn sharing(config: &Config, store: &dyn store::Store) -> store::Result
     let mut feeds = Vec::new();
     for f in &taxii.feeds {
         let bookmark = store.intel_bookmark(&format!("feed:{}", f.name)).await?;
+        // The valid objects this partner's feed delivered: the poller keeps a copy of
+        // each in the feed's own collection.
+        let copies = crate::intel::feed_collection(&f.name);
+        let received = store.intel_count(&copies, i64::MIN).await?;
+        let month_ago_us = model::Timestamp::now()
+            .saturating_sub_ms(30 * 86_400_000)
+            .as_millis()
+            .saturating_mul(1000);
+        let received_30d = store.intel_count(&copies, month_ago_us).await?;
         feeds.push(json!({
             "name": f.name, "api_root": f.api_root, "collection": f.collection,
             "interval_s": f.interval_s, "last_added": bookmark,
+            "received": received, "received_30d": received_30d,
         }));
     }
     Ok(json!({

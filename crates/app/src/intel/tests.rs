@@ -1140,6 +1140,19 @@ fn our_client_and_feed_against_medallion() {
         1
     );
     assert_eq!(received(&rt), 46);
+    // The console's sharing view shows what each partner feed delivered.
+    let mut config = crate::Config::load(
+        crate::config::DEFAULT_CONFIG,
+        &std::collections::HashMap::new(),
+    )
+    .unwrap();
+    config.taxii.feeds = vec![feed.clone()];
+    let view = rt
+        .block_on(crate::console::sharing(&config, store.as_ref()))
+        .unwrap();
+    assert_eq!(view["feeds"][0]["name"], "neighbour-city");
+    assert_eq!(view["feeds"][0]["received"], 46);
+    assert_eq!(view["feeds"][0]["received_30d"], 46);
 }
 
 #[test]

@@ -34,6 +34,7 @@ export function render(main) {
       table([
         ['Feed', (f) => f.name], ['Server', (f) => f.api_root], ['Collection', (f) => h('code', null, f.collection)],
         ['Every', (f) => `${f.interval_s} s`], ['Last received', (f) => f.last_added || 'nothing yet'],
+        ['Objects received', (f) => `${f.received ?? 0} (${f.received_30d ?? 0} in 30 days)`],
       ], c.feeds || [], { empty: 'No partner feeds configured ([[taxii.feeds]]).' }),
       h('h3', null, 'Indicators seen in the city'),
       table([
