@@ -109,13 +109,19 @@ test('an alert appears in the open console without a reload', { timeout: 90_000 
   await shot(ada, 'alerts-live');
 });
 
-test('the alert is acknowledged (audited), filtered and muted from the queue', { timeout: 30_000 }, async () => {
+test('the alert is acknowledged (audited), learned, muted and filtered in the queue', { timeout: 30_000 }, async () => {
   const row = ada.locator('#alert-rows tr', { hasText: 'intel.indicator' }).first();
   await row.locator('button[data-act=ack]').click();
   await ada.waitForSelector('#alert-rows tr:has-text("acknowledged by ada")');
   const audit = await city.api('GET', '/api/v1/audit?limit=1000');
   assert.ok(audit.items.some((r) => JSON.parse(r.body).action === 'alert.ack'), 'audit has alert.ack');
-  // Mute it for an hour (two prompts: how long, and why).
+  // Learn it: what the rule saw for this key is normal from now on (one prompt: why).
+  ada.once('dialog', (d) => d.accept('console test: sanctioned scanner'));
+  await row.locator('button[data-act=learn]').click();
+  await ada.waitForFunction(() => /Learned/.test(document.getElementById('notice').textContent));
+  const learned = (await city.api('GET', '/api/v1/suppressions')).suppressions;
+  assert.ok(learned.some((x) => x.rule === 'intel.indicator' && x.kind === 'learned' && x.actor === 'ada' && x.reason === 'console test: sanctioned scanner'), JSON.stringify(learned));
+  // Mute it for an hour instead (two prompts: how long, and why).
   const answers = ['1', 'console test: known scanner'];
   const onDialog = (d) => d.accept(answers.shift());
   ada.on('dialog', onDialog);
