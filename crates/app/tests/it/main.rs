@@ -1641,3 +1641,100 @@ async fn roles_place_each_part_of_the_platform_in_its_own_process() {
         city.stop().await;
     }
 }
+
+/// The console over the platform's real HTTPS listener: signing in sets a session cookie
+/// marked Secure (as well as HttpOnly and SameSite=Strict), and that cookie, with its CSRF
+/// token, works over the same TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_cookie_is_secure_over_the_https_listener() {
+    let ca = pki::Ca::create("city test ca").unwrap();
+    let server = ca
+        .issue_server(
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse().unwrap()],
+            1,
+        )
+        .unwrap();
+    let city = start_with(|config, dir| {
+        let (cert, key) = (dir.join("https.pem"), dir.join("https.key"));
+        std::fs::write(&cert, &server.cert_pem).unwrap();
+        std::fs::write(&key, &server.key_pem).unwrap();
+        config.http.tls_cert = Some(cert);
+        config.http.tls_key = Some(key);
+    })
+    .await;
+    let base = format!("https://{}", city.platform.as_ref().unwrap().http_addr());
+    let admin = city.admin.clone();
+    let ca_pem = ca.cert_pem().to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let roots = RootCerts::new_with_certs(&[Certificate::from_pem(ca_pem.as_bytes()).unwrap()]);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .into();
+        let created = agent
+            .post(&format!("{base}/api/v1/users"))
+            .header("Authorization", &format!("Bearer {}", admin.trim()))
+            .send_json(json!({"name": "tess", "role": "analyst", "password": "correct horse battery staple 42"}))
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let mut login = agent
+            .post(&format!("{base}/api/v1/console/login"))
+            .send_json(json!({"user": "tess", "password": "correct horse battery staple 42"}))
+            .unwrap();
+        assert_eq!(login.status().as_u16(), 200);
+        let cookie = login
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let session: Value = login.body_mut().read_json().unwrap();
+        let pair = cookie.split(';').next().unwrap().to_owned();
+        let me = agent
+            .get(&format!("{base}/api/v1/console/session"))
+            .header("Cookie", &pair)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16();
+        // A change needs the CSRF token with the cookie.
+        let without = agent
+            .post(&format!("{base}/api/v1/console/logout"))
+            .header("Cookie", &pair)
+            .send_empty()
+            .unwrap()
+            .status()
+            .as_u16();
+        let with = agent
+            .post(&format!("{base}/api/v1/console/logout"))
+            .header("Cookie", &pair)
+            .header("X-CSRF-Token", session["csrf"].as_str().unwrap())
+            .send_empty()
+            .unwrap()
+            .status()
+            .as_u16();
+        (cookie, me, without, with)
+    })
+    .await
+    .unwrap();
+    let (cookie, me, without, with) = answer;
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(attributes[0].starts_with("citysec_session="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(
+            attributes.contains(&attribute),
+            "{attribute} missing: {cookie}"
+        );
+    }
+    assert_eq!(me, 200, "the cookie signs the console in over TLS");
+    assert_eq!(without, 403, "no CSRF token, no change");
+    assert!(
+        (200..300).contains(&with),
+        "logout with the CSRF token: {with}"
+    );
+    city.stop().await;
+}
