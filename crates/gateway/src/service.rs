@@ -106,6 +106,9 @@ struct State {
     /// Recently timed-out commands (at most [`RECENT_TIMEOUTS`]), so that an acknowledgement
     /// that arrives late (the bus was full while the store was down) is still recorded.
     timed_out: std::collections::VecDeque<Command>,
+    /// Commands that became final and left `active` but whose final state the ledger does
+    /// not hold yet (`finish` is saving it), so `get` never misses them in between.
+    finishing: HashMap<String, Command>,
 }
 
 /// How many timed-out commands are remembered for late acknowledgements.
@@ -529,7 +532,8 @@ impl Gateway {
                         Some(false)
                     }
                 }
-                // Every ack arrived (and was recorded) while we were delivering.
+                // Every ack arrived while we were delivering: `on_ack` settled the command,
+                // and `get` finds it in `finishing` until the ledger holds its final state.
                 None => None,
             }
         };
@@ -628,6 +632,7 @@ impl Gateway {
         note.ts = now;
         self.audit_or_backlog(vec![note]).await;
         let _ = self.ports.ledger.save(command).await;
+        self.state.lock().finishing.remove(&command.id);
     }
 
     /// An acknowledgement from `device`: the readings of an `.../ack` payload (`ack.id`,
@@ -674,6 +679,7 @@ impl Gateway {
                             if command.state.is_final() {
                                 let done = command.clone();
                                 state.active.remove(&id);
+                                state.finishing.insert(id.clone(), done.clone());
                                 (Some(done), false)
                             } else {
                                 (None, false)
@@ -804,6 +810,7 @@ impl Gateway {
             }
             for c in &finished {
                 state.active.remove(&c.id);
+                state.finishing.insert(c.id.clone(), c.clone());
             }
             (expired, finished)
         };
@@ -898,8 +905,11 @@ impl Gateway {
 
     /// A command by id: the live copy while it is active, else the ledger's.
     pub async fn get(&self, id: &str) -> Result<Command, GatewayError> {
-        if let Some(command) = self.state.lock().active.get(id) {
-            return Ok(command.clone());
+        {
+            let state = self.state.lock();
+            if let Some(command) = state.active.get(id).or_else(|| state.finishing.get(id)) {
+                return Ok(command.clone());
+            }
         }
         self.ports
             .ledger
