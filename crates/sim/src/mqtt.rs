@@ -32,10 +32,19 @@ pub enum Version {
 /// A packet read from the broker, reduced to what the simulator needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    ConnAck { accepted: bool, reason: String },
+    ConnAck {
+        accepted: bool,
+        reason: String,
+    },
     SubAck,
-    Publish { topic: String, payload: Vec<u8> },
-    PubAck,
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A publish acknowledged; `accepted` is false for an MQTT 5 refusal (reason >= 0x80).
+    PubAck {
+        accepted: bool,
+    },
     PingResp,
     Disconnect,
     Other,
@@ -210,7 +219,7 @@ pub fn read_packet(version: Version, buf: &mut BytesMut) -> Result<Option<(Incom
                         pkid,
                     )
                 }
-                v4::Packet::PubAck(_) => (Incoming::PubAck, 0),
+                v4::Packet::PubAck(_) => (Incoming::PubAck { accepted: true }, 0),
                 v4::Packet::PingResp => (Incoming::PingResp, 0),
                 v4::Packet::Disconnect => (Incoming::Disconnect, 0),
                 _ => (Incoming::Other, 0),
@@ -239,7 +248,15 @@ pub fn read_packet(version: Version, buf: &mut BytesMut) -> Result<Option<(Incom
                         pkid,
                     )
                 }
-                v5::Packet::PubAck(_) => (Incoming::PubAck, 0),
+                v5::Packet::PubAck(ack) => (
+                    Incoming::PubAck {
+                        accepted: matches!(
+                            ack.reason,
+                            v5::PubAckReason::Success | v5::PubAckReason::NoMatchingSubscribers
+                        ),
+                    },
+                    0,
+                ),
                 v5::Packet::PingResp(_) => (Incoming::PingResp, 0),
                 v5::Packet::Disconnect(_) => (Incoming::Disconnect, 0),
                 _ => (Incoming::Other, 0),

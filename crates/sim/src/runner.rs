@@ -535,6 +535,9 @@ async fn session(
     let mut wbuf = BytesMut::new();
     let mut payload = Vec::new();
     let stats = &shared.stats;
+    let mut unacked = Unacked { qos, count: 0 };
+    // The last reading's time: readings of one session are strictly increasing.
+    let mut last_ms = i64::MIN / 2;
 
     // Every device reports its firmware on connect.
     {
@@ -548,7 +551,7 @@ async fn session(
             hello.as_bytes(),
             &mut wbuf,
         );
-        flush(&mut stream, &mut wbuf, 1, stats).await?;
+        flush(&mut stream, &mut wbuf, 1, stats, &mut unacked).await?;
     }
     // Actuators announce their state on connect.
     if actuator {
@@ -563,7 +566,7 @@ async fn session(
             &mut wbuf,
         );
         payload.clear();
-        flush(&mut stream, &mut wbuf, 1, stats).await?;
+        flush(&mut stream, &mut wbuf, 1, stats, &mut unacked).await?;
     }
 
     let interval = shared
@@ -582,6 +585,7 @@ async fn session(
         let wake = next_wake.min(ping_at);
         tokio::select! {
             _ = stop.changed() => {
+                drain_acks(version, &mut stream, &mut rbuf, &mut unacked, stats).await;
                 mqtt::encode_disconnect(&mut wbuf);
                 let _ = stream.write_all(&wbuf).await;
                 return Ok(SessionEnd::Stopped);
@@ -626,12 +630,13 @@ async fn session(
                                 }
                             }
                         }
+                        Incoming::PubAck { accepted } => unacked.acked(accepted, stats),
                         Incoming::Disconnect => bail!("broker sent disconnect"),
                         _ => {}
                     }
                 }
                 if !wbuf.is_empty() {
-                    flush(&mut stream, &mut wbuf, published, stats).await?;
+                    flush(&mut stream, &mut wbuf, published, stats, &mut unacked).await?;
                     last_write = Instant::now();
                 }
                 // Keep the read buffer small for idle devices.
@@ -640,6 +645,7 @@ async fn session(
                 }
             }
             Some(injected) = inject.recv() => {
+                let publishes = u64::from(!matches!(injected, Inject::Subscribe { .. }));
                 match injected {
                     Inject::Sounding(sounding) => {
                         model.set_sounding(sounding);
@@ -675,7 +681,7 @@ async fn session(
                         return Ok(SessionEnd::Offline(restart));
                     }
                 }
-                flush(&mut stream, &mut wbuf, 1, stats).await?;
+                flush(&mut stream, &mut wbuf, publishes, stats, &mut unacked).await?;
                 last_write = Instant::now();
             }
             _ = tokio::time::sleep_until(wake) => {
@@ -683,7 +689,7 @@ async fn session(
                 if now < next_wake {
                     // Keep-alive only.
                     mqtt::encode_pingreq(&mut wbuf);
-                    flush(&mut stream, &mut wbuf, 0, stats).await?;
+                    flush(&mut stream, &mut wbuf, 0, stats, &mut unacked).await?;
                     last_write = now;
                     continue;
                 }
@@ -692,10 +698,14 @@ async fn session(
                     sent = due - MAX_BACKLOG;
                 }
                 let batch = (due - sent).min(MAX_BATCH);
-                let sim_ms = shared.clock.now_ms();
-                let ts = Timestamp::from_millis(sim_ms).to_rfc3339();
+                let batch_ms = shared.clock.now_ms();
                 let mut count = 0;
-                for _ in 0..batch {
+                for i in 0..batch {
+                    // Each reading of a batch carries its own millisecond, so one device's
+                    // readings never share a timestamp.
+                    let sim_ms = (batch_ms - (batch - 1 - i) as i64).max(last_ms + 1);
+                    last_ms = sim_ms;
+                    let ts = Timestamp::from_millis(sim_ms).to_rfc3339();
                     model.telemetry(device.id.as_str(), sim_ms, &ts, &mut payload);
                     mqtt::encode_publish(version, &[&prefix, "/telemetry"], qos, next_pkid(), &payload, &mut wbuf);
                     payload.clear();
@@ -708,7 +718,7 @@ async fn session(
                     }
                 }
                 sent += batch;
-                flush(&mut stream, &mut wbuf, count, stats).await?;
+                flush(&mut stream, &mut wbuf, count, stats, &mut unacked).await?;
                 last_write = Instant::now();
                 next_wake = if sent < due {
                     last_write
@@ -727,11 +737,14 @@ async fn session(
     }
 }
 
+/// Writes the buffer; `messages` publishes in it are counted as sent and, at QoS 1, as
+/// awaiting the broker's acknowledgement in `unacked`.
 async fn flush(
     stream: &mut TcpStream,
     wbuf: &mut BytesMut,
     messages: u64,
     stats: &SimStats,
+    unacked: &mut Unacked,
 ) -> Result<()> {
     stream.write_all(wbuf).await.context("write to broker")?;
     stats
@@ -739,7 +752,56 @@ async fn flush(
         .fetch_add(wbuf.len() as u64, Ordering::Relaxed);
     if messages > 0 {
         stats.messages_sent.fetch_add(messages, Ordering::Relaxed);
+        if unacked.qos > 0 {
+            unacked.count += messages;
+        }
     }
     wbuf.clear();
     Ok(())
+}
+
+/// A session's QoS 1 publishes the broker has not acknowledged yet.
+struct Unacked {
+    qos: u8,
+    count: u64,
+}
+
+impl Unacked {
+    fn acked(&mut self, accepted: bool, stats: &SimStats) {
+        self.count = self.count.saturating_sub(1);
+        if accepted {
+            stats.messages_acked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.messages_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long a stopping device waits for the broker to acknowledge what it published.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+
+/// Reads acknowledgements until none is outstanding (or [`STOP_DRAIN`] passes), so a run
+/// that stops reports exactly what the broker accepted.
+async fn drain_acks(
+    version: Version,
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    unacked: &mut Unacked,
+    stats: &SimStats,
+) {
+    let deadline = tokio::time::Instant::now() + STOP_DRAIN;
+    while unacked.count > 0 {
+        match tokio::time::timeout_at(deadline, stream.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        loop {
+            match mqtt::read_packet(version, rbuf) {
+                Ok(Some((Incoming::PubAck { accepted }, _))) => unacked.acked(accepted, stats),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
 }

@@ -17,6 +17,11 @@ pub struct SimStats {
     pub messages_sent: AtomicU64,
     /// Bytes written by devices.
     pub bytes_sent: AtomicU64,
+    /// QoS 1 publishes of devices the broker acknowledged as accepted (attacks excluded):
+    /// what the broker promised to deliver.
+    pub messages_acked: AtomicU64,
+    /// QoS 1 publishes of devices the broker refused (an MQTT 5 PUBACK reason >= 0x80).
+    pub messages_refused: AtomicU64,
     /// Attacks started.
     pub attacks_launched: AtomicU64,
     /// Attacker connect attempts (brute force and spraying).
@@ -39,6 +44,8 @@ pub struct SimSnapshot {
     pub connect_failures: u64,
     pub messages_sent: u64,
     pub bytes_sent: u64,
+    pub messages_acked: u64,
+    pub messages_refused: u64,
     pub attacks_launched: u64,
     pub attack_attempts: u64,
     pub attack_refused: u64,
@@ -56,6 +63,8 @@ impl SimStats {
             connect_failures: get(&self.connect_failures),
             messages_sent: get(&self.messages_sent),
             bytes_sent: get(&self.bytes_sent),
+            messages_acked: get(&self.messages_acked),
+            messages_refused: get(&self.messages_refused),
             attacks_launched: get(&self.attacks_launched),
             attack_attempts: get(&self.attack_attempts),
             attack_refused: get(&self.attack_refused),
