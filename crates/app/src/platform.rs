@@ -91,7 +91,7 @@ pub(crate) struct Inner {
 /// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
 pub struct Platform {
     inner: Arc<Inner>,
-    http_addr: Option<SocketAddr>,
+    http_addr: SocketAddr,
     admin_token: String,
     ready: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
@@ -430,26 +430,15 @@ impl Platform {
             report_limits: config.reports.clone(),
             readiness,
         };
-        let mut router = web::router(api);
-        if config.taxii.enabled {
+        // Without the api role a process still answers its probes and scrapes on the same
+        // listener: `/healthz`, `/readyz` and `/metrics` only.
+        let mut router = if api_role {
+            web::router(api)
+        } else {
+            web::ops_router(api)
+        };
+        if config.taxii.enabled && api_role {
             router = router.merge(crate::intel::router(&config.taxii, store.clone()));
-        }
-        if !api_role {
-            ready.store(true, Ordering::Release);
-            tracing::info!(roles = ?config.roles, mqtt = ?inner.broker.as_ref().map(BrokerHandle::local_addr), "platform started without the api role");
-            return Ok(Platform {
-                inner,
-                http_addr: None,
-                admin_token,
-                ready,
-                shutdown_tx,
-                http_task: None,
-                detect_task,
-                writer_task,
-                incidents,
-                incident_task,
-                background,
-            });
         }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
@@ -500,7 +489,7 @@ impl Platform {
 
         Ok(Platform {
             inner,
-            http_addr: Some(http_addr),
+            http_addr,
             admin_token,
             ready,
             shutdown_tx,
@@ -513,17 +502,9 @@ impl Platform {
         })
     }
 
-    /// The API's address.
-    ///
-    /// # Panics
-    /// In a process without the api role (a caller's mistake); see [`Platform::try_http_addr`].
+    /// The HTTP listener's address: the API, or only the probes and metrics in a process
+    /// without the api role.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-            .expect("http_addr of a process without the api role")
-    }
-
-    /// The API's address, when this process runs the api role.
-    pub fn try_http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
 

@@ -87,14 +87,29 @@ pub(crate) struct Shared {
 
 /// Builds the API router.
 pub fn router(state: ApiState) -> Router {
-    let shared = Arc::new(Shared {
+    finish(routes::build(shared(state)))
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics` (with the same access rules as in
+/// [`router`]): what a process without the API role serves.
+pub fn ops_router(state: ApiState) -> Router {
+    finish(routes::build_only(shared(state), |r| {
+        routes::OPS_PATHS.contains(&r.path)
+    }))
+}
+
+fn shared(state: ApiState) -> Arc<Shared> {
+    Arc::new(Shared {
         report_limiter: reports::Limiter::new(state.report_limits.clone()),
         api: state,
         tokens: auth::TokenCache::new(),
         logins: accounts::LoginLimiter::new(),
         console: console::ConsoleState::new(),
-    });
-    routes::build(shared)
+    })
+}
+
+fn finish(router: Router) -> Router {
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -518,9 +518,17 @@ pub static ROUTES: &[Route] = &[
 ];
 
 /// Builds the routes of [`ROUTES`], each behind its access check.
+/// The routes of a process without the API: liveness, readiness and metrics, so every
+/// process of a split deployment can be probed and scraped.
+pub const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 pub(crate) fn build(shared: Arc<Shared>) -> Router {
+    build_only(shared, |_| true)
+}
+
+pub(crate) fn build_only(shared: Arc<Shared>, keep: impl Fn(&Route) -> bool) -> Router {
     let mut router = Router::new();
-    for route in ROUTES {
+    for route in ROUTES.iter().filter(|r| keep(r)) {
         let mut method_router = (route.handler)(route.verb.filter());
         let min_role = match route.access {
             Access::Public => None,

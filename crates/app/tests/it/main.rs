@@ -58,10 +58,7 @@ async fn start_with(edit: impl FnOnce(&mut app::Config, &Path)) -> City {
     if let Err(e) = bob {
         assert_eq!(e.code(), model::ErrorCode::Conflict, "{e}");
     }
-    let base = platform
-        .try_http_addr()
-        .map(|a| format!("http://{a}"))
-        .unwrap_or_default();
+    let base = format!("http://{}", platform.http_addr());
     let admin = platform.admin_token().to_owned();
     City {
         _dir: dir,
@@ -1565,23 +1562,37 @@ async fn roles_place_each_part_of_the_platform_in_its_own_process() {
     fn platform(c: &City) -> &app::Platform {
         c.platform.as_ref().unwrap()
     }
-    assert!(
-        !listening(detect_http) && !listening(detect_mqtt),
-        "detect opens nothing"
-    );
-    assert!(
-        platform(detect).try_http_addr().is_none() && platform(detect).try_mqtt_addr().is_none()
-    );
+    assert!(!listening(detect_mqtt), "detect has no MQTT listener");
+    assert!(platform(detect).try_mqtt_addr().is_none());
     assert!(
         !listening(api_mqtt),
         "an api-only process has no MQTT listener"
     );
     assert!(platform(api).try_mqtt_addr().is_none());
-    assert!(
-        !listening(ingest_http),
-        "an ingest-only process has no HTTP listener"
-    );
-    assert!(platform(ingest).try_http_addr().is_none());
+    // Processes without the api role answer only their probes and metrics.
+    for (role, city, port) in [
+        ("detect", detect, detect_http),
+        ("ingest", ingest, ingest_http),
+    ] {
+        assert_eq!(platform(city).http_addr().port(), port);
+        assert_eq!(
+            city.call("GET", "/healthz", None, None).await.0,
+            200,
+            "{role}"
+        );
+        assert_eq!(
+            city.call("GET", "/readyz", None, None).await.0,
+            200,
+            "{role}"
+        );
+        let (status, _) = city.call("GET", "/metrics", None, None).await;
+        assert_eq!(status, 401, "{role}: metrics need a token");
+        let admin = city.admin.clone();
+        let (status, _) = city.call("GET", "/metrics", Some(&admin), None).await;
+        assert_eq!(status, 200, "{role}");
+        let (status, _) = city.call("GET", "/api/v1/status", Some(&admin), None).await;
+        assert_eq!(status, 404, "{role} serves no API");
+    }
     assert!(listening(ingest_mqtt), "the ingest process accepts devices");
     let api_base = format!("http://{}", platform(api).http_addr());
     let token = api.admin.clone();
