@@ -536,12 +536,14 @@ async fn session(
     let mut payload = Vec::new();
     let stats = &shared.stats;
     let mut unacked = Unacked { qos, count: 0 };
-    // The last reading's time: readings of one session are strictly increasing.
-    let mut last_ms = i64::MIN / 2;
+    // The last reading's time: readings of one session are strictly increasing, from the
+    // firmware report on.
+    let mut last_ms;
 
     // Every device reports its firmware on connect.
     {
-        let ts = Timestamp::from_millis(shared.clock.now_ms()).to_rfc3339();
+        last_ms = shared.clock.now_ms();
+        let ts = Timestamp::from_millis(last_ms).to_rfc3339();
         let hello = serde_json::json!({"firmware": firmware.as_str(), "ts": ts}).to_string();
         mqtt::encode_publish(
             version,
