@@ -1,0 +1,442 @@
+//! The scale-out deployment on one machine, as separate `citysec serve` processes: NATS
+//! JetStream, PostgreSQL and Mosquitto from Debian's packages, two ingest processes bridging
+//! Mosquitto with a shared subscription, two detection workers owning the bus's partitions
+//! and one API process, driven by the simulator at QoS 1. One detection worker is killed
+//! with SIGKILL mid-run; afterwards every event Mosquitto acknowledged is stored exactly
+//! once, every alert once, the audit chain is intact with no record twice, and detection
+//! went on for the dead worker's devices.
+//!
+//! `RUN_SLOW_BENCHES=1 cargo test -p cli --release --test it cluster_throughput -- --nocapture`
+//! measures messages per second end to end with one and with two detection workers
+//! (`bench/results/`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus::testsuite::server::TestNats;
+use sim::population::Population;
+use store::testsuite::server::TestPostgres;
+
+use super::{citysec, free_port, have, http_get, run_ok};
+
+/// The bridge's MQTT account at Mosquitto (its ACL: read `city/#` and `$SYS/#`, write
+/// commands).
+const BRIDGE: (&str, &str) = ("observer", "bridge-secret-for-tests-1");
+
+/// A child process killed (SIGKILL) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Everything a run needs, killed when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    mosquitto: Proc,
+    mqtt: SocketAddr,
+    procs: Vec<(Proc, u16)>,
+    base_config: String,
+    token: String,
+    api: String,
+    db: String,
+    db_url: String,
+    db_password: String,
+    population: Arc<Population>,
+}
+
+impl Cluster {
+    fn logs(&self) -> String {
+        let mut out = format!("--- mosquitto\n{}\n", self.mosquitto.log_tail());
+        for (p, _) in &self.procs {
+            out.push_str(&format!("--- {}\n{}\n", p.name, p.log_tail()));
+        }
+        out
+    }
+
+    /// Starts `citysec serve` with `roles` (and `extra` TOML) as process `name`; returns
+    /// once its `/readyz` answers 200.
+    fn start(&mut self, name: &str, roles: &str, extra: &str) {
+        let http = free_port();
+        let data = self.dir.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        // Split processes share the signing keys: the API process generated them.
+        let api_data = self.dir.path().join("api");
+        if name != "api" {
+            for key in ["gateway.key", "cap-signing.key"] {
+                if api_data.join(key).exists() {
+                    std::fs::copy(api_data.join(key), data.join(key)).unwrap();
+                }
+            }
+        }
+        let config = format!(
+            "version = 1\ndata_dir = \"{}\"\nroles = {roles}\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{extra}\n",
+            data.display(),
+            self.base_config,
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = citysec()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("CITYSEC_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        };
+        let url = format!("http://127.0.0.1:{http}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(&url, None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not become ready:\n{}",
+                proc.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.procs.push((proc, http));
+    }
+
+    fn proc_mut(&mut self, name: &str) -> &mut Proc {
+        &mut self
+            .procs
+            .iter_mut()
+            .find(|(p, _)| p.name == name)
+            .unwrap()
+            .0
+    }
+
+    /// One process's `/metrics`, as name -> value (labels kept in the name).
+    fn metrics(&self, name: &str) -> BTreeMap<String, f64> {
+        let port = self.procs.iter().find(|(p, _)| p.name == name).unwrap().1;
+        let text = http_text(
+            &format!("http://127.0.0.1:{port}/metrics"),
+            Some(&self.token),
+        );
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    async fn db(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{} password={}", pg_conninfo(&self.db_url), self.db_password),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// `postgres://user@host:port/db` as a key=value conninfo.
+fn pg_conninfo(url: &str) -> String {
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    format!("host={host} port={port} user={user} dbname={db}")
+}
+
+fn http_text(url: &str, token: Option<&str>) -> String {
+    use std::io::Read;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(token) = token {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut text = String::new();
+    if let Ok(resp) = req.call() {
+        let _ = resp.into_body().into_reader().read_to_string(&mut text);
+    }
+    text
+}
+
+fn start_mosquitto(dir: &Path, population: &Population) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let files = population.write_mosquitto(dir, Some(BRIDGE)).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    let log = dir.join("mosquitto.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+             persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 0\n\
+             log_dest stderr\nlog_dest topic\nlog_type error\nlog_type warning\n\
+             log_type notice\nlog_type information\nconnection_messages true\n",
+            files.passwd.display(),
+            files.acl.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start mosquitto");
+    let proc = Proc {
+        name: "mosquitto".into(),
+        child,
+        log,
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (proc, addr)
+}
+
+/// NATS, PostgreSQL, Mosquitto, the API process with the population registered; `None`
+/// when a peer is missing (and peers are not required).
+fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
+    for program in ["mosquitto", "mosquitto_passwd", "nats-server"] {
+        if !have(program) {
+            return None;
+        }
+    }
+    let pg = TestPostgres::shared()?;
+    let nats = TestNats::shared()?;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(pg.create_database());
+    let password_file = dir.path().join("pg.password");
+    std::fs::write(&password_file, pg.password()).unwrap();
+    let nats = nats.config(partitions);
+    let bridge_password = dir.path().join("bridge.password");
+    std::fs::write(&bridge_password, BRIDGE.1).unwrap();
+    let population = Arc::new(Population::generate(devices, 11));
+    let (mosquitto, mqtt) = start_mosquitto(dir.path(), &population);
+    let base_config = format!(
+        "[bus]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"{}\"\nsubject_prefix = \"{}\"\npartitions = {}\n\
+         [store]\ntype = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\npool_size = 4\n\
+         [ingest.flow]\nenabled = false\n\
+         [ingest.mqtt]\nlisten = \"127.0.0.1:0\"\n\
+         [advisories]\nsender = \"alerts@city.example\"\npublic_url = \"https://city.example\"\n",
+        nats.url,
+        nats.stream,
+        nats.subject_prefix,
+        nats.partitions,
+        pg.url(&db),
+        password_file.display(),
+    );
+    let mut cluster = Cluster {
+        dir,
+        mosquitto,
+        mqtt,
+        procs: Vec::new(),
+        base_config,
+        token: String::new(),
+        api: String::new(),
+        db_url: pg.url(&db),
+        db: db.clone(),
+        db_password: pg.password().to_owned(),
+        population,
+    };
+    cluster.start("api", "[\"api\"]", "");
+    let api_port = cluster.procs[0].1;
+    cluster.api = format!("http://127.0.0.1:{api_port}");
+    let token_file = cluster.dir.path().join("api/admin.token");
+    cluster.token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let inventory = cluster.dir.path().join("city.json");
+    cluster.population.write_json(&inventory).unwrap();
+    run_ok(
+        citysec()
+            .args(["device", "import", "--url", &cluster.api, "--token-file"])
+            .arg(&token_file)
+            .arg(&inventory),
+    );
+    let _ = bridge_password;
+    Some(cluster)
+}
+
+/// The `[ingest.bridge]` section of an ingest process: Mosquitto through a shared
+/// subscription, its log topic for the broker's security signals.
+fn bridge_section(cluster: &Cluster, name: &str) -> String {
+    format!(
+        "[ingest.bridge]\nurl = \"mqtt://{}\"\nclient_id = \"citysec-{name}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+        cluster.mqtt,
+        BRIDGE.0,
+        cluster.dir.path().join("bridge.password").display(),
+    )
+}
+
+fn sim_config(cluster: &Cluster, rate: f64, duration: Duration, attacks: bool) -> sim::SimConfig {
+    let mut config = sim::SimConfig::new(cluster.mqtt, cluster.population.clone());
+    config.rate = Some(rate);
+    config.duration = Some(duration);
+    config.qos = 1;
+    config.mqtt5_share = 0.5;
+    config.attacks.enabled = attacks;
+    config.attacks.first_after = Duration::from_secs(4);
+    config.attacks.spacing = Duration::from_secs(4);
+    config.attacks.repeat_every = Duration::from_secs(15);
+    config
+}
+
+/// Device-published events stored for the population: (rows, distinct device and time).
+async fn stored_device_events(db: &tokio_postgres::Client) -> (i64, i64) {
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT (device_id, ts, kind)) FROM events \
+             WHERE kind IN ('telemetry', 'state') AND device_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
+    let Some(mut cluster) = cluster(300, 8) else {
+        return;
+    };
+    for name in ["ingest-1", "ingest-2"] {
+        let bridge = bridge_section(&cluster, name);
+        cluster.start(name, "[\"ingest\"]", &bridge);
+    }
+    for name in ["detect-1", "detect-2"] {
+        cluster.start(name, "[\"detect\"]", "");
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stats = Arc::new(sim::SimStats::default());
+    let run_for = Duration::from_secs(40);
+    let config = sim_config(&cluster, 1500.0, run_for, true);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let sim = runtime.spawn(sim::run(config, stats.clone(), stop_rx));
+    // Mid-run, with attacks under way, one worker dies without a word.
+    std::thread::sleep(Duration::from_secs(15));
+    let killed_at = model::Timestamp::now();
+    cluster.proc_mut("detect-1").kill();
+    runtime.block_on(sim).unwrap().unwrap();
+    let sim_stats = stats.snapshot();
+    eprintln!("sim: {sim_stats:?} in {:?}", started.elapsed());
+    assert_eq!(sim_stats.connect_failures, 0, "{}", cluster.logs());
+    assert!(sim_stats.messages_acked > 10_000, "{sim_stats:?}");
+
+    runtime.block_on(async {
+        let db = cluster.db().await;
+        // Everything Mosquitto acknowledged reaches the store, once.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (rows, distinct) = loop {
+            let (rows, distinct) = stored_device_events(&db).await;
+            if rows as u64 >= sim_stats.messages_acked || Instant::now() > deadline {
+                // A last look after the stragglers could have landed twice.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                break stored_device_events(&db).await;
+            }
+            let _ = distinct;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(rows, distinct, "an event was stored twice");
+        assert_eq!(
+            rows as u64,
+            sim_stats.messages_acked,
+            "every acknowledged event is stored exactly once\n{}",
+            cluster.logs()
+        );
+
+        // Alerts: the attacks were detected before and after the kill, each once.
+        let alerts = db
+            .query(
+                "SELECT id, rule, ts, body FROM alerts ORDER BY ts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut by_detection: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+        for row in &alerts {
+            let body: serde_json::Value = serde_json::from_str(row.get::<_, &str>(3)).unwrap();
+            let rule: String = row.get(1);
+            let key = body["key"].as_str().unwrap_or_default().to_owned();
+            let ts = body["ts"].as_i64().unwrap_or_default();
+            let last = body["last_ts"].as_i64().unwrap_or(ts);
+            by_detection.entry((rule, key)).or_default().push((ts, last));
+        }
+        for ((rule, key), mut spans) in by_detection.clone() {
+            spans.sort();
+            for pair in spans.windows(2) {
+                assert!(
+                    pair[1].0 > pair[0].1,
+                    "{rule} on {key} raised twice for one detection: {spans:?}"
+                );
+            }
+        }
+        let brute_force: Vec<_> = alerts
+            .iter()
+            .filter(|r| r.get::<_, &str>(1).starts_with("auth.brute_force"))
+            .map(|r| r.get::<_, i64>(2))
+            .collect();
+        assert!(
+            brute_force.iter().any(|&ts| ts < killed_at.as_millis()),
+            "no brute force detected before the kill: {alerts:?}\n{}",
+            cluster.logs()
+        );
+        assert!(
+            brute_force.iter().any(|&ts| ts > killed_at.as_millis()),
+            "detection did not continue after the kill\n{}",
+            cluster.logs()
+        );
+
+        // The audit chain is intact and holds no record twice.
+        let pg = TestPostgres::shared().unwrap();
+        let store = store::PgStore::connect(&pg.config(&cluster.db)).await.unwrap();
+        use store::AuditStore;
+        let audit = store.verify_audit().await.unwrap();
+        assert!(audit.is_intact(), "{audit:?}");
+        let dup = db
+            .query(
+                "SELECT action, body, count(*) FROM audit GROUP BY action, body HAVING count(*) > 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(dup.is_empty(), "audit records twice: {dup:?}");
+    });
+}
