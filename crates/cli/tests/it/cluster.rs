@@ -440,3 +440,122 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
         assert!(dup.is_empty(), "audit records twice: {dup:?}");
     });
 }
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields count from after its closing parenthesis.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One measured run: `workers` detection workers, the simulator offering `rate` msg/s at
+/// QoS 1 for `seconds`.
+fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<String> {
+    let mut cluster = cluster(devices, 16)?;
+    for name in ["ingest-1", "ingest-2"] {
+        let bridge = bridge_section(&cluster, name);
+        cluster.start(name, "[\"ingest\"]", &bridge);
+    }
+    let detectors: Vec<String> = (1..=workers).map(|i| format!("detect-{i}")).collect();
+    for name in &detectors {
+        cluster.start(name, "[\"detect\"]", "");
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cpu_before: Vec<(String, f64)> = cluster
+        .procs
+        .iter()
+        .map(|(p, _)| (p.name.clone(), cpu_seconds(p.child.id())))
+        .chain([(
+            "mosquitto".to_owned(),
+            cpu_seconds(cluster.mosquitto.child.id()),
+        )])
+        .collect();
+    let stats = Arc::new(sim::SimStats::default());
+    let config = sim_config(&cluster, rate, Duration::from_secs(seconds), false);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    runtime
+        .block_on(sim::run(config, stats.clone(), stop_rx))
+        .unwrap();
+    let sent = stats.snapshot();
+    let sim_done = started.elapsed();
+    // Wait until detection and the store have everything.
+    let detected = |c: &Cluster| -> f64 {
+        detectors
+            .iter()
+            .map(|d| c.metrics(d).get("detect_events_total").copied().unwrap_or(0.0))
+            .sum()
+    };
+    let mut done = sim_done;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (rows, _) = loop {
+        let (rows, distinct) = runtime.block_on(async {
+            let db = cluster.db().await;
+            stored_device_events(&db).await
+        });
+        if (rows as u64 >= sent.messages_acked && detected(&cluster) as u64 >= sent.messages_acked)
+            || Instant::now() > deadline
+        {
+            break (rows, distinct);
+        }
+        done = started.elapsed();
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let elapsed = done.as_secs_f64().max(sim_done.as_secs_f64());
+    let mut out = format!(
+        "| {workers} | {rate:.0} | {} | {rows} | {:.0} | {:.1} |",
+        sent.messages_acked,
+        sent.messages_acked as f64 / elapsed,
+        elapsed,
+    );
+    let cpu: Vec<String> = cpu_before
+        .iter()
+        .map(|(name, before)| {
+            let pid = if name == "mosquitto" {
+                cluster.mosquitto.child.id()
+            } else {
+                cluster.procs.iter().find(|(p, _)| &p.name == name).unwrap().0.child.id()
+            };
+            format!("{name} {:.1}", cpu_seconds(pid) - before)
+        })
+        .collect();
+    out.push_str(&format!(" {} |", cpu.join(", ")));
+    Some(out)
+}
+
+/// End-to-end messages per second with one and with two detection workers, and the CPU
+/// seconds each process spent (what the capacity plan scales from). Run with
+/// `RUN_SLOW_BENCHES=1 cargo test -p cli --release --test it cluster_throughput -- --nocapture`.
+#[test]
+fn cluster_throughput() {
+    if std::env::var("RUN_SLOW_BENCHES").as_deref() != Ok("1") {
+        eprintln!("skipping: set RUN_SLOW_BENCHES=1 to measure");
+        return;
+    }
+    let rate: f64 = std::env::var("CLUSTER_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20_000.0);
+    let seconds: u64 = std::env::var("CLUSTER_SECONDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut table = String::from(
+        "| detection workers | offered msg/s | acknowledged | stored | end-to-end msg/s | seconds | CPU seconds per process |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for workers in [1, 2] {
+        let Some(row) = measure(workers, rate, seconds, 2000) else {
+            return;
+        };
+        eprintln!("{row}");
+        table.push_str(&row);
+        table.push('\n');
+    }
+    println!("{table}");
+}
