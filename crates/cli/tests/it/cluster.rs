@@ -297,8 +297,14 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
 /// The `[ingest.bridge]` section of an ingest process: Mosquitto through a shared
 /// subscription, its log topic for the broker's security signals.
 fn bridge_section(cluster: &Cluster, name: &str) -> String {
+    let signals = if name == "ingest-1" {
+        "mosquitto_log"
+    } else {
+        "none"
+    };
     format!(
-        "[ingest.bridge]\nurl = \"mqtt://{}\"\nclient_id = \"citysec-{name}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+        "[ingest.bridge]\nbrokers = [\"mqtt://{}\"]\nclient_id = \"citysec-{name}\"\nusername = \"{}\"\n\
+         password_file = \"{}\"\nsecurity_signals = \"{signals}\"\n",
         cluster.mqtt,
         BRIDGE.0,
         cluster.dir.path().join("bridge.password").display(),
