@@ -81,3 +81,6 @@ pub(crate) fn client_id(config: &BridgeConfig) -> String {
         format!("citysec-{host}")
     }
 }
+
+#[cfg(test)]
+mod tests;

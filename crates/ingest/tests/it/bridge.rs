@@ -149,10 +149,12 @@ struct Collect {
 #[async_trait::async_trait]
 impl EventSink for Collect {
     async fn send(&self, events: Vec<Event>) -> Result<(), SinkClosed> {
+        // Taken first, then slow: a consumer killed in the delay has handed the events on
+        // (as to the bus) without acknowledging them to the broker.
+        self.events.lock().extend(events);
         if self.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
         }
-        self.events.lock().extend(events);
         Ok(())
     }
 }
@@ -329,6 +331,7 @@ async fn a_consumer_stopped_abruptly_loses_nothing() {
         }
     }
     assert_eq!(docs.len(), N as usize, "distinct events after dedup");
+    assert!(total > docs.len(), "a died holding a taken, unacknowledged batch: it is redelivered");
     eprintln!(
         "a took {before_restart} before it died, b {}, restarted a {}; {} redelivered duplicates",
         sb.events.lock().len(),
@@ -467,4 +470,113 @@ async fn a_command_reaches_the_device_cmd_topic_through_mosquitto() {
             >= 1
     );
     bridge.shutdown().await;
+}
+
+/// Counts events (standing in for the bus: the figure is what the bridge delivers to its
+/// sink).
+#[derive(Default)]
+struct Count(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl EventSink for Count {
+    async fn send(&self, events: Vec<Event>) -> Result<(), SinkClosed> {
+        self.0
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Publishes `per_device` QoS 1 messages from each of pump-7 and siren-1 with rumqttc
+/// (100 in flight each); returns when every PUBACK came back.
+async fn blast(broker: SocketAddr, per_device: u64) {
+    let mut tasks = Vec::new();
+    for (id, topic) in [
+        ("pump-7", "city/water/pump-7/telemetry"),
+        ("siren-1", "city/public_safety/siren-1/telemetry"),
+    ] {
+        tasks.push(tokio::spawn(async move {
+            let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port());
+            options.set_credentials(id, SECRET).set_inflight(100);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+            let sender = tokio::spawn(async move {
+                let base = Timestamp::now().as_millis();
+                for i in 0..per_device {
+                    let payload = format!("{{\"ts\":{},\"seq\":{i},\"v\":1.5}}", base + i as i64);
+                    client
+                        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                        .await
+                        .unwrap();
+                }
+                client
+            });
+            let mut acked = 0;
+            while acked < per_device {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                    eventloop.poll().await.unwrap()
+                {
+                    acked += 1;
+                }
+            }
+            let client = sender.await.unwrap();
+            let _ = client.disconnect().await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// `RUN_SLOW_BENCHES=1`: QoS 1 messages per second from Mosquitto into the bridge's sink,
+/// with one and with two consumers in the group (figures in
+/// `bench/results/2026-12-02-vm/bridge.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_bridge_throughput() {
+    if std::env::var("RUN_SLOW_BENCHES").as_deref() != Ok("1") || !have_mosquitto_broker() {
+        eprintln!("skipping: set RUN_SLOW_BENCHES=1");
+        return;
+    }
+    const PER_DEVICE: u64 = 25_000;
+    let total = 2 * PER_DEVICE;
+    // Publishing alone (nobody subscribed): what the publishers and Mosquitto manage.
+    {
+        let m = Mosquitto::start();
+        let t0 = Instant::now();
+        blast(m.addr, PER_DEVICE).await;
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!("publish only: {total} msgs in {s:.2}s = {:.0} msg/s", total as f64 / s);
+    }
+    for consumers in [1usize, 2] {
+        let m = Mosquitto::start();
+        let cfg = config(&m);
+        let sink = Arc::new(Count::default());
+        let bridges: Vec<BridgeHandle> = (0..consumers)
+            .map(|i| {
+                Bridge::start(
+                    &cfg,
+                    &format!("bench-{i}"),
+                    Some(BRIDGE_USER.1.to_owned()),
+                    directory(),
+                    Arc::clone(&sink) as Arc<dyn EventSink>,
+                )
+                .unwrap()
+            })
+            .collect();
+        wait_connected(&bridges.iter().collect::<Vec<_>>()).await;
+        let t0 = Instant::now();
+        blast(m.addr, PER_DEVICE).await;
+        let published = t0.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while sink.0.load(std::sync::atomic::Ordering::Relaxed) < total {
+            assert!(Instant::now() < deadline, "bridge fell behind");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{consumers} consumer(s): {total} msgs into the sink in {s:.2}s = {:.0} msg/s (publishers done after {published:.2}s)",
+            total as f64 / s
+        );
+        for b in &bridges {
+            b.shutdown().await;
+        }
+    }
 }
