@@ -40,9 +40,17 @@ pub(crate) fn password(
     match (&config.password_file, &config.password_env) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| {
-                format!("failed to read ingest.bridge.password_file {}", path.display())
+                format!(
+                    "failed to read ingest.bridge.password_file {}",
+                    path.display()
+                )
             })?;
-            let line = text.lines().next().unwrap_or_default().trim_end().to_owned();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned();
             anyhow::ensure!(
                 !line.is_empty(),
                 "ingest.bridge.password_file {} is empty",

@@ -19,15 +19,22 @@ const BRIDGE: (&str, &str) = ("citysec", "bridge-secret-1");
 const SECRET: &str = "device-secret-1";
 
 fn have_mosquitto() -> bool {
-    let found = ["mosquitto", "mosquitto_pub", "mosquitto_sub", "mosquitto_passwd"]
-        .iter()
-        .all(|p| std::process::Command::new(p).arg("--help").output().is_ok());
+    let found = [
+        "mosquitto",
+        "mosquitto_pub",
+        "mosquitto_sub",
+        "mosquitto_passwd",
+    ]
+    .iter()
+    .all(|p| std::process::Command::new(p).arg("--help").output().is_ok());
     if !found {
         assert!(
             std::env::var("CITYSEC_REQUIRE_PEERS").as_deref() != Ok("1"),
             "mosquitto is required (CITYSEC_REQUIRE_PEERS=1) but not installed"
         );
-        eprintln!("skipping: mosquitto not installed (apt-get install mosquitto mosquitto-clients)");
+        eprintln!(
+            "skipping: mosquitto not installed (apt-get install mosquitto mosquitto-clients)"
+        );
     }
     found
 }
@@ -74,7 +81,11 @@ fn mosquitto(dir: &std::path::Path) -> Mosquitto {
     .unwrap();
     chmod(&passwd, 0o644);
     chmod(&acl, 0o644);
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
@@ -127,7 +138,9 @@ fn device(id: &str, class: DeviceClass) -> Device {
 async fn mosquitto_pub(port: u16, user: &str, password: &str, topic: &str, msg: &str) -> bool {
     let out = tokio::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-i", user, "-u", user, "-P", password, "-t", topic, "-m", msg])
+        .args([
+            "-i", user, "-u", user, "-P", password, "-t", topic, "-m", msg,
+        ])
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(Duration::from_secs(10), out)
@@ -169,7 +182,10 @@ async fn the_platform_in_bridge_mode_sees_mosquitto_logins_and_commands_through_
         Some(SecuritySignals::MosquittoLog)
     );
     let platform = crate::Platform::start(config).await.unwrap();
-    assert!(platform.try_mqtt_addr().is_none(), "no embedded broker in bridge mode");
+    assert!(
+        platform.try_mqtt_addr().is_none(),
+        "no embedded broker in bridge mode"
+    );
     platform
         .register_devices(vec![
             device("pump-7", DeviceClass::Pump),
@@ -237,7 +253,18 @@ async fn the_platform_in_bridge_mode_sees_mosquitto_logins_and_commands_through_
 
     // The gateway's all-clear reaches the siren's cmd topic through Mosquitto.
     let sub = tokio::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-C", "1", "-W", "10"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
         .args(["-i", "siren-1", "-u", "siren-1", "-P", SECRET, "-c"])
         .args(["-t", "city/public_safety/siren-1/cmd"])
         .stdout(Stdio::piped())

@@ -227,11 +227,13 @@ impl BridgeHandle {
     pub async fn shutdown(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         self.stop_consumers.send_replace(true);
-        for t in std::mem::take(&mut *self.consumers.lock()) {
+        let consumers = std::mem::take(&mut *self.consumers.lock());
+        for t in consumers {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
         self.stop_links.send_replace(true);
-        for t in std::mem::take(&mut *self.pollers.lock()) {
+        let pollers = std::mem::take(&mut *self.pollers.lock());
+        for t in pollers {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
     }

@@ -157,7 +157,8 @@ impl BridgeConfig {
             return Err("ingest.bridge.brokers must name at least one broker".to_owned());
         }
         for url in &self.brokers {
-            let parsed = BrokerUrl::parse(url).map_err(|e| format!("ingest.bridge.brokers: {e}"))?;
+            let parsed =
+                BrokerUrl::parse(url).map_err(|e| format!("ingest.bridge.brokers: {e}"))?;
             if parsed.tls && self.ca_file.is_none() {
                 return Err(format!(
                     "ingest.bridge.ca_file is required for {url} (the CA the broker's certificate chains to)"

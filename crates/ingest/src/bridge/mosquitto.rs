@@ -91,7 +91,10 @@ pub fn split_timestamp(line: &str) -> (Option<Timestamp>, &str) {
         && secs.bytes().all(|b| b.is_ascii_digit())
         && let Ok(secs) = secs.parse::<i64>()
     {
-        return (Some(Timestamp::from_millis(secs.saturating_mul(1000))), rest);
+        return (
+            Some(Timestamp::from_millis(secs.saturating_mul(1000))),
+            rest,
+        );
     }
     (None, line)
 }
@@ -240,10 +243,8 @@ impl LogCorrelator {
                 if self.clients.len() >= MAX_CLIENTS {
                     self.clients.clear();
                 }
-                self.clients.insert(
-                    clip(client_id),
-                    (clip(peer), username.map(clip)),
-                );
+                self.clients
+                    .insert(clip(client_id), (clip(peer), username.map(clip)));
                 let version = match protocol {
                     3 | 1 => "3.1",
                     4 | 2 => "3.1.1",
@@ -307,9 +308,10 @@ impl LogCorrelator {
                     Gone::Clean => (SecurityEventKind::Disconnect, "client disconnect"),
                     Gone::Closed => (SecurityEventKind::Disconnect, "connection closed by peer"),
                     Gone::KeepAlive => (SecurityEventKind::Disconnect, "keep-alive timeout"),
-                    Gone::Administrative => {
-                        (SecurityEventKind::Disconnect, "disconnected by administrative action")
-                    }
+                    Gone::Administrative => (
+                        SecurityEventKind::Disconnect,
+                        "disconnected by administrative action",
+                    ),
                     Gone::Error => (SecurityEventKind::Disconnect, text_reason(text)),
                 };
                 let claimed = username.clone().or_else(|| client_id.map(clip));

@@ -39,18 +39,25 @@ fn config_is_validated() {
         });
     };
     check("", expect!["ok"]);
-    check(r#"brokers = []"#, expect!["ingest.bridge.brokers must name at least one broker"]);
+    check(
+        r#"brokers = []"#,
+        expect!["ingest.bridge.brokers must name at least one broker"],
+    );
     check(
         r#"brokers = ["tcp://h:1"]"#,
         expect![[r#"ingest.bridge.brokers: "tcp://h:1" must start with mqtt:// or mqtts://"#]],
     );
     check(
         r#"brokers = ["mqtt://u:p@h:1"]"#,
-        expect![[r#"ingest.bridge.brokers: "mqtt://u:p@h:1" must be scheme://host[:port] (no user, path or query; the password comes from password_file or password_env)"#]],
+        expect![[
+            r#"ingest.bridge.brokers: "mqtt://u:p@h:1" must be scheme://host[:port] (no user, path or query; the password comes from password_file or password_env)"#
+        ]],
     );
     check(
         r#"brokers = ["mqtts://broker.city:8883"]"#,
-        expect!["ingest.bridge.ca_file is required for mqtts://broker.city:8883 (the CA the broker's certificate chains to)"],
+        expect![
+            "ingest.bridge.ca_file is required for mqtts://broker.city:8883 (the CA the broker's certificate chains to)"
+        ],
     );
     check(
         r#"brokers = ["mqtts://a", "mqtt://b:1884"]
@@ -67,18 +74,38 @@ fn config_is_validated() {
            password_file = "/f""#,
         expect!["ingest.bridge.password_file and ingest.bridge.password_env are exclusive"],
     );
-    check(r#"qos = 0"#, expect!["ingest.bridge.qos must be 1 (at-least-once, acknowledged after the bus took the event)"]);
-    check(r#"group = "a/b""#, expect!["ingest.bridge.group must not contain + # /"]);
+    check(
+        r#"qos = 0"#,
+        expect![
+            "ingest.bridge.qos must be 1 (at-least-once, acknowledged after the bus took the event)"
+        ],
+    );
+    check(
+        r#"group = "a/b""#,
+        expect!["ingest.bridge.group must not contain + # /"],
+    );
     check(
         r#"topics = ["city/#/x"]"#,
-        expect![[r#"ingest.bridge.topics: "city/#/x" is not a device topic filter (e.g. city/# or city/water/#)"#]],
+        expect![[
+            r#"ingest.bridge.topics: "city/#/x" is not a device topic filter (e.g. city/# or city/water/#)"#
+        ]],
     );
     check(
         r#"topics = ["$SYS/#"]"#,
-        expect![[r#"ingest.bridge.topics: "$SYS/#" is not a device topic filter (e.g. city/# or city/water/#)"#]],
+        expect![[
+            r#"ingest.bridge.topics: "$SYS/#" is not a device topic filter (e.g. city/# or city/water/#)"#
+        ]],
     );
-    check(r#"client_id = "a/b""#, expect!["ingest.bridge.client_id must be 1 to 200 characters without + # /"]);
-    check(r#"password = "inline""#, expect![[r#"unknown field `password`, expected one of `brokers`, `ca_file`, `client_id`, `username`, `password_file`, `password_env`, `group`, `topics`, `qos`, `security_signals`, `keep_alive_s`, `reconnect_max_ms`, `max_packet_bytes`, `batch_max`"#]]);
+    check(
+        r#"client_id = "a/b""#,
+        expect!["ingest.bridge.client_id must be 1 to 200 characters without + # /"],
+    );
+    check(
+        r#"password = "inline""#,
+        expect![[
+            r#"unknown field `password`, expected one of `brokers`, `ca_file`, `client_id`, `username`, `password_file`, `password_env`, `group`, `topics`, `qos`, `security_signals`, `keep_alive_s`, `reconnect_max_ms`, `max_packet_bytes`, `batch_max`"#
+        ]],
+    );
 }
 
 fn toml_from(text: &str) -> Result<BridgeConfig, String> {
@@ -103,13 +130,36 @@ fn broker_urls() {
     let check = |url: &str, expect: Expect| {
         expect.assert_eq(&format!("{:?}", BrokerUrl::parse(url)));
     };
-    check("mqtt://127.0.0.1:1883", expect![[r#"Ok(BrokerUrl { tls: false, host: "127.0.0.1", port: 1883 })"#]]);
-    check("mqtt://broker", expect![[r#"Ok(BrokerUrl { tls: false, host: "broker", port: 1883 })"#]]);
-    check("mqtts://broker/", expect![[r#"Ok(BrokerUrl { tls: true, host: "broker", port: 8883 })"#]]);
-    check("mqtts://[::1]:8884", expect![[r#"Ok(BrokerUrl { tls: true, host: "::1", port: 8884 })"#]]);
-    check("mqtt://h:0", expect![[r#"Err("\"mqtt://h:0\": missing host or port")"#]]);
-    check("mqtt://h:x", expect![[r#"Err("\"mqtt://h:x\": bad port")"#]]);
-    check("mqtt://h/p", expect![[r#"Err("\"mqtt://h/p\" must be scheme://host[:port] (no user, path or query; the password comes from password_file or password_env)")"#]]);
+    check(
+        "mqtt://127.0.0.1:1883",
+        expect![[r#"Ok(BrokerUrl { tls: false, host: "127.0.0.1", port: 1883 })"#]],
+    );
+    check(
+        "mqtt://broker",
+        expect![[r#"Ok(BrokerUrl { tls: false, host: "broker", port: 1883 })"#]],
+    );
+    check(
+        "mqtts://broker/",
+        expect![[r#"Ok(BrokerUrl { tls: true, host: "broker", port: 8883 })"#]],
+    );
+    check(
+        "mqtts://[::1]:8884",
+        expect![[r#"Ok(BrokerUrl { tls: true, host: "::1", port: 8884 })"#]],
+    );
+    check(
+        "mqtt://h:0",
+        expect![[r#"Err("\"mqtt://h:0\": missing host or port")"#]],
+    );
+    check(
+        "mqtt://h:x",
+        expect![[r#"Err("\"mqtt://h:x\": bad port")"#]],
+    );
+    check(
+        "mqtt://h/p",
+        expect![[
+            r#"Err("\"mqtt://h/p\" must be scheme://host[:port] (no user, path or query; the password comes from password_file or password_env)")"#
+        ]],
+    );
 }
 
 #[test]
@@ -121,7 +171,8 @@ fn subscriptions_are_shared_unless_the_group_is_empty() {
     expect![[r#"["$share/citysec/city/#", "$share/citysec/city/water/+/telemetry"]"#]]
         .assert_eq(&format!("{:?}", c.subscriptions()));
     c.group.clear();
-    expect![[r#"["city/#", "city/water/+/telemetry"]"#]].assert_eq(&format!("{:?}", c.subscriptions()));
+    expect![[r#"["city/#", "city/water/+/telemetry"]"#]]
+        .assert_eq(&format!("{:?}", c.subscriptions()));
 }
 
 #[test]
@@ -130,9 +181,8 @@ fn messages_map_like_the_embedded_broker() {
     let siren = device("siren-1", DeviceClass::Siren);
     let received = Timestamp::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
     let check = |topic: &str, payload: &str, expect: Expect| {
-        let dev = super::map::device_of(topic).and_then(|id| {
-            [&pump, &siren].into_iter().find(|d| d.id.as_str() == id)
-        });
+        let dev = super::map::device_of(topic)
+            .and_then(|id| [&pump, &siren].into_iter().find(|d| d.id.as_str() == id));
         let out = match to_event(topic, payload.as_bytes(), dev, received) {
             Ok(e) => serde_json::to_string(&e).unwrap(),
             Err(skip) => format!("skip: {skip}"),
@@ -142,23 +192,49 @@ fn messages_map_like_the_embedded_broker() {
     check(
         "city/water/pump-7/telemetry",
         r#"{"ts":"2026-12-02T09:59:58Z","flow_lps":3.5,"running":true}"#,
-        expect![[r#"{"ts":"2026-12-02T09:59:58.000Z","device_id":"pump-7","sector":"water","kind":"telemetry","readings":[{"name":"flow_lps","value":3.5},{"name":"running","value":true}]}"#]],
+        expect![[
+            r#"{"ts":"2026-12-02T09:59:58.000Z","device_id":"pump-7","sector":"water","kind":"telemetry","readings":[{"name":"flow_lps","value":3.5},{"name":"running","value":true}]}"#
+        ]],
     );
     check(
         "city/public_safety/siren-1/state",
         r#"{"sounding":false}"#,
-        expect![[r#"{"ts":"2026-12-02T10:00:00.000Z","device_id":"siren-1","sector":"public_safety","kind":"state","readings":[{"name":"sounding","value":false}]}"#]],
+        expect![[
+            r#"{"ts":"2026-12-02T10:00:00.000Z","device_id":"siren-1","sector":"public_safety","kind":"state","readings":[{"name":"sounding","value":false}]}"#
+        ]],
     );
     check(
         "city/public_safety/siren-1/ack",
         r#"{"id":"cmd-1","ok":true}"#,
-        expect![[r#"{"ts":"2026-12-02T10:00:00.000Z","device_id":"siren-1","sector":"public_safety","kind":"state","readings":[{"name":"ack.id","value":"cmd-1"},{"name":"ack.ok","value":true}]}"#]],
+        expect![[
+            r#"{"ts":"2026-12-02T10:00:00.000Z","device_id":"siren-1","sector":"public_safety","kind":"state","readings":[{"name":"ack.id","value":"cmd-1"},{"name":"ack.ok","value":true}]}"#
+        ]],
     );
-    check("city/public_safety/siren-1/cmd", "{}", expect!["skip: command topic"]);
-    check("city/water/pump-9/telemetry", "{}", expect!["skip: unknown device"]);
-    check("city/energy/pump-7/telemetry", "{}", expect!["skip: device registered in another sector"]);
-    check("city/water/pump-7/telemetry", "not json", expect!["skip: payload invalid: payload is not json"]);
-    check("city/water/pump-7/other", "{}", expect!["skip: not a device topic"]);
+    check(
+        "city/public_safety/siren-1/cmd",
+        "{}",
+        expect!["skip: command topic"],
+    );
+    check(
+        "city/water/pump-9/telemetry",
+        "{}",
+        expect!["skip: unknown device"],
+    );
+    check(
+        "city/energy/pump-7/telemetry",
+        "{}",
+        expect!["skip: device registered in another sector"],
+    );
+    check(
+        "city/water/pump-7/telemetry",
+        "not json",
+        expect!["skip: payload invalid: payload is not json"],
+    );
+    check(
+        "city/water/pump-7/other",
+        "{}",
+        expect!["skip: not a device topic"],
+    );
     check("building/7/hvac", "{}", expect!["skip: not a device topic"]);
 }
 
@@ -170,8 +246,18 @@ fn a_redelivered_message_is_the_identical_event() {
     let first = Timestamp::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
     let later = first.saturating_add_ms(45_000);
     let same = |payload: &str| {
-        let a = to_event("city/water/pump-7/telemetry", payload.as_bytes(), Some(&pump), first);
-        let b = to_event("city/water/pump-7/telemetry", payload.as_bytes(), Some(&pump), later);
+        let a = to_event(
+            "city/water/pump-7/telemetry",
+            payload.as_bytes(),
+            Some(&pump),
+            first,
+        );
+        let b = to_event(
+            "city/water/pump-7/telemetry",
+            payload.as_bytes(),
+            Some(&pump),
+            later,
+        );
         serde_json::to_string(&a.unwrap()).unwrap() == serde_json::to_string(&b.unwrap()).unwrap()
     };
     // The simulator's JSON (RFC 3339 or epoch milliseconds) and SenML with an absolute time.
@@ -190,8 +276,16 @@ fn a_redelivered_message_is_the_identical_event() {
 fn unknown_device_and_payload_never_panic() {
     let pump = device("pump-7", DeviceClass::Pump);
     for payload in ["", "[", "[1]", "null", "{\"a\":[[[[[]]]]]}"] {
-        let r = to_event("city/water/pump-7/telemetry", payload.as_bytes(), Some(&pump), Timestamp::from_millis(0));
-        assert!(matches!(r, Ok(_) | Err(Skip::Payload(_))), "{payload}: {r:?}");
+        let r = to_event(
+            "city/water/pump-7/telemetry",
+            payload.as_bytes(),
+            Some(&pump),
+            Timestamp::from_millis(0),
+        );
+        assert!(
+            matches!(r, Ok(_) | Err(Skip::Payload(_))),
+            "{payload}: {r:?}"
+        );
     }
 }
 
@@ -283,9 +377,7 @@ fn mosquitto_log_lines_become_security_events() {
 fn a_log_line_timestamp_far_from_now_is_not_believed() {
     let received = Timestamp::from_millis(1_796_204_170_000);
     let mut log = LogCorrelator::new();
-    let s = log
-        .on_line("12: Client a disconnected.", received)
-        .unwrap();
+    let s = log.on_line("12: Client a disconnected.", received).unwrap();
     assert_eq!(s.event.ts, received);
 }
 

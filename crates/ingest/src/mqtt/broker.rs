@@ -360,12 +360,7 @@ impl Publisher {
             Path::Embedded(shared) => shared,
             Path::Bridge(bridge) => return bridge.publish(topic, payload, qos),
         };
-        let clients: Vec<String> = shared
-            .routes
-            .lock()
-            .get(topic)
-            .cloned()
-            .unwrap_or_default();
+        let clients: Vec<String> = shared.routes.lock().get(topic).cloned().unwrap_or_default();
         if clients.is_empty() {
             return 0;
         }

@@ -24,15 +24,22 @@ use super::{SECRET, directory, run, text};
 pub const BRIDGE_USER: (&str, &str) = ("citysec", "bridge-secret-1");
 
 fn have_mosquitto_broker() -> bool {
-    let found = ["mosquitto", "mosquitto_pub", "mosquitto_sub", "mosquitto_passwd"]
-        .iter()
-        .all(|p| std::process::Command::new(p).arg("--help").output().is_ok());
+    let found = [
+        "mosquitto",
+        "mosquitto_pub",
+        "mosquitto_sub",
+        "mosquitto_passwd",
+    ]
+    .iter()
+    .all(|p| std::process::Command::new(p).arg("--help").output().is_ok());
     if !found {
         assert!(
             std::env::var("CITYSEC_REQUIRE_PEERS").as_deref() != Ok("1"),
             "mosquitto not installed and CITYSEC_REQUIRE_PEERS=1"
         );
-        eprintln!("skipping: mosquitto not installed (apt-get install mosquitto mosquitto-clients)");
+        eprintln!(
+            "skipping: mosquitto not installed (apt-get install mosquitto mosquitto-clients)"
+        );
     }
     found
 }
@@ -182,7 +189,10 @@ fn start_bridge(config: &BridgeConfig, id: &str, sink: &Arc<Collect>) -> BridgeH
 async fn wait_connected(bridges: &[&BridgeHandle]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !bridges.iter().all(|b| b.connected()) {
-        assert!(tokio::time::Instant::now() < deadline, "bridge did not connect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bridge did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The SUBACK follows the CONNACK.
@@ -198,7 +208,15 @@ async fn publish_seq(broker: SocketAddr, range: std::ops::Range<u64>, slow: bool
         lines.push_str(&format!("{{\"ts\":{},\"seq\":{i}}}\n", base + i as i64));
     }
     let mut child = tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "1", "-l"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "1",
+            "-l",
+        ])
         .args(["-i", "pump-7", "-u", "pump-7", "-P", SECRET])
         .args(["-t", "city/water/pump-7/telemetry"])
         .stdin(Stdio::piped())
@@ -331,7 +349,10 @@ async fn a_consumer_stopped_abruptly_loses_nothing() {
         }
     }
     assert_eq!(docs.len(), N as usize, "distinct events after dedup");
-    assert!(total > docs.len(), "a died holding a taken, unacknowledged batch: it is redelivered");
+    assert!(
+        total > docs.len(),
+        "a died holding a taken, unacknowledged batch: it is redelivered"
+    );
     eprintln!(
         "a took {before_restart} before it died, b {}, restarted a {}; {} redelivered duplicates",
         sb.events.lock().len(),
@@ -360,8 +381,20 @@ async fn failed_logins_at_mosquitto_become_auth_failures() {
         let out = run(
             "mosquitto_pub",
             &[
-                "-h", "127.0.0.1", "-p", &port, "-i", "pump-7", "-u", "pump-7", "-P", "guess",
-                "-t", "city/water/pump-7/telemetry", "-m", "{}",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-i",
+                "pump-7",
+                "-u",
+                "pump-7",
+                "-P",
+                "guess",
+                "-t",
+                "city/water/pump-7/telemetry",
+                "-m",
+                "{}",
             ],
         )
         .await;
@@ -370,8 +403,22 @@ async fn failed_logins_at_mosquitto_become_auth_failures() {
     let out = run(
         "mosquitto_pub",
         &[
-            "-h", "127.0.0.1", "-p", &port, "-i", "pump-7", "-u", "pump-7", "-P", SECRET, "-t",
-            "city/water/pump-7/telemetry", "-m", "{\"temp_c\":1}", "-q", "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "pump-7",
+            "-u",
+            "pump-7",
+            "-P",
+            SECRET,
+            "-t",
+            "city/water/pump-7/telemetry",
+            "-m",
+            "{\"temp_c\":1}",
+            "-q",
+            "1",
         ],
     )
     .await;
@@ -390,11 +437,13 @@ async fn failed_logins_at_mosquitto_become_auth_failures() {
                         e.device_id.as_ref().map_or("-", |d| d.as_str()),
                         s.client_id.as_deref().unwrap_or("-"),
                         s.username.as_deref().unwrap_or("-"),
-                        s.peer.as_deref().map_or("-", |p| if p.starts_with("127.0.0.1:") {
-                            "127.0.0.1:*"
-                        } else {
-                            p
-                        }),
+                        s.peer
+                            .as_deref()
+                            .map_or("-", |p| if p.starts_with("127.0.0.1:") {
+                                "127.0.0.1:*"
+                            } else {
+                                p
+                            }),
                         s.reason.as_deref().unwrap_or("")
                     ))
                 }
@@ -436,7 +485,18 @@ async fn a_command_reaches_the_device_cmd_topic_through_mosquitto() {
     let bridge = start_bridge(&config(&m), "ingest-cmd", &sink);
     wait_connected(&[&bridge]).await;
     let sub = tokio::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &m.port(), "-q", "1", "-C", "1", "-W", "10"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &m.port(),
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
         .args(["-i", "siren-1", "-u", "siren-1", "-P", SECRET])
         .args(["-t", "city/public_safety/siren-1/cmd", "-v"])
         .stdout(Stdio::piped())
@@ -450,7 +510,11 @@ async fn a_command_reaches_the_device_cmd_topic_through_mosquitto() {
     while !waiter.is_finished() {
         assert!(tokio::time::Instant::now() < deadline, "no command arrived");
         assert_eq!(
-            publisher.publish("city/public_safety/siren-1/cmd", &b"{\"action\":\"test\"}"[..], 1),
+            publisher.publish(
+                "city/public_safety/siren-1/cmd",
+                &b"{\"action\":\"test\"}"[..],
+                1
+            ),
             1
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -543,7 +607,10 @@ async fn benchmark_bridge_throughput() {
         let t0 = Instant::now();
         blast(m.addr, PER_DEVICE).await;
         let s = t0.elapsed().as_secs_f64();
-        eprintln!("publish only: {total} msgs in {s:.2}s = {:.0} msg/s", total as f64 / s);
+        eprintln!(
+            "publish only: {total} msgs in {s:.2}s = {:.0} msg/s",
+            total as f64 / s
+        );
     }
     for consumers in [1usize, 2] {
         let m = Mosquitto::start();
