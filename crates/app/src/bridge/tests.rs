@@ -295,6 +295,46 @@ async fn the_platform_in_bridge_mode_sees_mosquitto_logins_and_commands_through_
         command.state
     );
 
+    // Broker-side response actions say why they cannot hold here.
+    let incidents = store
+        .list_incidents(&store::IncidentQuery {
+            limit: 10,
+            ..store::IncidentQuery::default()
+        })
+        .await
+        .unwrap();
+    let incident = incidents
+        .first()
+        .expect("the brute force opened an incident");
+    let supervisor = web::Principal {
+        name: "sam".into(),
+        role: web::Role::Supervisor,
+    };
+    let mut outcomes = Vec::new();
+    for kind in [model::ActionKind::RateLimit, model::ActionKind::Quarantine] {
+        let request = web::IncidentRequest::Action {
+            kind,
+            device_id: Some(DeviceId::new("pump-7").unwrap()),
+            execute_now: true,
+            rate_limit: None,
+        };
+        let update = platform
+            .incidents()
+            .update(&incident.id, request, &supervisor)
+            .await
+            .unwrap();
+        let action = update.incident.actions.last().unwrap();
+        outcomes.push(format!(
+            "{} {:?}: {}",
+            action.kind.as_str(),
+            action.status,
+            action.outcome.as_deref().unwrap_or("")
+        ));
+    }
+    expect_test::expect![[r#"
+        rate_limit Failed: cannot rate-limit pump-7: bridge mode: citysec consumes the city's broker and does not hold device connections, so this is not enforced at the broker; do it in the broker's own configuration (its password file, ACL or management API) (Mosquitto has no per-client publish rate limit; EMQX has per-client message rate limits)
+        quarantine Done: quarantined in citysec's registry and detection, quarantine event sent; the device can still connect (bridge mode: citysec consumes the city's broker and does not hold device connections, so this is not enforced at the broker; do it in the broker's own configuration (its password file, ACL or management API))"#]].assert_eq(&outcomes.join("\n"));
+
     platform.shutdown().await.unwrap();
     drop(broker);
 }
