@@ -71,7 +71,9 @@ pub struct BridgeConfig {
     pub keep_alive_s: u16,
     /// The longest wait between reconnection attempts (the wait doubles from 100 ms).
     pub reconnect_max_ms: u64,
-    /// The largest incoming MQTT packet accepted, in bytes.
+    /// The largest incoming MQTT packet accepted, in bytes. A larger one drops the connection
+    /// before its PUBACK and the broker sends it again: cap the broker's own packet size at
+    /// or below this (Mosquitto: `max_packet_size`).
     pub max_packet_bytes: usize,
     /// Messages handed to the bus in one batch at most.
     pub batch_max: usize,

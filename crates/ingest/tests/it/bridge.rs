@@ -68,6 +68,7 @@ log_type information
 connection_messages true
 max_queued_messages 100000
 max_inflight_messages 100
+max_packet_size 262144
 ";
 
 impl Mosquitto {
