@@ -73,6 +73,15 @@ max_packet_size 262144
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Mosquitto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         set_mode(dir.path(), 0o755);
         let passwd = dir.path().join("passwd");
@@ -101,11 +110,6 @@ impl Mosquitto {
         .unwrap();
         set_mode(&passwd, 0o644);
         set_mode(&acl, 0o644);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -362,6 +366,47 @@ async fn a_consumer_stopped_abruptly_loses_nothing() {
     );
     a2.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_reconnects_after_the_broker_restarts() {
+    if !have_mosquitto_broker() {
+        return;
+    }
+    let m = Mosquitto::start();
+    let port = m.addr.port();
+    let cfg = BridgeConfig {
+        reconnect_max_ms: 500,
+        ..config(&m)
+    };
+    let sink = Arc::new(Collect::default());
+    let bridge = start_bridge(&cfg, "ingest-r", &sink);
+    wait_connected(&[&bridge]).await;
+    publish_seq(m.addr, 0..10, false).await;
+    wait_all(&[&sink], 10).await;
+    drop(m);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bridge.connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge did not notice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same port again (no persistence: the session is new, the bridge subscribes again).
+    let m = Mosquitto::start_on(port);
+    wait_connected(&[&bridge]).await;
+    publish_seq(m.addr, 10..20, false).await;
+    wait_all(&[&sink], 20).await;
+    let metrics = bridge.metrics();
+    assert!(metrics.connects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        metrics
+            .connection_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    bridge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
