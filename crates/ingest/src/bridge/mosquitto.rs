@@ -34,6 +34,10 @@ pub const MAX_PENDING: usize = 4096;
 pub const MAX_CLIENTS: usize = 100_000;
 /// Longest field copied from a line into an event.
 const MAX_FIELD: usize = 256;
+/// A pending connection older than this (by the lines' times) is forgotten: its login line
+/// was lost (log lines are QoS 0) or it went away unlogged, and it must not take the blame
+/// for a later refused login.
+pub const PENDING_MAX_AGE_MS: i64 = 10_000;
 
 /// Why Mosquitto says a client went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,8 +202,9 @@ pub struct Signal {
 /// Turns log lines into security events; one per broker node (its lines are in order).
 #[derive(Debug, Default)]
 pub struct LogCorrelator {
-    /// Addresses that connected and have not yet logged in or gone, oldest first.
-    pending: VecDeque<String>,
+    /// Addresses that connected and have not yet logged in or gone, oldest first, with the
+    /// time of their `New connection` line.
+    pending: VecDeque<(String, Timestamp)>,
     /// The address and username each connected client id came from.
     clients: HashMap<String, (String, Option<String>)>,
     /// Lines read that are not connection messages.
@@ -227,7 +232,7 @@ impl LogCorrelator {
                 if self.pending.len() >= MAX_PENDING {
                     self.pending.pop_front();
                 }
-                self.pending.push_back(clip(peer));
+                self.pending.push_back((clip(peer), ts));
                 None
             }
             Line::Connected {
@@ -237,7 +242,7 @@ impl LogCorrelator {
                 username,
                 ..
             } => {
-                if let Some(i) = self.pending.iter().position(|p| p == peer) {
+                if let Some(i) = self.pending.iter().position(|(p, _)| p == peer) {
                     self.pending.remove(i);
                 }
                 if self.clients.len() >= MAX_CLIENTS {
@@ -294,7 +299,14 @@ impl LogCorrelator {
                         None => (None, None),
                     },
                     // A client that never logged in: the oldest address still pending.
-                    None => (self.pending.pop_front(), None),
+                    None => {
+                        while self.pending.front().is_some_and(|(_, at)| {
+                            ts.as_millis().saturating_sub(at.as_millis()) > PENDING_MAX_AGE_MS
+                        }) {
+                            self.pending.pop_front();
+                        }
+                        (self.pending.pop_front().map(|(p, _)| p), None)
+                    }
                 };
                 let (action, reason) = match why {
                     Gone::NotAuthorised => (

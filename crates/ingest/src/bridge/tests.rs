@@ -313,6 +313,9 @@ const LOG: &str = "\
 1796204173: Bad socket read/write on client w: Connection lost
 1796204173: Client v disconnected due to oversize payload.
 1796204173: Client u been disconnected by administrative action.
+1796204150: New connection from 192.0.2.66:1000 on port 1883.
+1796204173: New connection from 10.7.7.7:7000 on port 1883.
+1796204173: Client <unknown> disconnected, not authorised.
 1796204174: mosquitto version 2.0.11 running
 1796204174: Saving in-memory database to /var/lib/mosquitto/mosquitto.db.
 Client t disconnected, not authorised.
@@ -365,6 +368,7 @@ fn mosquitto_log_lines_become_security_events() {
         2026-12-02T09:36:13.000Z disconnect claimed=w client=w user=- peer=- | Bad socket read/write on client w: Connection lost
         2026-12-02T09:36:13.000Z oversized_payload claimed=v client=v user=- peer=- | Client v disconnected due to oversize payload.
         2026-12-02T09:36:13.000Z disconnect claimed=u client=u user=- peer=- | disconnected by administrative action
+        2026-12-02T09:36:13.000Z auth_failure claimed=- client=- user=- peer=10.7.7.7:7000 | not authorised (mosquitto logs no username for a refused login)
         (not a connection message) 1796204174: mosquitto version 2.0.11 running
         (not a connection message) 1796204174: Saving in-memory database to /var/lib/mosquitto/mosquitto.db.
         2026-12-02T09:36:10.000Z auth_failure claimed=t client=t user=- peer=- | not authorised (mosquitto logs no username for a refused login)
