@@ -19,15 +19,24 @@ pub(crate) fn enabled(config: &crate::config::Config) -> bool {
     config.ingest.bridge.is_some()
 }
 
-/// Starts the bridge of `config` (already validated by `Config::load`).
-pub(crate) fn start(
+/// Starts the bridge of `config` (already validated by `Config::load`). Rate limits that
+/// incident response stored earlier cannot hold here: they are named in the log.
+pub(crate) async fn start(
     config: &BridgeConfig,
+    store: &dyn store::Store,
     directory: Arc<dyn DeviceDirectory>,
     sink: Arc<dyn EventSink>,
 ) -> anyhow::Result<BridgeHandle> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let password = password(config, &env)?;
     let client_id = client_id(config);
+    let limits = store
+        .list_rate_limits(model::Timestamp::now())
+        .await
+        .context("failed to load the devices' rate limits")?;
+    for limit in &limits {
+        tracing::warn!(device_id = %limit.device_id, until = %limit.until.to_rfc3339(), "stored rate limit not enforced: {NOT_ENFORCED}");
+    }
     Bridge::start(config, &client_id, password, directory, sink)
         .context("failed to start the mqtt bridge")
 }

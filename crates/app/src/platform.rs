@@ -231,7 +231,9 @@ impl Platform {
             counters: counters.clone(),
         });
         let bridge = match &config.ingest.bridge {
-            Some(b) if ingest => Some(crate::bridge::start(b, directory.clone(), sink.clone())?),
+            Some(b) if ingest => Some(
+                crate::bridge::start(b, store.as_ref(), directory.clone(), sink.clone()).await?,
+            ),
             _ => None,
         };
         let broker = if ingest && bridge.is_none() {
