@@ -106,6 +106,10 @@ impl Default for HttpConfig {
 pub struct IngestConfig {
     pub mqtt: ingest::mqtt::MqttConfig,
     pub flow: ingest::flow::FlowConfig,
+    /// Bridge mode: when present, the ingest role consumes the city's broker instead of
+    /// starting the embedded one (`[ingest.mqtt]` is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<ingest::bridge::BridgeConfig>,
 }
 
 /// `[bus]`.
@@ -369,6 +373,9 @@ impl Config {
         }
         if mqtt.max_payload_bytes == 0 || mqtt.max_payload_bytes > 256 * 1024 * 1024 {
             bail!("ingest.mqtt.max_payload_bytes must be between 1 and 268435456");
+        }
+        if let Some(bridge) = &self.ingest.bridge {
+            bridge.validate().map_err(anyhow::Error::msg)?;
         }
         let flow = &self.ingest.flow;
         flow.listen

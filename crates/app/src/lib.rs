@@ -4,6 +4,7 @@
 
 pub mod advisories;
 pub mod audit;
+mod bridge;
 pub mod city_pki;
 pub mod config;
 mod console;

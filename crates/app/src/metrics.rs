@@ -195,5 +195,78 @@ pub(crate) fn render(inner: &Inner) -> String {
         load(&g.audit_lost),
     );
     inner.flows.render_metrics(&mut out.0);
+    if let Some(bridge) = &inner.bridge {
+        // Bridge mode: the consumer of the city's broker.
+        let m = bridge.metrics();
+        for (name, help, value) in [
+            (
+                "mqtt_bridge_messages_received_total",
+                "Messages read from the city's broker.",
+                &m.messages_received,
+            ),
+            (
+                "mqtt_bridge_events_published_total",
+                "Events the bridge handed to the bus.",
+                &m.events_published,
+            ),
+            (
+                "mqtt_bridge_acks_total",
+                "Messages acknowledged to the broker (after the bus took them).",
+                &m.acks_sent,
+            ),
+            (
+                "mqtt_bridge_unknown_device_total",
+                "Messages naming no registered device (skipped).",
+                &m.unknown_device,
+            ),
+            (
+                "mqtt_bridge_decode_errors_total",
+                "Payloads that did not decode (skipped).",
+                &m.decode_errors,
+            ),
+            (
+                "mqtt_bridge_not_device_topic_total",
+                "Messages on topics that are not device topics (skipped).",
+                &m.not_device_topic,
+            ),
+            (
+                "mqtt_bridge_log_lines_total",
+                "Broker log lines read.",
+                &m.log_lines,
+            ),
+            (
+                "mqtt_bridge_log_unrecognised_total",
+                "Broker log lines that were not connection messages.",
+                &m.log_unrecognised,
+            ),
+            (
+                "mqtt_bridge_connects_total",
+                "Connections to the city's broker established.",
+                &m.connects,
+            ),
+            (
+                "mqtt_bridge_connection_errors_total",
+                "Connection errors with the city's broker.",
+                &m.connection_errors,
+            ),
+            (
+                "mqtt_bridge_commands_sent_total",
+                "Commands published to devices through the bridge.",
+                &m.commands_sent,
+            ),
+            (
+                "mqtt_bridge_commands_unsent_total",
+                "Commands not sent: no broker connection was up.",
+                &m.commands_unsent,
+            ),
+        ] {
+            out.counter(name, help, load(value));
+        }
+        out.gauge(
+            "mqtt_bridge_connected",
+            "Connections to the city's broker that are up.",
+            load(&m.connected) as f64,
+        );
+    }
     out.0
 }

@@ -75,8 +75,10 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub directory: Arc<Directory>,
-    /// The embedded broker, in a process with the ingest role.
+    /// The embedded broker, in a process with the ingest role (not in bridge mode).
     pub broker: Option<BrokerHandle>,
+    /// The consumer of the city's broker, in a process with the ingest role in bridge mode.
+    pub bridge: Option<ingest::bridge::BridgeHandle>,
     pub flows: crate::flows::Flows,
     pub counters: Arc<Counters>,
     /// Changes for the detection worker (devices registered, indicators received).
@@ -228,7 +230,13 @@ impl Platform {
             bus: bus.clone(),
             counters: counters.clone(),
         });
-        let broker = if ingest {
+        let bridge = match &config.ingest.bridge {
+            Some(b) if ingest => Some(
+                crate::bridge::start(b, store.as_ref(), directory.clone(), sink.clone()).await?,
+            ),
+            _ => None,
+        };
+        let broker = if ingest && bridge.is_none() {
             let mqtt = crate::city_pki::prepare(&config.data_dir, &config.ingest.mqtt)
                 .context("failed to prepare the MQTT broker's certificates")?;
             let broker = Broker::start(mqtt, directory.clone(), sink.clone())
@@ -268,7 +276,10 @@ impl Platform {
             store.clone(),
             bus.clone(),
             directory.clone(),
-            broker.as_ref().map(BrokerHandle::publisher),
+            broker
+                .as_ref()
+                .map(BrokerHandle::publisher)
+                .or_else(|| bridge.as_ref().map(|b| b.publisher())),
             warnings.clone(),
         )?;
         crate::audit::record_or_log(
@@ -297,6 +308,7 @@ impl Platform {
             bus: bus.clone(),
             directory,
             broker,
+            bridge,
             flows,
             counters: counters.clone(),
             detect_control,
@@ -532,6 +544,11 @@ impl Platform {
         self.inner.broker.as_ref().map(BrokerHandle::local_addr)
     }
 
+    /// The consumer of the city's broker, when this process runs ingest in bridge mode.
+    pub fn bridge(&self) -> Option<&ingest::bridge::BridgeHandle> {
+        self.inner.bridge.as_ref()
+    }
+
     /// The flow collector's UDP address, when `[ingest.flow]` enables it.
     pub fn flow_addr(&self) -> Option<SocketAddr> {
         self.inner.flows.local_addr()
@@ -592,6 +609,9 @@ impl Platform {
         // The broker flushes what its sessions already handed to the sink.
         if let Some(broker) = &self.inner.broker {
             broker.shutdown().await;
+        }
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.shutdown().await;
         }
         self.inner.flows.shutdown().await;
         // Subscribers drain what was published and then end.

@@ -163,6 +163,16 @@ impl Executor {
                         tracing::warn!(error = %err, "quarantine event not published");
                     }
                 });
+                if crate::bridge::enabled(&inner.config) {
+                    return Ok(Executed {
+                        detail: format!(
+                            "quarantined in citysec's registry and detection, quarantine event sent; the device can still connect ({})",
+                            crate::bridge::NOT_ENFORCED
+                        ),
+                        secret: None,
+                        contains: false,
+                    });
+                }
                 Ok(Executed {
                     detail: format!(
                         "quarantined: credentials refused, {} session(s) dropped, quarantine event sent",
@@ -174,6 +184,16 @@ impl Executor {
             }
             ActionKind::RevokeCredentials => {
                 let dropped = set_status(inner, device_id, DeviceStatus::Revoked, &reason).await?;
+                if crate::bridge::enabled(&inner.config) {
+                    return Ok(Executed {
+                        detail: format!(
+                            "revoked in citysec's registry; the device's credentials at the city's broker still work ({})",
+                            crate::bridge::NOT_ENFORCED
+                        ),
+                        secret: None,
+                        contains: false,
+                    });
+                }
                 Ok(Executed {
                     detail: format!(
                         "credentials revoked, {} session(s) dropped",
@@ -184,6 +204,14 @@ impl Executor {
                 })
             }
             ActionKind::RotateCredentials => {
+                if crate::bridge::enabled(&inner.config) {
+                    // The city's broker checks the device's password, not citysec: a secret
+                    // generated here would lock nobody out and let nobody in.
+                    return Err(format!(
+                        "cannot rotate {device_id}'s credentials: {}",
+                        crate::bridge::NOT_ENFORCED
+                    ));
+                }
                 if !device
                     .credentials
                     .iter()
@@ -223,6 +251,12 @@ impl Executor {
             ActionKind::RateLimit => {
                 let params = rate_limit.unwrap_or_default();
                 params.validate()?;
+                if crate::bridge::enabled(&inner.config) {
+                    return Err(format!(
+                        "cannot rate-limit {device_id}: {} (Mosquitto has no per-client publish rate limit; EMQX has per-client message rate limits)",
+                        crate::bridge::NOT_ENFORCED
+                    ));
+                }
                 let now = Timestamp::now();
                 let until = now.saturating_add_ms(
                     i64::try_from(params.duration_s.saturating_mul(1000)).unwrap_or(i64::MAX),

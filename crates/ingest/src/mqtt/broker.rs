@@ -190,7 +190,7 @@ impl BrokerHandle {
     /// without owning the broker.
     pub fn publisher(&self) -> Publisher {
         Publisher {
-            shared: Arc::clone(&self.shared),
+            path: Path::Embedded(Arc::clone(&self.shared)),
         }
     }
 
@@ -330,30 +330,42 @@ impl BrokerHandle {
     }
 }
 
-/// Publishes from the platform to devices; see [`BrokerHandle::publisher`].
+/// Publishes from the platform to devices; see [`BrokerHandle::publisher`] and, in bridge
+/// mode, [`crate::bridge::BridgeHandle::publisher`].
 #[derive(Clone)]
 pub struct Publisher {
-    shared: Arc<Shared>,
+    path: Path,
+}
+
+#[derive(Clone)]
+enum Path {
+    Embedded(Arc<Shared>),
+    Bridge(crate::bridge::client::CommandPath),
 }
 
 impl Publisher {
+    pub(crate) fn bridge(path: crate::bridge::client::CommandPath) -> Publisher {
+        Publisher {
+            path: Path::Bridge(path),
+        }
+    }
+
     /// Delivers a message from the platform to every client subscribed to `topic` (exact
     /// match; devices can only subscribe to their own cmd topic). Returns how many sessions
-    /// it was queued for; full queues drop it (counted in `dropped`).
+    /// it was queued for; full queues drop it (counted in `dropped`). In bridge mode: 1 when
+    /// it was queued on a connected broker connection (the broker then routes it), else 0.
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: u8) -> usize {
         let payload = payload.into();
-        let clients: Vec<String> = self
-            .shared
-            .routes
-            .lock()
-            .get(topic)
-            .cloned()
-            .unwrap_or_default();
+        let shared = match &self.path {
+            Path::Embedded(shared) => shared,
+            Path::Bridge(bridge) => return bridge.publish(topic, payload, qos),
+        };
+        let clients: Vec<String> = shared.routes.lock().get(topic).cloned().unwrap_or_default();
         if clients.is_empty() {
             return 0;
         }
         let topic: Arc<str> = Arc::from(topic);
-        let sessions = self.shared.sessions.lock();
+        let sessions = shared.sessions.lock();
         let mut queued = 0;
         for client in clients {
             if let Some(entry) = sessions.get(&client) {
@@ -365,7 +377,7 @@ impl Publisher {
                 if entry.tx.try_send(msg).is_ok() {
                     queued += 1;
                 } else {
-                    self.shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

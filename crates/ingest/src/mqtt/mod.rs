@@ -60,4 +60,6 @@ pub enum MqttError {
     },
     #[error("tls: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Config(String),
 }

@@ -18,6 +18,8 @@ use model::{
 use parking_lot::Mutex;
 use tokio::process::Command;
 
+mod bridge;
+
 const SECRET: &str = "s3cret-for-tests";
 
 struct MemDirectory(Mutex<HashMap<String, Arc<Device>>>);
