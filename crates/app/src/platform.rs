@@ -545,6 +545,11 @@ impl Platform {
     }
 
     /// The consumer of the city's broker, when this process runs ingest in bridge mode.
+    /// The config this process runs.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     pub fn bridge(&self) -> Option<&ingest::bridge::BridgeHandle> {
         self.inner.bridge.as_ref()
     }

@@ -5,9 +5,22 @@ use anyhow::Context;
 pub async fn run(config: app::Config) -> anyhow::Result<()> {
     let platform = app::Platform::start(config).await?;
     let scheme = platform.http_scheme();
-    eprintln!("citysec is running");
-    eprintln!("  API:        {scheme}://{}/api/v1/", platform.http_addr());
-    eprintln!("  MQTT:       {}", platform.mqtt_addr());
+    let roles = &platform.config().roles;
+    eprintln!("citysec is running (roles: {roles:?})");
+    if platform.config().runs(app::config::Role::Api) {
+        eprintln!("  API:        {scheme}://{}/api/v1/", platform.http_addr());
+    } else {
+        eprintln!(
+            "  probes:     {scheme}://{}/healthz, /readyz, /metrics",
+            platform.http_addr()
+        );
+    }
+    if let Some(mqtt) = platform.try_mqtt_addr() {
+        eprintln!("  MQTT:       {mqtt}");
+    }
+    if let (Some(_), Some(bridge)) = (platform.bridge(), &platform.config().ingest.bridge) {
+        eprintln!("  MQTT bridge: {}", bridge.brokers.join(", "));
+    }
     if let Some(tls) = platform.mqtt_tls_addr() {
         eprintln!("  MQTT (TLS): {tls}");
     }

@@ -161,7 +161,12 @@ struct SimClock {
 
 impl SimClock {
     fn now_ms(&self) -> i64 {
-        let real = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.ms_at(Instant::now())
+    }
+
+    /// Simulated time at a real instant.
+    fn ms_at(&self, at: Instant) -> i64 {
+        let real = at.saturating_duration_since(self.start).as_secs_f64() * 1000.0;
         self.start_ms + (real * self.scale) as i64
     }
 }
@@ -700,12 +705,13 @@ async fn session(
                     sent = due - MAX_BACKLOG;
                 }
                 let batch = (due - sent).min(MAX_BATCH);
-                let batch_ms = shared.clock.now_ms();
                 let mut count = 0;
                 for i in 0..batch {
-                    // Each reading of a batch carries its own millisecond, so one device's
-                    // readings never share a timestamp.
-                    let sim_ms = (batch_ms - (batch - 1 - i) as i64).max(last_ms + 1);
+                    // Each reading carries the time it was due (a batch holds readings taken
+                    // one interval apart), and one device's readings never share a
+                    // millisecond.
+                    let due_at = origin + Duration::from_secs_f64((sent + i) as f64 * interval);
+                    let sim_ms = shared.clock.ms_at(due_at).max(last_ms + 1);
                     last_ms = sim_ms;
                     let ts = Timestamp::from_millis(sim_ms).to_rfc3339();
                     model.telemetry(device.id.as_str(), sim_ms, &ts, &mut payload);

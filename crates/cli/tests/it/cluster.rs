@@ -153,7 +153,11 @@ impl Cluster {
 
     async fn db(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
-            &format!("{} password={}", pg_conninfo(&self.db_url), self.db_password),
+            &format!(
+                "{} password={}",
+                pg_conninfo(&self.db_url),
+                self.db_password
+            ),
             tokio_postgres::NoTls,
         )
         .await
@@ -199,7 +203,8 @@ fn start_mosquitto(dir: &Path, population: &Population) -> (Proc, SocketAddr) {
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 0\n\
+             persistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n\
+             max_packet_size 262144\n\
              log_dest stderr\nlog_dest topic\nlog_type error\nlog_type warning\n\
              log_type notice\nlog_type information\nconnection_messages true\n",
             files.passwd.display(),
@@ -238,7 +243,12 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
     }
     let pg = TestPostgres::shared()?;
     let nats = TestNats::shared()?;
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("CITYSEC_KEEP_TEST_DIR").is_some() {
+        // Configs and every process's log stay for a look afterwards.
+        dir.disable_cleanup(true);
+        eprintln!("cluster directory: {}", dir.path().display());
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = runtime.block_on(pg.create_database());
     let password_file = dir.path().join("pg.password");
@@ -274,7 +284,8 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
         db_password: pg.password().to_owned(),
         population,
     };
-    cluster.start("api", "[\"api\"]", "");
+    let bridge = bridge_section(&cluster, "api");
+    cluster.start("api", "[\"api\"]", &bridge);
     let api_port = cluster.procs[0].1;
     cluster.api = format!("http://127.0.0.1:{api_port}");
     let token_file = cluster.dir.path().join("api/admin.token");
@@ -294,8 +305,9 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
     Some(cluster)
 }
 
-/// The `[ingest.bridge]` section of an ingest process: Mosquitto through a shared
-/// subscription, its log topic for the broker's security signals.
+/// The `[ingest.bridge]` section of process `name` (every process carries it, so response
+/// actions know the broker is not ours): Mosquitto through a shared subscription, and its
+/// log topic for the broker's security signals read by one ingest process.
 fn bridge_section(cluster: &Cluster, name: &str) -> String {
     let signals = if name == "ingest-1" {
         "mosquitto_log"
@@ -347,7 +359,8 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
         cluster.start(name, "[\"ingest\"]", &bridge);
     }
     for name in ["detect-1", "detect-2"] {
-        cluster.start(name, "[\"detect\"]", "");
+        let bridge = bridge_section(&cluster, name);
+        cluster.start(name, "[\"detect\"]", &bridge);
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stats = Arc::new(sim::SimStats::default());
@@ -390,20 +403,16 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
 
         // Alerts: the attacks were detected before and after the kill, each once.
         let alerts = db
-            .query(
-                "SELECT id, rule, ts, body FROM alerts ORDER BY ts",
-                &[],
-            )
+            .query("SELECT id, rule, ts, body FROM alerts ORDER BY ts", &[])
             .await
             .unwrap();
         let mut by_detection: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
         for row in &alerts {
-            let body: serde_json::Value = serde_json::from_str(row.get::<_, &str>(3)).unwrap();
-            let rule: String = row.get(1);
-            let key = body["key"].as_str().unwrap_or_default().to_owned();
-            let ts = body["ts"].as_i64().unwrap_or_default();
-            let last = body["last_ts"].as_i64().unwrap_or(ts);
-            by_detection.entry((rule, key)).or_default().push((ts, last));
+            let alert: model::Alert = serde_json::from_str(row.get::<_, &str>(3)).unwrap();
+            by_detection
+                .entry((alert.rule, alert.key))
+                .or_default()
+                .push((alert.ts.as_millis(), alert.last_ts.as_millis()));
         }
         for ((rule, key), mut spans) in by_detection.clone() {
             spans.sort();
@@ -432,7 +441,9 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
 
         // The audit chain is intact and holds no record twice.
         let pg = TestPostgres::shared().unwrap();
-        let store = store::PgStore::connect(&pg.config(&cluster.db)).await.unwrap();
+        let store = store::PgStore::connect(&pg.config(&cluster.db))
+            .await
+            .unwrap();
         use store::AuditStore;
         let audit = store.verify_audit().await.unwrap();
         assert!(audit.is_intact(), "{audit:?}");
@@ -458,7 +469,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -473,7 +489,8 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
     }
     let detectors: Vec<String> = (1..=workers).map(|i| format!("detect-{i}")).collect();
     for name in &detectors {
-        cluster.start(name, "[\"detect\"]", "");
+        let bridge = bridge_section(&cluster, name);
+        cluster.start(name, "[\"detect\"]", &bridge);
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cpu_before: Vec<(String, f64)> = cluster
@@ -498,7 +515,12 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
     let detected = |c: &Cluster| -> f64 {
         detectors
             .iter()
-            .map(|d| c.metrics(d).get("detect_events_total").copied().unwrap_or(0.0))
+            .map(|d| {
+                c.metrics(d)
+                    .get("detect_events_total")
+                    .copied()
+                    .unwrap_or(0.0)
+            })
             .sum()
     };
     let mut done = sim_done;
@@ -529,7 +551,14 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
             let pid = if name == "mosquitto" {
                 cluster.mosquitto.child.id()
             } else {
-                cluster.procs.iter().find(|(p, _)| &p.name == name).unwrap().0.child.id()
+                cluster
+                    .procs
+                    .iter()
+                    .find(|(p, _)| &p.name == name)
+                    .unwrap()
+                    .0
+                    .child
+                    .id()
             };
             format!("{name} {:.1}", cpu_seconds(pid) - before)
         })
