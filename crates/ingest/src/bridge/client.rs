@@ -60,6 +60,9 @@ struct Link {
     url: String,
     client: AsyncClient,
     up: AtomicBool,
+    /// Whether this connection reads the broker's log (`$SYS/broker/log/#`): exactly one
+    /// process per broker should, see [`BridgeHandle::set_log_reader`].
+    reads_log: AtomicBool,
 }
 
 /// Delivery to devices through the bridge connections (see [`Publisher`]).
@@ -128,17 +131,12 @@ impl Bridge {
         let mut links = Vec::new();
         let mut consumers = Vec::new();
         let mut pollers = Vec::new();
-        let mut filters: Vec<SubscribeFilter> = config
+        let filters: Vec<SubscribeFilter> = config
             .subscriptions()
             .into_iter()
             .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce))
             .collect();
-        if config.security_signals == SecuritySignals::MosquittoLog {
-            filters.push(SubscribeFilter::new(
-                MOSQUITTO_LOG_FILTER.to_owned(),
-                QoS::AtMostOnce,
-            ));
-        }
+        let reads_log = config.security_signals == SecuritySignals::MosquittoLog;
         for (i, url) in config.brokers.iter().enumerate() {
             let parsed = BrokerUrl::parse(url).map_err(MqttError::Config)?;
             let id = if i == 0 {
@@ -169,6 +167,7 @@ impl Bridge {
                 url: url.clone(),
                 client: client.clone(),
                 up: AtomicBool::new(false),
+                reads_log: AtomicBool::new(reads_log),
             });
             let (tx, rx) = mpsc::unbounded_channel();
             pollers.push(tokio::spawn(poll(
@@ -211,6 +210,30 @@ impl BridgeHandle {
     /// Whether every broker connection is up.
     pub fn connected(&self) -> bool {
         self.links.iter().all(|l| l.up.load(Ordering::Acquire))
+    }
+
+    /// The broker URLs, in config order (the indexes [`BridgeHandle::set_log_reader`] takes).
+    pub fn brokers(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.url.clone()).collect()
+    }
+
+    /// Starts or stops reading broker `index`'s log for security signals. Mosquitto does not
+    /// share `$SYS` topics in a group, so when several ingest processes could read one
+    /// broker's log, the platform gives the reading to one of them at a time (a lease) and
+    /// moves it when that one dies; a process starts reading only when told.
+    pub fn set_log_reader(&self, index: usize, read: bool) {
+        let Some(link) = self.links.get(index) else {
+            return;
+        };
+        if link.reads_log.swap(read, Ordering::AcqRel) != read {
+            tracing::info!(broker = %link.url, read, "mqtt bridge log reading changed");
+            if link.up.load(Ordering::Acquire)
+                && let Err(err) = log_subscription(link, read)
+            {
+                // Applied again at the next CONNACK.
+                tracing::warn!(broker = %link.url, error = %err, "mqtt bridge could not change its log subscription");
+            }
+        }
     }
 
     /// Delivery to devices through the bridge (the command gateway's path in bridge mode).
@@ -259,6 +282,16 @@ impl Drop for BridgeHandle {
     }
 }
 
+/// Subscribes to the broker's log topic, or unsubscribes from it.
+fn log_subscription(link: &Link, read: bool) -> Result<(), rumqttc::ClientError> {
+    if read {
+        link.client
+            .try_subscribe(MOSQUITTO_LOG_FILTER, QoS::AtMostOnce)
+    } else {
+        link.client.try_unsubscribe(MOSQUITTO_LOG_FILTER)
+    }
+}
+
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -299,6 +332,11 @@ async fn poll(
                 // Subscribing again is harmless with a present session and needed without.
                 if let Err(err) = link.client.try_subscribe_many(filters.clone()) {
                     tracing::warn!(broker = %link.url, error = %err, "mqtt bridge could not subscribe");
+                }
+                // The log subscription follows `reads_log`; a persistent session may still
+                // hold one from before a restart.
+                if let Err(err) = log_subscription(&link, link.reads_log.load(Ordering::Acquire)) {
+                    tracing::warn!(broker = %link.url, error = %err, "mqtt bridge could not change its log subscription");
                 }
                 set_up(true);
             }
