@@ -205,12 +205,29 @@ impl Platform {
             config.runs(Role::Detect),
             config.runs(Role::Api),
         );
+        // With NATS, detection workers own partitions (`app::partitions`); in process one
+        // worker reads everything.
+        let partitioned = matches!(config.bus, BusConfig::Nats(_));
         let mut detect_sub = None;
+        let mut detect_ownership = None;
         let mut writer_sub = None;
         let mut gateway_subs = None;
         let mut incidents_sub = None;
         if detecting {
-            detect_sub = Some(bus.subscribe("obs.*", "detect").await?);
+            if partitioned {
+                let member = crate::partitions::member_id();
+                tracing::info!(member = %member, "joining the detection workers");
+                detect_ownership = Some(
+                    bus.join(
+                        crate::partitions::DETECT_GROUP,
+                        &member,
+                        crate::partitions::shards(bus.partitions()),
+                    )
+                    .await?,
+                );
+            } else {
+                detect_sub = Some(bus.subscribe("obs.*", "detect").await?);
+            }
             writer_sub = Some(bus.subscribe("obs.*", "store").await?);
             gateway_subs = Some((
                 bus.subscribe("obs.state", "gateway").await?,
@@ -305,8 +322,8 @@ impl Platform {
             detect_status: detect_status.clone(),
         });
 
-        let detect_task = detect_sub.map(|sub| {
-            tokio::spawn(detect_worker(
+        let detect_task = match (detect_sub, detect_ownership) {
+            (Some(sub), _) => Some(tokio::spawn(detect_worker(
                 engine,
                 diagnostics,
                 detect_status,
@@ -315,8 +332,22 @@ impl Platform {
                 store.clone(),
                 bus.clone(),
                 counters.clone(),
-            ))
-        });
+            ))),
+            (None, Some(ownership)) => {
+                let worker = crate::partitions::Worker {
+                    config: config.clone(),
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    directory: inner.directory.clone(),
+                    counters: counters.clone(),
+                    status: detect_status,
+                    diagnostics,
+                };
+                drop(engine);
+                Some(tokio::spawn(worker.run(ownership, control_rx)))
+            }
+            (None, None) => None,
+        };
         let writer_task = writer_sub.map(|sub| {
             tokio::spawn(store_writer(
                 sub,
@@ -724,19 +755,7 @@ async fn detect_worker(
                 }
                 counters.detect_events.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            Some(change) = control.recv() => match change {
-                DetectControl::Device(id, meta) => engine.register_device(id, meta),
-                DetectControl::UpsertIndicators(indicators) => {
-                    for refused in engine.upsert_indicators(indicators) {
-                        tracing::warn!(indicator = %refused.id, error = %refused.message, "indicator refused");
-                    }
-                }
-                DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
-                DetectControl::Location(id, location) => engine.register_location(id, location),
-                DetectControl::Learn { rule, key } => engine.learn(&rule, &key),
-                DetectControl::Mute { rule, key, until } => engine.mute(&rule, &key, until),
-                DetectControl::Unsuppress { rule, key } => engine.unsuppress(&rule, &key),
-            },
+            Some(change) = control.recv() => apply_control(&mut engine, &change),
             _ = tick.tick() => {
                 engine.tick(Timestamp::now());
                 *status.write() = crate::detect::status_of(&engine, &diagnostics);
@@ -751,7 +770,26 @@ async fn detect_worker(
     }
 }
 
-async fn flush_alerts(
+/// Applies one control change to an engine.
+pub(crate) fn apply_control(engine: &mut Engine, change: &DetectControl) {
+    match change {
+        DetectControl::Device(id, meta) => engine.register_device(id.clone(), meta.clone()),
+        DetectControl::UpsertIndicators(indicators) => {
+            for refused in engine.upsert_indicators(indicators.clone()) {
+                tracing::warn!(indicator = %refused.id, error = %refused.message, "indicator refused");
+            }
+        }
+        DetectControl::RemoveIndicators(ids) => engine.remove_indicators(ids),
+        DetectControl::Location(id, location) => {
+            engine.register_location(id.clone(), location.clone())
+        }
+        DetectControl::Learn { rule, key } => engine.learn(rule, key),
+        DetectControl::Mute { rule, key, until } => engine.mute(rule, key, *until),
+        DetectControl::Unsuppress { rule, key } => engine.unsuppress(rule, key),
+    }
+}
+
+pub(crate) async fn flush_alerts(
     alerts: &mut Vec<model::Alert>,
     store: &dyn Store,
     bus: &dyn Bus,

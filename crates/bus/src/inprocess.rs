@@ -203,7 +203,9 @@ impl Bus for InProcessBus {
         partition: Option<u32>,
     ) -> Result<Box<dyn Subscription>> {
         if partition.is_some_and(|p| p != 0) || (partition.is_some() && pattern.ends_with('>')) {
-            return Err(Error::InvalidPattern(format!("{pattern} in partition {partition:?}")));
+            return Err(Error::InvalidPattern(format!(
+                "{pattern} in partition {partition:?}"
+            )));
         }
         self.subscribe(pattern, group).await
     }

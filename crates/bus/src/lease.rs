@@ -47,7 +47,11 @@ fn key_safe(text: &str) -> String {
 }
 
 /// Opens (or creates) the lease bucket of a stream.
-pub(crate) async fn bucket(js: &jetstream::Context, stream: &str, lease: Duration) -> Result<kv::Store> {
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    stream: &str,
+    lease: Duration,
+) -> Result<kv::Store> {
     let name = format!("{stream}_leases");
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
@@ -323,7 +327,9 @@ pub(crate) async fn join(
     lease: Duration,
     closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Box<dyn Ownership>> {
-    if group.is_empty() || group.contains(|c: char| !matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_')) {
+    if group.is_empty()
+        || group.contains(|c: char| !matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_'))
+    {
         return Err(Error::InvalidPattern(group.to_owned()));
     }
     let (tx, rx) = watch::channel((0, BTreeSet::new()));

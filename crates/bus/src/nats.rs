@@ -421,10 +421,7 @@ impl Bus for NatsBus {
         let mut listing = stream.consumer_names();
         while let Some(name) = listing.next().await {
             let name = name.map_err(unavailable)?;
-            if let Some(generation) = name
-                .strip_prefix(&base)
-                .and_then(|g| g.parse::<u64>().ok())
-            {
+            if let Some(generation) = name.strip_prefix(&base).and_then(|g| g.parse::<u64>().ok()) {
                 names.push((generation, name));
             }
         }

@@ -542,12 +542,14 @@ mod nats {
                     let (name, p, _) = rx.recv().await.unwrap();
                     owner.insert(p, name);
                     let doomed_share = owner.values().filter(|n| **n == "doomed").count();
-                    if owner.len() == partitions as usize
-                        && doomed_share == partitions as usize / 2
+                    if owner.len() == partitions as usize && doomed_share == partitions as usize / 2
                     {
                         break;
                     }
-                    assert!(tokio::time::Instant::now() < settled, "never balanced: {owner:?}");
+                    assert!(
+                        tokio::time::Instant::now() < settled,
+                        "never balanced: {owner:?}"
+                    );
                 }
                 let lost: BTreeSet<u32> = owner
                     .iter()

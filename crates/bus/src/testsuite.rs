@@ -377,7 +377,9 @@ pub async fn a_dead_members_shards_are_taken_over<B: Bus>(bus: Arc<B>) {
     let shards = 6;
     let mut members = vec![
         bus.join("own", "alive", shard_names(shards)).await.unwrap(),
-        bus.join("own", "doomed", shard_names(shards)).await.unwrap(),
+        bus.join("own", "doomed", shard_names(shards))
+            .await
+            .unwrap(),
     ];
     settle(&mut members, shards).await;
     // Dropped without leaving: no more renewals, nothing released.
@@ -392,7 +394,9 @@ pub async fn a_graceful_leave_hands_over<B: Bus>(bus: Arc<B>) {
     let shards = 6;
     let mut members = vec![
         bus.join("own", "stays", shard_names(shards)).await.unwrap(),
-        bus.join("own", "leaves", shard_names(shards)).await.unwrap(),
+        bus.join("own", "leaves", shard_names(shards))
+            .await
+            .unwrap(),
     ];
     settle(&mut members, shards).await;
     members.pop().unwrap().leave().await;
@@ -405,7 +409,8 @@ pub async fn partition_subscriptions_see_their_partition<B: Bus>(bus: Arc<B>) {
     let partitions = bus.partitions();
     assert!(partitions >= 1);
     assert!(matches!(
-        bus.subscribe_partition("obs.telemetry", "pp", Some(partitions)).await,
+        bus.subscribe_partition("obs.telemetry", "pp", Some(partitions))
+            .await,
         Err(Error::InvalidPattern(_))
     ));
     assert!(matches!(
@@ -421,7 +426,9 @@ pub async fn partition_subscriptions_see_their_partition<B: Bus>(bus: Arc<B>) {
         consumers.push(tokio::spawn(drain(sub)));
     }
     let whole = tokio::spawn(drain(
-        bus.subscribe_partition("obs.*", "whole", None).await.unwrap(),
+        bus.subscribe_partition("obs.*", "whole", None)
+            .await
+            .unwrap(),
     ));
     let devices: Vec<String> = (0..40).map(|i| format!("dev-{i}")).collect();
     bus.publish(

@@ -1455,13 +1455,23 @@ fn scopes_split_detection_without_changing_it() {
         events.push(device_event(
             Timestamp::from_millis(start + i as i64 * 100),
             id,
-            security(SecurityEventKind::AuthFailure, Some(id), id, "203.0.113.9:5000"),
+            security(
+                SecurityEventKind::AuthFailure,
+                Some(id),
+                id,
+                "203.0.113.9:5000",
+            ),
         ));
         let target = devices[30].0.as_str();
         events.push(device_event(
             Timestamp::from_millis(start + i as i64 * 100 + 50),
             target,
-            security(SecurityEventKind::AuthFailure, Some(target), target, "198.51.100.7:6000"),
+            security(
+                SecurityEventKind::AuthFailure,
+                Some(target),
+                target,
+                "198.51.100.7:6000",
+            ),
         ));
     }
     let mut all = Vec::new();
@@ -1482,7 +1492,11 @@ fn scopes_split_detection_without_changing_it() {
     for e in &events {
         shared.process(e, &mut shared_alerts);
     }
-    assert!(shared_alerts.iter().all(|a| shared.is_cross_device(&a.rule)));
+    assert!(
+        shared_alerts
+            .iter()
+            .all(|a| shared.is_cross_device(&a.rule))
+    );
     split.extend(shared_alerts);
     for p in 0..4 {
         let (mut local, _) = build(cfg);
