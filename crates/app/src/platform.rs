@@ -213,6 +213,7 @@ impl Platform {
         let mut writer_sub = None;
         let mut gateway_subs = None;
         let mut incidents_sub = None;
+        let mut incidents_ownership = None;
         if detecting {
             if partitioned {
                 let member = crate::partitions::member_id();
@@ -233,7 +234,18 @@ impl Platform {
                 bus.subscribe("obs.state", "gateway").await?,
                 bus.subscribe("alerts", "gateway").await?,
             ));
-            incidents_sub = Some(bus.subscribe("alerts", "incidents").await?);
+            if partitioned {
+                incidents_ownership = Some(
+                    bus.join(
+                        crate::incidents::INCIDENTS_GROUP,
+                        &crate::partitions::member_id(),
+                        vec![crate::incidents::INCIDENTS_SHARD.to_owned()],
+                    )
+                    .await?,
+                );
+            } else {
+                incidents_sub = Some(bus.subscribe("alerts", "incidents").await?);
+            }
         }
         let readiness_sub = if api_role {
             Some(bus.subscribe("obs.*", "readiness").await?)
@@ -400,7 +412,13 @@ impl Platform {
             .context("failed to start the incident service")?
             .share_to(&config.taxii),
         );
-        let incident_task = incidents_sub.map(|sub| tokio::spawn(incidents.clone().run(sub)));
+        let incident_task = match (incidents_sub, incidents_ownership) {
+            (Some(sub), _) => Some(tokio::spawn(incidents.clone().run(sub))),
+            (None, Some(ownership)) => Some(tokio::spawn(
+                incidents.clone().run_singleton(bus.clone(), ownership),
+            )),
+            (None, None) => None,
+        };
         let mut background = Vec::new();
         if let Some((states, alerts)) = gateway_subs {
             background.push(tokio::spawn(crate::gateway::run(
@@ -780,9 +798,7 @@ pub(crate) fn apply_control(engine: &mut Engine, change: &DetectControl) {
             }
         }
         DetectControl::RemoveIndicators(ids) => engine.remove_indicators(ids),
-        DetectControl::Location(id, location) => {
-            engine.register_location(id.clone(), location.clone())
-        }
+        DetectControl::Location(id, location) => engine.register_location(id.clone(), *location),
         DetectControl::Learn { rule, key } => engine.learn(rule, key),
         DetectControl::Mute { rule, key, until } => engine.mute(rule, key, *until),
         DetectControl::Unsuppress { rule, key } => engine.unsuppress(rule, key),

@@ -382,6 +382,7 @@ fn the_nats_bus_is_configured_and_checked() {
         ("[bus]\ntype = 'nats'\npartitions = 0", "bus.partitions"),
         ("[bus]\ntype = 'nats'\nstream = 'a.b'", "bus.stream"),
         ("[bus]\ntype = 'nats'\nack_wait_ms = 1", "bus.ack_wait_ms"),
+        ("[bus]\ntype = 'nats'\nlease_ms = 10", "bus.lease_ms"),
         ("[bus]\ntype = 'nats'\nsurprise = 1", "unknown field"),
     ] {
         let text = format!("version = 1\ndata_dir = 'x'\n{text}");

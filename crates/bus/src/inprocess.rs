@@ -27,11 +27,14 @@ struct Inner {
     groups: Mutex<BTreeMap<String, OwnershipGroup>>,
 }
 
+/// Where a member's share is announced (`None` once the bus is closed).
+type ShareSender = watch::Sender<Option<BTreeSet<String>>>;
+
 /// An ownership group's members in the order they joined.
 #[derive(Default)]
 struct OwnershipGroup {
     shards: Vec<String>,
-    members: Vec<(u64, String, watch::Sender<Option<BTreeSet<String>>>)>,
+    members: Vec<(u64, String, ShareSender)>,
     next: u64,
 }
 

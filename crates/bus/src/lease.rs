@@ -10,12 +10,15 @@
 //! **Why two members never own one shard at once.** A member notes the instant `t` just
 //! before it sends a `create` or `update`; the server writes the entry at some instant
 //! `>= t`, so the entry cannot expire, and nobody else can `create` it, before `t + lease`.
-//! The member counts the shard as its own only until `t + lease - margin` (margin two fifths
-//! of the lease) and reports the loss by then: the margin is what the member has to stop
-//! processing after it sees the loss, and covers clock-rate differences between member and
-//! server (monotonic clocks, seconds apart, so drift is negligible). An update that answers
-//! late is not trusted beyond its `t`. Each call to the server is bounded by a tick, so a
-//! member cut off from NATS reports its loss in time even when its calls hang.
+//! The member counts the shard as its own only until `t + lease - margin` (margin two
+//! fifths of the lease; renewals every tick, a fifth, so two renewals may fail in a row
+//! without a loss). Every call to the server is bounded by a tick and the member checks its
+//! leases before each call, so even a member whose calls hang reports the loss by
+//! `t + lease - margin + tick = t + 4/5 lease`: a fifth of the lease before anyone else can
+//! take the shard, which is the time its consumer has to stop processing it. An update that
+//! answers late is not trusted beyond its `t`. The argument needs only that the member's and
+//! the server's clocks run at the same rate over a few seconds (monotonic clocks; expiry on
+//! the server may come late, never early).
 //!
 //! Balance: every tick a member counts the live member entries `m` and aims at
 //! `ceil(shards / m)`; above it, it gives up the surplus (reported at once, deleted when its
@@ -177,11 +180,8 @@ impl Task {
                         h.revision = revision;
                         h.until = sent + self.lease - margin;
                     }
-                    None if Instant::now() >= h.until => {
-                        tracing::warn!(shard, group = %self.group, "lease lapsed; shard lost");
-                        self.held.remove(&shard);
-                    }
-                    None => {}
+                    // Refused (someone else's revision) or unanswered: ours until `until`.
+                    None => self.expire_now(),
                 }
             }
         }
