@@ -12,9 +12,12 @@
 //! Taking a shard over: subscribe first (`Bus::subscribe_partition` takes over the old
 //! owner's consumer, so what it had not acknowledged comes at once), then rebuild the
 //! engine by replaying the shard's stored events of the last `rebuild_window` in time
-//! order. Alerts the replay raises have the ids the dead owner's engine gave them; each is
-//! stored and published only if the store does not already hold it with at least that
-//! count (the dead owner may not have flushed it; the store never lowers a count). Events
+//! order, then adopt the shard's stored alerts still within the merge window as the
+//! engine's open alerts (`Engine::adopt_open_alerts`), so repeats after the move merge into
+//! the alert the dead owner raised. Alerts the replay raises have the ids the dead owner's
+//! engine gave them; each is stored and published only if the store does not already hold
+//! it with at least that count (the dead owner may not have flushed it; the store never
+//! lowers a count), and not at all if an adopted alert covers its rule and key. Events
 //! redelivered after the takeover that the replay already counted are skipped by their
 //! digest (SHA-256 of the event's JSON). Losing a shard drops its engine.
 //!
@@ -319,11 +322,50 @@ impl Worker {
                 }
             }
         }
+        // Alerts the dead owner raised that are still open (within the merge window) become
+        // the new engines' open alerts, so repeats after the move merge into them rather
+        // than opening a second alert from the shorter history the replay saw.
+        let now = Timestamp::now();
+        let merge = self.config.detect.merge_window_ms();
+        let stored = self
+            .store
+            .list_alerts(&store::AlertQuery {
+                since: Some(Timestamp::from_millis(now.as_millis() - 24 * 3_600_000)),
+                limit: 50_000,
+                ..store::AlertQuery::default()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "failed to read open alerts to rebuild detection state");
+                Vec::new()
+            });
+        let mut displaced: HashSet<String> = HashSet::new();
+        for (name, slot) in fresh.iter_mut() {
+            let mine: Vec<Alert> = stored
+                .iter()
+                .filter(|a| now.as_millis() - a.last_ts.as_millis() <= merge)
+                .filter(|a| {
+                    let shared = slot.engine.is_cross_device(&a.rule);
+                    if name == GLOBAL_SHARD {
+                        shared
+                    } else {
+                        let device = a.device_id.as_ref().map_or("", |d| d.as_str());
+                        !shared && bus::partition_of(device, partitions).to_string() == *name
+                    }
+                })
+                .cloned()
+                .collect();
+            for id in slot.engine.adopt_open_alerts(mine, now) {
+                displaced.insert(id.0);
+            }
+        }
         // The latest version of each alert, stored and announced only when it adds to what
         // the store holds.
         let mut latest: BTreeMap<String, Alert> = BTreeMap::new();
         for alert in alerts {
-            latest.insert(alert.id.0.clone(), alert);
+            if !displaced.contains(&alert.id.0) {
+                latest.insert(alert.id.0.clone(), alert);
+            }
         }
         let mut news = Vec::new();
         for alert in latest.into_values() {

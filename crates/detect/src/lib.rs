@@ -312,6 +312,44 @@ impl Engine {
         }
     }
 
+    /// Takes over alerts another engine raised and may still merge repeats into (a
+    /// detection worker that died, whose partition this engine now runs): each becomes the
+    /// open alert of its rule and key unless this engine already holds one with the same id
+    /// and at least its count. Returns the ids of open alerts it displaced, which this
+    /// engine raised for a rule and key the adopted alert already covers (raised again from
+    /// a shorter history); they should not be stored. Alerts of unknown rules, or already
+    /// past the merge window at `now`, are ignored.
+    pub fn adopt_open_alerts(&mut self, alerts: Vec<Alert>, now: Timestamp) -> Vec<AlertId> {
+        let merge = self.config.merge_window_ms();
+        let mut displaced = Vec::new();
+        for alert in alerts {
+            if now.as_millis() - alert.last_ts.as_millis() > merge {
+                continue;
+            }
+            let rule = BUILTIN_RULES
+                .iter()
+                .copied()
+                .find(|r| *r == alert.rule)
+                .or_else(|| self.auth.threshold_id(&alert.rule));
+            let Some(rule) = rule else { continue };
+            let slot = (rule, alert.key.clone());
+            match self.open.get(&slot) {
+                Some(open) if open.id == alert.id && open.count >= alert.count => {}
+                Some(open) if open.id != alert.id && open.ts < alert.ts => {}
+                Some(open) => {
+                    if open.id != alert.id {
+                        displaced.push(open.id.clone());
+                    }
+                    self.open.insert(slot, alert);
+                }
+                None => {
+                    self.open.insert(slot, alert);
+                }
+            }
+        }
+        displaced
+    }
+
     /// Problems found in the rules and the zone plan (each skipped; the rest work).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics

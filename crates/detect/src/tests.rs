@@ -1510,3 +1510,57 @@ fn scopes_split_detection_without_changing_it() {
     }
     assert_eq!(latest(split), all);
 }
+
+/// An engine that takes a device over from another (a detection worker died) adopts the
+/// other's open alerts: the condition seen again after the move, from a history too short
+/// to contain the first alert's events, merges into that alert instead of opening another.
+#[test]
+fn adopted_open_alerts_take_the_repeats_after_a_move() {
+    let failure = |ts: i64| {
+        device_event(
+            Timestamp::from_millis(ts),
+            "pump-7",
+            security(
+                SecurityEventKind::AuthFailure,
+                Some("pump-7"),
+                "pump-7",
+                "203.0.113.9:5000",
+            ),
+        )
+    };
+    let mut before = Engine::new(DetectConfig::default());
+    let mut raised = Vec::new();
+    for i in 0..12 {
+        before.process(&failure(1_000 + i * 100), &mut raised);
+    }
+    let first = raised
+        .iter()
+        .rfind(|a| a.rule == "auth.brute_force.device")
+        .cloned()
+        .expect("brute force before the move");
+    assert_eq!(first.count, 3);
+
+    // Five minutes later, in another engine that saw none of it.
+    let mut after = Engine::new(DetectConfig::default());
+    let now = Timestamp::from_millis(300_000);
+    assert!(after.adopt_open_alerts(vec![first.clone()], now).is_empty());
+    let mut again = Vec::new();
+    for i in 0..10 {
+        after.process(&failure(300_000 + i * 100), &mut again);
+    }
+    let repeat = again
+        .iter()
+        .rfind(|a| a.rule == "auth.brute_force.device")
+        .expect("the condition holds again");
+    assert_eq!(repeat.id, first.id, "one alert across the move");
+    assert_eq!(repeat.count, 4);
+
+    // Past the merge window an adopted alert is ignored.
+    let mut late = Engine::new(DetectConfig::default());
+    late.adopt_open_alerts(vec![first.clone()], Timestamp::from_millis(10_000_000));
+    let mut fresh = Vec::new();
+    for i in 0..10 {
+        late.process(&failure(10_000_000 + i * 100), &mut fresh);
+    }
+    assert_ne!(fresh.last().map(|a| &a.id), Some(&first.id));
+}
