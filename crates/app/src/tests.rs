@@ -535,6 +535,7 @@ async fn a_partition_moves_to_the_surviving_detection_worker_with_its_state() {
     .await;
     let (owner, survivor) = if processed(&a) > a0 { (a, b) } else { (b, a) };
     // Six more, below the threshold of ten; the owner processes them and the store holds them.
+    let before = processed(&owner);
     ingest
         .publish(
             (1..7)
@@ -543,7 +544,6 @@ async fn a_partition_moves_to_the_surviving_detection_worker_with_its_state() {
         )
         .await
         .unwrap();
-    let before = processed(&owner);
     eventually("stored and processed", async || {
         store.stats().await.unwrap().events >= spread.len() as u64 + 7
             && processed(&owner) >= before + 6
