@@ -81,6 +81,8 @@ fn digest(event: &Event) -> [u8; 32] {
 /// One owned shard.
 struct Slot {
     engine: Engine,
+    /// Tells this slot's deliveries from those of an earlier reader of the same shard.
+    generation: u64,
     /// Digests of the events the rebuild replayed, until `forget_replay_at`.
     replayed: HashSet<[u8; 32]>,
     forget_replay_at: Instant,
@@ -96,8 +98,9 @@ impl Drop for Reader {
     }
 }
 
-/// A batch from a shard; `done` lets the reader ask for (and so acknowledge) the next.
-type Delivery = (String, Vec<Arc<Message>>, oneshot::Sender<()>);
+/// A batch from a shard (and the slot generation that read it); `done` lets the reader ask
+/// for (and so acknowledge) the next.
+type Delivery = ((String, u64), Vec<Arc<Message>>, oneshot::Sender<()>);
 
 /// What the worker needs besides the bus.
 pub(crate) struct Worker {
@@ -123,13 +126,13 @@ impl Worker {
         let mut indicators: BTreeMap<String, detect::Indicator> = BTreeMap::new();
         let mut alerts = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let owned = ownership.owned();
+        let mut owned = ownership.owned();
         self.apply(&owned, &mut slots, &indicators, &tx).await;
         loop {
             tokio::select! {
                 delivery = rx.recv() => {
-                    let Some((shard, batch, done)) = delivery else { break };
-                    if let Some(slot) = slots.get_mut(&shard) {
+                    let Some(((shard, generation), batch, done)) = delivery else { break };
+                    if let Some(slot) = slots.get_mut(&shard).filter(|s| s.generation == generation) {
                         for message in &batch {
                             if let Message::Event(event) = message.as_ref() {
                                 if !slot.replayed.is_empty() && slot.replayed.contains(&digest(event)) {
@@ -150,7 +153,8 @@ impl Worker {
                     let _ = done.send(());
                 }
                 changed = ownership.changed() => {
-                    let Some(owned) = changed else { break };
+                    let Some(now_owned) = changed else { break };
+                    owned = now_owned;
                     self.apply(&owned, &mut slots, &indicators, &tx).await;
                 }
                 Some(change) = control.recv() => {
@@ -179,6 +183,10 @@ impl Worker {
                     }
                     if let Some(slot) = slots.values().next() {
                         *self.status.write() = crate::detect::status_of(&slot.engine, &self.diagnostics);
+                    }
+                    // A shard owned without an engine (its takeover failed): try again.
+                    if owned.iter().any(|s| !slots.contains_key(s)) {
+                        self.apply(&owned, &mut slots, &indicators, &tx).await;
                     }
                 }
             }
@@ -211,8 +219,8 @@ impl Worker {
                 Ok(slot) => {
                     fresh.insert(shard.clone(), slot);
                 }
-                // The shard stays owned without an engine until the next change; its
-                // messages wait in the bus.
+                // The shard stays owned without an engine until the next tick tries again;
+                // its messages wait in the bus.
                 Err(e) => {
                     tracing::error!(shard = %shard, error = %e, "failed to take a detection shard over")
                 }
@@ -256,11 +264,18 @@ impl Worker {
                 engine.register_location(device.id.clone(), location);
             }
         }
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
             engine,
+            generation,
             replayed: HashSet::new(),
             forget_replay_at: Instant::now() + REPLAY_MEMORY,
-            _reader: Reader(tokio::spawn(read(shard.to_owned(), sub, tx.clone()))),
+            _reader: Reader(tokio::spawn(read(
+                (shard.to_owned(), generation),
+                sub,
+                tx.clone(),
+            ))),
         })
     }
 
@@ -393,7 +408,7 @@ impl Worker {
 
 /// Forwards a shard's batches to the worker; asks for the next (acknowledging this one)
 /// only once the worker has processed it.
-async fn read(shard: String, mut sub: Box<dyn Subscription>, tx: mpsc::Sender<Delivery>) {
+async fn read(shard: (String, u64), mut sub: Box<dyn Subscription>, tx: mpsc::Sender<Delivery>) {
     while let Some(batch) = sub.next_batch(4096).await {
         let (done, processed) = oneshot::channel();
         if tx.send((shard.clone(), batch, done)).await.is_err() {
