@@ -105,6 +105,41 @@ struct Task {
     tx: watch::Sender<(u64, BTreeSet<String>)>,
     confirmed: watch::Receiver<u64>,
     version: u64,
+    /// The bucket's keys as last listed.
+    keys: watch::Receiver<Option<BTreeSet<String>>>,
+    _lister: Lister,
+}
+
+/// The task listing the bucket's keys; aborted with the member's task.
+struct Lister(tokio::task::JoinHandle<()>);
+
+impl Drop for Lister {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lists the bucket's keys every `tick` (each listing bounded by `lease`) into `tx`.
+async fn list(
+    kv: kv::Store,
+    tick: Duration,
+    lease: Duration,
+    tx: watch::Sender<Option<BTreeSet<String>>>,
+) {
+    loop {
+        let listing = async {
+            let keys = kv.keys().await?;
+            Ok::<_, kv::HistoryError>(
+                keys.filter_map(|k| async { k.ok() })
+                    .collect::<BTreeSet<String>>()
+                    .await,
+            )
+        };
+        if let Ok(Ok(keys)) = tokio::time::timeout(lease, listing).await {
+            tx.send_replace(Some(keys));
+        }
+        tokio::time::sleep(tick).await;
+    }
 }
 
 impl Task {
@@ -161,28 +196,34 @@ impl Task {
         let _ = self
             .bounded(self.kv.put(&self.member_key, self.member.clone().into()))
             .await;
-        // Renew.
-        let shards: Vec<String> = self.held.keys().cloned().collect();
-        for shard in shards {
-            self.expire_now();
-            let Some(revision) = self.held.get(&shard).map(|h| h.revision) else {
-                continue;
-            };
-            let key = self.shard_key(&shard);
-            let sent = Instant::now();
-            let renewed = self
-                .bounded(self.kv.update(&key, self.member.clone().into(), revision))
-                .await;
-            let margin = self.margin();
-            if let Some(h) = self.held.get_mut(&shard) {
-                match renewed {
-                    Some(revision) => {
-                        h.revision = revision;
-                        h.until = sent + self.lease - margin;
-                    }
-                    // Refused (someone else's revision) or unanswered: ours until `until`.
-                    None => self.expire_now(),
-                }
+        // Renew every held shard at once (one round trip, however many shards), each call
+        // bounded by a tick.
+        self.expire_now();
+        let sent = Instant::now();
+        let renewals: Vec<(String, u64)> = self
+            .held
+            .iter()
+            .map(|(s, h)| (s.clone(), h.revision))
+            .collect();
+        let results = futures_util::future::join_all(renewals.iter().map(|(shard, revision)| {
+            let key = self.shard_key(shard);
+            let kv = self.kv.clone();
+            let member = self.member.clone();
+            let tick = self.tick;
+            async move {
+                tokio::time::timeout(tick, kv.update(&key, member.into(), *revision))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
+        }))
+        .await;
+        let margin = self.margin();
+        for ((shard, _), renewed) in renewals.iter().zip(results) {
+            // Refused (someone else's revision) or unanswered: ours until `until`.
+            if let (Some(h), Some(revision)) = (self.held.get_mut(shard), renewed) {
+                h.revision = revision;
+                h.until = sent + self.lease - margin;
             }
         }
         self.expire_now();
@@ -206,15 +247,9 @@ impl Task {
     }
 
     async fn balance(&mut self) {
-        let listing = async {
-            let keys = self.kv.keys().await?;
-            Ok::<_, kv::HistoryError>(
-                keys.filter_map(|k| async { k.ok() })
-                    .collect::<BTreeSet<String>>()
-                    .await,
-            )
-        };
-        let Some(keys) = self.bounded(listing).await else {
+        // The latest listing of the bucket (taken by `list`, beside this task, since a
+        // listing is an ordered consumer and may take longer than a tick under load).
+        let Some(keys) = self.keys.borrow().clone() else {
             return;
         };
         let members_prefix = format!("{}.members.", self.group);
@@ -334,6 +369,32 @@ pub(crate) async fn join(
     }
     let (tx, rx) = watch::channel((0, BTreeSet::new()));
     let (confirm, confirmed) = watch::channel(0);
+    let tick = (lease / 5).max(Duration::from_millis(10));
+    let (keys_tx, mut keys) = watch::channel(None);
+    let lister = Lister(tokio::spawn(list(kv.clone(), tick, lease, keys_tx)));
+    // The member entry first, so the others count this member from their next listing.
+    kv.put(
+        format!("{group}.members.{}", key_safe(member)),
+        member.to_owned().into(),
+    )
+    .await
+    .map_err(|e| Error::Unavailable(format!("failed to join {group}: {e}")))?;
+    // The first share needs a listing that includes this member.
+    let _ = tokio::time::timeout(lease, async {
+        loop {
+            if keys.changed().await.is_err() {
+                return;
+            }
+            let ok = keys
+                .borrow()
+                .as_ref()
+                .is_some_and(|k| k.contains(&format!("{group}.members.{}", key_safe(member))));
+            if ok {
+                return;
+            }
+        }
+    })
+    .await;
     let mut task = Task {
         kv,
         group: group.to_owned(),
@@ -341,17 +402,14 @@ pub(crate) async fn join(
         member_key: format!("{group}.members.{}", key_safe(member)),
         shards,
         lease,
-        tick: (lease / 5).max(Duration::from_millis(10)),
+        tick,
         held: BTreeMap::new(),
         tx,
         confirmed,
         version: 0,
+        keys,
+        _lister: lister,
     };
-    // The member entry first, so the others count this member from their next round.
-    task.kv
-        .put(&task.member_key, member.to_owned().into())
-        .await
-        .map_err(|e| Error::Unavailable(format!("failed to join {group}: {e}")))?;
     task.round().await;
     let (leave_tx, mut leave_rx) = tokio::sync::oneshot::channel::<()>();
     let closed_flag = closed.clone();
