@@ -20,13 +20,15 @@
 //! the server's clocks run at the same rate over a few seconds (monotonic clocks; expiry on
 //! the server may come late, never early).
 //!
-//! Balance: every tick a member counts the live member entries `m` and aims at
+//! Balance: every tick a member renews all its shards at once, then counts the live member
+//! entries `m` in the latest listing of the bucket (a task of its own lists it every tick:
+//! a listing is an ordered consumer and can take longer than a tick under load) and aims at
 //! `ceil(shards / m)`; above it, it gives up the surplus (reported at once, deleted when its
 //! consumer confirms by asking for the next change), below it, it creates free shards
 //! (trying them from an offset that depends on its id, so members do not all race for the
 //! same one). A dead member's shards are free once their entries expire, so a partition
-//! moves at most `lease + tick` after its owner's last renewal (plus the new owner's
-//! takeover of the consumer, see `subscribe_partition`).
+//! moves about `lease + tick + a listing` after its owner's last renewal (plus the new
+//! owner's takeover of the consumer, see `subscribe_partition`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
