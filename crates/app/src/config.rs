@@ -124,7 +124,7 @@ pub enum BusConfig {
     },
     /// NATS JetStream, shared by every citysec process of a scale-out deployment
     /// (`url`, `stream`, `subject_prefix`, `partitions`, `max_bytes`, `ack_wait_ms`,
-    /// `publish_timeout_ms`; see `bus::NatsConfig`).
+    /// `publish_timeout_ms`, `lease_ms`; see `bus::NatsConfig`).
     Nats(bus::NatsConfig),
 }
 
@@ -416,6 +416,9 @@ impl Config {
                     bail!(
                         "bus.ack_wait_ms must be at least 100 and bus.max_bytes at least 1048576"
                     );
+                }
+                if nats.lease_ms < 500 {
+                    bail!("bus.lease_ms must be at least 500");
                 }
             }
         }

@@ -24,6 +24,8 @@ use crate::response::{AuditEntry, Auditor, Executor};
 /// The running service; API changes and the alert stream take turns on one lock.
 pub struct IncidentService {
     correlator: Mutex<Correlator>,
+    /// What the correlator was built from, to rebuild it from the store on a takeover.
+    setup: (incident::CorrelatorConfig, Vec<incident::Playbook>),
     store: Arc<dyn store::Store>,
     executor: Executor,
     auditor: Arc<dyn Auditor>,
@@ -34,6 +36,26 @@ pub struct IncidentService {
     published: std::sync::Mutex<HashMap<IncidentId, Instant>>,
     /// Confirmed incidents whose repeats were not published yet (the next flush does).
     unpublished: std::sync::Mutex<std::collections::HashSet<IncidentId>>,
+}
+
+/// The ownership group and consumer group of incident correlation.
+pub const INCIDENTS_GROUP: &str = "incidents";
+/// Its one shard.
+pub const INCIDENTS_SHARD: &str = "all";
+
+/// A correlator holding the store's open incidents, numbering on from the last.
+async fn load_correlator(
+    config: incident::CorrelatorConfig,
+    playbooks: Vec<incident::Playbook>,
+    store: &dyn store::Store,
+) -> anyhow::Result<Correlator> {
+    let max_open = config.max_open;
+    let next = store.max_incident_seq().await? + 1;
+    let mut correlator = Correlator::new(config, playbooks, next);
+    for incident in store.open_incidents(max_open).await? {
+        correlator.track(incident);
+    }
+    Ok(correlator)
 }
 
 /// Repeats of alerts an incident already holds republish it at most this often.
@@ -60,12 +82,8 @@ impl IncidentService {
         auditor: Arc<dyn Auditor>,
         forwarder: Arc<Forwarder>,
     ) -> anyhow::Result<IncidentService> {
-        let max_open = config.max_open;
-        let next = store.max_incident_seq().await? + 1;
-        let mut correlator = Correlator::new(config, playbooks, next);
-        for incident in store.open_incidents(max_open).await? {
-            correlator.track(incident);
-        }
+        let setup = (config.clone(), playbooks.clone());
+        let correlator = load_correlator(config, playbooks, store.as_ref()).await?;
         tracing::info!(
             open = correlator.stats().open,
             playbooks = correlator.playbooks().len(),
@@ -73,6 +91,7 @@ impl IncidentService {
         );
         Ok(IncidentService {
             correlator: Mutex::new(correlator),
+            setup,
             store,
             executor,
             auditor,
@@ -164,14 +183,89 @@ impl IncidentService {
     }
 
     /// Consumes the `alerts` subject until the bus closes.
-    pub(crate) async fn run(self: Arc<Self>, mut sub: Box<dyn bus::Subscription>) {
-        while let Some(batch) = sub.next_batch(1024).await {
+    pub(crate) async fn run(self: Arc<Self>, sub: Box<dyn bus::Subscription>) {
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        self.run_until(sub, stop).await;
+    }
+
+    /// Consumes `alerts` until the bus closes or `stop` turns true (checked between
+    /// batches, so an alert is never left half handled).
+    async fn run_until(
+        self: Arc<Self>,
+        mut sub: Box<dyn bus::Subscription>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let batch = tokio::select! {
+                batch = sub.next_batch(1024) => batch,
+                _ = stop.changed() => return,
+            };
+            let Some(batch) = batch else { return };
             for message in &batch {
                 if let bus::Message::Alert(alert) = message.as_ref() {
                     self.on_alert(alert).await;
                 }
             }
         }
+    }
+
+    /// With several detect-role processes (a NATS bus): correlation runs in one of them,
+    /// the owner of the singleton shard `all` of ownership group `incidents`, so related
+    /// alerts land in one incident and a redelivered alert is correlated by the process
+    /// that holds the incident. On taking the shard over, the correlator is rebuilt from
+    /// the store (open incidents, numbering) and the group's consumer taken over
+    /// (`Bus::subscribe_partition`); on losing it, consumption stops after the batch at
+    /// hand.
+    pub(crate) async fn run_singleton(
+        self: Arc<Self>,
+        bus: Arc<dyn bus::Bus>,
+        mut ownership: Box<dyn bus::Ownership>,
+    ) {
+        let mut running: Option<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )> = None;
+        loop {
+            let owned = ownership.owned().contains(INCIDENTS_SHARD);
+            if owned && running.is_none() {
+                match self.take_over(bus.as_ref()).await {
+                    Ok(sub) => {
+                        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                        let task = tokio::spawn(self.clone().run_until(sub, stop));
+                        running = Some((stop_tx, task));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "failed to take incident correlation over")
+                    }
+                }
+            } else if !owned && let Some((stop, task)) = running.take() {
+                let _ = stop.send(true);
+                let _ = task.await;
+                tracing::info!("incident correlation handed over");
+            }
+            if ownership.changed().await.is_none() {
+                break;
+            }
+        }
+        // The bus is closing: let the consumer drain, then hand over.
+        if let Some((_, task)) = running {
+            let _ = task.await;
+        }
+        ownership.leave().await;
+    }
+
+    async fn take_over(&self, bus: &dyn bus::Bus) -> anyhow::Result<Box<dyn bus::Subscription>> {
+        let sub = bus
+            .subscribe_partition("alerts", INCIDENTS_GROUP, None)
+            .await?;
+        let (config, playbooks) = self.setup.clone();
+        let fresh = load_correlator(config, playbooks, self.store.as_ref()).await?;
+        *self.correlator.lock().await = fresh;
+        tracing::info!("incident correlation taken over");
+        Ok(sub)
     }
 
     async fn store_incident(&self, incident: &Incident) -> Result<(), web::PlatformError> {

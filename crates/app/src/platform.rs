@@ -207,18 +207,47 @@ impl Platform {
             config.runs(Role::Detect),
             config.runs(Role::Api),
         );
+        // With NATS, detection workers own partitions (`app::partitions`); in process one
+        // worker reads everything.
+        let partitioned = matches!(config.bus, BusConfig::Nats(_));
         let mut detect_sub = None;
+        let mut detect_ownership = None;
         let mut writer_sub = None;
         let mut gateway_subs = None;
         let mut incidents_sub = None;
+        let mut incidents_ownership = None;
         if detecting {
-            detect_sub = Some(bus.subscribe("obs.*", "detect").await?);
+            if partitioned {
+                let member = crate::partitions::member_id();
+                tracing::info!(member = %member, "joining the detection workers");
+                detect_ownership = Some(
+                    bus.join(
+                        crate::partitions::DETECT_GROUP,
+                        &member,
+                        crate::partitions::shards(bus.partitions()),
+                    )
+                    .await?,
+                );
+            } else {
+                detect_sub = Some(bus.subscribe("obs.*", "detect").await?);
+            }
             writer_sub = Some(bus.subscribe("obs.*", "store").await?);
             gateway_subs = Some((
                 bus.subscribe("obs.state", "gateway").await?,
                 bus.subscribe("alerts", "gateway").await?,
             ));
-            incidents_sub = Some(bus.subscribe("alerts", "incidents").await?);
+            if partitioned {
+                incidents_ownership = Some(
+                    bus.join(
+                        crate::incidents::INCIDENTS_GROUP,
+                        &crate::partitions::member_id(),
+                        vec![crate::incidents::INCIDENTS_SHARD.to_owned()],
+                    )
+                    .await?,
+                );
+            } else {
+                incidents_sub = Some(bus.subscribe("alerts", "incidents").await?);
+            }
         }
         let readiness_sub = if api_role {
             Some(bus.subscribe("obs.*", "readiness").await?)
@@ -317,8 +346,8 @@ impl Platform {
             detect_status: detect_status.clone(),
         });
 
-        let detect_task = detect_sub.map(|sub| {
-            tokio::spawn(detect_worker(
+        let detect_task = match (detect_sub, detect_ownership) {
+            (Some(sub), _) => Some(tokio::spawn(detect_worker(
                 engine,
                 diagnostics,
                 detect_status,
@@ -327,8 +356,22 @@ impl Platform {
                 store.clone(),
                 bus.clone(),
                 counters.clone(),
-            ))
-        });
+            ))),
+            (None, Some(ownership)) => {
+                let worker = crate::partitions::Worker {
+                    config: config.clone(),
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    directory: inner.directory.clone(),
+                    counters: counters.clone(),
+                    status: detect_status,
+                    diagnostics,
+                };
+                drop(engine);
+                Some(tokio::spawn(worker.run(ownership, control_rx)))
+            }
+            (None, None) => None,
+        };
         let writer_task = writer_sub.map(|sub| {
             tokio::spawn(store_writer(
                 sub,
@@ -381,7 +424,13 @@ impl Platform {
             .context("failed to start the incident service")?
             .share_to(&config.taxii),
         );
-        let incident_task = incidents_sub.map(|sub| tokio::spawn(incidents.clone().run(sub)));
+        let incident_task = match (incidents_sub, incidents_ownership) {
+            (Some(sub), _) => Some(tokio::spawn(incidents.clone().run(sub))),
+            (None, Some(ownership)) => Some(tokio::spawn(
+                incidents.clone().run_singleton(bus.clone(), ownership),
+            )),
+            (None, None) => None,
+        };
         let mut background = Vec::new();
         if let Some((states, alerts)) = gateway_subs {
             background.push(tokio::spawn(crate::gateway::run(
@@ -730,19 +779,7 @@ async fn detect_worker(
                 }
                 counters.detect_events.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            Some(change) = control.recv() => match change {
-                DetectControl::Device(id, meta) => engine.register_device(id, meta),
-                DetectControl::UpsertIndicators(indicators) => {
-                    for refused in engine.upsert_indicators(indicators) {
-                        tracing::warn!(indicator = %refused.id, error = %refused.message, "indicator refused");
-                    }
-                }
-                DetectControl::RemoveIndicators(ids) => engine.remove_indicators(&ids),
-                DetectControl::Location(id, location) => engine.register_location(id, location),
-                DetectControl::Learn { rule, key } => engine.learn(&rule, &key),
-                DetectControl::Mute { rule, key, until } => engine.mute(&rule, &key, until),
-                DetectControl::Unsuppress { rule, key } => engine.unsuppress(&rule, &key),
-            },
+            Some(change) = control.recv() => apply_control(&mut engine, &change),
             _ = tick.tick() => {
                 engine.tick(Timestamp::now());
                 *status.write() = crate::detect::status_of(&engine, &diagnostics);
@@ -757,7 +794,24 @@ async fn detect_worker(
     }
 }
 
-async fn flush_alerts(
+/// Applies one control change to an engine.
+pub(crate) fn apply_control(engine: &mut Engine, change: &DetectControl) {
+    match change {
+        DetectControl::Device(id, meta) => engine.register_device(id.clone(), meta.clone()),
+        DetectControl::UpsertIndicators(indicators) => {
+            for refused in engine.upsert_indicators(indicators.clone()) {
+                tracing::warn!(indicator = %refused.id, error = %refused.message, "indicator refused");
+            }
+        }
+        DetectControl::RemoveIndicators(ids) => engine.remove_indicators(ids),
+        DetectControl::Location(id, location) => engine.register_location(id.clone(), *location),
+        DetectControl::Learn { rule, key } => engine.learn(rule, key),
+        DetectControl::Mute { rule, key, until } => engine.mute(rule, key, *until),
+        DetectControl::Unsuppress { rule, key } => engine.unsuppress(rule, key),
+    }
+}
+
+pub(crate) async fn flush_alerts(
     alerts: &mut Vec<model::Alert>,
     store: &dyn Store,
     bus: &dyn Bus,

@@ -382,10 +382,230 @@ fn the_nats_bus_is_configured_and_checked() {
         ("[bus]\ntype = 'nats'\npartitions = 0", "bus.partitions"),
         ("[bus]\ntype = 'nats'\nstream = 'a.b'", "bus.stream"),
         ("[bus]\ntype = 'nats'\nack_wait_ms = 1", "bus.ack_wait_ms"),
+        ("[bus]\ntype = 'nats'\nlease_ms = 10", "bus.lease_ms"),
         ("[bus]\ntype = 'nats'\nsurprise = 1", "unknown field"),
     ] {
         let text = format!("version = 1\ndata_dir = 'x'\n{text}");
         let err = format!("{:#}", Config::load(&text, &env(&[])).unwrap_err());
         assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+/// A failed authentication of `device` from one address, at `ts`.
+fn auth_failure(device: &str, ts: i64) -> model::Event {
+    model::Event {
+        ts: Timestamp::from_millis(ts),
+        device_id: Some(model::DeviceId::new(device).unwrap()),
+        sector: Some(Sector::Water),
+        kind: model::EventKind::Security(model::SecurityEvent {
+            action: model::SecurityEventKind::AuthFailure,
+            client_id: Some(device.to_owned()),
+            username: Some(device.to_owned()),
+            peer: Some(format!("203.0.113.{}:4000", ts % 200)),
+            topic: None,
+            reason: Some("bad password".to_owned()),
+        }),
+    }
+}
+
+/// One detect-role process of the partition test: its own NATS connection, its
+/// detection worker and its store writer.
+struct DetectProcess {
+    counters: std::sync::Arc<crate::platform::Counters>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn detect_process(
+    nats: bus::NatsConfig,
+    store: std::sync::Arc<dyn store::Store>,
+    member: &str,
+) -> DetectProcess {
+    use bus::Bus;
+    let bus: std::sync::Arc<dyn Bus> =
+        std::sync::Arc::new(bus::NatsBus::connect(nats).await.unwrap());
+    let mut config = Config::load(app_default(), &env(&[])).unwrap();
+    config.detect.rebuild_window_s = Some(600);
+    let counters = std::sync::Arc::new(crate::platform::Counters::default());
+    let ownership = bus
+        .join(
+            crate::partitions::DETECT_GROUP,
+            member,
+            crate::partitions::shards(bus.partitions()),
+        )
+        .await
+        .unwrap();
+    let worker = crate::partitions::Worker {
+        config: config.clone(),
+        bus: bus.clone(),
+        store: store.clone(),
+        directory: std::sync::Arc::new(crate::directory::Directory::new()),
+        counters: counters.clone(),
+        status: Default::default(),
+        diagnostics: Vec::new(),
+    };
+    let (_control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = bus.subscribe("obs.*", "store").await.unwrap();
+    let tasks = vec![
+        tokio::spawn(async move {
+            let _keep = _control_tx;
+            worker.run(ownership, control_rx).await
+        }),
+        tokio::spawn(crate::platform::store_writer(
+            writer,
+            store,
+            crate::config::TelemetryStorage::All,
+            counters.clone(),
+        )),
+    ];
+    DetectProcess { counters, tasks }
+}
+
+fn processed(p: &DetectProcess) -> u64 {
+    p.counters
+        .detect_events
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 9: two detect-role processes on one NATS and one PostgreSQL own the partitions
+/// between them, so each device's events are processed by one worker; when one dies
+/// abruptly (its tasks aborted: no lease released, nothing acknowledged) the other takes
+/// its partitions over, rebuilds the devices' state from the store, and raises the brute
+/// force whose evidence began before the move, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_the_surviving_detection_worker_with_its_state() {
+    use bus::Bus;
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+        return;
+    };
+    let nats_config = bus::NatsConfig {
+        lease_ms: 1_000,
+        ..nats.config(4)
+    };
+    let (_db, store) = pg.fresh_store().await;
+    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
+    let a = detect_process(nats_config.clone(), store.clone(), "worker-a").await;
+    let b = detect_process(nats_config.clone(), store.clone(), "worker-b").await;
+    let ingest = bus::NatsBus::connect(nats_config.clone()).await.unwrap();
+    // Let them balance (each owns about half), then check every event is processed once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = Timestamp::now().as_millis();
+    let devices: Vec<String> = (0..16).map(|i| format!("meter-{i}")).collect();
+    let spread: Vec<bus::Message> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| bus::Message::Event(store::testsuite::telemetry(now + i as i64, d, 1.0)))
+        .collect();
+    ingest.publish(spread.clone()).await.unwrap();
+    eventually("both workers process the spread", async || {
+        processed(&a) + processed(&b) >= spread.len() as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        processed(&a) + processed(&b),
+        spread.len() as u64,
+        "each event once"
+    );
+    assert!(
+        processed(&a) > 0 && processed(&b) > 0,
+        "both own partitions"
+    );
+
+    // Which worker owns pump-7's partition: the one that processes its first failure.
+    let target = "pump-7";
+    let (a0, b0) = (processed(&a), processed(&b));
+    let start = now + 1_000;
+    ingest
+        .publish(vec![bus::Message::Event(auth_failure(target, start))])
+        .await
+        .unwrap();
+    eventually("the owner processes it", async || {
+        processed(&a) + processed(&b) > a0 + b0
+    })
+    .await;
+    let (owner, survivor) = if processed(&a) > a0 { (a, b) } else { (b, a) };
+    // Six more, below the threshold of ten; the owner processes them and the store holds them.
+    let before = processed(&owner);
+    ingest
+        .publish(
+            (1..7)
+                .map(|i| bus::Message::Event(auth_failure(target, start + i * 100)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    eventually("stored and processed", async || {
+        store.stats().await.unwrap().events >= spread.len() as u64 + 7
+            && processed(&owner) >= before + 6
+    })
+    .await;
+    assert!(
+        store
+            .list_alerts(&store::AlertQuery::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "below the threshold"
+    );
+    // The owner dies without a word.
+    let killed = std::time::Instant::now();
+    for task in &owner.tasks {
+        task.abort();
+    }
+    // Three more failures: only with the seven before the move do they make a brute force.
+    ingest
+        .publish(
+            (7..10)
+                .map(|i| bus::Message::Event(auth_failure(target, start + i * 100)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    eventually("the survivor raises the brute force", async || {
+        !store
+            .list_alerts(&store::AlertQuery {
+                rule: Some("auth.brute_force.device".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    eprintln!(
+        "brute force raised by the new owner {:?} after the kill",
+        killed.elapsed()
+    );
+    // Redeliveries and the replay settle; the alert is there once, from the evidence before
+    // and after the move.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts = store
+        .list_alerts(&store::AlertQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(alert.rule, "auth.brute_force.device");
+    assert_eq!(alert.device_id.as_ref().map(|d| d.as_str()), Some(target));
+    assert_eq!(alert.count, 1, "raised once, not again by a replay");
+    assert!(alert.explanation.contains("10"), "{}", alert.explanation);
+    // The survivor stored the events it got; each event is in the store once.
+    assert_eq!(
+        store.stats().await.unwrap().events,
+        spread.len() as u64 + 10
+    );
+    ingest.close().await;
+    for task in &survivor.tasks {
+        task.abort();
     }
 }

@@ -1,12 +1,17 @@
 //! The in-process backend: one bounded tokio channel per (pattern, group), shared by the
 //! group's members; publishing waits for room in every matching group.
+//!
+//! There is one partition, and ownership is decided in memory: the members of a group, in
+//! the order they joined, share the shards round-robin; a member that leaves or is dropped
+//! hands its shards over at once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::{Bus, Error, Message, Result, Subscription};
+use crate::{Bus, Error, Message, Ownership, Result, Subscription};
 
 type Receiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Message>>>>;
 
@@ -19,6 +24,42 @@ pub struct InProcessBus {
 struct Inner {
     capacity: usize,
     state: Mutex<State>,
+    groups: Mutex<BTreeMap<String, OwnershipGroup>>,
+}
+
+/// Where a member's share is announced (`None` once the bus is closed).
+type ShareSender = watch::Sender<Option<BTreeSet<String>>>;
+
+/// An ownership group's members in the order they joined.
+#[derive(Default)]
+struct OwnershipGroup {
+    shards: Vec<String>,
+    members: Vec<(u64, String, ShareSender)>,
+    next: u64,
+}
+
+impl OwnershipGroup {
+    /// Shard `i` goes to member `i mod n`.
+    fn assign(&self) {
+        let n = self.members.len().max(1);
+        for (m, (_, _, tx)) in self.members.iter().enumerate() {
+            let owned: BTreeSet<String> = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % n == m)
+                .map(|(_, s)| s.clone())
+                .collect();
+            tx.send_if_modified(|current| {
+                if current.as_ref() == Some(&owned) {
+                    false
+                } else {
+                    *current = Some(owned);
+                    true
+                }
+            });
+        }
+    }
 }
 
 #[derive(Default)]
@@ -51,6 +92,7 @@ impl InProcessBus {
             inner: Arc::new(Inner {
                 capacity: capacity_per_group.max(1),
                 state: Mutex::new(State::default()),
+                groups: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -147,6 +189,100 @@ impl Bus for InProcessBus {
         // Dropping the senders ends each queue once it is drained (and once publishes in
         // flight, which hold their own senders, have finished).
         state.queues.clear();
+        drop(state);
+        // Ownership handles end too.
+        let mut groups = self.inner.groups.lock().unwrap_or_else(|p| p.into_inner());
+        for group in groups.values_mut() {
+            for (_, _, tx) in &group.members {
+                tx.send_replace(None);
+            }
+        }
+    }
+
+    async fn subscribe_partition(
+        &self,
+        pattern: &str,
+        group: &str,
+        partition: Option<u32>,
+    ) -> Result<Box<dyn Subscription>> {
+        if partition.is_some_and(|p| p != 0) || (partition.is_some() && pattern.ends_with('>')) {
+            return Err(Error::InvalidPattern(format!(
+                "{pattern} in partition {partition:?}"
+            )));
+        }
+        self.subscribe(pattern, group).await
+    }
+
+    async fn join(
+        &self,
+        group: &str,
+        member: &str,
+        shards: Vec<String>,
+    ) -> Result<Box<dyn Ownership>> {
+        if self.state().closed {
+            return Err(Error::Closed);
+        }
+        let mut groups = self.inner.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = groups.entry(group.to_owned()).or_default();
+        entry.shards = shards;
+        let id = entry.next;
+        entry.next += 1;
+        let (tx, mut rx) = watch::channel(None);
+        entry.members.push((id, member.to_owned(), tx));
+        entry.assign();
+        // The first share is what `owned` says, not a change.
+        let _ = rx.borrow_and_update();
+        Ok(Box::new(InProcessOwnership {
+            bus: self.inner.clone(),
+            group: group.to_owned(),
+            member: member.to_owned(),
+            id,
+            rx,
+        }))
+    }
+}
+
+struct InProcessOwnership {
+    bus: Arc<Inner>,
+    group: String,
+    member: String,
+    id: u64,
+    rx: watch::Receiver<Option<BTreeSet<String>>>,
+}
+
+impl InProcessOwnership {
+    fn remove(&self) {
+        let mut groups = self.bus.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = groups.get_mut(&self.group) {
+            group.members.retain(|(id, _, _)| *id != self.id);
+            group.assign();
+        }
+    }
+}
+
+impl Drop for InProcessOwnership {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[async_trait]
+impl Ownership for InProcessOwnership {
+    fn member(&self) -> &str {
+        &self.member
+    }
+
+    fn owned(&self) -> BTreeSet<String> {
+        self.rx.borrow().clone().unwrap_or_default()
+    }
+
+    async fn changed(&mut self) -> Option<BTreeSet<String>> {
+        self.rx.changed().await.ok()?;
+        self.rx.borrow_and_update().clone()
+    }
+
+    async fn leave(self: Box<Self>) {
+        // Dropping removes the member.
     }
 }
 

@@ -35,7 +35,7 @@ use model::{Alert, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::inprocess::Pattern;
-use crate::{Bus, Error, Message, Result, Subscription};
+use crate::{Bus, Error, Message, Ownership, Result, Subscription, device_of, partition_of};
 
 /// How to reach NATS and how the stream is laid out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,9 @@ pub struct NatsConfig {
     /// How long `publish` keeps retrying a full or unreachable stream before it answers
     /// `Unavailable`.
     pub publish_timeout_ms: u64,
+    /// How long a shard lease (`Bus::join`) lasts without renewal: a partition of a worker
+    /// that died moves to another within about this plus a fifth of it.
+    pub lease_ms: u64,
 }
 
 impl Default for NatsConfig {
@@ -68,26 +71,8 @@ impl Default for NatsConfig {
             max_bytes: 1 << 30,
             ack_wait_ms: 30_000,
             publish_timeout_ms: 30_000,
+            lease_ms: 3_000,
         }
-    }
-}
-
-/// The partition of a device id: FNV-1a (64-bit) modulo `partitions`. Stable across
-/// processes, platforms and releases, because every process must agree on it.
-pub fn partition_of(device_id: &str, partitions: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in device_id.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % u64::from(partitions.max(1))) as u32
-}
-
-/// The device a message belongs to ("" for none).
-pub fn device_of(message: &Message) -> &str {
-    match message {
-        Message::Event(e) => e.device_id.as_ref().map_or("", |d| d.as_str()),
-        Message::Alert(a) => a.device_id.as_ref().map_or("", |d| d.as_str()),
     }
 }
 
@@ -393,6 +378,111 @@ impl Bus for NatsBus {
             )
             .await
             .map_err(unavailable)?;
+        self.pull(consumer).await
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    fn partitions(&self) -> u32 {
+        self.inner.config.partitions
+    }
+
+    async fn subscribe_partition(
+        &self,
+        pattern: &str,
+        group: &str,
+        partition: Option<u32>,
+    ) -> Result<Box<dyn Subscription>> {
+        Pattern::parse(pattern)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (slice, filter) = match partition {
+            Some(p) if p >= self.inner.config.partitions || pattern.ends_with('>') => {
+                return Err(Error::InvalidPattern(format!("{pattern} in partition {p}")));
+            }
+            Some(p) => (
+                format!("p{p}"),
+                format!("{}.{pattern}.{p}", self.inner.config.subject_prefix),
+            ),
+            None => ("pall".to_owned(), self.filter(pattern)),
+        };
+        let base = format!("{}_{slice}_g", consumer_name(group, pattern));
+        let stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.stream)
+            .await
+            .map_err(unavailable)?;
+        // The slice's consumers so far (normally one; more if a takeover was interrupted).
+        let mut names = Vec::new();
+        let mut listing = stream.consumer_names();
+        while let Some(name) = listing.next().await {
+            let name = name.map_err(unavailable)?;
+            if let Some(generation) = name.strip_prefix(&base).and_then(|g| g.parse::<u64>().ok()) {
+                names.push((generation, name));
+            }
+        }
+        // Take over: a new consumer from the oldest acknowledgement floor, created before
+        // the old ones are deleted, so under interest retention there is never a moment
+        // when nobody holds what the old owner had not acknowledged. It is delivered at
+        // once, instead of after the old consumer's ack wait.
+        let mut start: Option<u64> = None;
+        for (_, name) in &names {
+            let mut consumer: consumer::PullConsumer =
+                stream.get_consumer(name).await.map_err(unavailable)?;
+            let info = consumer.info().await.map_err(unavailable)?;
+            let floor = info.ack_floor.stream_sequence + 1;
+            start = Some(start.map_or(floor, |s| s.min(floor)));
+        }
+        let generation = names.iter().map(|(g, _)| g + 1).max().unwrap_or(0);
+        let name = format!("{base}{generation}");
+        let deliver_policy = match start {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::New,
+        };
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: filter,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy,
+                    ack_wait: Duration::from_millis(self.inner.config.ack_wait_ms),
+                    max_ack_pending: 65_536,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        for (_, old) in &names {
+            if let Err(e) = stream.delete_consumer(old).await {
+                tracing::warn!(error = %e, consumer = %old, "failed to delete a taken-over consumer");
+            }
+        }
+        self.pull(consumer).await
+    }
+
+    async fn join(
+        &self,
+        group: &str,
+        member: &str,
+        shards: Vec<String>,
+    ) -> Result<Box<dyn Ownership>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let lease = Duration::from_millis(self.inner.config.lease_ms.max(100));
+        let kv = crate::lease::bucket(&self.inner.js, &self.inner.config.stream, lease).await?;
+        crate::lease::join(kv, group, member, shards, lease, self.inner.closed.clone()).await
+    }
+}
+
+impl NatsBus {
+    async fn pull(&self, consumer: consumer::PullConsumer) -> Result<Box<dyn Subscription>> {
         let messages = consumer
             .stream()
             .max_messages_per_batch(1_000)
@@ -412,10 +502,6 @@ impl Bus for NatsBus {
             held: std::collections::VecDeque::new(),
             unacked: Vec::new(),
         }))
-    }
-
-    async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
     }
 }
 
@@ -514,6 +600,11 @@ impl Subscription for NatsSubscription {
             };
             match first {
                 Some(Ok(message)) => self.take(message),
+                Some(Err(e)) if e.kind() == consumer::pull::MessagesErrorKind::ConsumerDeleted => {
+                    // Another owner took this slice over (`subscribe_partition`).
+                    tracing::debug!("nats consumer deleted; subscription ends");
+                    return None;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "nats consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;

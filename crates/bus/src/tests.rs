@@ -386,4 +386,200 @@ mod nats {
             );
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_taken_over_delivers_what_the_old_owner_had_not_acknowledged() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let config = NatsConfig {
+            // Far longer than the test: the takeover must not wait for it.
+            ack_wait_ms: 120_000,
+            ..server.config(4)
+        };
+        let bus = NatsBus::connect(config).await.unwrap();
+        let device = "pump-7";
+        let p = partition_of(device, 4);
+        let mut old = bus
+            .subscribe_partition("obs.telemetry", "detect", Some(p))
+            .await
+            .unwrap();
+        bus.publish((0..5).map(|i| telemetry(device, i)).collect())
+            .await
+            .unwrap();
+        assert_eq!(take(&mut old, 5).await.len(), 5);
+        // Asking for more acknowledges those five.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), old.next_batch(10))
+                .await
+                .is_err()
+        );
+        bus.publish((5..10).map(|i| telemetry(device, i)).collect())
+            .await
+            .unwrap();
+        assert_eq!(take(&mut old, 5).await.len(), 5);
+        // The owner dies holding 5..10 unacknowledged; the new owner gets exactly those, now.
+        let mut new = bus
+            .subscribe_partition("obs.telemetry", "detect", Some(p))
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = tokio::time::timeout(Duration::from_secs(10), take(&mut new, 5))
+            .await
+            .expect("delivered at once, not after the ack wait")
+            .iter()
+            .map(|m| key(m).1)
+            .collect();
+        assert_eq!(seqs, (5..10).collect::<Vec<_>>());
+        // The old subscription's consumer is gone: it ends rather than competing.
+        let ended = tokio::time::timeout(Duration::from_secs(20), old.next_batch(10))
+            .await
+            .expect("the old subscription ends");
+        assert!(ended.is_none());
+        bus.publish(vec![telemetry(device, 10)]).await.unwrap();
+        assert_eq!(key(&take(&mut new, 1).await[0]).1, 10);
+    }
+
+    /// Aborts a task when dropped.
+    struct Aborting(tokio::task::JoinHandle<()>);
+    impl Drop for Aborting {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    type Seen = tokio::sync::mpsc::UnboundedSender<(&'static str, u32, std::time::Instant)>;
+
+    /// A detection-worker-like member: owns partitions of group `detect` and reads each
+    /// owned one; reports (member, partition, when) of every message it gets.
+    fn member(bus: NatsBus, name: &'static str, partitions: u32, seen: Seen) -> Aborting {
+        Aborting(tokio::spawn(async move {
+            let shards = (0..partitions).map(|p| p.to_string()).collect();
+            let mut own = bus.join("detect", name, shards).await.unwrap();
+            let mut readers: std::collections::BTreeMap<u32, Aborting> = Default::default();
+            let mut owned = own.owned();
+            loop {
+                let want: BTreeSet<u32> = owned.iter().filter_map(|s| s.parse().ok()).collect();
+                readers.retain(|p, _| want.contains(p));
+                for p in want {
+                    if readers.contains_key(&p) {
+                        continue;
+                    }
+                    let bus = bus.clone();
+                    let seen = seen.clone();
+                    readers.insert(
+                        p,
+                        Aborting(tokio::spawn(async move {
+                            let mut sub = bus
+                                .subscribe_partition("obs.telemetry", "detect", Some(p))
+                                .await
+                                .unwrap();
+                            while let Some(batch) = sub.next_batch(100).await {
+                                for _ in &batch {
+                                    let _ = seen.send((name, p, std::time::Instant::now()));
+                                }
+                            }
+                        })),
+                    );
+                }
+                match own.changed().await {
+                    Some(next) => owned = next,
+                    None => break,
+                }
+            }
+        }))
+    }
+
+    /// The time a partition takes to move when its owner dies: from the abort of every
+    /// task of one of two members (what SIGKILL does to a process: no lease released,
+    /// nothing acknowledged) to the survivor getting that partition's next message.
+    /// `RUN_SLOW_BENCHES=1 CITYSEC_REQUIRE_PEERS=1 cargo test -p bus --features
+    /// nats,testsuite --release benchmark_partition_move -- --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn benchmark_partition_move() {
+        if std::env::var_os("RUN_SLOW_BENCHES").is_none() {
+            eprintln!("skipping benchmark_partition_move: set RUN_SLOW_BENCHES=1");
+            return;
+        }
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let partitions = 16;
+        for lease_ms in [1_000u64, 3_000] {
+            let mut moves = Vec::new();
+            for _round in 0..3 {
+                let bus = NatsBus::connect(NatsConfig {
+                    lease_ms,
+                    ..server.config(partitions)
+                })
+                .await
+                .unwrap();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let survivor = member(bus.clone(), "survivor", partitions, tx.clone());
+                let doomed = member(bus.clone(), "doomed", partitions, tx);
+                // One device per partition.
+                let devices: Vec<String> = (0..partitions)
+                    .map(|p| {
+                        (0..)
+                            .map(|i| format!("dev-{i}"))
+                            .find(|d| partition_of(d, partitions) == p)
+                            .unwrap()
+                    })
+                    .collect();
+                let publisher = {
+                    let bus = bus.clone();
+                    Aborting(tokio::spawn(async move {
+                        for seq in 0.. {
+                            let batch = devices.iter().map(|d| telemetry(d, seq)).collect();
+                            let _ = bus.publish(batch).await;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }))
+                };
+                // Wait until both read their share.
+                let mut owner: std::collections::BTreeMap<u32, &'static str> = Default::default();
+                let settled = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let (name, p, _) = rx.recv().await.unwrap();
+                    owner.insert(p, name);
+                    let doomed_share = owner.values().filter(|n| **n == "doomed").count();
+                    if owner.len() == partitions as usize && doomed_share == partitions as usize / 2
+                    {
+                        break;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < settled,
+                        "never balanced: {owner:?}"
+                    );
+                }
+                let lost: BTreeSet<u32> = owner
+                    .iter()
+                    .filter(|(_, n)| **n == "doomed")
+                    .map(|(p, _)| *p)
+                    .collect();
+                // Crash (the readers go with the member task).
+                let killed = std::time::Instant::now();
+                drop(doomed);
+                let mut moved: std::collections::BTreeMap<u32, Duration> = Default::default();
+                while moved.len() < lost.len() {
+                    let (name, p, at) = rx.recv().await.unwrap();
+                    if name == "survivor" && lost.contains(&p) && at > killed {
+                        moved.entry(p).or_insert(at - killed);
+                    }
+                }
+                moves.extend(moved.into_values());
+                drop(publisher);
+                drop(survivor);
+                bus.close().await;
+            }
+            moves.sort();
+            eprintln!(
+                "partition move, lease_ms {lease_ms}: {} partitions moved in 3 rounds; \
+                 min {:?}, median {:?}, max {:?}",
+                moves.len(),
+                moves[0],
+                moves[moves.len() / 2],
+                moves[moves.len() - 1]
+            );
+        }
+    }
 }

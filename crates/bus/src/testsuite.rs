@@ -17,7 +17,7 @@ use model::{
     Severity, Timestamp, Value,
 };
 
-use crate::{Bus, Error, Message, Subscription};
+use crate::{Bus, Error, Message, Ownership, Subscription, partition_of};
 
 #[cfg(feature = "nats")]
 pub mod server;
@@ -42,6 +42,10 @@ macro_rules! testsuite {
             slow_consumer_loses_nothing,
             close_drains_then_ends,
             next_batch_respects_max,
+            ownership_covers_every_shard_once,
+            a_dead_members_shards_are_taken_over,
+            a_graceful_leave_hands_over,
+            partition_subscriptions_see_their_partition,
         );
     };
     (@tests $bus:expr; $($name:ident),* $(,)?) => {
@@ -322,4 +326,129 @@ pub async fn next_batch_respects_max<B: Bus>(bus: Arc<B>) {
     }
     assert_eq!(seen.len(), 10);
     publisher.await.unwrap();
+}
+
+fn shard_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| i.to_string()).collect()
+}
+
+/// Waits until `members` own every one of `shards` exactly once, each at most its fair
+/// share, driving each member's `changed` (which confirms handovers). Returns the shares.
+pub async fn settle(members: &mut [Box<dyn Ownership>], shards: usize) -> Vec<BTreeSet<String>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let fair = shards.div_ceil(members.len().max(1));
+    loop {
+        let shares: Vec<BTreeSet<String>> = members.iter().map(|m| m.owned()).collect();
+        let total: usize = shares.iter().map(|s| s.len()).sum();
+        let union: BTreeSet<&String> = shares.iter().flatten().collect();
+        if total == shards && union.len() == shards && shares.iter().all(|s| s.len() <= fair) {
+            return shares;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ownership did not settle: {shares:?}"
+        );
+        for member in members.iter_mut() {
+            let _ = tokio::time::timeout(Duration::from_millis(20), member.changed()).await;
+        }
+    }
+}
+
+pub async fn ownership_covers_every_shard_once<B: Bus>(bus: Arc<B>) {
+    let shards = 8;
+    let mut members: Vec<Box<dyn Ownership>> = Vec::new();
+    for n in 1..=3 {
+        let member = bus
+            .join("own", &format!("member-{n}"), shard_names(shards))
+            .await
+            .unwrap();
+        assert_eq!(member.member(), format!("member-{n}"));
+        members.push(member);
+        let shares = settle(&mut members, shards).await;
+        assert_eq!(shares.len(), n);
+    }
+    // Another group shares the same shard names independently.
+    let mut other = vec![bus.join("other", "member-1", shard_names(2)).await.unwrap()];
+    settle(&mut other, 2).await;
+    bus.close().await;
+}
+
+pub async fn a_dead_members_shards_are_taken_over<B: Bus>(bus: Arc<B>) {
+    let shards = 6;
+    let mut members = vec![
+        bus.join("own", "alive", shard_names(shards)).await.unwrap(),
+        bus.join("own", "doomed", shard_names(shards))
+            .await
+            .unwrap(),
+    ];
+    settle(&mut members, shards).await;
+    // Dropped without leaving: no more renewals, nothing released.
+    let dead = members.pop().unwrap();
+    drop(dead);
+    let shares = settle(&mut members, shards).await;
+    assert_eq!(shares[0].len(), shards);
+    bus.close().await;
+}
+
+pub async fn a_graceful_leave_hands_over<B: Bus>(bus: Arc<B>) {
+    let shards = 6;
+    let mut members = vec![
+        bus.join("own", "stays", shard_names(shards)).await.unwrap(),
+        bus.join("own", "leaves", shard_names(shards))
+            .await
+            .unwrap(),
+    ];
+    settle(&mut members, shards).await;
+    members.pop().unwrap().leave().await;
+    let shares = settle(&mut members, shards).await;
+    assert_eq!(shares[0].len(), shards);
+    bus.close().await;
+}
+
+pub async fn partition_subscriptions_see_their_partition<B: Bus>(bus: Arc<B>) {
+    let partitions = bus.partitions();
+    assert!(partitions >= 1);
+    assert!(matches!(
+        bus.subscribe_partition("obs.telemetry", "pp", Some(partitions))
+            .await,
+        Err(Error::InvalidPattern(_))
+    ));
+    assert!(matches!(
+        bus.subscribe_partition("obs.>", "pp", Some(0)).await,
+        Err(Error::InvalidPattern(_))
+    ));
+    let mut consumers = Vec::new();
+    for p in 0..partitions {
+        let sub = bus
+            .subscribe_partition("obs.telemetry", "pp", Some(p))
+            .await
+            .unwrap();
+        consumers.push(tokio::spawn(drain(sub)));
+    }
+    let whole = tokio::spawn(drain(
+        bus.subscribe_partition("obs.*", "whole", None)
+            .await
+            .unwrap(),
+    ));
+    let devices: Vec<String> = (0..40).map(|i| format!("dev-{i}")).collect();
+    bus.publish(
+        devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| telemetry(d, i as u64))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    bus.close().await;
+    for (p, consumer) in consumers.into_iter().enumerate() {
+        let got: BTreeSet<String> = consumer.await.unwrap().iter().map(|m| key(m).0).collect();
+        let want: BTreeSet<String> = devices
+            .iter()
+            .filter(|d| partition_of(d, partitions) == p as u32)
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+    assert_eq!(whole.await.unwrap().len(), devices.len());
 }

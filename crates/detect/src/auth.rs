@@ -46,6 +46,14 @@ impl AuthState {
         }
     }
 
+    /// The `'static` name of a threshold rule of this engine.
+    pub(crate) fn threshold_id(&self, rule: &str) -> Option<&'static str> {
+        self.thresholds
+            .iter()
+            .map(|(id, _, _)| *id)
+            .find(|id| *id == rule)
+    }
+
     pub(crate) fn thresholds_empty(&self) -> bool {
         self.thresholds.is_empty()
     }

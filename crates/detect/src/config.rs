@@ -33,6 +33,11 @@ pub struct DetectConfig {
     pub rate: RateConfig,
     pub flow: FlowConfig,
     pub baseline: BaselineConfig,
+    /// With the detection workers sharing partitions (a NATS bus), a worker that takes a
+    /// partition over replays the stored events of its devices from this many seconds back
+    /// to rebuild their state. Unset: the longest window of the rate and threshold rules
+    /// (see [`DetectConfig::rebuild_window_ms`]).
+    pub rebuild_window_s: Option<u64>,
 }
 
 impl Default for DetectConfig {
@@ -51,6 +56,7 @@ impl Default for DetectConfig {
             rate: RateConfig::default(),
             flow: FlowConfig::default(),
             baseline: BaselineConfig::default(),
+            rebuild_window_s: None,
         }
     }
 }
@@ -58,6 +64,28 @@ impl Default for DetectConfig {
 impl DetectConfig {
     pub fn merge_window_ms(&self) -> i64 {
         secs_to_ms(self.merge_window_s)
+    }
+
+    /// How far back a rebuild replays: `rebuild_window_s`, else the longest window of the
+    /// rate and threshold rules (brute force, reconnects, floods, actuation bursts and the
+    /// authorisation of actuations, scans, floods and logins in flows, and the `extra`
+    /// windows of `[[threshold]]` rules, in seconds). Learned state (baselines, destinations,
+    /// the anomaly model, sensor offsets) is not rebuilt this way.
+    pub fn rebuild_window_ms(&self, extra: impl IntoIterator<Item = u64>) -> i64 {
+        if let Some(s) = self.rebuild_window_s {
+            return secs_to_ms(s);
+        }
+        let windows = [
+            self.brute_force.window_s,
+            self.actuation.authorisation_window_s,
+            self.rate.connect_window_s,
+            self.rate.message_window_s,
+            self.rate.actuation_window_s,
+            self.flow.scan_window_s,
+            self.flow.flood_window_s,
+            self.flow.login_window_s,
+        ];
+        secs_to_ms(windows.into_iter().chain(extra).max().unwrap_or(60))
     }
 }
 

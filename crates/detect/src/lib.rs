@@ -87,6 +87,40 @@ pub const BUILTIN_RULES: &[&str] = &[
     "reports.siren_unconfirmed",
 ];
 
+/// The built-in rules whose state spans devices: windows keyed by a source address, a
+/// device class or a zone, comparisons with other devices, models learned across a class,
+/// and the registry as a whole. When detection is split by device over several engines
+/// (bus partitions), each engine sees part of their evidence, so they must run in one
+/// engine that sees every event ([`Scope::Shared`]), and the per-device engines skip them
+/// ([`Scope::Local`]). `[[threshold]]` rules grouped by source belong here too.
+pub const CROSS_DEVICE_RULES: &[&str] = &[
+    "auth.brute_force.source",
+    "rate.actuation_burst",
+    "policy.shared_credentials",
+    "plausibility.neighbours",
+    "plausibility.totals",
+    "baseline.telemetry",
+    "flow.scan",
+    "flow.flood",
+    "flow.brute_force",
+    "flow.anomaly",
+    "reports.siren_unconfirmed",
+];
+
+/// Which rules an engine raises alerts for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every rule (one engine sees every event: the default).
+    #[default]
+    All,
+    /// Only rules whose state stays within one device: an engine fed one partition of the
+    /// devices.
+    Local,
+    /// Only the cross-device rules ([`CROSS_DEVICE_RULES`], source-grouped thresholds): the
+    /// one engine fed every event beside the partition engines.
+    Shared,
+}
+
 /// What the engine knows about a registered device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceMeta {
@@ -200,6 +234,7 @@ pub struct Engine {
     /// Alerts found outside `process` (at registration), emitted with the next event.
     pending: Vec<(AlertDraft, Evidence)>,
     stats: EngineStats,
+    scope: Scope,
 }
 
 impl Engine {
@@ -244,7 +279,75 @@ impl Engine {
             suppressed: HashMap::new(),
             pending: Vec::new(),
             stats: EngineStats::default(),
+            scope: Scope::All,
         }
+    }
+
+    /// Restricts the rules this engine raises alerts for (see [`Scope`]). Every rule still
+    /// keeps its state, so the same events give the same alerts as one engine of scope
+    /// `All`, split between the engines.
+    pub fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Whether `rule`'s state spans devices (see [`CROSS_DEVICE_RULES`]).
+    pub fn is_cross_device(&self, rule: &str) -> bool {
+        CROSS_DEVICE_RULES.contains(&rule)
+            || self
+                .rules
+                .thresholds
+                .iter()
+                .any(|t| t.id == rule && t.group_by == rules::GroupBy::Source)
+    }
+
+    fn in_scope(&self, rule: &str) -> bool {
+        match self.scope {
+            Scope::All => true,
+            Scope::Local => !self.is_cross_device(rule),
+            Scope::Shared => self.is_cross_device(rule),
+        }
+    }
+
+    /// Takes over alerts another engine raised and may still merge repeats into (a
+    /// detection worker that died, whose partition this engine now runs): each becomes the
+    /// open alert of its rule and key unless this engine already holds one with the same id
+    /// and at least its count. Returns the ids of open alerts it displaced, which this
+    /// engine raised for a rule and key the adopted alert already covers (raised again from
+    /// a shorter history); they should not be stored. Alerts of unknown rules, or already
+    /// past the merge window at `now`, are ignored.
+    pub fn adopt_open_alerts(&mut self, alerts: Vec<Alert>, now: Timestamp) -> Vec<AlertId> {
+        let merge = self.config.merge_window_ms();
+        let mut displaced = Vec::new();
+        for alert in alerts {
+            if now.as_millis() - alert.last_ts.as_millis() > merge {
+                continue;
+            }
+            let rule = BUILTIN_RULES
+                .iter()
+                .copied()
+                .find(|r| *r == alert.rule)
+                .or_else(|| self.auth.threshold_id(&alert.rule));
+            let Some(rule) = rule else { continue };
+            let slot = (rule, alert.key.clone());
+            match self.open.get(&slot) {
+                Some(open) if open.id == alert.id && open.count >= alert.count => {}
+                Some(open) if open.id != alert.id && open.ts < alert.ts => {}
+                Some(open) => {
+                    if open.id != alert.id {
+                        displaced.push(open.id.clone());
+                    }
+                    self.open.insert(slot, alert);
+                }
+                None => {
+                    self.open.insert(slot, alert);
+                }
+            }
+        }
+        displaced
     }
 
     /// Problems found in the rules and the zone plan (each skipped; the rest work).
@@ -428,7 +531,7 @@ impl Engine {
     }
 
     fn raise_with(&mut self, draft: AlertDraft, evidence: Evidence, out: &mut Vec<Alert>) {
-        if !self.enabled(draft.rule) {
+        if !self.enabled(draft.rule) || !self.in_scope(draft.rule) {
             return;
         }
         let ts = evidence.ts;

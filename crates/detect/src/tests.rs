@@ -1416,3 +1416,151 @@ fn publishes_over_a_rate_limit_alert_and_changes_of_the_limit_do_not() {
         "#]],
     );
 }
+
+/// Detection split over partition engines (`Scope::Local`, each fed its devices' events)
+/// plus one `Scope::Shared` engine fed every event raises exactly the alerts one engine
+/// raises, each by one engine.
+#[test]
+fn scopes_split_detection_without_changing_it() {
+    use crate::workload::{WorkloadConfig, build};
+    let cfg = WorkloadConfig {
+        devices: 400,
+        indicators: 50,
+        events: 40_000,
+        seed: 7,
+    };
+    let partition = |e: &Event| {
+        let id = e.device_id.as_ref().map_or("", |d| d.as_str());
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in id.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % 4) as usize
+    };
+    let latest = |alerts: Vec<model::Alert>| {
+        let mut by_id = std::collections::BTreeMap::new();
+        for a in alerts {
+            by_id.insert(a.id.0.clone(), (a.rule.clone(), a.count));
+        }
+        by_id
+    };
+    let (mut one, mut events) = build(cfg);
+    // Beside the benign city: spraying from one address across devices (cross-device) and
+    // brute force against one device (local).
+    let devices = crate::workload::devices(cfg.devices);
+    let start = events.last().map_or(0, |e| e.ts.as_millis()) + 1_000;
+    for i in 0..40usize {
+        let id = devices[i % 20].0.as_str();
+        events.push(device_event(
+            Timestamp::from_millis(start + i as i64 * 100),
+            id,
+            security(
+                SecurityEventKind::AuthFailure,
+                Some(id),
+                id,
+                "203.0.113.9:5000",
+            ),
+        ));
+        let target = devices[30].0.as_str();
+        events.push(device_event(
+            Timestamp::from_millis(start + i as i64 * 100 + 50),
+            target,
+            security(
+                SecurityEventKind::AuthFailure,
+                Some(target),
+                target,
+                "198.51.100.7:6000",
+            ),
+        ));
+    }
+    let mut all = Vec::new();
+    for e in &events {
+        one.process(e, &mut all);
+    }
+    let all = latest(all);
+    let rules: std::collections::BTreeSet<&str> = all.values().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        rules.contains("auth.brute_force.source") && rules.contains("auth.brute_force.device"),
+        "{rules:?}"
+    );
+
+    let mut split = Vec::new();
+    let (mut shared, _) = build(cfg);
+    shared.set_scope(crate::Scope::Shared);
+    let mut shared_alerts = Vec::new();
+    for e in &events {
+        shared.process(e, &mut shared_alerts);
+    }
+    assert!(
+        shared_alerts
+            .iter()
+            .all(|a| shared.is_cross_device(&a.rule))
+    );
+    split.extend(shared_alerts);
+    for p in 0..4 {
+        let (mut local, _) = build(cfg);
+        local.set_scope(crate::Scope::Local);
+        let mut local_alerts = Vec::new();
+        for e in events.iter().filter(|e| partition(e) == p) {
+            local.process(e, &mut local_alerts);
+        }
+        assert!(local_alerts.iter().all(|a| !local.is_cross_device(&a.rule)));
+        split.extend(local_alerts);
+    }
+    assert_eq!(latest(split), all);
+}
+
+/// An engine that takes a device over from another (a detection worker died) adopts the
+/// other's open alerts: the condition seen again after the move, from a history too short
+/// to contain the first alert's events, merges into that alert instead of opening another.
+#[test]
+fn adopted_open_alerts_take_the_repeats_after_a_move() {
+    let failure = |ts: i64| {
+        device_event(
+            Timestamp::from_millis(ts),
+            "pump-7",
+            security(
+                SecurityEventKind::AuthFailure,
+                Some("pump-7"),
+                "pump-7",
+                "203.0.113.9:5000",
+            ),
+        )
+    };
+    let mut before = Engine::new(DetectConfig::default());
+    let mut raised = Vec::new();
+    for i in 0..12 {
+        before.process(&failure(1_000 + i * 100), &mut raised);
+    }
+    let first = raised
+        .iter()
+        .rfind(|a| a.rule == "auth.brute_force.device")
+        .cloned()
+        .expect("brute force before the move");
+    assert_eq!(first.count, 3);
+
+    // Five minutes later, in another engine that saw none of it.
+    let mut after = Engine::new(DetectConfig::default());
+    let now = Timestamp::from_millis(300_000);
+    assert!(after.adopt_open_alerts(vec![first.clone()], now).is_empty());
+    let mut again = Vec::new();
+    for i in 0..10 {
+        after.process(&failure(300_000 + i * 100), &mut again);
+    }
+    let repeat = again
+        .iter()
+        .rfind(|a| a.rule == "auth.brute_force.device")
+        .expect("the condition holds again");
+    assert_eq!(repeat.id, first.id, "one alert across the move");
+    assert_eq!(repeat.count, 4);
+
+    // Past the merge window an adopted alert is ignored.
+    let mut late = Engine::new(DetectConfig::default());
+    late.adopt_open_alerts(vec![first.clone()], Timestamp::from_millis(10_000_000));
+    let mut fresh = Vec::new();
+    for i in 0..10 {
+        late.process(&failure(10_000_000 + i * 100), &mut fresh);
+    }
+    assert_ne!(fresh.last().map(|a| &a.id), Some(&first.id));
+}

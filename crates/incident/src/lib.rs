@@ -180,8 +180,10 @@ impl Correlator {
             && let Some(incident) = self.open.get_mut(&id)
         {
             if let Some(held) = incident.alerts.iter_mut().find(|a| a.id == alert.id) {
-                held.count = alert.count;
-                held.last_ts = alert.last_ts;
+                // An alert delivered again (a partition or the correlation moved) may be an
+                // older version: it never lowers what the incident holds.
+                held.count = held.count.max(alert.count);
+                held.last_ts = held.last_ts.max(alert.last_ts);
                 held.severity = held.severity.max(alert.severity);
             }
             raise_severity(incident, alert.severity, at);

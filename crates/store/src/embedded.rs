@@ -337,7 +337,8 @@ const INSERT_EVENT: &str =
 const UPSERT_ALERT: &str = "INSERT INTO alerts (id, ts, rule, severity, device_id, body) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, \
      rule = excluded.rule, severity = excluded.severity, device_id = excluded.device_id, \
-     body = excluded.body";
+     body = excluded.body \
+     WHERE json_extract(excluded.body, '$.count') >= json_extract(alerts.body, '$.count')";
 
 /// Builds `WHERE a AND b ...` from the conditions that apply.
 #[derive(Default)]

@@ -624,7 +624,8 @@ impl Store for PgStore {
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
              $5::text[], $6::text[]) \
              ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, rule = excluded.rule, \
-             severity = excluded.severity, device_id = excluded.device_id, body = excluded.body",
+             severity = excluded.severity, device_id = excluded.device_id, body = excluded.body \
+             WHERE (excluded.body::jsonb->>'count')::bigint >= (alerts.body::jsonb->>'count')::bigint",
             &[&id, &ts, &rule, &severity, &device, &body],
         )
         .await

@@ -464,7 +464,19 @@ pub async fn upsert_alerts_merges(backend: &dyn Backend) {
     );
     assert_eq!(
         store.list_alerts(&AlertQuery::default()).await.unwrap(),
-        vec![merged]
+        vec![merged.clone()]
+    );
+    // A detection worker rebuilding its state after a partition moved raises the same alert
+    // (the same id) from fewer events: that never lowers its count or last time.
+    let rebuilt = Alert {
+        count: 2,
+        last_ts: Timestamp::from_millis(5_000),
+        ..merged.clone()
+    };
+    store.upsert_alerts(&[rebuilt]).await.unwrap();
+    assert_eq!(
+        store.get_alert(&first.id).await.unwrap(),
+        Some(merged.clone())
     );
     assert_eq!(
         store.get_alert(&AlertId("nope".into())).await.unwrap(),
