@@ -41,6 +41,60 @@ pub(crate) async fn start(
         .context("failed to start the mqtt bridge")
 }
 
+/// The lease group of broker-log reading: one ingest process at a time reads each broker's
+/// log (`security_signals = "mosquitto_log"`), the shard being the broker's URL.
+pub(crate) const LOG_READERS_GROUP: &str = "bridge-log";
+
+/// Gives each broker's log to one ingest process of the deployment at a time: this process
+/// reads the logs of the brokers whose lease it holds, and when a process dies the others
+/// take its brokers over within about one lease (`[bus] lease_ms`). Without this, every
+/// ingest process would read every log and each connect or refused login would become as
+/// many security events as there are ingest processes; with only one reader, its death
+/// would silence the signals. Runs until `shutdown` or the bus closes, then leaves.
+pub(crate) async fn share_log_reading(
+    bus: Arc<dyn bus::Bus>,
+    readers: ingest::bridge::LogReaders,
+    brokers: Vec<String>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    for i in 0..readers.len() {
+        readers.set(i, false);
+    }
+    let member = crate::partitions::member_id();
+    let mut ownership = loop {
+        match bus.join(LOG_READERS_GROUP, &member, brokers.clone()).await {
+            Ok(ownership) => break ownership,
+            Err(bus::Error::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to join the broker-log readers; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    let apply = |owned: &std::collections::BTreeSet<String>| {
+        for (i, url) in brokers.iter().enumerate() {
+            readers.set(i, owned.contains(url));
+        }
+    };
+    apply(&ownership.owned());
+    loop {
+        tokio::select! {
+            changed = ownership.changed() => match changed {
+                Some(owned) => apply(&owned),
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for i in 0..readers.len() {
+        readers.set(i, false);
+    }
+    ownership.leave().await;
+}
+
 /// The password from `password_file` (first line) or `password_env`.
 pub(crate) fn password(
     config: &BridgeConfig,

@@ -58,6 +58,11 @@ impl Flows {
         self.listener.as_ref().map(FlowHandle::local_addr)
     }
 
+    /// Flow events refused because the platform could not take them (UDP and HTTP).
+    pub(crate) fn refused_unavailable(&self) -> u64 {
+        self.metrics.refused_unavailable.load(Ordering::Relaxed)
+    }
+
     pub(crate) async fn shutdown(&self) {
         if let Some(listener) = &self.listener {
             listener.shutdown().await;
@@ -85,6 +90,17 @@ impl Flows {
         let accepted = events.len() as u64;
         self.metrics.add(&report.stats);
         if !events.is_empty() {
+            if !self.sink.admits() {
+                // The bus is unreachable and the buffer in front of it full: refuse (the
+                // exporter retries) rather than accept and lose.
+                self.metrics
+                    .refused_unavailable
+                    .fetch_add(accepted, Ordering::Relaxed);
+                return Err(web::PlatformError::new(
+                    model::ErrorCode::Unavailable,
+                    "bus unavailable: the event buffer is full",
+                ));
+            }
             self.sink.send(events).await.map_err(|_| {
                 web::PlatformError::new(model::ErrorCode::Unavailable, "the platform is stopping")
             })?;

@@ -18,6 +18,7 @@ pub mod integrations;
 pub mod intel;
 pub mod inventory;
 mod metrics;
+pub mod outage;
 pub mod partitions;
 pub mod platform;
 pub mod readiness;

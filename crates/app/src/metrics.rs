@@ -109,6 +109,28 @@ pub(crate) fn render(inner: &Inner) -> String {
         "Failed store writes (retried).",
         load(&c.store_errors),
     );
+    let status = crate::platform::status(inner);
+    let flag = |up: bool| if up { 1.0 } else { 0.0 };
+    out.gauge(
+        "bus_up",
+        "1 while this process reaches the bus and the bus takes events.",
+        flag(status.bus_up),
+    );
+    out.gauge(
+        "store_up",
+        "1 while this process reaches the store.",
+        flag(status.store_up),
+    );
+    out.gauge(
+        "bus_events_buffered",
+        "Events held in memory for a bus that does not take them ([bus] buffer_messages).",
+        status.events_buffered as f64,
+    );
+    out.counter(
+        "events_refused_unavailable_total",
+        "Events refused because the platform could not take them (MQTT, flows, HTTP intake).",
+        status.events_refused,
+    );
     out.counter(
         "detect_events_total",
         "Events evaluated by detection.",

@@ -38,6 +38,8 @@ pub struct Counters {
     pub detect_events: AtomicU64,
     /// Messages per second over the last sampling interval, as f64 bits.
     pub messages_per_s_bits: AtomicU64,
+    /// The store cannot be reached (a write is being retried, or its ping failed).
+    pub store_unavailable: AtomicBool,
 }
 
 impl Counters {
@@ -88,6 +90,8 @@ pub(crate) struct Inner {
     pub gateway: Arc<gateway::Gateway>,
     /// What the detection worker last reported about its engine.
     pub detect_status: crate::detect::SharedStatus,
+    /// The ingest side's buffer in front of a bus that may go away (NATS, ingest role).
+    pub spool: Option<Arc<crate::outage::Spool>>,
 }
 
 /// A running platform. Drop is not enough to stop it: call [`Platform::shutdown`].
@@ -123,6 +127,50 @@ impl EventSink for BusSink {
             .events_published
             .fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The ingest side's event sink: on NATS, a buffer in front of the bus (`[bus]
+/// buffer_messages`, see `app::outage`); in process, the bus itself (whose publish waits
+/// for room and never fails but at shutdown).
+fn ingest_sink(
+    config: &Config,
+    bus: &Arc<dyn Bus>,
+    counters: &Arc<Counters>,
+) -> (Arc<dyn EventSink>, Option<Arc<crate::outage::Spool>>) {
+    match &config.bus {
+        BusConfig::Nats(nats) if config.runs(Role::Ingest) => {
+            let spool =
+                crate::outage::Spool::new(bus.clone(), counters.clone(), nats.buffer_messages);
+            (
+                Arc::new(crate::outage::SpoolSink(spool.clone())),
+                Some(spool),
+            )
+        }
+        _ => (
+            Arc::new(BusSink {
+                bus: bus.clone(),
+                counters: counters.clone(),
+            }),
+            None,
+        ),
+    }
+}
+
+/// The bridge's sink: on NATS, [`crate::outage::BridgeSink`] (the city's broker is the
+/// buffer, so the bridge acknowledges only what the bus took); in process, the ingest sink.
+fn bridge_sink(
+    config: &Config,
+    bus: &Arc<dyn Bus>,
+    counters: &Arc<Counters>,
+    sink: &Arc<dyn EventSink>,
+) -> Arc<dyn EventSink> {
+    match &config.bus {
+        BusConfig::Nats(_) => Arc::new(crate::outage::BridgeSink {
+            bus: bus.clone(),
+            counters: counters.clone(),
+        }),
+        _ => sink.clone(),
     }
 }
 
@@ -255,13 +303,16 @@ impl Platform {
             None
         };
 
-        let sink = Arc::new(BusSink {
-            bus: bus.clone(),
-            counters: counters.clone(),
-        });
+        let (sink, spool) = ingest_sink(&config, &bus, &counters);
         let bridge = match &config.ingest.bridge {
             Some(b) if ingest => Some(
-                crate::bridge::start(b, store.as_ref(), directory.clone(), sink.clone()).await?,
+                crate::bridge::start(
+                    b,
+                    store.as_ref(),
+                    directory.clone(),
+                    bridge_sink(&config, &bus, &counters, &sink),
+                )
+                .await?,
             ),
             _ => None,
         };
@@ -344,6 +395,7 @@ impl Platform {
             started: Instant::now(),
             gateway: gateway.clone(),
             detect_status: detect_status.clone(),
+            spool: spool.clone(),
         });
 
         let detect_task = match (detect_sub, detect_ownership) {
@@ -454,6 +506,26 @@ impl Platform {
             // Partner feeds and TAXII publishing live with the API.
             background.extend(crate::intel::start(inner.clone(), shutdown_rx.clone()));
         }
+        if let Some(spool) = spool {
+            background.push(tokio::spawn(spool.drain()));
+        }
+        // Several ingest processes on one broker: one at a time reads each broker's log.
+        if partitioned
+            && let (Some(bridge), Some(section)) = (&inner.bridge, &config.ingest.bridge)
+            && section.security_signals == ingest::bridge::SecuritySignals::MosquittoLog
+        {
+            background.push(tokio::spawn(crate::bridge::share_log_reading(
+                bus.clone(),
+                bridge.log_readers(),
+                bridge.brokers(),
+                shutdown_rx.clone(),
+            )));
+        }
+        background.push(tokio::spawn(crate::outage::watch_store(
+            store.clone(),
+            counters.clone(),
+            shutdown_rx.clone(),
+        )));
         if inner.broker.is_some() {
             background.push(tokio::spawn(rate_sampler(
                 inner.clone(),
@@ -668,6 +740,9 @@ impl Platform {
             bridge.shutdown().await;
         }
         self.inner.flows.shutdown().await;
+        if let Some(spool) = &self.inner.spool {
+            crate::outage::flush_at_shutdown(spool).await;
+        }
         // Subscribers drain what was published and then end.
         self.inner.bus.close().await;
         for task in [self.detect_task, self.writer_task, self.incident_task]
@@ -732,6 +807,10 @@ pub(crate) fn status(inner: &Inner) -> web::Status {
         messages_per_s: counters.messages_per_s(),
         alerts_total: counters.alerts_raised.load(Ordering::Relaxed),
         uptime_s: inner.started.elapsed().as_secs(),
+        bus_up: crate::outage::bus_up(inner.bus.as_ref(), inner.spool.as_deref()),
+        store_up: !counters.store_unavailable.load(Ordering::Acquire),
+        events_buffered: inner.spool.as_ref().map_or(0, |s| s.len() as u64),
+        events_refused: crate::outage::refused(inner),
     }
 }
 
@@ -855,11 +934,25 @@ where
     Fut: std::future::Future<Output = store::Result<()>> + 'a,
 {
     let mut delay = Duration::from_millis(50);
+    let mut failed = false;
     while let Err(err) = write().await {
         counters.store_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %err, what, "failed to write to the store; retrying");
+        if matches!(err, store::Error::Unavailable(_)) {
+            counters.store_unavailable.store(true, Ordering::Release);
+        }
+        // Once per outage, not once per attempt (the store errors counter has them all).
+        if !failed {
+            tracing::error!(error = %err, what, "failed to write to the store; retrying (nothing is acknowledged on the bus until it succeeds)");
+            failed = true;
+        } else {
+            tracing::debug!(error = %err, what, "store write still failing");
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if failed {
+        counters.store_unavailable.store(false, Ordering::Release);
+        tracing::info!(what, "store write succeeded after retrying");
     }
 }
 
@@ -1045,6 +1138,14 @@ impl web::Platform for ApiPlatform {
 
     fn status(&self) -> web::Status {
         status(&self.0)
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        crate::outage::unavailable(
+            self.0.bus.as_ref(),
+            self.0.spool.as_deref(),
+            &self.0.counters,
+        )
     }
 
     async fn ingest_flows(&self, body: &[u8]) -> Result<web::FlowReport, web::PlatformError> {

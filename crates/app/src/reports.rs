@@ -18,6 +18,14 @@ pub struct ReportSink {
 #[async_trait]
 impl web::Reports for ReportSink {
     async fn submit(&self, report: CitizenReport) -> Result<(), PlatformError> {
+        // Refused before it is stored while the bus cannot take it, so a retry after the
+        // 503 is not a second report.
+        if !self.bus.is_available() {
+            return Err(PlatformError::new(
+                ErrorCode::Unavailable,
+                "bus unavailable: cannot reach the event bus",
+            ));
+        }
         self.store.insert_report(&report).await?;
         let event = Event {
             ts: report.ts,

@@ -145,4 +145,9 @@ pub trait Bus: Send + Sync + 'static {
         member: &str,
         shards: Vec<String>,
     ) -> Result<Box<dyn Ownership>>;
+    /// Whether the backend reaches its server right now (the in-process bus always does).
+    /// Cheap; what readiness and the ingest side's outage buffer read.
+    fn is_available(&self) -> bool {
+        true
+    }
 }

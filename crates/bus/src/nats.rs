@@ -59,6 +59,10 @@ pub struct NatsConfig {
     /// How long a shard lease (`Bus::join`) lasts without renewal: a partition of a worker
     /// that died moves to another within about this plus a fifth of it.
     pub lease_ms: u64,
+    /// How many events an ingest process holds in memory while NATS does not take them
+    /// (unreachable, or the stream full past `publish_timeout_ms`); past it the broker and
+    /// the HTTP intake refuse new events (read by `app::outage`, not by the bus itself).
+    pub buffer_messages: usize,
 }
 
 impl Default for NatsConfig {
@@ -72,6 +76,7 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             publish_timeout_ms: 30_000,
             lease_ms: 3_000,
+            buffer_messages: 100_000,
         }
     }
 }
@@ -129,10 +134,16 @@ pub struct NatsBus {
 
 struct Inner {
     config: NatsConfig,
+    client: async_nats::Client,
     js: jetstream::Context,
     closed: Arc<AtomicBool>,
     /// Unique per handle: the `Nats-Msg-Id` prefix.
     publisher: String,
+    /// Set when the client reconnects: publishing waits until the stream has its
+    /// consumers back (see [`NatsBus::settle`]).
+    reconnected: Arc<AtomicBool>,
+    /// The most consumers the stream was seen with.
+    consumers: std::sync::atomic::AtomicUsize,
     seq: AtomicU64,
 }
 
@@ -164,6 +175,40 @@ fn consumer_name(group: &str, pattern: &str) -> String {
     name
 }
 
+/// How [`NatsBus::open_consumer`] opens a consumer.
+enum Open {
+    Create(consumer::DeliverPolicy),
+    Existing,
+}
+
+/// Whether a consumer lookup failed because the consumer does not exist.
+fn consumer_gone(e: &jetstream::context::ConsumerInfoError) -> bool {
+    match e.kind() {
+        jetstream::context::ConsumerInfoErrorKind::NotFound => true,
+        jetstream::context::ConsumerInfoErrorKind::JetStream(e) => {
+            e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+        }
+        _ => false,
+    }
+}
+
+/// Creates the stream if it does not exist (at start, and when a server came back without
+/// it).
+async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        retention: stream::RetentionPolicy::Interest,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        max_bytes: config.max_bytes,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("failed to create stream: {e}")))
+}
+
 impl NatsBus {
     /// Connects and creates the stream if it does not exist.
     pub async fn connect(config: NatsConfig) -> Result<NatsBus> {
@@ -173,25 +218,38 @@ impl NatsBus {
                 config.partitions
             )));
         }
+        // The client reconnects by itself (forever, backing off up to a few seconds);
+        // losing and regaining the server is logged once each way, not per message.
+        let url = config.url.clone();
+        let reconnected = Arc::new(AtomicBool::new(false));
+        let flag = reconnected.clone();
         let client = async_nats::ConnectOptions::new()
             .name("citysec")
             .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let url = url.clone();
+                if matches!(event, async_nats::Event::Connected) {
+                    flag.store(true, Ordering::Release);
+                }
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(url, "lost the nats connection; reconnecting");
+                        }
+                        async_nats::Event::Connected => {
+                            tracing::info!(url, "connected to nats");
+                        }
+                        other => tracing::debug!(url, event = %other, "nats client event"),
+                    }
+                }
+            })
             .connect(config.url.as_str())
             .await
             .map_err(|e| Error::Unavailable(format!("failed to connect to nats: {e}")))?;
-        let js = jetstream::new(client);
-        js.get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![format!("{}.>", config.subject_prefix)],
-            retention: stream::RetentionPolicy::Interest,
-            storage: stream::StorageType::File,
-            discard: stream::DiscardPolicy::New,
-            max_bytes: config.max_bytes,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("failed to create stream: {e}")))?;
+        let js = jetstream::new(client.clone());
+        let mut stream = ensure_stream(&js, &config).await?;
+        let consumers = stream.info().await.map_or(0, |i| i.state.consumer_count);
+        reconnected.store(false, Ordering::Release);
         let publisher = format!(
             "{:016x}",
             std::hash::BuildHasher::hash_one(
@@ -202,10 +260,13 @@ impl NatsBus {
         Ok(NatsBus {
             inner: Arc::new(Inner {
                 config,
+                client,
                 js,
                 closed: Arc::new(AtomicBool::new(false)),
                 publisher,
                 seq: AtomicU64::new(0),
+                reconnected,
+                consumers: std::sync::atomic::AtomicUsize::new(consumers),
             }),
         })
     }
@@ -230,11 +291,165 @@ impl NatsBus {
         }
     }
 
+    /// A durable pull consumer and its message stream: created if missing
+    /// ([`Open::Create`]), or only if it still exists ([`Open::Existing`]: `None` when it
+    /// is gone).
+    async fn open_consumer(
+        &self,
+        name: &str,
+        filter: &str,
+        open: Open,
+    ) -> Result<Option<(consumer::PullConsumer, consumer::pull::Stream)>> {
+        let stream = match self.inner.js.get_stream(&self.inner.config.stream).await {
+            Ok(stream) => stream,
+            // A server that came back without its storage: the stream is made again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(_)
+                ) =>
+            {
+                ensure_stream(&self.inner.js, &self.inner.config).await?
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let consumer: consumer::PullConsumer = match open {
+            // A group that exists resumes where it left off; a new one starts where told
+            // (with what is published from now on for `subscribe`, like the in-process bus).
+            Open::Create(deliver_policy) => stream
+                .get_or_create_consumer(
+                    name,
+                    consumer::pull::Config {
+                        durable_name: Some(name.to_owned()),
+                        filter_subject: filter.to_owned(),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        deliver_policy,
+                        ack_wait: Duration::from_millis(self.inner.config.ack_wait_ms),
+                        max_ack_pending: 65_536,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(unavailable)?,
+            Open::Existing => match stream.consumer_info(name).await {
+                Ok(_) => stream.get_consumer(name).await.map_err(unavailable)?,
+                Err(e) if consumer_gone(&e) => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            },
+        };
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(1_000)
+            // A member that dies leaves its pull request behind; the server stops sending
+            // into it when it expires, so redelivery to the others waits at most this
+            // plus `ack_wait_ms`.
+            .expires(PULL_EXPIRY)
+            .heartbeat(PULL_EXPIRY / 2)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        Ok(Some((consumer, messages)))
+    }
+
+    /// How many JetStream messages the stream has ever stored (its last sequence number).
+    #[cfg(test)]
+    pub(crate) async fn stored_packs(&self) -> u64 {
+        let mut stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.stream)
+            .await
+            .expect("the stream exists");
+        stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence
+    }
+
+    /// The stream's and the consumers' state, for a failing test's message.
+    #[cfg(test)]
+    pub(crate) async fn debug_state(&self) -> String {
+        let mut stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.stream)
+            .await
+            .expect("the stream exists");
+        let info = stream.info().await.expect("stream info").clone();
+        let mut out = format!("stream {:?}", info.state);
+        let names: Vec<String> =
+            futures_util::StreamExt::collect::<Vec<_>>(stream.consumer_names())
+                .await
+                .into_iter()
+                .filter_map(|n| n.ok())
+                .collect();
+        for name in names {
+            if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(&name).await
+                && let Ok(i) = c.info().await
+            {
+                out.push_str(&format!(
+                    "; consumer {name}: delivered {:?} ack_floor {:?} pending {} ack_pending {} redelivered {} waiting {}",
+                    i.delivered, i.ack_floor, i.num_pending, i.num_ack_pending, i.num_redelivered, i.num_waiting
+                ));
+            }
+        }
+        out
+    }
+
+    /// After a reconnection, waits (until `deadline`, at most 10 s) for the stream to have
+    /// as many consumers as it was seen with. A restarted server recovers its streams
+    /// before their consumers, and an interest-retention stream discards at once what it
+    /// stores while no consumer is interested: publishing then would be acknowledged and
+    /// lost.
+    async fn settle(&self, deadline: tokio::time::Instant) {
+        if !self.inner.reconnected.load(Ordering::Acquire) {
+            return;
+        }
+        let want = self.inner.consumers.load(Ordering::Relaxed);
+        let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
+        loop {
+            if let Ok(mut stream) = self.inner.js.get_stream(&self.inner.config.stream).await
+                && let Ok(info) = stream.info().await
+                && info.state.consumer_count >= want
+            {
+                self.inner.reconnected.store(false, Ordering::Release);
+                return;
+            }
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(
+                    consumers = want,
+                    "the stream's consumers are not back after a reconnection; publishing anyway"
+                );
+                self.inner.reconnected.store(false, Ordering::Release);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether the client is connected to a server right now.
+    fn is_connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn publish_one(&self, subject: String, id: String, payload: Vec<u8>) -> Result<()> {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.config.publish_timeout_ms);
         let mut backoff = Duration::from_millis(10);
         loop {
+            // Nothing is queued in a disconnected client (it would be sent at the
+            // reconnection, before the server has its consumers back).
+            if !self.is_connected() {
+                if tokio::time::Instant::now() + backoff > deadline {
+                    return Err(Error::Unavailable("not connected to nats".into()));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            self.settle(deadline).await;
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
             let attempt = async {
@@ -245,6 +460,18 @@ impl NatsBus {
                     .await
                     .map_err(unavailable)?;
                 ack.await.map_err(unavailable)
+            };
+            // While the client is disconnected its queue fills and a publish would wait
+            // for the reconnection: no attempt outlives the deadline.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = async {
+                tokio::time::timeout(left.max(Duration::from_millis(10)), attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Unavailable(
+                            "nats did not acknowledge the publish in time".into(),
+                        ))
+                    })
             };
             match attempt.await {
                 Ok(_) => return Ok(()),
@@ -263,6 +490,10 @@ impl NatsBus {
 
 /// How long one pull request of a member stays open.
 const PULL_EXPIRY: Duration = Duration::from_secs(4);
+
+/// How long the fast path of `publish` waits before the slow path (one at a time, with
+/// backoff, until `publish_timeout_ms`) takes over.
+const FAST_PATH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many publishes one call keeps in flight.
 const PUBLISH_WINDOW: usize = 512;
@@ -316,24 +547,34 @@ impl Bus for NatsBus {
             let window: Vec<_> = prepared.by_ref().take(PUBLISH_WINDOW).collect();
             let mut acks = Vec::with_capacity(window.len());
             let mut failed_from = None;
+            // A disconnected client would hold these until it reconnects: the fast path
+            // gives up after a short while and the slow path takes over with its deadline.
+            let fast_deadline = tokio::time::Instant::now() + FAST_PATH_TIMEOUT;
+            if !self.is_connected() || self.inner.reconnected.load(Ordering::Acquire) {
+                failed_from = Some(0);
+            }
             for (i, (subject, id, payload)) in window.iter().enumerate() {
+                if failed_from.is_some() {
+                    break;
+                }
                 let mut headers = HeaderMap::new();
                 headers.insert("Nats-Msg-Id", id.as_str());
-                match self
-                    .inner
-                    .js
-                    .publish_with_headers(subject.clone(), headers, payload.clone().into())
-                    .await
-                {
-                    Ok(ack) => acks.push(ack),
-                    Err(_) => {
+                let send = self.inner.js.publish_with_headers(
+                    subject.clone(),
+                    headers,
+                    payload.clone().into(),
+                );
+                match tokio::time::timeout_at(fast_deadline, send).await {
+                    Ok(Ok(ack)) => acks.push(ack),
+                    _ => {
                         failed_from = Some(i);
                         break;
                     }
                 }
             }
             for (i, ack) in acks.into_iter().enumerate() {
-                if ack.await.is_err() && failed_from.is_none_or(|f| i < f) {
+                let acked = matches!(tokio::time::timeout_at(fast_deadline, ack).await, Ok(Ok(_)));
+                if !acked && failed_from.is_none_or(|f| i < f) {
                     failed_from = Some(i);
                     break;
                 }
@@ -355,34 +596,21 @@ impl Bus for NatsBus {
             return Err(Error::Closed);
         }
         let name = consumer_name(group, pattern);
-        let stream = self
-            .inner
-            .js
-            .get_stream(&self.inner.config.stream)
-            .await
-            .map_err(unavailable)?;
-        // A group that exists resumes where it left off; a new one starts with what is
-        // published from now on, like the in-process bus.
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: self.filter(pattern),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::New,
-                    ack_wait: Duration::from_millis(self.inner.config.ack_wait_ms),
-                    max_ack_pending: 65_536,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(unavailable)?;
-        self.pull(consumer).await
+        let filter = self.filter(pattern);
+        let (consumer, messages) = self
+            .open_consumer(&name, &filter, Open::Create(consumer::DeliverPolicy::New))
+            .await?
+            .ok_or_else(|| unavailable("the consumer is gone"))?;
+        self.note_consumers().await;
+        Ok(self.subscription(name, filter, consumer, messages, false))
     }
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+    }
+
+    fn is_available(&self) -> bool {
+        self.is_connected()
     }
 
     fn partitions(&self) -> u32 {
@@ -443,27 +671,19 @@ impl Bus for NatsBus {
             Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
             None => consumer::DeliverPolicy::New,
         };
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: filter,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy,
-                    ack_wait: Duration::from_millis(self.inner.config.ack_wait_ms),
-                    max_ack_pending: 65_536,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(unavailable)?;
+        let (consumer, messages) = self
+            .open_consumer(&name, &filter, Open::Create(deliver_policy))
+            .await?
+            .ok_or_else(|| unavailable("the consumer is gone"))?;
         for (_, old) in &names {
             if let Err(e) = stream.delete_consumer(old).await {
                 tracing::warn!(error = %e, consumer = %old, "failed to delete a taken-over consumer");
             }
         }
-        self.pull(consumer).await
+        self.note_consumers().await;
+        // A slice's consumer is never made again once gone: its deletion means another
+        // member took the slice over, and making it again would hold messages forever.
+        Ok(self.subscription(name, filter, consumer, messages, true))
     }
 
     async fn join(
@@ -482,30 +702,48 @@ impl Bus for NatsBus {
 }
 
 impl NatsBus {
-    async fn pull(&self, consumer: consumer::PullConsumer) -> Result<Box<dyn Subscription>> {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(1_000)
-            // A member that dies leaves its pull request behind; the server stops sending
-            // into it when it expires, so redelivery to the others waits at most this
-            // plus `ack_wait_ms`.
-            .expires(PULL_EXPIRY)
-            .heartbeat(PULL_EXPIRY / 2)
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        Ok(Box::new(NatsSubscription {
+    /// Records how many consumers the stream has (see [`NatsBus::settle`]).
+    async fn note_consumers(&self) {
+        if let Ok(mut stream) = self.inner.js.get_stream(&self.inner.config.stream).await
+            && let Ok(info) = stream.info().await
+        {
+            self.inner
+                .consumers
+                .fetch_max(info.state.consumer_count, Ordering::Relaxed);
+        }
+    }
+
+    fn subscription(
+        &self,
+        name: String,
+        filter: String,
+        consumer: consumer::PullConsumer,
+        messages: consumer::pull::Stream,
+        slice: bool,
+    ) -> Box<dyn Subscription> {
+        Box::new(NatsSubscription {
+            bus: self.clone(),
+            name,
+            filter,
+            slice,
             consumer,
             messages,
             closed: self.inner.closed.clone(),
             buffer: std::collections::VecDeque::new(),
             held: std::collections::VecDeque::new(),
             unacked: Vec::new(),
-        }))
+        })
     }
 }
 
 struct NatsSubscription {
+    bus: NatsBus,
+    /// The durable consumer's name and filter, to open it again after an outage.
+    name: String,
+    filter: String,
+    /// A partition slice (`subscribe_partition`): its consumer is opened again after an
+    /// outage but never made again; once it is gone the subscription ends.
+    slice: bool,
     consumer: consumer::PullConsumer,
     messages: consumer::pull::Stream,
     closed: Arc<AtomicBool>,
@@ -526,6 +764,66 @@ impl NatsSubscription {
                 // Not acknowledged means delivered again later: at least once, never lost.
                 tracing::debug!(error = %e, "nats ack failed; the message will be redelivered");
             }
+        }
+    }
+
+    /// Opens the consumer again, backing off (100 ms doubling to 5 s) until it works or
+    /// the bus is closed; logs once when it starts and once when it is back. What was
+    /// delivered and not acknowledged comes again after `ack_wait_ms` (at least once).
+    /// Answers false when the subscription should end: the bus is closed, or a slice's
+    /// consumer is gone (another member took the slice over).
+    async fn reopen(&mut self, why: &str) -> bool {
+        let mut delay = Duration::from_millis(100);
+        let mut logged = false;
+        let slice = self.slice;
+        let open = || {
+            if slice {
+                Open::Existing
+            } else {
+                Open::Create(consumer::DeliverPolicy::New)
+            }
+        };
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.bus.is_connected() {
+                // A restarted server recovers consumers after streams: opening ours before
+                // it is back would create a new one that starts from now.
+                self.bus
+                    .settle(tokio::time::Instant::now() + Duration::from_secs(10))
+                    .await;
+                match self
+                    .bus
+                    .open_consumer(&self.name, &self.filter, open())
+                    .await
+                {
+                    Ok(Some((consumer, messages))) => {
+                        self.consumer = consumer;
+                        self.messages = messages;
+                        if logged {
+                            tracing::info!(consumer = %self.name, "nats consumer resumed");
+                        }
+                        return true;
+                    }
+                    Ok(None) => {
+                        tracing::debug!(consumer = %self.name, "nats slice consumer gone; subscription ends");
+                        return false;
+                    }
+                    Err(e) if !logged => {
+                        tracing::warn!(consumer = %self.name, reason = why, error = %e, "nats consumer lost; retrying");
+                        logged = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(consumer = %self.name, error = %e, "nats consumer still unavailable")
+                    }
+                }
+            } else if !logged {
+                tracing::warn!(consumer = %self.name, reason = why, "nats consumer waiting for the server");
+                logged = true;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -606,11 +904,24 @@ impl Subscription for NatsSubscription {
                     return None;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "nats consumer error; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Missed heartbeats while the server is away, a consumer deleted or a
+                    // server restarted without it: open the consumer again (the client
+                    // reconnects by itself; the pull stream alone does not survive every
+                    // restart).
+                    if !self.reopen(&e.to_string()).await {
+                        return None;
+                    }
                     continue;
                 }
-                None => return None,
+                None if self.closed.load(Ordering::Acquire) => return None,
+                None => {
+                    // The pull stream ended (terminated by the server) though the bus is
+                    // open: open it again rather than end the subscription.
+                    if !self.reopen("the pull stream ended").await {
+                        return None;
+                    }
+                    continue;
+                }
             }
             while self.buffer.len() < max {
                 match self.messages.next().now_or_never() {

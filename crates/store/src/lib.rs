@@ -166,6 +166,11 @@ pub trait Store:
     async fn find_token(&self, sha256: &str) -> Result<Option<ApiToken>>;
 
     async fn stats(&self) -> Result<StoreStats>;
+    /// A cheap round trip to the backend: `Unavailable` while it cannot be reached (what
+    /// readiness probes; the embedded file is always there).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
     /// Makes everything written so far durable and releases resources.
     async fn close(&self) -> Result<()>;
 }

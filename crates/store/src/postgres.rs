@@ -709,6 +709,12 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn ping(&self) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         let conn = self.conn().await?;
         let row = conn

@@ -510,4 +510,69 @@ mod postgres {
         }
         store.close().await.unwrap();
     }
+
+    /// Issue 9 ("Bad input": PostgreSQL going away and coming back). While the server is
+    /// down (a fast shutdown, then an immediate one, as after a crash) every call answers
+    /// `Unavailable` promptly (no hang, no panic), and once it is back the same `PgStore`
+    /// works again without a restart: the pool replaces its broken connections, and what was
+    /// written before the outage is still there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_are_unavailable_while_postgres_is_down_and_work_again_after() {
+        use model::{Event, EventKind, Timestamp};
+        let Some(mut server) = TestPostgres::start(false) else {
+            return;
+        };
+        let db = server.create_database().await;
+        let store = PgStore::connect(&server.config(&db)).await.unwrap();
+        let event = |seq: i64| Event {
+            ts: Timestamp::from_millis(seq),
+            device_id: Some(model::DeviceId::new("pump-1").unwrap()),
+            sector: None,
+            kind: EventKind::Telemetry { readings: vec![] },
+        };
+        store.append_events(&[event(1)]).await.unwrap();
+        // Use every pooled connection so each of them is broken by the outage.
+        for _ in 0..8 {
+            store.ping().await.unwrap();
+        }
+        for (round, crash) in [false, true].into_iter().enumerate() {
+            server = tokio::task::spawn_blocking(move || {
+                server.halt(crash);
+                server
+            })
+            .await
+            .unwrap();
+            for _ in 0..6 {
+                let started = std::time::Instant::now();
+                let err = store.append_events(&[event(100)]).await.unwrap_err();
+                assert!(matches!(err, crate::Error::Unavailable(_)), "{err}");
+                let err = store.ping().await.unwrap_err();
+                assert!(matches!(err, crate::Error::Unavailable(_)), "{err}");
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(15),
+                    "answered in {:?}",
+                    started.elapsed()
+                );
+            }
+            server = tokio::task::spawn_blocking(move || {
+                server.restart();
+                server
+            })
+            .await
+            .unwrap();
+            // Every connection of the pool works again (each broken one is replaced on use).
+            for _ in 0..8 {
+                store.ping().await.unwrap();
+            }
+            store
+                .append_events(&[event(2 + round as i64)])
+                .await
+                .unwrap();
+        }
+        let stored = store.list_events(&EventQuery::default()).await.unwrap();
+        let mut seqs: Vec<i64> = stored.iter().map(|e| e.ts.as_millis()).collect();
+        seqs.sort();
+        assert_eq!(seqs, vec![1, 2, 3], "nothing from the outage, nothing lost");
+        store.close().await.unwrap();
+    }
 }

@@ -35,10 +35,19 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 pub(crate) async fn readyz(State(s): AppState) -> Response {
-    if s.api.ready.load(Ordering::Acquire) {
+    if !s.api.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
+    }
+    let down = s.api.platform.unavailable();
+    if down.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({"ready": false, "unavailable": down})),
+        )
+            .into_response()
     }
 }
 

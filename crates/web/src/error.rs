@@ -111,11 +111,15 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let server_side = status.is_server_error();
         let detail = self.to_string();
-        let message = match &self {
+        let unavailable = matches!(
+            self,
             ApiError::Coded {
                 code: ErrorCode::Unavailable,
                 ..
-            } => "service unavailable",
+            }
+        );
+        let message = match &self {
+            _ if unavailable => unavailable_message(&detail),
             _ if server_side => "internal error",
             _ => detail.as_str(),
         };
@@ -131,6 +135,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if unavailable {
+            // An outage of a peer (issue 9): the client retries, nothing was accepted.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if let ApiError::TooManyRequests { retry_after_s, .. } = &self
             && let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string())
         {
@@ -140,6 +150,18 @@ impl IntoResponse for ApiError {
             response.extensions_mut().insert(FailureDetail(detail));
         }
         response
+    }
+}
+
+/// What a client may know of an outage: which dependency is unavailable, never the
+/// error's own text (addresses, server messages).
+fn unavailable_message(detail: &str) -> &'static str {
+    if detail.starts_with("bus") {
+        "the event bus is unavailable; retry later"
+    } else if detail.starts_with("store unavailable") {
+        "the store is unavailable; retry later"
+    } else {
+        "service unavailable"
     }
 }
 

@@ -144,6 +144,12 @@ pub trait Platform: Send + Sync + 'static {
     async fn sharing(&self) -> Result<Option<serde_json::Value>, PlatformError> {
         Ok(None)
     }
+
+    /// The dependencies this process cannot reach right now (`"bus"`, `"store"`): `/readyz`
+    /// answers 503 naming them.
+    fn unavailable(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A failure the platform reports, with the code the API maps to an HTTP status.
@@ -382,4 +388,14 @@ pub struct Status {
     pub messages_per_s: f64,
     pub alerts_total: u64,
     pub uptime_s: u64,
+    /// Whether this process reaches the bus (and, on the ingest side, the bus takes events).
+    pub bus_up: bool,
+    /// Whether this process reaches the store.
+    pub store_up: bool,
+    /// Events held in memory for a bus that does not take them (at most `[bus]
+    /// buffer_messages`).
+    pub events_buffered: u64,
+    /// Events refused because the platform could not take them (MQTT publishes, flows,
+    /// HTTP intake), since start.
+    pub events_refused: u64,
 }

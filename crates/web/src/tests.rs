@@ -253,6 +253,10 @@ impl Platform for FakePlatform {
             messages_per_s: 12.5,
             alerts_total: 1,
             uptime_s: 60,
+            bus_up: true,
+            store_up: true,
+            events_buffered: 0,
+            events_refused: 0,
         }
     }
 }
@@ -851,7 +855,8 @@ async fn status_comes_from_the_platform() {
     assert_eq!(
         reply.json(),
         json!({"devices_registered": 3, "devices_online": 2, "messages_per_s": 12.5,
-               "alerts_total": 1, "uptime_s": 60})
+               "alerts_total": 1, "uptime_s": 60, "bus_up": true, "store_up": true,
+               "events_buffered": 0, "events_refused": 0})
     );
 }
 
@@ -1596,7 +1601,8 @@ async fn internal_failures_are_generic() {
     let reply = f.get("/api/v1/events", VIEWER).await;
     assert_eq!(
         reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        "service unavailable"
+        "the store is unavailable; retry later",
+        "names the dependency (issue 9), never the error's text"
     );
     assert!(!reply.text.contains("/secret/path"));
 }

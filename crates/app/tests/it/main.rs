@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod outage;
+
 use model::{Credential, Device, DeviceClass, DeviceId, DeviceStatus, Location, Timestamp};
 use serde_json::{Value, json};
 

@@ -37,6 +37,7 @@ pub fn binary() -> Option<PathBuf> {
 /// A running server; stopped when the process ends or this is dropped.
 pub struct TestNats {
     port: u16,
+    dir: PathBuf,
     supervisor: Option<Child>,
 }
 
@@ -89,15 +90,25 @@ impl TestNats {
                 .map(|a| a.port())
                 .expect("bind a loopback port")
         });
+        // The supervisor reads commands on its standard input (`term`, `kill`: stop the
+        // server with that signal, keeping port and storage; `start`: start it again) and
+        // at end of input stops the server and removes the directory.
         let script = r#"
-            "$1" -js -a 127.0.0.1 -p "$2" -sd "$3/js" >"$3/server.log" 2>&1 &
-            pid=$!
-            read _ignored
+            bin="$1"; port="$2"; dir="$3"
+            run() { "$bin" -js -a 127.0.0.1 -p "$port" -sd "$dir/js" >>"$dir/server.log" 2>&1 & pid=$!; }
+            run
+            while read cmd; do
+                case "$cmd" in
+                    term) kill -TERM "$pid" 2>/dev/null; wait "$pid" ;;
+                    kill) kill -KILL "$pid" 2>/dev/null; wait "$pid" ;;
+                    start) run ;;
+                esac
+            done
             kill -TERM "$pid" 2>/dev/null
             wait "$pid"
             rm -rf "$3"
         "#;
-        let mut supervisor = Command::new("/bin/sh")
+        let supervisor = Command::new("/bin/sh")
             .arg("-c")
             .arg(script)
             .arg("sh")
@@ -109,28 +120,74 @@ impl TestNats {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("start nats-server: {e}"))?;
+        let mut server = TestNats {
+            port,
+            dir,
+            supervisor: Some(supervisor),
+        };
+        server.wait_ready(1)?;
+        Ok(server)
+    }
+
+    /// Waits until the server accepts connections and its log says it is ready for the
+    /// `starts`-th time.
+    fn wait_ready(&mut self, starts: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             // Ready once it accepts connections and has logged that JetStream is up.
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && log.contains("Server is ready")
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && log.matches("Server is ready").count() >= starts
             {
-                break;
+                return Ok(());
             }
-            if let Ok(Some(status)) = supervisor.try_wait() {
+            if let Some(child) = self.supervisor.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
                 return Err(format!("nats-server exited early ({status}): {log}"));
             }
             if Instant::now() > deadline {
-                let _ = supervisor.kill();
+                if let Some(child) = self.supervisor.as_mut() {
+                    let _ = child.kill();
+                }
                 return Err(format!("nats-server did not become ready in 30 s: {log}"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(TestNats {
-            port,
-            supervisor: Some(supervisor),
-        })
+    }
+
+    fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self
+            .supervisor
+            .as_mut()
+            .and_then(|c| c.stdin.as_mut())
+            .expect("the test server's supervisor runs");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("tell the supervisor");
+        stdin.flush().expect("tell the supervisor");
+    }
+
+    /// Stops the server with SIGTERM (`kill = false`) or SIGKILL, keeping its port and
+    /// JetStream storage for [`TestNats::restart`]; returns once the port is closed.
+    pub fn halt(&mut self, kill: bool) {
+        self.command(if kill { "kill" } else { "term" });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "nats-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a halted server again on the same port and storage; returns once it is ready.
+    pub fn restart(&mut self) {
+        let starts = std::fs::read_to_string(self.dir.join("server.log"))
+            .unwrap_or_default()
+            .matches("Server is ready")
+            .count();
+        self.command("start");
+        self.wait_ready(starts + 1).expect("nats-server restarts");
     }
 
     pub fn port(&self) -> u16 {
@@ -152,6 +209,10 @@ impl TestNats {
             stream: format!("CITYSEC_{id}"),
             subject_prefix: id,
             partitions,
+            // Every test has a stream of its own on one shared server, and JetStream
+            // reserves each stream's `max_bytes` against the disk it has: the default
+            // (1 GiB) times every test is more than a CI machine offers.
+            max_bytes: 64 << 20,
             ..NatsConfig::default()
         }
     }

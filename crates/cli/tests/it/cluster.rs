@@ -309,7 +309,8 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
 /// actions know the broker is not ours): Mosquitto through a shared subscription, and its
 /// log topic for the broker's security signals read by one ingest process.
 fn bridge_section(cluster: &Cluster, name: &str) -> String {
-    let signals = if name == "ingest-1" {
+    // Every ingest process may read the broker's log; the `bridge-log` lease picks one.
+    let signals = if name.starts_with("ingest") {
         "mosquitto_log"
     } else {
         "none"

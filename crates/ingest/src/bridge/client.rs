@@ -99,6 +99,43 @@ impl CommandPath {
 /// Bridge mode; see the module docs of [`crate::bridge`].
 pub struct Bridge;
 
+/// Which broker logs this process reads (cheap to clone; outlives nothing: once the bridge
+/// stopped, setting it changes nothing).
+#[derive(Clone)]
+pub struct LogReaders {
+    links: Arc<Vec<Arc<Link>>>,
+}
+
+impl LogReaders {
+    /// How many brokers there are (the indexes [`LogReaders::set`] takes, in config order).
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Starts or stops reading broker `index`'s log for security signals. Mosquitto does not
+    /// share `$SYS` topics in a group, so when several ingest processes could read one
+    /// broker's log, the platform gives the reading to one of them at a time (a lease) and
+    /// moves it when that one dies.
+    pub fn set(&self, index: usize, read: bool) {
+        let Some(link) = self.links.get(index) else {
+            return;
+        };
+        if link.reads_log.swap(read, Ordering::AcqRel) != read {
+            tracing::info!(broker = %link.url, read, "mqtt bridge log reading changed");
+            if link.up.load(Ordering::Acquire)
+                && let Err(err) = log_subscription(link, read)
+            {
+                // Applied again at the next CONNACK.
+                tracing::warn!(broker = %link.url, error = %err, "mqtt bridge could not change its log subscription");
+            }
+        }
+    }
+}
+
 /// A running bridge.
 pub struct BridgeHandle {
     links: Arc<Vec<Arc<Link>>>,
@@ -217,22 +254,16 @@ impl BridgeHandle {
         self.links.iter().map(|l| l.url.clone()).collect()
     }
 
-    /// Starts or stops reading broker `index`'s log for security signals. Mosquitto does not
-    /// share `$SYS` topics in a group, so when several ingest processes could read one
-    /// broker's log, the platform gives the reading to one of them at a time (a lease) and
-    /// moves it when that one dies; a process starts reading only when told.
+    /// Starts or stops reading broker `index`'s log for security signals (see
+    /// [`LogReaders::set`]).
     pub fn set_log_reader(&self, index: usize, read: bool) {
-        let Some(link) = self.links.get(index) else {
-            return;
-        };
-        if link.reads_log.swap(read, Ordering::AcqRel) != read {
-            tracing::info!(broker = %link.url, read, "mqtt bridge log reading changed");
-            if link.up.load(Ordering::Acquire)
-                && let Err(err) = log_subscription(link, read)
-            {
-                // Applied again at the next CONNACK.
-                tracing::warn!(broker = %link.url, error = %err, "mqtt bridge could not change its log subscription");
-            }
+        self.log_readers().set(index, read);
+    }
+
+    /// A handle that turns log reading on and off, for the task that holds the leases.
+    pub fn log_readers(&self) -> LogReaders {
+        LogReaders {
+            links: Arc::clone(&self.links),
         }
     }
 

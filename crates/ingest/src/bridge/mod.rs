@@ -24,7 +24,7 @@ pub mod mosquitto;
 #[cfg(test)]
 mod tests;
 
-pub use self::client::{Bridge, BridgeHandle, BridgeMetrics};
+pub use self::client::{Bridge, BridgeHandle, BridgeMetrics, LogReaders};
 
 /// Where the broker's connect and authentication signals come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -209,6 +209,12 @@ async fn run(
                 .map(|r| to_event(r, book.as_ref()))
                 .collect();
             let n = events.len() as u64;
+            if !sink.admits() {
+                metrics
+                    .refused_unavailable
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             if sink.send(events).await.is_err() {
                 break;
             }

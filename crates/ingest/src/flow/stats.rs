@@ -150,6 +150,9 @@ pub struct FlowMetrics {
     /// Flow events handed to the sink.
     pub events: AtomicU64,
     pub dropped: [AtomicU64; DropReason::COUNT],
+    /// Flow events dropped because the platform could not take them (an outage: the bus is
+    /// unreachable and the buffer in front of it full). UDP has no way to refuse.
+    pub refused_unavailable: AtomicU64,
 }
 
 impl FlowMetrics {

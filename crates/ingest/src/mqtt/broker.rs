@@ -777,6 +777,7 @@ async fn serve<S>(
                 match read {
                     Ok(0) => conn.close(now, "connection closed by peer", false, &mut out),
                     Ok(_) => {
+                        conn.set_refusing(!shared.sink.admits());
                         conn.process(now, &mut ctx, &mut out);
                         if conn.is_connected() {
                             let ka = u64::from(conn.keep_alive()) * 1500;

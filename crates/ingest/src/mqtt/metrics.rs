@@ -23,6 +23,8 @@ pub struct BrokerMetrics {
     pub events_suppressed: AtomicU64,
     /// Publishes dropped because their device is over its rate limit.
     pub rate_limited: AtomicU64,
+    /// Publishes refused because the platform could not take events (an outage).
+    pub refused_unavailable: AtomicU64,
 }
 
 /// A plain copy of [`BrokerMetrics`] at one moment.
@@ -41,6 +43,7 @@ pub struct MetricsSnapshot {
     pub malformed_packets: u64,
     pub events_suppressed: u64,
     pub rate_limited: u64,
+    pub refused_unavailable: u64,
 }
 
 /// Counter deltas from one burst of one connection.
@@ -58,6 +61,7 @@ pub struct Stats {
     pub malformed_packets: u64,
     pub events_suppressed: u64,
     pub rate_limited: u64,
+    pub refused_unavailable: u64,
 }
 
 impl BrokerMetrics {
@@ -77,6 +81,7 @@ impl BrokerMetrics {
             malformed_packets: l(&self.malformed_packets),
             events_suppressed: l(&self.events_suppressed),
             rate_limited: l(&self.rate_limited),
+            refused_unavailable: l(&self.refused_unavailable),
         }
     }
 
@@ -99,5 +104,6 @@ impl BrokerMetrics {
         add(&self.malformed_packets, s.malformed_packets);
         add(&self.events_suppressed, s.events_suppressed);
         add(&self.rate_limited, s.rate_limited);
+        add(&self.refused_unavailable, s.refused_unavailable);
     }
 }

@@ -38,6 +38,14 @@ pub trait EventSink: Send + Sync + 'static {
     /// Takes one batch (one socket read burst of one connection). QoS 1 acknowledgements
     /// are sent only after this returned `Ok`.
     async fn send(&self, events: Vec<model::Event>) -> Result<(), SinkClosed>;
+
+    /// Whether the sink takes new work right now. `false` while the platform cannot keep
+    /// it (its bus is unreachable and the bounded buffer in front of it is full): the broker
+    /// then refuses publishes instead of acknowledging them (see
+    /// `session::Connection::set_refusing`). What was admitted is still sent.
+    fn admits(&self) -> bool {
+        true
+    }
 }
 
 /// The sink no longer accepts events (the platform is shutting down).

@@ -187,6 +187,8 @@ pub struct Connection {
     limit_unreported: u64,
     /// When the last rate-limit drop event was emitted.
     limit_reported_ms: Option<i64>,
+    /// Whether publishes are refused because the platform cannot take events.
+    refusing: bool,
 }
 
 impl Connection {
@@ -212,6 +214,7 @@ impl Connection {
             limit: None,
             limit_unreported: 0,
             limit_reported_ms: None,
+            refusing: false,
         }
     }
 
@@ -441,6 +444,39 @@ impl Connection {
                     out,
                 );
             }
+        }
+    }
+
+    /// Whether publishes from now on are refused because the platform cannot take events
+    /// (its bus is down and its buffer full); the broker sets it before each read burst.
+    pub fn set_refusing(&mut self, refusing: bool) {
+        self.refusing = refusing;
+    }
+
+    /// A publish while the platform cannot take events: never acknowledged and then lost.
+    /// QoS 0 is dropped and counted; at QoS 1/2 a 5.0 client gets 0x97 quota exceeded (as
+    /// over a rate limit) and publishes again later, and a 3.1.1 client, which has no
+    /// negative acknowledgement, has its connection closed, so it sends the message again
+    /// when it reconnects.
+    fn refuse_unavailable(
+        &mut self,
+        version: Version,
+        qos: u8,
+        pkid: u16,
+        now: Timestamp,
+        out: &mut Output,
+    ) {
+        out.stats.refused_unavailable += 1;
+        match (qos, version) {
+            (0, _) => out.stats.dropped += 1,
+            (1, Version::V5) => proto::write_puback(version, pkid, AckReason::Quota, &mut out.write),
+            (_, Version::V5) => proto::write_pubrec(version, pkid, AckReason::Quota, &mut out.write),
+            (_, Version::V311) => self.close(
+                now,
+                "qos 1/2 publish while the platform cannot take events (mqtt 3.1.1 cannot refuse it otherwise)",
+                true,
+                out,
+            ),
         }
     }
 
@@ -970,6 +1006,10 @@ impl Connection {
         if qos == 2 && self.qos2_in.contains(&pkid) {
             // A redelivery of a QoS 2 message we already took: acknowledge, do not duplicate.
             ack(out, AckReason::Success);
+            return;
+        }
+        if self.refusing {
+            self.refuse_unavailable(version, qos, pkid, now, out);
             return;
         }
         if let Some(bucket) = &mut self.limit {

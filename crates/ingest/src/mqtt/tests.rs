@@ -549,6 +549,60 @@ fn publish_acl_and_qos1() {
     }
 }
 
+/// Issue 9: while the platform cannot take events (`Connection::set_refusing`, from
+/// `EventSink::admits`), nothing is acknowledged and then lost: QoS 0 is dropped and
+/// counted, a 5.0 client gets 0x97 quota exceeded at QoS 1 and 2 and stays connected, a
+/// 3.1.1 client (no negative acknowledgement) is disconnected; once the platform takes
+/// events again, publishes are acknowledged as before.
+#[test]
+fn publishes_are_refused_while_the_platform_cannot_take_them() {
+    // (version, qos, what is written, connected after, events)
+    let cases: &[(Version, u8, &[&str], bool)] = &[
+        (Version::V5, 0, &[], true),
+        (Version::V5, 1, &["puback 9 QuotaExceeded"], true),
+        (Version::V5, 2, &["pubrec 9 QuotaExceeded"], true),
+        (Version::V311, 0, &[], true),
+        (Version::V311, 1, &[], false),
+        (Version::V311, 2, &[], false),
+    ];
+    for &(v, qos, want, connected) in cases {
+        let mut run = Run::new(v);
+        run.login("pump-7");
+        run.conn.set_refusing(true);
+        let ((w, e), stats) = run.send_at(
+            Pkt::Publish {
+                topic: "city/water/pump-7/telemetry",
+                payload: br#"{"temp_c":21.5}"#,
+                qos,
+                pkid: 9,
+                retain: false,
+            },
+            0,
+        );
+        let case = format!("{v:?} qos {qos}");
+        assert_eq!(w, want, "{case}");
+        assert!(
+            !e.iter().any(|e| e.starts_with("telemetry")),
+            "{case}: {e:?}"
+        );
+        assert_eq!(stats.refused_unavailable, 1, "{case}");
+        assert_eq!(stats.dropped, u64::from(qos == 0), "{case}");
+        assert_eq!(run.conn.is_connected(), connected, "{case}");
+        if connected {
+            run.conn.set_refusing(false);
+            let (w, e) = run.send(Pkt::Publish {
+                topic: "city/water/pump-7/telemetry",
+                payload: br#"{"temp_c":21.5}"#,
+                qos: 1,
+                pkid: 10,
+                retain: false,
+            });
+            assert_eq!(e, vec!["telemetry 1"], "{case}");
+            assert!(w[0].starts_with("puback 10"), "{case}: {w:?}");
+        }
+    }
+}
+
 #[test]
 fn state_ack_retain_and_invalid_payloads() {
     let mut run = Run::new(Version::V311);

@@ -27,6 +27,8 @@ pub const USER: &str = "citysec";
 pub struct TestPostgres {
     port: u16,
     password: String,
+    bin: PathBuf,
+    root: PathBuf,
     supervisor: Option<Child>,
 }
 
@@ -181,17 +183,31 @@ impl TestPostgres {
         let _ = std::fs::remove_file(&pwfile);
         let port = free_port();
         let fsync = if durable { "on" } else { "off" };
+        // The supervisor reads commands on its standard input (`fast`: fast shutdown,
+        // SIGINT; `crash`: immediate shutdown, SIGQUIT, as after a crash; both keep the
+        // port and the data; `start`: start again) and at end of input stops the server and
+        // removes the directory.
         let script = r#"
-            "$1/postgres" -D "$2" -p "$3" -k "$4" -c listen_addresses=127.0.0.1 \
-                -c fsync="$5" -c max_connections=200 -c shared_buffers=128MB \
-                >"$4/server.log" 2>&1 &
-            pid=$!
-            read _ignored
+            bin="$1"; data="$2"; port="$3"; root="$4"; fsync="$5"
+            run() {
+                "$bin/postgres" -D "$data" -p "$port" -k "$root" -c listen_addresses=127.0.0.1 \
+                    -c fsync="$fsync" -c max_connections=200 -c shared_buffers=128MB \
+                    >>"$root/server.log" 2>&1 &
+                pid=$!
+            }
+            run
+            while read cmd; do
+                case "$cmd" in
+                    fast) kill -INT "$pid" 2>/dev/null; wait "$pid" ;;
+                    crash) kill -QUIT "$pid" 2>/dev/null; wait "$pid" ;;
+                    start) run ;;
+                esac
+            done
             kill -INT "$pid" 2>/dev/null
             wait "$pid"
             rm -rf "$4"
         "#;
-        let mut supervisor = as_server_user(Path::new("/bin/sh"))
+        let supervisor = as_server_user(Path::new("/bin/sh"))
             .arg("-c")
             .arg(script)
             .arg("sh")
@@ -205,30 +221,75 @@ impl TestPostgres {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("start postgres: {e}"))?;
+        let mut server = TestPostgres {
+            port,
+            password,
+            bin: bin.to_owned(),
+            root,
+            supervisor: Some(supervisor),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn is_ready(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                break;
+            if self.is_ready() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = supervisor.try_wait() {
+            if let Some(child) = self.supervisor.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
                 return Err(format!("postgres exited early ({status})"));
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
-                let _ = supervisor.kill();
+                let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+                if let Some(child) = self.supervisor.as_mut() {
+                    let _ = child.kill();
+                }
                 return Err(format!("postgres did not become ready in 60 s: {log}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(TestPostgres {
-            port,
-            password,
-            supervisor: Some(supervisor),
-        })
+    }
+
+    fn command(&mut self, cmd: &str) {
+        let stdin = self
+            .supervisor
+            .as_mut()
+            .and_then(|c| c.stdin.as_mut())
+            .expect("the test server's supervisor runs");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("tell the supervisor");
+        stdin.flush().expect("tell the supervisor");
+    }
+
+    /// Stops the server, keeping its port and data for [`TestPostgres::restart`]: a fast
+    /// shutdown (SIGINT, `crash = false`) or an immediate one (SIGQUIT: no checkpoint, as
+    /// after a crash; the restart recovers from the WAL). Returns once it no longer answers.
+    /// Only for servers of one test ([`TestPostgres::start`]), never the shared one.
+    pub fn halt(&mut self, crash: bool) {
+        self.command(if crash { "crash" } else { "fast" });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a halted server again on the same port and data; returns once it is ready.
+    pub fn restart(&mut self) {
+        self.command("start");
+        self.wait_ready().expect("postgres restarts");
     }
 
     pub fn port(&self) -> u16 {
