@@ -842,11 +842,16 @@ fn numeric(
         } else if let Some(max_rate) = rule.max_rate_per_s {
             let delta = (v - last).abs();
             let slot = &mut state.slots[si];
-            // noise allowance: four typical steps, once ten steps are known
+            // noise allowance: four typical steps once ten steps are known; until then a
+            // hundredth of the physical span, so a device that reports many times a second
+            // is not flagged for its sensor's noise before that noise is learned
             let noise = if slot.steps >= 10 {
                 4.0 * f64::from(slot.step)
             } else {
-                0.0
+                match (rule.min, rule.max) {
+                    (Some(min), Some(max)) => (max - min) / 100.0,
+                    _ => 0.0,
+                }
             };
             let rate = delta / dt;
             let jump = delta > max_rate * dt + noise;

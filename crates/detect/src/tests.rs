@@ -1564,3 +1564,32 @@ fn adopted_open_alerts_take_the_repeats_after_a_move() {
     }
     assert_ne!(fresh.last().map(|a| &a.id), Some(&first.id));
 }
+
+#[test]
+fn sensor_noise_at_a_high_report_rate_is_not_flagged_before_it_is_learned() {
+    // A weather station reporting every second from its first reading: its noise (a few
+    // tenths of a degree) passes the physical limit (0.05 °C/s) but not a hundredth of the
+    // physical span (1.2 °C) that stands in for the noise until ten steps are known; a
+    // jump of 5 °C is flagged all the same, learned or not.
+    let mut fixture = String::from("device wx-0001 weather environment\n");
+    let noise = [
+        0.0, 0.3, -0.2, 0.4, -0.3, 0.1, 0.5, -0.4, 0.2, 0.0, 0.3, -0.1,
+    ];
+    for (s, n) in noise.iter().enumerate() {
+        fixture.push_str(&format!(
+            "@00:00:{s:02} telemetry wx-0001 temp_c={:.1}\n",
+            11.0 + n
+        ));
+    }
+    fixture.push_str("@00:00:12 telemetry wx-0001 temp_c=16.0\n");
+    fixture.push_str("device wx-0002 weather environment\n");
+    fixture.push_str("@00:00:14 telemetry wx-0002 temp_c=11.0\n");
+    fixture.push_str("@00:00:15 telemetry wx-0002 temp_c=16.0\n");
+    check(
+        &fixture,
+        expect![[r#"
+        @00:00:12 plausibility.rate_of_change high count=1 device=wx-0001 source=- zone=environment key=wx-0001/temp_c :: physically impossible change of temp_c at wx-0001
+        @00:00:15 plausibility.rate_of_change high count=1 device=wx-0002 source=- zone=environment key=wx-0002/temp_c :: physically impossible change of temp_c at wx-0002
+    "#]],
+    );
+}
