@@ -66,6 +66,9 @@ struct Cluster {
     db_url: String,
     db_password: String,
     population: Arc<Population>,
+    /// The NATS and PostgreSQL ports (to find their processes for CPU time).
+    peer_ports: (u16, u16),
+    _own_servers: (Option<TestPostgres>, Option<TestNats>),
 }
 
 impl Cluster {
@@ -199,11 +202,14 @@ fn start_mosquitto(dir: &Path, population: &Population) -> (Proc, SocketAddr) {
     let files = population.write_mosquitto(dir, Some(BRIDGE)).unwrap();
     let conf = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
+    // The measurement offers more than this machine sustains, so the broker holds a
+    // backlog for the bridge's sessions; at 100,000 it dropped messages it had
+    // acknowledged to the devices (a city sizes this for its outages, docs/bridge.md).
     std::fs::write(
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n\
+             persistence false\nmax_queued_messages 2000000\nmax_inflight_messages 100\n\
              max_packet_size 262144\n\
              log_dest stderr\nlog_dest topic\nlog_type error\nlog_type warning\n\
              log_type notice\nlog_type information\nconnection_messages true\n",
@@ -235,14 +241,41 @@ fn start_mosquitto(dir: &Path, population: &Population) -> (Proc, SocketAddr) {
 
 /// NATS, PostgreSQL, Mosquitto, the API process with the population registered; `None`
 /// when a peer is missing (and peers are not required).
-fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
+/// A cluster on the shared test servers, or (`own_servers`, for measurements) on a NATS
+/// and a PostgreSQL of its own, PostgreSQL with fsync on, so their CPU time is the
+/// cluster's alone.
+fn cluster(devices: usize, partitions: u32, own_servers: bool) -> Option<Cluster> {
     for program in ["mosquitto", "mosquitto_passwd", "nats-server"] {
         if !have(program) {
             return None;
         }
     }
-    let pg = TestPostgres::shared()?;
-    let nats = TestNats::shared()?;
+    let own_pg = if own_servers {
+        Some(TestPostgres::start(true)?)
+    } else {
+        None
+    };
+    let own_nats = if own_servers {
+        Some(TestNats::start()?)
+    } else {
+        None
+    };
+    let pg: &TestPostgres = match &own_pg {
+        Some(pg) => pg,
+        None => TestPostgres::shared()?,
+    };
+    let nats: &TestNats = match &own_nats {
+        Some(nats) => nats,
+        None => TestNats::shared()?,
+    };
+    let peer_ports = (
+        nats.url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        pg.port(),
+    );
     let mut dir = tempfile::tempdir().unwrap();
     if std::env::var_os("CITYSEC_KEEP_TEST_DIR").is_some() {
         // Configs and every process's log stay for a look afterwards.
@@ -283,6 +316,8 @@ fn cluster(devices: usize, partitions: u32) -> Option<Cluster> {
         db: db.clone(),
         db_password: pg.password().to_owned(),
         population,
+        peer_ports,
+        _own_servers: (own_pg, own_nats),
     };
     let bridge = bridge_section(&cluster, "api");
     cluster.start("api", "[\"api\"]", &bridge);
@@ -338,6 +373,18 @@ fn sim_config(cluster: &Cluster, rate: f64, duration: Duration, attacks: bool) -
 }
 
 /// Device-published events stored for the population: (rows, distinct device and time).
+/// How many device readings the store holds (cheap enough to poll while measuring).
+async fn stored_device_readings(db: &tokio_postgres::Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM events \
+         WHERE kind IN ('telemetry', 'state') AND device_id IS NOT NULL",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn stored_device_events(db: &tokio_postgres::Client) -> (i64, i64) {
     let row = db
         .query_one(
@@ -352,7 +399,7 @@ async fn stored_device_events(db: &tokio_postgres::Client) -> (i64, i64) {
 
 #[test]
 fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
-    let Some(mut cluster) = cluster(300, 8) else {
+    let Some(mut cluster) = cluster(300, 8, false) else {
         return;
     };
     for name in ["ingest-1", "ingest-2"] {
@@ -440,6 +487,29 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
             cluster.logs()
         );
 
+        // How long the dead worker's partitions took to move (printed, not asserted: it is
+        // about one lease, `bench/results/2026-12-02-vm/partitions.md`).
+        let survivor =
+            std::fs::read_to_string(cluster.dir.path().join("detect-2.log")).unwrap_or_default();
+        for line in survivor.lines() {
+            let plain: String = strip_ansi(line);
+            if !plain.contains("detection shards taken over") {
+                continue;
+            }
+            if let Some(at) = plain
+                .split_whitespace()
+                .next()
+                .and_then(model::Timestamp::parse_rfc3339)
+                && at.as_millis() > killed_at.as_millis()
+            {
+                eprintln!(
+                    "partitions moved to detect-2 {:.2} s after the SIGKILL: {}",
+                    (at.as_millis() - killed_at.as_millis()) as f64 / 1000.0,
+                    plain.split("INFO").nth(1).unwrap_or_default().trim()
+                );
+            }
+        }
+
         // The audit chain is intact and holds no record twice.
         let pg = TestPostgres::shared().unwrap();
         let store = store::PgStore::connect(&pg.config(&cluster.db))
@@ -462,6 +532,71 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
     });
 }
 
+/// A log line without its colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `/proc/<pid>/stat`'s fields after the command name.
+fn stat_fields(pid: u32) -> Vec<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Vec::new();
+    };
+    rest.split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .collect()
+}
+
+/// CPU seconds of the server listening on `port` whose command line names `program`, with
+/// its children (PostgreSQL's backends): the ones alive, and the ones it reaped.
+fn server_cpu_seconds(program: &str, port: u16) -> f64 {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = port.to_string();
+    let root = pids.iter().copied().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first()
+            .is_some_and(|a| String::from_utf8_lossy(a).ends_with(program))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-p" && w[1] == port.as_bytes())
+    });
+    let Some(root) = root else {
+        return 0.0;
+    };
+    let ticks = |f: &[f64], from: usize, to: usize| -> f64 {
+        (from..=to).map(|i| f.get(i).copied().unwrap_or(0.0)).sum()
+    };
+    // utime, stime, cutime, cstime: fields 11 to 14 after the name; the ppid is field 1.
+    let mut total = ticks(&stat_fields(root), 11, 14);
+    for pid in pids {
+        let f = stat_fields(pid);
+        if f.get(1).copied() == Some(f64::from(root)) {
+            total += ticks(&f, 11, 14);
+        }
+    }
+    total / 100.0
+}
+
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -482,8 +617,24 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// One measured run: `workers` detection workers, the simulator offering `rate` msg/s at
 /// QoS 1 for `seconds`.
+/// CPU seconds of the NATS and PostgreSQL servers so far.
+fn peer_cpu(cluster: &Cluster) -> Vec<(String, f64)> {
+    vec![
+        (
+            "nats-server".to_owned(),
+            server_cpu_seconds("nats-server", cluster.peer_ports.0),
+        ),
+        (
+            "postgres".to_owned(),
+            server_cpu_seconds("postgres", cluster.peer_ports.1),
+        ),
+        // The simulator runs in the test process.
+        ("simulator".to_owned(), cpu_seconds(std::process::id())),
+    ]
+}
+
 fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<String> {
-    let mut cluster = cluster(devices, 16)?;
+    let mut cluster = cluster(devices, 16, true)?;
     for name in ["ingest-1", "ingest-2"] {
         let bridge = bridge_section(&cluster, name);
         cluster.start(name, "[\"ingest\"]", &bridge);
@@ -502,6 +653,7 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
             "mosquitto".to_owned(),
             cpu_seconds(cluster.mosquitto.child.id()),
         )])
+        .chain(peer_cpu(&cluster))
         .collect();
     let stats = Arc::new(sim::SimStats::default());
     let config = sim_config(&cluster, rate, Duration::from_secs(seconds), false);
@@ -526,22 +678,23 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
     };
     let mut done = sim_done;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let (rows, _) = loop {
-        let (rows, distinct) = runtime.block_on(async {
-            let db = cluster.db().await;
-            stored_device_events(&db).await
-        });
+    let db = runtime.block_on(cluster.db());
+    let rows = loop {
+        // A count, not the distinct count of the check: polling that every 250 ms took
+        // more of PostgreSQL than the writers did.
+        let rows = runtime.block_on(stored_device_readings(&db));
         if (rows as u64 >= sent.messages_acked && detected(&cluster) as u64 >= sent.messages_acked)
             || Instant::now() > deadline
         {
-            break (rows, distinct);
+            break rows;
         }
         done = started.elapsed();
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(500));
     };
+    let (_, distinct) = runtime.block_on(stored_device_events(&db));
     let elapsed = done.as_secs_f64().max(sim_done.as_secs_f64());
     let mut out = format!(
-        "| {workers} | {rate:.0} | {} | {rows} | {:.0} | {:.1} |",
+        "| {workers} | {rate:.0} | {} | {rows} ({distinct} distinct) | {:.0} | {:.1} |",
         sent.messages_acked,
         sent.messages_acked as f64 / elapsed,
         elapsed,
@@ -549,6 +702,9 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
     let cpu: Vec<String> = cpu_before
         .iter()
         .map(|(name, before)| {
+            if let Some((_, after)) = peer_cpu(&cluster).into_iter().find(|(n, _)| n == name) {
+                return format!("{name} {:.1}", after - before);
+            }
             let pid = if name == "mosquitto" {
                 cluster.mosquitto.child.id()
             } else {
@@ -565,6 +721,15 @@ fn measure(workers: usize, rate: f64, seconds: u64, devices: usize) -> Option<St
         })
         .collect();
     out.push_str(&format!(" {} |", cpu.join(", ")));
+    let broker_log =
+        std::fs::read_to_string(cluster.dir.path().join("mosquitto.log")).unwrap_or_default();
+    out.push_str(
+        if broker_log.contains("Outgoing messages are being dropped") {
+            " yes |"
+        } else {
+            " no |"
+        },
+    );
     Some(out)
 }
 
@@ -586,7 +751,7 @@ fn cluster_throughput() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(20);
     let mut table = String::from(
-        "| detection workers | offered msg/s | acknowledged | stored | end-to-end msg/s | seconds | CPU seconds per process |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "| detection workers | offered msg/s | acknowledged | stored | end-to-end msg/s | seconds | CPU seconds per process | broker dropped |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for workers in [1, 2] {
         let Some(row) = measure(workers, rate, seconds, 2000) else {
