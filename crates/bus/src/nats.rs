@@ -144,7 +144,7 @@ struct Inner {
     reconnected: Arc<AtomicBool>,
     /// Publishes acknowledged in the last few seconds, checked after a reconnection
     /// ([`NatsBus::verify_recent`]).
-    recent: std::sync::Mutex<std::collections::VecDeque<Recent>>,
+    recent: std::sync::Mutex<RecentPublishes>,
     /// Publishes made again because the restarted server no longer held them.
     republished: AtomicU64,
     /// The most consumers the stream was seen with.
@@ -162,9 +162,42 @@ struct Recent {
     at: std::time::Instant,
 }
 
-/// How long, and how many, acknowledged publishes are remembered for [`NatsBus::verify_recent`].
+/// The acknowledged publishes of the last [`RECENT_AGE`], oldest first, and their payloads'
+/// bytes.
+#[derive(Default)]
+struct RecentPublishes {
+    list: std::collections::VecDeque<Recent>,
+    bytes: usize,
+}
+
+impl RecentPublishes {
+    fn push_back(&mut self, recent: Recent) {
+        self.bytes += recent.payload.len();
+        self.list.push_back(recent);
+    }
+
+    fn push_front(&mut self, recent: Recent) {
+        self.bytes += recent.payload.len();
+        self.list.push_front(recent);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(r) = self.list.pop_front() {
+            self.bytes -= r.payload.len();
+        }
+    }
+
+    fn take(&mut self) -> Vec<Recent> {
+        self.bytes = 0;
+        self.list.drain(..).collect()
+    }
+}
+
+/// How long, how many and how many bytes of acknowledged publishes are remembered for
+/// [`NatsBus::verify_recent`] (the payloads are kept: a lost one is sent again).
 const RECENT_AGE: Duration = Duration::from_secs(5);
 const RECENT_MAX: usize = 4096;
+const RECENT_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for NatsBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -285,7 +318,7 @@ impl NatsBus {
                 publisher,
                 seq: AtomicU64::new(0),
                 reconnected,
-                recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+                recent: std::sync::Mutex::new(RecentPublishes::default()),
                 republished: AtomicU64::new(0),
                 consumers: std::sync::atomic::AtomicUsize::new(consumers),
             }),
@@ -478,10 +511,11 @@ impl NatsBus {
     fn remember(&self, seq: u64, id: &str, subject: &str, payload: &bytes::Bytes) {
         let now = std::time::Instant::now();
         let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-        while recent
-            .front()
-            .is_some_and(|r| now.duration_since(r.at) > RECENT_AGE || recent.len() >= RECENT_MAX)
-        {
+        while recent.list.front().is_some_and(|r| {
+            now.duration_since(r.at) > RECENT_AGE
+                || recent.list.len() >= RECENT_MAX
+                || recent.bytes + payload.len() > RECENT_BYTES
+        }) {
             recent.pop_front();
         }
         recent.push_back(Recent {
@@ -506,7 +540,7 @@ impl NatsBus {
     async fn verify_recent(&self) {
         let recent: Vec<Recent> = {
             let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent.drain(..).collect()
+            recent.take()
         };
         if recent.is_empty() {
             return;
