@@ -50,17 +50,19 @@ pub(crate) const LOG_READERS_GROUP: &str = "bridge-log";
 /// take its brokers over within about one lease (`[bus] lease_ms`). Without this, every
 /// ingest process would read every log and each connect or refused login would become as
 /// many security events as there are ingest processes; with only one reader, its death
-/// would silence the signals. Runs until `shutdown` or the bus closes, then leaves.
+/// would silence the signals. `read(i, on)` turns reading broker `i` (of `brokers`) on or
+/// off ([`ingest::bridge::LogReaders::set`]). Runs until `shutdown` or the bus closes, then
+/// leaves.
 pub(crate) async fn share_log_reading(
     bus: Arc<dyn bus::Bus>,
-    readers: ingest::bridge::LogReaders,
+    member: String,
+    read: impl Fn(usize, bool) + Send,
     brokers: Vec<String>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    for i in 0..readers.len() {
-        readers.set(i, false);
+    for i in 0..brokers.len() {
+        read(i, false);
     }
-    let member = crate::partitions::member_id();
     let mut ownership = loop {
         match bus.join(LOG_READERS_GROUP, &member, brokers.clone()).await {
             Ok(ownership) => break ownership,
@@ -76,7 +78,7 @@ pub(crate) async fn share_log_reading(
     };
     let apply = |owned: &std::collections::BTreeSet<String>| {
         for (i, url) in brokers.iter().enumerate() {
-            readers.set(i, owned.contains(url));
+            read(i, owned.contains(url));
         }
     };
     apply(&ownership.owned());
@@ -89,8 +91,8 @@ pub(crate) async fn share_log_reading(
             _ = shutdown.changed() => break,
         }
     }
-    for i in 0..readers.len() {
-        readers.set(i, false);
+    for i in 0..brokers.len() {
+        read(i, false);
     }
     ownership.leave().await;
 }

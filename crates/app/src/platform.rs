@@ -514,9 +514,11 @@ impl Platform {
             && let (Some(bridge), Some(section)) = (&inner.bridge, &config.ingest.bridge)
             && section.security_signals == ingest::bridge::SecuritySignals::MosquittoLog
         {
+            let readers = bridge.log_readers();
             background.push(tokio::spawn(crate::bridge::share_log_reading(
                 bus.clone(),
-                bridge.log_readers(),
+                crate::partitions::member_id(),
+                move |i, on| readers.set(i, on),
                 bridge.brokers(),
                 shutdown_rx.clone(),
             )));

@@ -338,3 +338,168 @@ async fn the_platform_in_bridge_mode_sees_mosquitto_logins_and_commands_through_
     platform.shutdown().await.unwrap();
     drop(broker);
 }
+
+/// Which brokers each of two ingest processes reads the log of, as `share_log_reading`
+/// sets them.
+type Reading = std::sync::Arc<parking_lot::Mutex<[[bool; 2]; 2]>>;
+
+fn reading_of(reading: &Reading, member: usize) -> impl Fn(usize, bool) + Send + 'static {
+    let reading = reading.clone();
+    move |broker, on| reading.lock()[member][broker] = on
+}
+
+/// Waits until `want` holds of the reading (at most 20 s).
+async fn wait_reading(reading: &Reading, want: impl Fn(&[[bool; 2]; 2]) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want(&reading.lock()) {
+        assert!(Instant::now() < deadline, "{what}: {:?}", reading.lock());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two ingest processes on NATS: each broker's log is read by exactly one of them, and
+/// when that one stops (leaving) or dies (its task aborted, its lease left to expire), the
+/// other reads every log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broker_log_has_one_reader_and_a_dead_readers_logs_move() {
+    use bus::testsuite::server::TestNats;
+    let Some(nats) = TestNats::shared() else {
+        return;
+    };
+    let config = bus::NatsConfig {
+        lease_ms: 1_000,
+        ..nats.config(4)
+    };
+    let brokers = vec![
+        "mqtt://10.0.0.1:1883".to_owned(),
+        "mqtt://10.0.0.2:1883".to_owned(),
+    ];
+    let one_reader_each = |r: &[[bool; 2]; 2]| (0..2).all(|b| r[0][b] != r[1][b]);
+    for crash in [false, true] {
+        let reading: Reading = Default::default();
+        let mut tasks = Vec::new();
+        let mut stops = Vec::new();
+        for member in 0..2 {
+            let bus: std::sync::Arc<dyn bus::Bus> =
+                std::sync::Arc::new(bus::NatsBus::connect(config.clone()).await.unwrap());
+            let (stop, shutdown) = tokio::sync::watch::channel(false);
+            stops.push(stop);
+            tasks.push(tokio::spawn(crate::bridge::share_log_reading(
+                bus,
+                format!("ingest-{member}-{crash}"),
+                reading_of(&reading, member),
+                brokers.clone(),
+                shutdown,
+            )));
+        }
+        wait_reading(&reading, one_reader_each, "one reader per broker").await;
+        // Stays so: nobody reads a log twice once shared.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(one_reader_each(&reading.lock()), "{:?}", reading.lock());
+        if crash {
+            tasks.remove(0).abort();
+        } else {
+            stops[0].send(true).unwrap();
+            tasks.remove(0).await.unwrap();
+            assert_eq!(
+                reading.lock()[0],
+                [false, false],
+                "a stopped process reads nothing"
+            );
+        }
+        wait_reading(
+            &reading,
+            |r| r[1] == [true, true],
+            "the survivor reads every log",
+        )
+        .await;
+        stops[1].send(true).unwrap();
+        tasks.remove(0).await.unwrap();
+    }
+}
+
+/// The bridge's sink on NATS returns only once the bus took the events (the bridge then
+/// acknowledges the broker): while NATS is down it waits, with nothing lost, and it answers
+/// `SinkClosed` only when the bus is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_sink_waits_for_nats_and_gives_up_only_when_closed() {
+    use bus::Bus as _;
+    use bus::testsuite::server::TestNats;
+    use ingest::mqtt::EventSink as _;
+    let Some(binary) = bus::testsuite::server::binary() else {
+        assert!(
+            std::env::var("CITYSEC_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "nats-server is required"
+        );
+        return;
+    };
+    let mut nats = TestNats::try_start(&binary, None).unwrap();
+    let bus = std::sync::Arc::new(
+        bus::NatsBus::connect(bus::NatsConfig {
+            publish_timeout_ms: 500,
+            ..nats.config(4)
+        })
+        .await
+        .unwrap(),
+    );
+    let mut sub = bus.subscribe("obs.*", "store").await.unwrap();
+    let counters = std::sync::Arc::new(crate::platform::Counters::default());
+    let sink = std::sync::Arc::new(crate::outage::BridgeSink {
+        bus: bus.clone(),
+        counters: counters.clone(),
+    });
+    let event = |seq: u64| match bus::testsuite::telemetry("pump-1", seq) {
+        bus::Message::Event(e) => e,
+        bus::Message::Alert(_) => unreachable!(),
+    };
+    sink.send(vec![event(1)]).await.unwrap();
+    nats = tokio::task::spawn_blocking(move || {
+        nats.halt(false);
+        nats
+    })
+    .await
+    .unwrap();
+    let sending = {
+        let sink = sink.clone();
+        tokio::spawn(async move { sink.send(vec![event(2)]).await })
+    };
+    // Well past the bus's publish timeout: still waiting, not failed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !sending.is_finished(),
+        "the sink gave up while NATS was down"
+    );
+    nats = tokio::task::spawn_blocking(move || {
+        nats.restart();
+        nats
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("the sink returned once NATS was back")
+        .unwrap()
+        .expect("taken");
+    assert_eq!(
+        counters
+            .events_published
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(20), sub.next_batch(10))
+            .await
+            .expect("delivered")
+            .expect("open");
+        for m in batch {
+            if let bus::Message::Event(e) = m.as_ref() {
+                seen.insert(e.ts.as_millis());
+            }
+        }
+    }
+    assert_eq!(seen, [1, 2].into_iter().collect());
+    bus.close().await;
+    assert!(sink.send(vec![event(3)]).await.is_err(), "closed is final");
+    drop(nats);
+}

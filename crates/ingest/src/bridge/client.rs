@@ -107,16 +107,8 @@ pub struct LogReaders {
 }
 
 impl LogReaders {
-    /// How many brokers there are (the indexes [`LogReaders::set`] takes, in config order).
-    pub fn len(&self) -> usize {
-        self.links.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
-    }
-
-    /// Starts or stops reading broker `index`'s log for security signals. Mosquitto does not
+    /// Starts or stops reading broker `index`'s log (in config order, as
+    /// [`BridgeHandle::brokers`]) for security signals. Mosquitto does not
     /// share `$SYS` topics in a group, so when several ingest processes could read one
     /// broker's log, the platform gives the reading to one of them at a time (a lease) and
     /// moves it when that one dies.
