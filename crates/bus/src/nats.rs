@@ -411,16 +411,20 @@ impl NatsBus {
         self.inner.republished.load(Ordering::Relaxed)
     }
 
-    /// How many JetStream messages the stream has ever stored (its last sequence number).
     #[cfg(test)]
-    pub(crate) async fn stored_packs(&self) -> u64 {
-        let mut stream = self
-            .inner
+    async fn test_stream(&self) -> stream::Stream {
+        self.inner
             .js
             .get_stream(&self.inner.config.stream)
             .await
-            .expect("the stream exists");
-        stream
+            .expect("the stream exists")
+    }
+
+    /// How many JetStream messages the stream has ever stored (its last sequence number).
+    #[cfg(test)]
+    pub(crate) async fn stored_packs(&self) -> u64 {
+        self.test_stream()
+            .await
             .info()
             .await
             .expect("stream info")
@@ -431,12 +435,7 @@ impl NatsBus {
     /// The stream's and the consumers' state, for a failing test's message.
     #[cfg(test)]
     pub(crate) async fn debug_state(&self) -> String {
-        let mut stream = self
-            .inner
-            .js
-            .get_stream(&self.inner.config.stream)
-            .await
-            .expect("the stream exists");
+        let mut stream = self.test_stream().await;
         let info = stream.info().await.expect("stream info").clone();
         let mut out = format!("stream {:?}", info.state);
         // What is left in the stream: its sequences and the bus messages they hold.

@@ -1409,16 +1409,7 @@ async fn the_platform_runs_on_postgres_and_nats() {
     let url = server.url(&db);
     let password = server.password().to_owned();
     let city = start_with(|config, dir| {
-        let file = dir.join("pg.password");
-        std::fs::write(&file, format!("{password}\n")).unwrap();
-        config.store = app::config::StoreConfig::Postgres {
-            url,
-            password_file: Some(file),
-            password_env: None,
-            pool_size: 4,
-            event_retention_days: 7,
-            telemetry: app::config::TelemetryStorage::All,
-        };
+        config.store = postgres_store(dir, url, &format!("{password}\n"));
         config.bus = app::config::BusConfig::Nats(nats_config);
     })
     .await;
@@ -1750,4 +1741,23 @@ async fn the_console_cookie_is_secure_over_the_https_listener() {
         "logout with the CSRF token: {with}"
     );
     city.stop().await;
+}
+
+/// The `[store]` section of a PostgreSQL database of the tests (its password in a file in
+/// the data directory).
+pub(crate) fn postgres_store(
+    dir: &std::path::Path,
+    url: String,
+    password: &str,
+) -> app::config::StoreConfig {
+    let file = dir.join("pg.password");
+    std::fs::write(&file, password).unwrap();
+    app::config::StoreConfig::Postgres {
+        url,
+        password_file: Some(file),
+        password_env: None,
+        pool_size: 4,
+        event_retention_days: 7,
+        telemetry: app::config::TelemetryStorage::All,
+    }
 }

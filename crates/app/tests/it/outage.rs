@@ -186,16 +186,7 @@ async fn acknowledged_events_survive_nats_and_postgres_outages() {
         ..nats.config(4)
     };
     let city = start_with(move |config, dir| {
-        let file = dir.join("pg.password");
-        std::fs::write(&file, &password).unwrap();
-        config.store = app::config::StoreConfig::Postgres {
-            url,
-            password_file: Some(file),
-            password_env: None,
-            pool_size: 4,
-            event_retention_days: 7,
-            telemetry: app::config::TelemetryStorage::All,
-        };
+        config.store = crate::postgres_store(dir, url, &password);
         config.bus = app::config::BusConfig::Nats(nats_config);
     })
     .await;
