@@ -599,7 +599,11 @@ proptest! {
         let mut col = Collector::new(Limits::default());
         let mut out = Vec::new();
         col.decode(exporter(), &datagram, now(), &mut out);
-        prop_assert!(out.len() <= records.len() * 2);
+        // A flipped template byte can shorten the record (a field length of 2 instead of
+        // 4), so the data set legitimately holds more records than were encoded (13 from 3
+        // was seen); what must hold is that decoding never amplifies: every record takes
+        // at least a byte of the datagram.
+        prop_assert!(out.len() <= datagram.len(), "{} records from {} bytes", out.len(), datagram.len());
     }
 
     #[test]
