@@ -57,6 +57,20 @@ impl Model {
         sum / FEATURES as f64
     }
 
+    /// The weight, means and sums of squared deviations (what a snapshot keeps).
+    pub fn parts(&self) -> (f64, [f64; FEATURES], [f64; FEATURES]) {
+        (self.n, self.mean, self.m2)
+    }
+
+    /// A model from its parts; `None` unless they are finite, the weight within its bound
+    /// and every sum of squares non-negative.
+    pub fn from_parts(n: f64, mean: [f64; FEATURES], m2: [f64; FEATURES]) -> Option<Model> {
+        let ok = (0.0..=100_000.0).contains(&n)
+            && mean.iter().all(|v| v.is_finite())
+            && m2.iter().all(|v| v.is_finite() && *v >= 0.0);
+        ok.then_some(Model { n, mean, m2 })
+    }
+
     /// Learns from `x`. The weight saturates so the model keeps adapting slowly.
     pub fn learn(&mut self, x: &[f64; FEATURES]) {
         self.n = (self.n + 1.0).min(100_000.0);

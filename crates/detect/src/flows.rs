@@ -559,3 +559,101 @@ pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
         _ => false,
     }
 }
+
+impl FlowRules {
+    /// Adds the learned destinations of the devices already in `learned` and the anomaly
+    /// models to it.
+    pub(crate) fn export(
+        &self,
+        learned: &mut crate::learned::Learned,
+        devices: &crate::telemetry::Devices,
+        zones: &Zones,
+        keep: &dyn Fn(&model::DeviceId) -> bool,
+    ) {
+        let position: std::collections::HashMap<String, usize> = learned
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
+        for (idx, state) in &self.per_device {
+            let id = &devices.state(*idx).id;
+            if !keep(id) {
+                continue;
+            }
+            let Some(i) = position.get(id.as_str()) else {
+                continue;
+            };
+            let device = &mut learned.devices[*i];
+            device.known = state.known.clone();
+            device.known_full = state.known_full;
+            device.unknown_bytes = state.unknown_bytes.clone();
+            device.last_flow = state.last_flow;
+        }
+        let mut models: Vec<_> = self
+            .models
+            .iter()
+            .filter(|(_, m)| m.samples() > 0)
+            .filter_map(|((class, zone, service), m)| {
+                let (n, mean, m2) = m.parts();
+                let m2 = m2.map(|v| v.max(0.0));
+                Model::from_parts(n, mean, m2)?;
+                Some(crate::learned::FlowModel {
+                    class: *DeviceClass::ALL.get(usize::from(*class))?,
+                    zone: zones.name(*zone).to_owned(),
+                    service: *service,
+                    n,
+                    mean,
+                    m2,
+                })
+            })
+            .collect();
+        models.sort_by(|a, b| (a.class, &a.zone, a.service).cmp(&(b.class, &b.zone, b.service)));
+        learned.models = models;
+    }
+
+    /// Loads the flow part of a snapshot (see [`crate::Engine::restore_learned`]).
+    pub(crate) fn import(
+        &mut self,
+        learned: &crate::learned::Learned,
+        devices: &crate::telemetry::Devices,
+        zones: &Zones,
+        keep: &dyn Fn(&model::DeviceId) -> bool,
+        restored: &mut crate::learned::Restored,
+    ) {
+        for device in &learned.devices {
+            let Some(idx) = model::DeviceId::new(&device.id)
+                .ok()
+                .filter(|id| keep(id))
+                .and_then(|id| devices.get(&id))
+            else {
+                continue;
+            };
+            if device.known.is_empty() && device.unknown_bytes.is_empty() && !device.known_full {
+                continue;
+            }
+            let state = self.per_device.entry(idx).or_default();
+            state.known = device.known.iter().copied().take(MAX_KNOWN).collect();
+            state.known_full = device.known_full;
+            state.unknown_bytes = device.unknown_bytes.iter().copied().take(8).collect();
+            state.last_flow = state.last_flow.max(device.last_flow);
+        }
+        for m in &learned.models {
+            let Some(zone) = zones.id_of(&m.zone) else {
+                continue;
+            };
+            let key = (class_index(m.class) as u8, zone, m.service);
+            if !self.models.contains_key(&key) && self.models.len() >= MAX_MODELS {
+                continue;
+            }
+            let Some(model) = Model::from_parts(m.n, m.mean, m.m2) else {
+                continue;
+            };
+            let current = self.models.entry(key).or_default();
+            if model.samples() > current.samples() {
+                *current = model;
+            }
+            restored.flow_models += 1;
+        }
+    }
+}

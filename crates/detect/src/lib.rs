@@ -33,6 +33,7 @@ mod auth;
 mod config;
 mod flows;
 pub mod indicator;
+mod learned;
 mod reports;
 pub mod rules;
 mod telemetry;
@@ -53,6 +54,7 @@ pub use crate::config::{
     FlowConfig, RateConfig, ZoneConfig, parse_cidr,
 };
 pub use crate::indicator::{Indicator, IndicatorError};
+pub use crate::learned::{LEARNED_VERSION, Learned, LearnedError, Restored};
 pub use crate::reports::ReportsConfig;
 pub use crate::rules::{Diagnostic, RuleSet};
 
@@ -235,6 +237,8 @@ pub struct Engine {
     pending: Vec<(AlertDraft, Evidence)>,
     stats: EngineStats,
     scope: Scope,
+    /// The latest event time processed (what a [`Learned`] snapshot is as of).
+    pub(crate) last_event_ts: i64,
 }
 
 impl Engine {
@@ -280,6 +284,7 @@ impl Engine {
             pending: Vec::new(),
             stats: EngineStats::default(),
             scope: Scope::All,
+            last_event_ts: i64::MIN,
         }
     }
 
@@ -474,6 +479,7 @@ impl Engine {
     /// Processes one event; alerts raised or updated are pushed to `out`.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         self.stats.events += 1;
+        self.last_event_ts = self.last_event_ts.max(event.ts.as_millis());
         if !self.pending.is_empty() {
             for (draft, mut evidence) in std::mem::take(&mut self.pending) {
                 evidence.ts = event.ts;

@@ -1173,3 +1173,210 @@ pub(crate) fn measurement(name: &str) -> &str {
 fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
+
+impl Stats {
+    fn to_tuple(self) -> crate::learned::StatsTuple {
+        [self.n, self.mean, self.m2.max(0.0), self.min, self.max]
+    }
+
+    /// Statistics from a snapshot, refused unless they are finite and consistent.
+    fn from_tuple(t: crate::learned::StatsTuple) -> Option<Stats> {
+        let [n, mean, m2, min, max] = t;
+        let ok = t.iter().all(|v| v.is_finite())
+            && (0.0..=MAX_WEIGHT).contains(&n)
+            && m2 >= 0.0
+            && (n == 0.0 || min <= max);
+        ok.then_some(Stats {
+            n,
+            mean,
+            m2,
+            min,
+            max,
+        })
+    }
+}
+
+impl Devices {
+    /// Adds the learned state of every device `keep` accepts that has any, and the class
+    /// baselines and totals ratios, to `learned`.
+    pub(crate) fn export(
+        &self,
+        learned: &mut crate::learned::Learned,
+        keep: &dyn Fn(&DeviceId) -> bool,
+    ) {
+        use crate::learned::{LearnedDevice, LearnedReading};
+        let mut names = vec![""; self.names.len()];
+        for (name, id) in &self.names {
+            names[usize::from(*id)] = name;
+        }
+        for state in &self.states {
+            let nothing = state.first_seen == i64::MIN
+                && state.last_command == i64::MIN
+                && state.last_update_flow == i64::MIN
+                && state.slots.is_empty()
+                && !state.actuation.known;
+            if nothing || !keep(&state.id) {
+                continue;
+            }
+            learned.devices.push(LearnedDevice {
+                id: state.id.to_string(),
+                first_seen: state.first_seen,
+                last_command: state.last_command,
+                last_update_flow: state.last_update_flow,
+                firmware: state.firmware.to_string(),
+                actuation: state
+                    .actuation
+                    .known
+                    .then_some((state.actuation.on, state.actuation.level)),
+                readings: state
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        // What is not finite (a flood of absurd values overflowed it) is
+                        // not learned knowledge: it is left out, and learned again.
+                        let stats = [
+                            s.stats.n,
+                            s.stats.mean,
+                            s.stats.m2.max(0.0),
+                            s.stats.min,
+                            s.stats.max,
+                        ];
+                        let sound = stats.iter().all(|v| v.is_finite());
+                        LearnedReading {
+                            name: names[usize::from(s.name)].to_owned(),
+                            last: Some(s.last).filter(|v| v.is_finite()),
+                            last_ts: s.last_ts,
+                            stats: if sound { stats } else { [0.0; 5] },
+                            step: if s.step.is_finite() {
+                                s.step.max(0.0)
+                            } else {
+                                0.0
+                            },
+                            steps: if s.step.is_finite() { s.steps } else { 0 },
+                            offset: if s.offset.is_finite() { s.offset } else { 0.0 },
+                            offset_n: if s.offset.is_finite() { s.offset_n } else { 0 },
+                        }
+                    })
+                    .collect(),
+                ..LearnedDevice::default()
+            });
+        }
+        let mut classes: Vec<_> = self
+            .class_stats
+            .iter()
+            .filter_map(|((class, name), stats)| {
+                Some(crate::learned::ClassBaseline {
+                    class: *class,
+                    reading: names[usize::from(*name)].to_owned(),
+                    stats: Stats::from_tuple(stats.to_tuple())?.to_tuple(),
+                })
+            })
+            .collect();
+        classes.sort_by(|a, b| (a.class, &a.reading).cmp(&(b.class, &b.reading)));
+        learned.classes = classes;
+        learned.totals = self
+            .totals
+            .iter()
+            .filter_map(|t| {
+                Some(crate::learned::TotalsRatio {
+                    rule: t.rule.id.clone(),
+                    ratio: Stats::from_tuple(t.ratio.to_tuple())?.to_tuple(),
+                    members: t.members,
+                })
+            })
+            .collect();
+    }
+
+    /// Loads the device, class and totals part of a snapshot (see
+    /// [`Engine::restore_learned`]); values that are not finite are skipped.
+    pub(crate) fn import(
+        &mut self,
+        learned: &crate::learned::Learned,
+        keep: &dyn Fn(&DeviceId) -> bool,
+        restored: &mut crate::learned::Restored,
+    ) {
+        for device in &learned.devices {
+            let Some(idx) = DeviceId::new(&device.id)
+                .ok()
+                .filter(|id| keep(id))
+                .and_then(|id| self.get(&id))
+            else {
+                restored.skipped += 1;
+                continue;
+            };
+            let mut slots = Vec::new();
+            for r in device.readings.iter().take(MAX_SLOTS) {
+                let finite = r.stats.iter().all(|v| v.is_finite())
+                    && r.step.is_finite()
+                    && r.offset.is_finite()
+                    && r.stats[0] >= 0.0
+                    && r.stats[2] >= 0.0;
+                let Some(name) = self.intern(&r.name).filter(|_| finite) else {
+                    continue;
+                };
+                if slots.iter().any(|s: &Slot| s.name == name) {
+                    continue;
+                }
+                let stats = StatsF32 {
+                    n: r.stats[0].min(MAX_WEIGHT as f32),
+                    mean: r.stats[1],
+                    m2: r.stats[2],
+                    min: r.stats[3],
+                    max: r.stats[4],
+                };
+                slots.push(Slot {
+                    name,
+                    last: r.last.filter(|v| v.is_finite()).unwrap_or(f32::NAN),
+                    last_ts: r.last_ts,
+                    stats,
+                    step: r.step.max(0.0),
+                    steps: r.steps,
+                    offset: r.offset,
+                    offset_n: r.offset_n,
+                    streak: 0,
+                    flagged: 0,
+                });
+            }
+            let state = &mut self.states[idx as usize];
+            state.first_seen = device.first_seen;
+            state.last_command = state.last_command.max(device.last_command);
+            state.last_update_flow = state.last_update_flow.max(device.last_update_flow);
+            if !device.firmware.is_empty() {
+                state.firmware = clip(&device.firmware, 64).into_boxed_str();
+            }
+            if let Some((on, level)) = device.actuation.filter(|(_, l)| l.is_finite()) {
+                state.actuation = Actuation {
+                    known: true,
+                    on,
+                    level,
+                };
+            }
+            state.slots = slots;
+            restored.devices += 1;
+        }
+        for class in &learned.classes {
+            let (Some(name), Some(stats)) =
+                (self.intern(&class.reading), Stats::from_tuple(class.stats))
+            else {
+                continue;
+            };
+            let current = self.class_stats.entry((class.class, name)).or_default();
+            if stats.n > current.n {
+                *current = stats;
+            }
+            restored.class_baselines += 1;
+        }
+        for totals in &learned.totals {
+            let Some(stats) = Stats::from_tuple(totals.ratio) else {
+                continue;
+            };
+            if let Some(mine) = self.totals.iter_mut().find(|t| t.rule.id == totals.rule)
+                && stats.n > mine.ratio.n
+            {
+                mine.ratio = stats;
+                mine.members = totals.members;
+                restored.totals += 1;
+            }
+        }
+    }
+}

@@ -217,6 +217,8 @@ fn run(config: DetectConfig, fixture: &str) -> String {
     let mut conduits = Vec::new();
     let mut update_servers = Vec::new();
     let mut engine: Option<Engine> = None;
+    let mut built: Option<DetectConfig> = None;
+    let mut registrations: Vec<String> = Vec::new();
     let mut rendered = String::new();
     for line in fixture.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -264,6 +266,7 @@ fn run(config: DetectConfig, fixture: &str) -> String {
             config.zones = zones.clone();
             config.conduits = conduits.clone();
             config.firmware.update_servers = update_servers.clone();
+            built = Some(config.clone());
             let engine = Engine::new(config);
             assert!(
                 engine.diagnostics().is_empty(),
@@ -272,33 +275,37 @@ fn run(config: DetectConfig, fixture: &str) -> String {
             );
             engine
         });
-        if words[0] == "device" {
-            let class: DeviceClass = words[2].parse().unwrap();
-            let mut meta = DeviceMeta::new(class, words[3]);
-            for w in &words[4..] {
-                if let Some(ips) = w.strip_prefix("ip=") {
-                    meta.addresses = ips.split(',').map(|ip| ip.parse().unwrap()).collect();
-                } else if let Some(fw) = w.strip_prefix("fw=") {
-                    meta.firmware = fw.to_owned();
-                } else if let Some(c) = w.strip_prefix("cred=") {
-                    meta.credentials = vec![c.to_owned()];
-                }
-            }
-            engine.register_device(DeviceId::new(words[1]).unwrap(), meta);
+        if words[0] == "device" || words[0] == "indicator" {
+            setup(engine, &words, &mut rendered);
+            registrations.push(line.to_owned());
             continue;
         }
-        if words[0] == "indicator" {
-            let pattern = words[3..].join(" ");
-            let refused = engine.upsert_indicators(vec![crate::Indicator {
-                id: words[1].to_owned(),
-                pattern,
-                name: words[1].to_owned(),
-                source: words[2].to_owned(),
-                valid_until: None,
-            }]);
-            for r in refused {
-                rendered.push_str(&format!("refused {}: {}\n", r.id, r.message));
+        // `@t handover`: another engine (same config and registrations) takes over from
+        // the learned state this one leaves (through its JSON form); `@t restart`: another
+        // engine starts from nothing.
+        if matches!(words.get(1), Some(&"handover") | Some(&"restart")) {
+            let mut next = Engine::new(built.clone().expect("built"));
+            for line in &registrations {
+                let ws: Vec<&str> = line.split_whitespace().collect();
+                setup(&mut next, &ws, &mut rendered);
             }
+            if words[1] == "handover" {
+                let json = serde_json::to_string(&engine.learned(|_| true)).unwrap();
+                let learned: crate::Learned = serde_json::from_str(&json).unwrap();
+                let restored = next.restore_learned(&learned, |_| true).unwrap();
+                rendered.push_str(&format!(
+                    "{} handover: {} devices, {} class baselines, {} totals, {} flow models ({} bytes)\n",
+                    words[0],
+                    restored.devices,
+                    restored.class_baselines,
+                    restored.totals,
+                    restored.flow_models,
+                    json.len()
+                ));
+            } else {
+                rendered.push_str(&format!("{} restart\n", words[0]));
+            }
+            *engine = next;
             continue;
         }
         let ts = parse_time(words[0]);
@@ -341,6 +348,36 @@ fn run(config: DetectConfig, fixture: &str) -> String {
         }
     }
     rendered
+}
+
+/// A `device` or `indicator` fixture line, applied to `engine`.
+fn setup(engine: &mut Engine, words: &[&str], rendered: &mut String) {
+    if words[0] == "device" {
+        let class: DeviceClass = words[2].parse().unwrap();
+        let mut meta = DeviceMeta::new(class, words[3]);
+        for w in &words[4..] {
+            if let Some(ips) = w.strip_prefix("ip=") {
+                meta.addresses = ips.split(',').map(|ip| ip.parse().unwrap()).collect();
+            } else if let Some(fw) = w.strip_prefix("fw=") {
+                meta.firmware = fw.to_owned();
+            } else if let Some(c) = w.strip_prefix("cred=") {
+                meta.credentials = vec![c.to_owned()];
+            }
+        }
+        engine.register_device(DeviceId::new(words[1]).unwrap(), meta);
+        return;
+    }
+    let pattern = words[3..].join(" ");
+    let refused = engine.upsert_indicators(vec![crate::Indicator {
+        id: words[1].to_owned(),
+        pattern,
+        name: words[1].to_owned(),
+        source: words[2].to_owned(),
+        valid_until: None,
+    }]);
+    for r in refused {
+        rendered.push_str(&format!("refused {}: {}\n", r.id, r.message));
+    }
 }
 
 fn merge(base: &mut toml::Value, tweaks: toml::Value) {
@@ -1198,6 +1235,27 @@ mod never_panics {
                 engine.process(&Event { ts, device_id, sector: None, kind }, &mut out);
             }
             prop_assert!(engine.state_bytes_per_device() < 4096);
+            // Whatever the stream did, what the engine learned survives its JSON form and
+            // loads into another engine as it was.
+            let learned = engine.learned(|_| true);
+            let json = serde_json::to_string(&learned).unwrap();
+            let back: crate::Learned = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &learned);
+            let mut next = Engine::new(DetectConfig {
+                zones: vec![crate::ZoneConfig {
+                    name: "z".into(),
+                    cidrs: vec!["10.0.0.0/8".into()],
+                    allow_unregistered: false,
+                }],
+                ..DetectConfig::default()
+            });
+            for (i, class) in classes.iter().enumerate() {
+                let mut meta = DeviceMeta::new(*class, "z");
+                meta.addresses = vec![format!("10.0.0.{i}").parse().unwrap()];
+                next.register_device(DeviceId::new(format!("d{i}")).unwrap(), meta);
+            }
+            next.restore_learned(&back, |_| true).unwrap();
+            prop_assert_eq!(next.learned(|_| true), learned);
             for alert in &out {
                 prop_assert!(!alert.title.is_empty() && !alert.explanation.is_empty());
             }
@@ -1592,4 +1650,131 @@ fn sensor_noise_at_a_high_report_rate_is_not_flagged_before_it_is_learned() {
         @00:00:15 plausibility.rate_of_change high count=1 device=wx-0002 source=- zone=environment key=wx-0002/temp_c :: physically impossible change of temp_c at wx-0002
     "#]],
     );
+}
+
+/// An hour of learning (a pump's pressure, a camera's destinations, a firmware the camera
+/// moved to), then `{switch}` (a handover or a restart), then what the learned state judges.
+fn learned_then(switch: &str) -> String {
+    let mut fixture = format!(
+        "config baseline.learning_s = 600
+         config baseline.min_samples = 30
+         {CITY}
+         device pump-0001 pump water-ot\n"
+    );
+    for i in 0..120 {
+        let t = i * 30;
+        let v = 4.0 + 0.4 * ((f64::from(i) / 10.0).sin());
+        fixture.push_str(&format!(
+            "@{:02}:{:02}:{:02} telemetry pump-0001 pressure_bar={v:.3}\n",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        ));
+    }
+    fixture.push_str(&format!(
+        "@00:00:00 repeat 20 30 flow 10.1.0.11:40000 > 203.0.113.9:443 tcp bytes=200000 packets=200
+         @00:30:00 telemetry camera-0001 firmware=2.2.0 fps=25
+         @01:00:00 {switch}
+         @01:00:30 telemetry pump-0001 pressure_bar=12.0
+         @01:01:00 telemetry camera-0001 firmware=2.2.0 fps=25
+         @01:02:00 repeat 3 1 flow 10.1.0.11:40010 > 198.51.100.200:443 tcp bytes=400000 packets=400\n"
+    ));
+    fixture
+}
+
+#[test]
+fn learned_state_survives_a_handover_to_another_engine() {
+    check(
+        &learned_then("handover"),
+        expect![[r#"
+            @00:30:00 policy.firmware_change high count=1 device=camera-0001 source=- zone=ps-field key=camera-0001 :: firmware of camera-0001 changed from 2.1.0 to 2.2.0 outside a vendor update
+            @01:00:00 handover: 2 devices, 1 class baselines, 0 totals, 1 flow models (911 bytes)
+            @01:00:30 baseline.telemetry medium count=1 device=pump-0001 source=- zone=water-ot key=pump-0001/pressure_bar :: pressure_bar of pump-0001 outside its learned baseline
+            @01:02:02 baseline.flow high count=1 device=camera-0001 source=198.51.100.200 zone=ps-field key=camera-0001->198.51.100.200 :: camera-0001 sends data to a destination it never used: 198.51.100.200
+        "#]],
+    );
+}
+
+#[test]
+fn an_engine_that_starts_from_nothing_learns_again() {
+    check(
+        &learned_then("restart"),
+        expect![[r#"
+            @00:30:00 policy.firmware_change high count=1 device=camera-0001 source=- zone=ps-field key=camera-0001 :: firmware of camera-0001 changed from 2.1.0 to 2.2.0 outside a vendor update
+            @01:00:00 restart
+            @01:01:00 policy.firmware_change high count=1 device=camera-0001 source=- zone=ps-field key=camera-0001 :: firmware of camera-0001 changed from 2.1.0 to 2.2.0 outside a vendor update
+        "#]],
+    );
+}
+
+#[test]
+fn a_snapshot_loads_only_what_is_sound_and_known() {
+    let mut engine = Engine::new(DetectConfig::default());
+    let meta = DeviceMeta::new(DeviceClass::Pump, "water-ot");
+    engine.register_device(DeviceId::new("pump-0001").unwrap(), meta.clone());
+    engine.register_device(DeviceId::new("pump-0002").unwrap(), meta.clone());
+    let mut out = Vec::new();
+    for i in 0..50 {
+        for pump in ["pump-0001", "pump-0002"] {
+            let kind = EventKind::Telemetry {
+                readings: readings(&[&format!("pressure_bar={}", 4.0 + (i % 5) as f64 / 10.0)]),
+            };
+            engine.process(
+                &device_event(Timestamp::from_millis(i * 30_000), pump, kind),
+                &mut out,
+            );
+        }
+    }
+    let learned = engine.learned(|_| true);
+    assert_eq!(learned.devices(), 2);
+    assert_eq!(learned.as_of(), Timestamp::from_millis(49 * 30_000));
+    let only_one = engine.learned(|d| d.as_str() == "pump-0002");
+    assert_eq!(only_one.devices(), 1);
+
+    // Another version is refused as a whole.
+    let mut json = serde_json::to_value(&learned).unwrap();
+    json["version"] = serde_json::json!(99);
+    let other: crate::Learned = serde_json::from_value(json).unwrap();
+    let mut fresh = Engine::new(DetectConfig::default());
+    fresh.register_device(DeviceId::new("pump-0001").unwrap(), meta.clone());
+    assert_eq!(
+        fresh
+            .restore_learned(&other, |_| true)
+            .unwrap_err()
+            .to_string(),
+        "learned state of format version 99 (this engine reads 1)"
+    );
+
+    // A device the engine does not know, or that `keep` leaves out, is skipped; a reading
+    // whose statistics are not sound is dropped, the rest of its device loads.
+    let mut json = serde_json::to_value(&learned).unwrap();
+    json["devices"][1]["readings"][0]["stats"][2] = serde_json::json!(-1.0);
+    let broken: crate::Learned = serde_json::from_value(json).unwrap();
+    let restored = fresh.restore_learned(&broken, |_| true).unwrap();
+    assert_eq!((restored.devices, restored.skipped), (1, 1));
+    assert_eq!(fresh.learned(|_| true).devices(), 1);
+    let mut fresh2 = Engine::new(DetectConfig::default());
+    fresh2.register_device(DeviceId::new("pump-0001").unwrap(), meta.clone());
+    fresh2.register_device(DeviceId::new("pump-0002").unwrap(), meta);
+    let restored = fresh2
+        .restore_learned(&broken, |d| d.as_str() == "pump-0002")
+        .unwrap();
+    assert_eq!((restored.devices, restored.skipped), (1, 1));
+    let back = fresh2.learned(|_| true);
+    assert_eq!(back.devices(), 1);
+    assert!(
+        back.devices[0].readings.is_empty(),
+        "the unsound reading is not loaded"
+    );
+
+    // What loads is what was taken: a snapshot of the restored engine equals the original.
+    let mut fresh3 = Engine::new(DetectConfig::default());
+    for pump in ["pump-0001", "pump-0002"] {
+        fresh3.register_device(
+            DeviceId::new(pump).unwrap(),
+            DeviceMeta::new(DeviceClass::Pump, "water-ot"),
+        );
+    }
+    fresh3.restore_learned(&learned, |_| true).unwrap();
+    assert_eq!(fresh3.learned(|_| true), learned);
 }

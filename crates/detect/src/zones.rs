@@ -155,6 +155,14 @@ impl Zones {
             .map_or("internet", String::as_str)
     }
 
+    /// The zone of a name (`internet` for [`Zones::INTERNET`]).
+    pub(crate) fn id_of(&self, name: &str) -> Option<ZoneId> {
+        if name == "internet" {
+            return Some(Zones::INTERNET);
+        }
+        self.by_name.get(name).copied()
+    }
+
     /// Whether the address falls in a configured range.
     pub(crate) fn zone_of(&self, ip: IpAddr) -> ZoneId {
         let (bits, v4) = to_bits(ip);
