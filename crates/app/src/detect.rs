@@ -125,6 +125,101 @@ pub async fn restore(engine: &mut Engine, store: &dyn Store) -> anyhow::Result<(
     Ok(())
 }
 
+/// The store key of a detection engine's learned state: `all` for the one engine of a
+/// single process, `partition/<N>/<shard>` for a shard of `N` bus partitions (another
+/// partition count maps devices to other shards, so its saves are not reused).
+pub fn learned_key(partitions: Option<u32>, shard: &str) -> String {
+    match partitions {
+        None => "all".to_owned(),
+        Some(n) => format!("partition/{n}/{shard}"),
+    }
+}
+
+/// Loads the last saved learned state under `key` into `engine` (register its devices
+/// first), for the devices `keep` accepts. A missing save starts learning from nothing; one
+/// that cannot be read or is of another format version is logged and does the same: this
+/// never fails the caller.
+pub async fn load_learned(
+    engine: &mut Engine,
+    store: &dyn Store,
+    key: &str,
+    keep: impl Fn(&model::DeviceId) -> bool,
+) -> Option<detect::Restored> {
+    let saved = match store.get_learned(key).await {
+        Ok(Some(saved)) => saved,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(key, error = %e, "failed to read the saved learned state; learning starts over");
+            return None;
+        }
+    };
+    let started = std::time::Instant::now();
+    let bytes = saved.body.len();
+    let parsed =
+        tokio::task::spawn_blocking(move || serde_json::from_str::<detect::Learned>(&saved.body))
+            .await;
+    let learned = match parsed {
+        Ok(Ok(learned)) => learned,
+        Ok(Err(e)) => {
+            tracing::warn!(key, error = %e, "the saved learned state is not readable; learning starts over");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(key, error = %e, "failed to read the saved learned state");
+            return None;
+        }
+    };
+    match engine.restore_learned(&learned, keep) {
+        Ok(restored) => {
+            tracing::info!(
+                key,
+                bytes,
+                devices = restored.devices,
+                skipped = restored.skipped,
+                flow_models = restored.flow_models,
+                as_of = %learned.as_of(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "learned state loaded"
+            );
+            Some(restored)
+        }
+        Err(e) => {
+            tracing::warn!(key, error = %e, "the saved learned state is not loaded; learning starts over");
+            None
+        }
+    }
+}
+
+/// Saves learned states (serialised off the async threads), one store write each; returns
+/// the bytes written.
+pub async fn save_learned(
+    store: &dyn Store,
+    states: Vec<(String, detect::Learned)>,
+) -> anyhow::Result<usize> {
+    let encoded = tokio::task::spawn_blocking(move || {
+        states
+            .into_iter()
+            .map(|(key, learned)| Ok((key, serde_json::to_string(&learned)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+    })
+    .await
+    .context("the learned state encoder stopped")?
+    .context("failed to encode the learned state")?;
+    let mut bytes = 0;
+    for (shard, body) in encoded {
+        bytes += body.len();
+        store
+            .put_learned(&store::LearnedState {
+                shard,
+                taken_at: model::Timestamp::now(),
+                body,
+            })
+            .await
+            .context("failed to save the learned state")?;
+    }
+    Ok(bytes)
+}
+
 /// A STIX 2.1 `indicator` object as the engine's [`Indicator`]; the reason when it is not one
 /// the engine can match.
 pub fn indicator_from_stix(object: &Value, source: &str) -> Result<Indicator, String> {

@@ -81,6 +81,8 @@ fn digest(event: &Event) -> [u8; 32] {
 /// One owned shard.
 struct Slot {
     engine: Engine,
+    /// The partition it runs (none: `global`, every device).
+    partition: Option<u32>,
     /// Tells this slot's deliveries from those of an earlier reader of the same shard.
     generation: u64,
     /// Digests of the events the rebuild replayed, until `forget_replay_at`.
@@ -126,6 +128,9 @@ impl Worker {
         let mut indicators: BTreeMap<String, detect::Indicator> = BTreeMap::new();
         let mut alerts = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let save_every = Duration::from_secs(self.config.detect.learned_save_s);
+        let mut next_save = Instant::now() + save_every;
+        let mut saving: Option<tokio::task::JoinHandle<()>> = None;
         let mut owned = ownership.owned();
         self.apply(&owned, &mut slots, &indicators, &tx).await;
         loop {
@@ -188,11 +193,55 @@ impl Worker {
                     if owned.iter().any(|s| !slots.contains_key(s)) {
                         self.apply(&owned, &mut slots, &indicators, &tx).await;
                     }
+                    // What the engines learned, saved now and then (one save at a time; a
+                    // slow store delays the next rather than piling them up).
+                    if !save_every.is_zero()
+                        && instant >= next_save
+                        && saving.as_ref().is_none_or(|t| t.is_finished())
+                    {
+                        next_save = instant + save_every;
+                        let states = self.learned(&slots);
+                        let store = self.store.clone();
+                        saving = Some(tokio::spawn(async move {
+                            let started = Instant::now();
+                            let shards = states.len();
+                            match crate::detect::save_learned(store.as_ref(), states).await {
+                                Ok(bytes) => tracing::debug!(shards, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "learned state saved"),
+                                Err(e) => tracing::warn!(error = %e, "failed to save the learned state"),
+                            }
+                        }));
+                    }
                 }
+            }
+        }
+        // Leaving in order (a restart, a scale-down): save what was learned, so the next
+        // owners start from it, then hand the shards over.
+        if let Some(task) = saving.take() {
+            let _ = task.await;
+        }
+        if !save_every.is_zero() && !slots.is_empty() {
+            let states = self.learned(&slots);
+            if let Err(e) = crate::detect::save_learned(self.store.as_ref(), states).await {
+                tracing::warn!(error = %e, "failed to save the learned state on leaving");
             }
         }
         drop(slots);
         ownership.leave().await;
+    }
+
+    /// What each engine has learned about its own devices, under its store key.
+    fn learned(&self, slots: &BTreeMap<String, Slot>) -> Vec<(String, detect::Learned)> {
+        let partitions = self.bus.partitions();
+        slots
+            .iter()
+            .map(|(shard, slot)| {
+                let learned = slot.engine.learned(|d| {
+                    slot.partition
+                        .is_none_or(|p| bus::partition_of(d.as_str(), partitions) == p)
+                });
+                (crate::detect::learned_key(Some(partitions), shard), learned)
+            })
+            .collect()
     }
 
     /// Drops the engines of shards no longer owned and builds those newly owned.
@@ -238,15 +287,22 @@ impl Worker {
         indicators: &BTreeMap<String, detect::Indicator>,
         tx: &mpsc::Sender<Delivery>,
     ) -> anyhow::Result<Slot> {
-        let sub = if shard == GLOBAL_SHARD {
-            self.bus
-                .subscribe_partition("obs.*", GLOBAL_GROUP, None)
-                .await?
+        let partition = if shard == GLOBAL_SHARD {
+            None
         } else {
-            let p: u32 = shard.parse()?;
-            self.bus
-                .subscribe_partition("obs.*", DETECT_GROUP, Some(p))
-                .await?
+            Some(shard.parse::<u32>()?)
+        };
+        let sub = match partition {
+            None => {
+                self.bus
+                    .subscribe_partition("obs.*", GLOBAL_GROUP, None)
+                    .await?
+            }
+            Some(p) => {
+                self.bus
+                    .subscribe_partition("obs.*", DETECT_GROUP, Some(p))
+                    .await?
+            }
         };
         let (mut engine, _) = crate::detect::build_engine(&self.config);
         engine.set_scope(if shard == GLOBAL_SHARD {
@@ -264,10 +320,21 @@ impl Worker {
                 engine.register_location(device.id.clone(), location);
             }
         }
+        // What the previous owner learned (its last save), before the replay brings the
+        // windows and the last values up to date.
+        let partitions = self.bus.partitions();
+        crate::detect::load_learned(
+            &mut engine,
+            self.store.as_ref(),
+            &crate::detect::learned_key(Some(partitions), shard),
+            |d| partition.is_none_or(|p| bus::partition_of(d.as_str(), partitions) == p),
+        )
+        .await;
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
             engine,
+            partition,
             generation,
             replayed: HashSet::new(),
             forget_replay_at: Instant::now() + REPLAY_MEMORY,

@@ -398,6 +398,16 @@ impl Platform {
             spool: spool.clone(),
         });
 
+        // The one engine of this process starts from what it had learned before a restart.
+        if detect_sub.is_some() && config.detect.learned_save_s > 0 {
+            crate::detect::load_learned(
+                &mut engine,
+                store.as_ref(),
+                &crate::detect::learned_key(None, ""),
+                |_| true,
+            )
+            .await;
+        }
         let detect_task = match (detect_sub, detect_ownership) {
             (Some(sub), _) => Some(tokio::spawn(detect_worker(
                 engine,
@@ -849,6 +859,10 @@ async fn detect_worker(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut alerts = Vec::new();
+    let save_every = Duration::from_secs(engine.config().learned_save_s);
+    let key = crate::detect::learned_key(None, "");
+    let mut next_save = std::time::Instant::now() + save_every;
+    let mut saving: Option<JoinHandle<()>> = None;
     loop {
         tokio::select! {
             batch = sub.next_batch(4096) => {
@@ -864,6 +878,20 @@ async fn detect_worker(
             _ = tick.tick() => {
                 engine.tick(Timestamp::now());
                 *status.write() = crate::detect::status_of(&engine, &diagnostics);
+                let now = std::time::Instant::now();
+                if !save_every.is_zero()
+                    && now >= next_save
+                    && saving.as_ref().is_none_or(|t| t.is_finished())
+                {
+                    next_save = now + save_every;
+                    let states = vec![(key.clone(), engine.learned(|_| true))];
+                    let store = store.clone();
+                    saving = Some(tokio::spawn(async move {
+                        if let Err(e) = crate::detect::save_learned(store.as_ref(), states).await {
+                            tracing::warn!(error = %e, "failed to save the learned state");
+                        }
+                    }));
+                }
             }
         }
         if !alerts.is_empty() {
@@ -872,6 +900,16 @@ async fn detect_worker(
     }
     if !alerts.is_empty() {
         flush_alerts(&mut alerts, store.as_ref(), bus.as_ref(), &counters).await;
+    }
+    // Stopping: what was learned is saved for the next start.
+    if let Some(task) = saving.take() {
+        let _ = task.await;
+    }
+    if !save_every.is_zero() {
+        let states = vec![(key, engine.learned(|_| true))];
+        if let Err(e) = crate::detect::save_learned(store.as_ref(), states).await {
+            tracing::warn!(error = %e, "failed to save the learned state on stopping");
+        }
     }
 }
 

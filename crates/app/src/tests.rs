@@ -420,11 +420,27 @@ async fn detect_process(
     store: std::sync::Arc<dyn store::Store>,
     member: &str,
 ) -> DetectProcess {
+    detect_process_with(nats, store, member, &[], |_| {}).await
+}
+
+/// [`detect_process`] with registered devices and a config of its own.
+async fn detect_process_with(
+    nats: bus::NatsConfig,
+    store: std::sync::Arc<dyn store::Store>,
+    member: &str,
+    devices: &[model::Device],
+    tweak: impl FnOnce(&mut Config),
+) -> DetectProcess {
     use bus::Bus;
     let bus: std::sync::Arc<dyn Bus> =
         std::sync::Arc::new(bus::NatsBus::connect(nats).await.unwrap());
     let mut config = Config::load(app_default(), &env(&[])).unwrap();
     config.detect.rebuild_window_s = Some(600);
+    tweak(&mut config);
+    let directory = std::sync::Arc::new(crate::directory::Directory::new());
+    for device in devices {
+        directory.put(device.clone());
+    }
     let counters = std::sync::Arc::new(crate::platform::Counters::default());
     let ownership = bus
         .join(
@@ -438,7 +454,7 @@ async fn detect_process(
         config: config.clone(),
         bus: bus.clone(),
         store: store.clone(),
-        directory: std::sync::Arc::new(crate::directory::Directory::new()),
+        directory,
         counters: counters.clone(),
         status: Default::default(),
         diagnostics: Vec::new(),
@@ -603,6 +619,151 @@ async fn a_partition_moves_to_the_surviving_detection_worker_with_its_state() {
     assert_eq!(
         store.stats().await.unwrap().events,
         spread.len() as u64 + 10
+    );
+    ingest.close().await;
+    for task in &survivor.tasks {
+        task.abort();
+    }
+}
+
+/// A flow of `bytes` from the camera at 10.1.0.11 to `dst`, ending at `ts`, as ingest
+/// publishes it (its device is the one owning the source).
+fn camera_flow(ts: i64, dst: &str, bytes: u64) -> model::Event {
+    let end = Timestamp::from_millis(ts);
+    model::Event {
+        ts: end,
+        device_id: Some(model::DeviceId::new("camera-0001").unwrap()),
+        sector: Some(Sector::PublicSafety),
+        kind: model::EventKind::Flow(model::FlowRecord {
+            src: "10.1.0.11".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            src_port: 40_000,
+            dst_port: 443,
+            protocol: model::proto::TCP,
+            bytes,
+            packets: bytes / 1_000,
+            tcp_flags: 0,
+            start: end.saturating_sub_ms(1_000),
+            end,
+            exporter: None,
+            peer_device: None,
+        }),
+    }
+}
+
+/// Issue 9: what a detection worker learned moves with its partition. The camera learns
+/// its destination for ten minutes, twenty minutes ago (older than the rebuild window, so
+/// the replay cannot bring it back); its owner dies; the new owner loads the learned state
+/// the dead owner saved, so it knows the camera is past learning and that 203.0.113.9 is a
+/// known destination, and the first upload to somewhere new is an alert. A worker starting
+/// from nothing would take the camera for a new device still learning and stay quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_learned_state_moves_with_it() {
+    use bus::Bus;
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+        return;
+    };
+    let nats_config = bus::NatsConfig {
+        lease_ms: 1_000,
+        ..nats.config(4)
+    };
+    let (_db, store) = pg.fresh_store().await;
+    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
+    let mut camera =
+        store::testsuite::device("camera-0001", model::DeviceClass::Camera, "ps-field");
+    camera.addresses = vec!["10.1.0.11".parse().unwrap()];
+    let devices = vec![camera];
+    let tweak = |config: &mut Config| {
+        config.detect.learned_save_s = 1;
+        config.detect.baseline.learning_s = 600;
+        config.detect.rebuild_window_s = Some(300);
+    };
+    let a = detect_process_with(
+        nats_config.clone(),
+        store.clone(),
+        "worker-a",
+        &devices,
+        tweak,
+    )
+    .await;
+    let b = detect_process_with(
+        nats_config.clone(),
+        store.clone(),
+        "worker-b",
+        &devices,
+        tweak,
+    )
+    .await;
+    let ingest = bus::NatsBus::connect(nats_config.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let now = Timestamp::now().as_millis();
+    let learning: Vec<bus::Message> = (0..20)
+        .map(|i| {
+            bus::Message::Event(camera_flow(
+                now - 20 * 60_000 + i * 30_000,
+                "203.0.113.9",
+                200_000,
+            ))
+        })
+        .collect();
+    ingest.publish(learning.clone()).await.unwrap();
+    eventually("the owner processes the learning period", async || {
+        processed(&a) + processed(&b) >= learning.len() as u64
+    })
+    .await;
+    let (owner, survivor) = if processed(&a) > 0 { (a, b) } else { (b, a) };
+    // The owner saves within a second or two; its save names the camera.
+    let partitions = nats_config.partitions;
+    let shard = bus::partition_of("camera-0001", partitions).to_string();
+    let key = crate::detect::learned_key(Some(partitions), &shard);
+    eventually("the owner saves what it learned", async || {
+        store
+            .get_learned(&key)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.body.contains("camera-0001") && s.body.contains("first_seen"))
+    })
+    .await;
+    for task in &owner.tasks {
+        task.abort();
+    }
+    // Uploads to a new destination, now: past the camera's learning period.
+    ingest
+        .publish(
+            (0..3)
+                .map(|i| {
+                    bus::Message::Event(camera_flow(now + i * 1_000, "198.51.100.200", 400_000))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    eventually("the new owner raises the new destination", async || {
+        !store
+            .list_alerts(&store::AlertQuery {
+                rule: Some("baseline.flow".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let alerts = store
+        .list_alerts(&store::AlertQuery {
+            rule: Some("baseline.flow".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].key, "camera-0001->198.51.100.200");
+    assert!(
+        processed(&survivor) >= 3,
+        "the survivor processed the uploads"
     );
     ingest.close().await;
     for task in &survivor.tasks {

@@ -38,6 +38,11 @@ pub struct DetectConfig {
     /// to rebuild their state. Unset: the longest window of the rate and threshold rules
     /// (see [`DetectConfig::rebuild_window_ms`]).
     pub rebuild_window_s: Option<u64>,
+    /// Every this many seconds each engine's learned state ([`crate::Learned`]: baselines,
+    /// known destinations, flow models) is saved to the store, and an engine that starts
+    /// (a restart, a partition taken over) loads the last save before replaying; 0 never
+    /// saves. With a rebuild window at least this long, nothing learned is lost.
+    pub learned_save_s: u64,
 }
 
 impl Default for DetectConfig {
@@ -57,6 +62,7 @@ impl Default for DetectConfig {
             flow: FlowConfig::default(),
             baseline: BaselineConfig::default(),
             rebuild_window_s: None,
+            learned_save_s: 60,
         }
     }
 }

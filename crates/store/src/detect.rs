@@ -42,6 +42,16 @@ pub struct LocalIndicator {
     pub created_at: Timestamp,
 }
 
+/// What a detection engine had learned when its owner last saved it (`detect::Learned`
+/// as JSON: the store does not look inside).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedState {
+    /// Which engine: a partition, or the cross-device engine, named by the caller.
+    pub shard: String,
+    pub taken_at: Timestamp,
+    pub body: String,
+}
+
 /// Durable detection state.
 #[async_trait]
 pub trait DetectStore: Send + Sync + 'static {
@@ -61,4 +71,10 @@ pub trait DetectStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<LocalIndicator>>;
+
+    /// Replaces the saved learned state of `state.shard`, unless the saved one was taken
+    /// later (a slow writer does not undo a newer save); returns whether it was written.
+    async fn put_learned(&self, state: &LearnedState) -> Result<bool>;
+    /// The saved learned state of a shard.
+    async fn get_learned(&self, shard: &str) -> Result<Option<LearnedState>>;
 }

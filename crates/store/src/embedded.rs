@@ -58,6 +58,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0012_command_devices",
         include_str!("../migrations/0012_command_devices.sql"),
     ),
+    (
+        "0013_learned",
+        include_str!("../migrations/0013_learned.sql"),
+    ),
 ];
 
 /// The embedded SQLite store.

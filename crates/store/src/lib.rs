@@ -32,7 +32,7 @@ pub use crate::advisory::{
 };
 pub use crate::audit::{AuditStore, GatewayStore};
 pub use crate::console::{AlertAck, ConsoleStore};
-pub use crate::detect::{DetectStore, LocalIndicator, Suppression};
+pub use crate::detect::{DetectStore, LearnedState, LocalIndicator, Suppression};
 pub use crate::embedded::{EmbeddedStore, MAX_LIMIT};
 pub use crate::intel::IntelStore;
 pub use crate::limits::{RateLimit, RateLimitStore};

@@ -80,6 +80,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0012_command_devices",
         include_str!("../migrations/postgres/0012_command_devices.sql"),
     ),
+    (
+        13,
+        "0013_learned",
+        include_str!("../migrations/postgres/0013_learned.sql"),
+    ),
 ];
 
 /// Advisory lock keys (first half of the two-key form), one per serialised resource.

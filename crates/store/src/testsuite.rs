@@ -77,6 +77,7 @@ macro_rules! testsuite {
             exercises_insert_and_list,
             detect_suppressions,
             detect_local_indicators,
+            detect_learned_state,
             rate_limits_replace_lift_lapse_and_persist,
             console_acks_first_stands_and_persist,
         );
@@ -942,6 +943,57 @@ pub async fn detect_suppressions(backend: &dyn Backend) {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
     assert_eq!(store.list_suppressions().await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}
+
+pub async fn detect_learned_state(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let state = |shard: &str, at: i64, body: String| crate::LearnedState {
+        shard: shard.to_owned(),
+        taken_at: Timestamp::from_millis(at),
+        body,
+    };
+    assert_eq!(store.get_learned("16/3").await.unwrap(), None);
+    assert!(
+        store
+            .put_learned(&state("16/3", 1_000, "{\"a\":1}".into()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_learned(&state("16/global", 1_000, "{}".into()))
+            .await
+            .unwrap()
+    );
+    // a later save replaces; an earlier one (a slow writer) does not undo it
+    let big = format!("{{\"devices\":\"{}\"}}", "é".repeat(3 << 20));
+    assert!(
+        store
+            .put_learned(&state("16/3", 2_000, big.clone()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_learned(&state("16/3", 1_500, "{}".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_learned("16/3").await.unwrap(),
+        Some(state("16/3", 2_000, big.clone()))
+    );
+    assert_eq!(
+        store.get_learned("16/global").await.unwrap(),
+        Some(state("16/global", 1_000, "{}".into()))
+    );
+    store.close().await.unwrap();
+    let store = backend.open().await;
+    assert_eq!(
+        store.get_learned("16/3").await.unwrap(),
+        Some(state("16/3", 2_000, big))
+    );
     store.close().await.unwrap();
 }
 

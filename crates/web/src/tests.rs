@@ -1394,6 +1394,12 @@ impl DetectStore for BrokenStore {
     ) -> store::Result<Vec<store::LocalIndicator>> {
         on_fire()
     }
+    async fn put_learned(&self, _: &store::LearnedState) -> store::Result<bool> {
+        on_fire()
+    }
+    async fn get_learned(&self, _: &str) -> store::Result<Option<store::LearnedState>> {
+        on_fire()
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{EmbeddedStore, db_err, from_json, limit_of, to_json};
-use crate::detect::{DetectStore, LocalIndicator, Suppression};
+use crate::detect::{DetectStore, LearnedState, LocalIndicator, Suppression};
 use crate::{Error, Result};
 
 #[async_trait]
@@ -128,6 +128,43 @@ impl DetectStore for EmbeddedStore {
                 .query_map(params![created, id, limit], |row| row.get::<_, String>(0))
                 .map_err(db_err)?;
             rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+        })
+        .await
+    }
+
+    async fn put_learned(&self, state: &LearnedState) -> Result<bool> {
+        let state = state.clone();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO detect_learned (shard, taken_at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (shard) DO UPDATE SET taken_at = excluded.taken_at,
+                         body = excluded.body
+                     WHERE detect_learned.taken_at <= excluded.taken_at",
+                    params![state.shard, state.taken_at.as_millis(), state.body],
+                )
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn get_learned(&self, shard: &str) -> Result<Option<LearnedState>> {
+        let shard = shard.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT taken_at, body FROM detect_learned WHERE shard = ?1",
+                params![shard],
+                |row| {
+                    Ok(LearnedState {
+                        shard: shard.clone(),
+                        taken_at: model::Timestamp::from_millis(row.get(0)?),
+                        body: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
         })
         .await
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{PgStore, from_json, last_per_key, limit_of, pg_err, query_bodies, to_json};
-use crate::detect::{DetectStore, LocalIndicator, Suppression};
+use crate::detect::{DetectStore, LearnedState, LocalIndicator, Suppression};
 use crate::{Error, Result};
 
 #[async_trait]
@@ -123,5 +123,39 @@ impl DetectStore for PgStore {
         rows.iter()
             .map(|row| from_json(row.try_get::<_, &str>(0).map_err(pg_err)?))
             .collect()
+    }
+
+    async fn put_learned(&self, state: &LearnedState) -> Result<bool> {
+        let conn = self.conn().await?;
+        let n = conn
+            .execute(
+                "INSERT INTO detect_learned (shard, taken_at, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (shard) DO UPDATE SET taken_at = excluded.taken_at, \
+                     body = excluded.body \
+                 WHERE detect_learned.taken_at <= excluded.taken_at",
+                &[&state.shard, &state.taken_at.as_millis(), &state.body],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn get_learned(&self, shard: &str) -> Result<Option<LearnedState>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                "SELECT taken_at, body FROM detect_learned WHERE shard = $1",
+                &[&shard],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.map(|row| {
+            Ok(LearnedState {
+                shard: shard.to_owned(),
+                taken_at: model::Timestamp::from_millis(row.try_get(0).map_err(pg_err)?),
+                body: row.try_get(1).map_err(pg_err)?,
+            })
+        })
+        .transpose()
     }
 }
