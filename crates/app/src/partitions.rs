@@ -391,6 +391,40 @@ impl Worker {
             }
         }
         events.reverse();
+        // What the old owner processed but the store's group had not written yet is still
+        // held by the bus (interest retention keeps it for the store's consumer): replayed
+        // too, once, in time order with the rest.
+        let stored = events.len();
+        let mut seen: HashSet<[u8; 32]> = events.iter().map(digest).collect();
+        let slices: Vec<Option<u32>> = if fresh.contains_key(GLOBAL_SHARD) {
+            vec![None]
+        } else {
+            fresh.values().map(|slot| slot.partition).collect()
+        };
+        for slice in slices {
+            match self.bus.retained("obs.*", slice, MAX_REPLAY).await {
+                Ok(held) => {
+                    for message in held {
+                        if let Message::Event(event) = message
+                            && event.ts >= since
+                            && seen.insert(digest(&event))
+                        {
+                            events.push(event);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to read the events the bus still holds to rebuild detection state")
+                }
+            }
+        }
+        if events.len() > stored {
+            tracing::info!(
+                from_bus = events.len() - stored,
+                "replaying events the store had not written yet"
+            );
+            events.sort_by_key(|e| e.ts);
+        }
         let mut alerts = Vec::new();
         let mut replayed = 0;
         for event in &events {

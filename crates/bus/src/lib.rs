@@ -135,6 +135,21 @@ pub trait Bus: Send + Sync + 'static {
         group: &str,
         partition: Option<u32>,
     ) -> Result<Box<dyn Subscription>>;
+    /// The messages matching `pattern` in one partition (`Some(p)`) or in all (`None`)
+    /// that the bus still holds because some group has not acknowledged them yet, oldest
+    /// first, at most `limit`. A new owner of a partition replays them besides what the
+    /// store holds: the old owner may have processed (and acknowledged) messages that the
+    /// store's group had not written yet. Reading them acknowledges nothing and takes
+    /// nothing from any group. The in-process bus holds nothing beyond its process: none.
+    async fn retained(
+        &self,
+        pattern: &str,
+        partition: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let _ = (pattern, partition, limit);
+        Ok(Vec::new())
+    }
     /// Joins ownership group `group` as `member`, sharing `shards` with the other members:
     /// each shard is owned by at most one member at a time, and every shard by some member
     /// while any is alive; shares are balanced (at most `ceil(shards / members)` each).

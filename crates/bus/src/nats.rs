@@ -412,7 +412,7 @@ impl NatsBus {
     }
 
     #[cfg(test)]
-    async fn test_stream(&self) -> stream::Stream {
+    pub(crate) async fn test_stream(&self) -> stream::Stream {
         self.inner
             .js
             .get_stream(&self.inner.config.stream)
@@ -875,6 +875,77 @@ impl Bus for NatsBus {
         // A slice's consumer is never made again once gone: its deletion means another
         // member took the slice over, and making it again would hold messages forever.
         Ok(self.subscription(name, filter, consumer, messages, true))
+    }
+
+    async fn retained(
+        &self,
+        pattern: &str,
+        partition: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        Pattern::parse(pattern)?;
+        let filter = match partition {
+            Some(p) if p >= self.inner.config.partitions || pattern.ends_with('>') => {
+                return Err(Error::InvalidPattern(format!("{pattern} in partition {p}")));
+            }
+            Some(p) => format!("{}.{pattern}.{p}", self.inner.config.subject_prefix),
+            None => self.filter(pattern),
+        };
+        let stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.stream)
+            .await
+            .map_err(unavailable)?;
+        // An ephemeral consumer that acknowledges on delivery: it reads what the stream
+        // holds without touching any group's consumer. Deleted at the end (or by the server
+        // once idle, if this process dies first), so it holds nothing back for long.
+        let mut consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter,
+                ack_policy: consumer::AckPolicy::None,
+                deliver_policy: consumer::DeliverPolicy::All,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let read = async {
+            let mut pending = consumer.info().await.map_err(unavailable)?.num_pending;
+            let mut out = Vec::new();
+            while pending > 0 && out.len() < limit {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(pending.min(1_000) as usize)
+                    .expires(Duration::from_secs(2))
+                    .messages()
+                    .await
+                    .map_err(unavailable)?;
+                let mut got = 0;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(unavailable)?;
+                    got += 1;
+                    pending = message.info().map_or(0, |i| i.pending);
+                    match decode(&message.payload) {
+                        Some(messages) => out.extend(messages),
+                        None => {
+                            tracing::warn!(subject = %message.subject, "skipped an undecodable message")
+                        }
+                    }
+                }
+                if got == 0 {
+                    break;
+                }
+            }
+            out.truncate(limit);
+            Ok(out)
+        };
+        let result = read.await;
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(error = %e, consumer = %name, "failed to delete a reading consumer (it expires)");
+        }
+        result
     }
 
     async fn join(

@@ -255,6 +255,67 @@ mod nats {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_group_has_not_acknowledged_can_be_read_without_taking_it() {
+        let Some(server) = TestNats::shared() else {
+            return;
+        };
+        let bus = NatsBus::connect(server.config(4)).await.unwrap();
+        let p = partition_of("pump-1", 4);
+        let other = (0..4).find(|q| *q != p).unwrap();
+        let other_device = (0..)
+            .map(|i| format!("pump-{i}"))
+            .find(|d| partition_of(d, 4) == other)
+            .unwrap();
+        // Two groups: `detect` reads and acknowledges everything, `store` lags.
+        let mut detect = bus.subscribe("obs.*", "detect").await.unwrap();
+        let mut store = bus.subscribe("obs.*", "store").await.unwrap();
+        bus.publish((0..5).map(|i| telemetry("pump-1", i)).collect())
+            .await
+            .unwrap();
+        bus.publish(vec![telemetry(&other_device, 0)])
+            .await
+            .unwrap();
+        assert_eq!(take(&mut detect, 6).await.len(), 6);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), detect.next_batch(10))
+                .await
+                .is_err(),
+            "detect acknowledged"
+        );
+        // What `store` has not acknowledged is still there, per partition, oldest first.
+        let held = bus.retained("obs.*", Some(p), 100).await.unwrap();
+        let seqs: Vec<u64> = held.iter().map(|m| key(m).1).collect();
+        assert_eq!(seqs, (0..5).collect::<Vec<_>>());
+        assert_eq!(bus.retained("obs.*", None, 100).await.unwrap().len(), 6);
+        assert_eq!(bus.retained("obs.*", None, 3).await.unwrap().len(), 3);
+        assert!(bus.retained("obs.*", Some(9), 10).await.is_err());
+        // Reading took nothing from `store`: it gets all six, and once it acknowledged
+        // them the bus holds nothing more.
+        assert_eq!(take(&mut store, 6).await.len(), 6);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), store.next_batch(10))
+                .await
+                .is_err()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !bus.retained("obs.*", None, 100).await.unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still held after every ack"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // And the reading consumers are gone.
+        let mut names = bus.test_stream().await.consumer_names();
+        let mut count = 0;
+        while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+            name.unwrap();
+            count += 1;
+        }
+        assert_eq!(count, 2, "only the two groups' consumers");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_resumes_where_it_left_off() {
         let Some(server) = TestNats::shared() else {
             return;

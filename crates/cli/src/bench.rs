@@ -42,6 +42,23 @@ struct DetectReport {
     /// measured streams are generated.
     rss_mib_loaded: f64,
     setup_s: f64,
+    /// Saving and loading what the engine learned (`[detect] learned_save_s`).
+    learned: LearnedReport,
+}
+
+#[derive(Debug, Serialize)]
+struct LearnedReport {
+    /// Devices with learned state in the snapshot.
+    devices: usize,
+    /// The snapshot's JSON, as the store keeps it.
+    json_bytes: usize,
+    bytes_per_device: f64,
+    /// Taking the snapshot and encoding it (what a save costs the detection thread and the
+    /// encoder), and decoding and loading it into a fresh engine (a takeover).
+    take_ms: f64,
+    encode_ms: f64,
+    decode_ms: f64,
+    load_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +129,37 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         results.push(pass_report);
     }
     let engine = &workload.engine;
+    let t = Instant::now();
+    let learned = engine.learned(|_| true);
+    let take_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let body = serde_json::to_string(&learned).context("failed to encode the learned state")?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let back: detect::Learned =
+        serde_json::from_str(&body).context("failed to decode the learned state")?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut fresh = workload.fresh_engine();
+    let t = Instant::now();
+    let restored = fresh
+        .restore_learned(&back, |_| true)
+        .context("failed to load the learned state")?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(
+        restored.devices == learned.devices(),
+        "loaded {} of {} devices",
+        restored.devices,
+        learned.devices()
+    );
+    let learned_report = LearnedReport {
+        devices: learned.devices(),
+        json_bytes: body.len(),
+        bytes_per_device: body.len() as f64 / learned.devices().max(1) as f64,
+        take_ms,
+        encode_ms,
+        decode_ms,
+        load_ms,
+    };
     let report = DetectReport {
         devices,
         indicators,
@@ -121,6 +169,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         state_bytes_per_device: engine.state_bytes_per_device(),
         rss_mib_loaded: rss_loaded - rss_before,
         setup_s,
+        learned: learned_report,
     };
     if json {
         println!(
@@ -137,6 +186,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             indicators,
             report.state_bytes_per_device,
             report.rss_mib_loaded
+        );
+        let l = &report.learned;
+        println!(
+            "learned state: {} devices, {:.1} MiB of JSON ({:.0} bytes per device); take {:.0} ms, \
+             encode {:.0} ms, decode {:.0} ms, load {:.0} ms",
+            l.devices,
+            l.json_bytes as f64 / (1024.0 * 1024.0),
+            l.bytes_per_device,
+            l.take_ms,
+            l.encode_ms,
+            l.decode_ms,
+            l.load_ms
         );
     }
     Ok(())

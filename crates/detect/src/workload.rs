@@ -372,6 +372,16 @@ impl Workload {
         }
     }
 
+    /// An engine with the same config and devices that has learned nothing (what a new
+    /// owner of the city's devices starts from before loading a [`crate::Learned`]).
+    pub fn fresh_engine(&self) -> Engine {
+        let mut engine = Engine::new(self.engine.config().clone());
+        for (id, meta) in &self.devices {
+            engine.register_device(id.clone(), meta.clone());
+        }
+        engine
+    }
+
     /// The next `n` events of the stream.
     pub fn events(&mut self, n: usize) -> Vec<Event> {
         let len = self.devices.len().max(1);
