@@ -10,9 +10,12 @@
 //! and mute.
 //!
 //! Taking a shard over: subscribe first (`Bus::subscribe_partition` takes over the old
-//! owner's consumer, so what it had not acknowledged comes at once), then rebuild the
-//! engine by replaying the shard's stored events of the last `rebuild_window` in time
-//! order, then adopt the shard's stored alerts still within the merge window as the
+//! owner's consumer, so what it had not acknowledged comes at once), then load what the
+//! shard's engine last saved it had learned (`detect::Learned`, saved by every owner each
+//! `[detect] learned_save_s` and when it leaves), then rebuild the windows by replaying the
+//! shard's stored events of the last `rebuild_window`, with what the bus still holds for
+//! the shard because some group has not acknowledged it (`Bus::retained`: events the old
+//! owner processed that the store writers had not written yet), in time order, then adopt the shard's stored alerts still within the merge window as the
 //! engine's open alerts (`Engine::adopt_open_alerts`), so repeats after the move merge into
 //! the alert the dead owner raised. Alerts the replay raises have the ids the dead owner's
 //! engine gave them; each is stored and published only if the store does not already hold
@@ -21,10 +24,8 @@
 //! redelivered after the takeover that the replay already counted are skipped by their
 //! digest (SHA-256 of the event's JSON). Losing a shard drops its engine.
 //!
-//! What a rebuild cannot bring back: learned state older than the window (per-device and
-//! per-class baselines, known destinations, the flow anomaly model, neighbour offsets),
-//! which starts learning again, and events the dead owner had acknowledged that the store
-//! writer had not yet written.
+//! What a rebuild cannot bring back: what was learned between the dead owner's last save
+//! and the start of the rebuild window, when `learned_save_s` is longer than that window.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -361,6 +362,7 @@ impl Worker {
             .map(|t| t.window_s)
             .collect();
         let window = self.config.detect.rebuild_window_ms(extra);
+        let started = Instant::now();
         let since = Timestamp::from_millis(Timestamp::now().as_millis() - window);
         // Newest first from the store, a page at a time.
         let mut events: Vec<Event> = Vec::new();
@@ -395,21 +397,34 @@ impl Worker {
         // held by the bus (interest retention keeps it for the store's consumer): replayed
         // too, once, in time order with the rest.
         let stored = events.len();
-        let mut seen: HashSet<[u8; 32]> = events.iter().map(digest).collect();
+        let store_ms = started.elapsed().as_millis() as u64;
+        // Each event's digest, once: what skips the bus's copies of stored events here,
+        // and their redelivery to the new subscriptions later.
+        let mut events: Vec<([u8; 32], Event)> =
+            events.into_iter().map(|e| (digest(&e), e)).collect();
+        let mut seen: HashSet<[u8; 32]> = events.iter().map(|(d, _)| *d).collect();
         let slices: Vec<Option<u32>> = if fresh.contains_key(GLOBAL_SHARD) {
             vec![None]
         } else {
             fresh.values().map(|slot| slot.partition).collect()
         };
+        let mut reads = tokio::task::JoinSet::new();
         for slice in slices {
-            match self.bus.retained("obs.*", slice, MAX_REPLAY).await {
+            let bus = self.bus.clone();
+            reads.spawn(async move { bus.retained("obs.*", slice, MAX_REPLAY).await });
+        }
+        while let Some(read) = reads.join_next().await {
+            let read = read.unwrap_or_else(|e| Err(bus::Error::Unavailable(e.to_string())));
+            match read {
                 Ok(held) => {
                     for message in held {
                         if let Message::Event(event) = message
                             && event.ts >= since
-                            && seen.insert(digest(&event))
                         {
-                            events.push(event);
+                            let d = digest(&event);
+                            if seen.insert(d) {
+                                events.push((d, event));
+                            }
                         }
                     }
                 }
@@ -421,19 +436,21 @@ impl Worker {
         if events.len() > stored {
             tracing::info!(
                 from_bus = events.len() - stored,
+                store_ms,
+                bus_ms = started.elapsed().as_millis() as u64 - store_ms,
                 "replaying events the store had not written yet"
             );
-            events.sort_by_key(|e| e.ts);
+            events.sort_by_key(|(_, e)| e.ts);
         }
         let mut alerts = Vec::new();
         let mut replayed = 0;
-        for event in &events {
+        for (d, event) in &events {
             let device = event.device_id.as_ref().map_or("", |d| d.as_str());
             let shard = bus::partition_of(device, partitions).to_string();
             for name in [shard.as_str(), GLOBAL_SHARD] {
                 if let Some(slot) = fresh.get_mut(name) {
                     slot.engine.process(event, &mut alerts);
-                    slot.replayed.insert(digest(event));
+                    slot.replayed.insert(*d);
                     replayed += 1;
                 }
             }

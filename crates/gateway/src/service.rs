@@ -165,9 +165,21 @@ impl Gateway {
         request: CommandRequest,
         now: Timestamp,
     ) -> Result<Command, GatewayError> {
+        let id = self.next_id(now);
+        self.submit_as(id, principal, request, now).await
+    }
+
+    /// [`Gateway::submit`] under a given command id.
+    async fn submit_as(
+        &self,
+        id: String,
+        principal: &Principal,
+        request: CommandRequest,
+        now: Timestamp,
+    ) -> Result<Command, GatewayError> {
         self.stats.requested.fetch_add(1, Ordering::Relaxed);
         let mut command = Command {
-            id: self.next_id(now),
+            id,
             devices: request.devices.clone(),
             action: request.action.clone(),
             params: request.params.clone(),
@@ -838,6 +850,18 @@ impl Gateway {
         reason: &str,
         now: Timestamp,
     ) -> Result<Command, GatewayError> {
+        let id = self.next_id(now);
+        self.all_clear_as(id, device, actor, reason, now).await
+    }
+
+    async fn all_clear_as(
+        &self,
+        id: String,
+        device: &DeviceId,
+        actor: &Principal,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Command, GatewayError> {
         let request = CommandRequest {
             devices: vec![device.to_string()],
             action: self.config.all_clear_action.clone(),
@@ -845,7 +869,7 @@ impl Gateway {
             advisory: None,
             reason: Some(reason.to_owned()),
         };
-        self.submit(actor, request, now).await
+        self.submit_as(id, actor, request, now).await
     }
 
     /// Reconciliation: an `actuation.uncommanded` alert for a siren the gateway did not
@@ -883,10 +907,22 @@ impl Gateway {
             }
             state.answered.insert(device.clone(), alert.last_ts);
         }
+        // Each emission of the alert has one all-clear, whichever gateway answers it: its
+        // id follows from the alert, so a gateway that gets an emission another already
+        // answered (redelivered after that process died, or a second process of the
+        // alerts group) finds it in the ledger and sends none.
+        let id = auto_all_clear_id(alert);
+        match self.ports.ledger.load(&id).await {
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(alert_id = %alert.id, error = %e, "cannot tell whether another gateway answered this alert; answering it")
+            }
+        }
         let reason = format!("automatic all-clear: alert {} ({})", alert.id, alert.title);
         self.stats.auto_all_clears.fetch_add(1, Ordering::Relaxed);
         Some(
-            self.all_clear(device, &Principal::system("citysec"), &reason, now)
+            self.all_clear_as(id, device, &Principal::system("citysec"), &reason, now)
                 .await,
         )
     }
@@ -1027,4 +1063,25 @@ impl Gateway {
             self.audit_or_backlog(Vec::new()).await;
         }
     }
+}
+
+/// The command id of the automatic all-clear answering one emission of an alert (its id and
+/// last time): `cmd-<last time in hex>-auto-<FNV-1a of both>`.
+fn auto_all_clear_id(alert: &Alert) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in alert
+        .id
+        .0
+        .as_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(&alert.last_ts.as_millis().to_le_bytes())
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "cmd-{:011x}-auto-{hash:016x}",
+        alert.last_ts.as_millis().max(0)
+    )
 }

@@ -174,6 +174,11 @@ fn gateway(world: &Arc<World>) -> Gateway {
 }
 
 fn gateway_with(world: &Arc<World>, config: GatewayConfig) -> Gateway {
+    gateway_of(world, config, "t1")
+}
+
+/// A gateway of its own process (`instance`) over the shared world (ledger, audit, devices).
+fn gateway_of(world: &Arc<World>, config: GatewayConfig, instance: &str) -> Gateway {
     let p = || Arc::new(P(world.clone()));
     Gateway::new(
         config,
@@ -186,7 +191,7 @@ fn gateway_with(world: &Arc<World>, config: GatewayConfig) -> Gateway {
             advisories: p(),
             announcer: p(),
         },
-        "t1",
+        instance,
     )
 }
 
@@ -819,6 +824,41 @@ fn alert(device: &str, count: u32, ts: i64) -> Alert {
         explanation: String::new(),
         evidence: Vec::new(),
     }
+}
+
+/// Two processes' gateways over one command ledger: an emission one answered (its process
+/// then died before acknowledging the alert, so the other gets it again) is not answered a
+/// second time; the next emission is.
+#[tokio::test]
+async fn an_alert_answered_by_one_gateway_is_not_answered_again_by_another() {
+    let w = world();
+    let first = gateway_of(&w, config(), "process-a");
+    let second = gateway_of(&w, config(), "process-b");
+    let answered = first
+        .on_alert(&alert("siren-1", 1, 0), at(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answered.id.contains("-auto-"), "{}", answered.id);
+    assert!(
+        second
+            .on_alert(&alert("siren-1", 1, 0), at(20))
+            .await
+            .is_none()
+    );
+    assert_eq!(w.sent.lock().len(), 1, "one all-clear for one emission");
+    let mut repeat = alert("siren-1", 2, 0);
+    repeat.last_ts = at(30);
+    let again = second.on_alert(&repeat, at(30)).await.unwrap().unwrap();
+    assert_ne!(again.id, answered.id);
+    assert_eq!(w.sent.lock().len(), 2);
+    let authorised = w
+        .audit
+        .lock()
+        .iter()
+        .filter(|n| n.action == "command.authorised")
+        .count();
+    assert_eq!(authorised, 2);
 }
 
 #[tokio::test]

@@ -296,7 +296,8 @@ fn cluster(devices: usize, partitions: u32, own_servers: bool) -> Option<Cluster
          [store]\ntype = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\npool_size = 4\n\
          [ingest.flow]\nenabled = false\n\
          [ingest.mqtt]\nlisten = \"127.0.0.1:0\"\n\
-         [advisories]\nsender = \"alerts@city.example\"\npublic_url = \"https://city.example\"\n",
+         [advisories]\nsender = \"alerts@city.example\"\npublic_url = \"https://city.example\"\n\
+         [detect]\nlearned_save_s = 5\n",
         nats.url,
         nats.stream,
         nats.subject_prefix,
@@ -491,6 +492,27 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
         // about one lease, `bench/results/2026-12-02-vm/partitions.md`).
         let survivor =
             std::fs::read_to_string(cluster.dir.path().join("detect-2.log")).unwrap_or_default();
+        // What the dead worker learned (saved every 5 s here) reached the survivor.
+        let loaded: Vec<String> = survivor
+            .lines()
+            .map(strip_ansi)
+            .filter(|l| l.contains("learned state loaded"))
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .and_then(model::Timestamp::parse_rfc3339)
+                    .is_some_and(|at| at.as_millis() > killed_at.as_millis())
+            })
+            .collect();
+        assert!(
+            loaded.iter().any(|l| !l.contains(" devices=0 ")),
+            "the survivor loaded no learned state after the kill: {loaded:?}\n{}",
+            cluster.logs()
+        );
+        eprintln!(
+            "learned state loaded after the kill: {} shards",
+            loaded.len()
+        );
         for line in survivor.lines() {
             let plain: String = strip_ansi(line);
             if !plain.contains("detection shards taken over") {
@@ -529,6 +551,19 @@ fn a_detection_worker_killed_mid_run_loses_and_duplicates_nothing() {
             .unwrap();
         let dup: Vec<(String, String)> = dup.iter().map(|r| (r.get(0), r.get(1))).collect();
         assert!(dup.is_empty(), "audit records twice: {dup:?}");
+        // And no command was authorised twice (an automatic all-clear answered again by
+        // the survivor's gateway after the dead worker's alerts came back to it).
+        let twice = db
+            .query(
+                "SELECT body::jsonb->>'subject', count(*) FROM audit \
+                 WHERE action = 'command.authorised' GROUP BY 1 HAVING count(*) > 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let twice: Vec<(Option<String>, i64)> =
+            twice.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert!(twice.is_empty(), "commands authorised twice: {twice:?}");
     });
 }
 
