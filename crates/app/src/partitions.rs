@@ -50,6 +50,11 @@ pub const DETECT_GROUP: &str = "detect";
 pub const GLOBAL_GROUP: &str = "detect-global";
 /// How long the digests of replayed events are kept to skip their redelivery.
 const REPLAY_MEMORY: Duration = Duration::from_secs(120);
+/// Alerts the previous owner stored within a lease plus this before the rebuild, and the
+/// replay raised again, are published again (it may have died before publishing them):
+/// longer than a rebuild, short enough not to bring back alerts whose incidents analysts
+/// have closed since.
+const REPUBLISH_HORIZON: Duration = Duration::from_secs(10);
 /// At most this many events are replayed into one rebuild.
 const MAX_REPLAY: usize = 2_000_000;
 
@@ -501,11 +506,34 @@ impl Worker {
             }
         }
         let mut news = Vec::new();
+        let mut again = Vec::new();
+        let lease_ms = match &self.config.bus {
+            crate::config::BusConfig::Nats(nats) => nats.lease_ms as i64,
+            _ => 0,
+        };
+        let recent = now.as_millis() - lease_ms - REPUBLISH_HORIZON.as_millis() as i64;
         for alert in latest.into_values() {
             match self.store.get_alert(&alert.id).await {
-                Ok(Some(stored)) if stored.count >= alert.count => {}
+                // Stored by the dead owner in its last moments: it may have died between
+                // storing and publishing, so it is published (again) for correlation and
+                // the gateway, which both take a repeat of what they saw as nothing new.
+                Ok(Some(stored)) if stored.count >= alert.count => {
+                    if stored.last_ts.as_millis() >= recent {
+                        again.push(stored);
+                    }
+                }
                 _ => news.push(alert),
             }
+        }
+        if !again.is_empty() {
+            tracing::info!(
+                alerts = again.len(),
+                "published again the latest alerts of the previous owner"
+            );
+            let _ = self
+                .bus
+                .publish(again.into_iter().map(Message::Alert).collect())
+                .await;
         }
         if !news.is_empty() {
             tracing::info!(

@@ -869,3 +869,64 @@ async fn a_new_owner_replays_what_the_store_had_not_written_yet() {
         task.abort();
     }
 }
+
+/// Issue 9: an alert the dead owner stored in its last moments but had not published (it
+/// died between the two) is published by the new owner, so correlation and the gateway
+/// see it; the store keeps it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_stored_but_not_published_by_the_dead_owner_is_published_by_the_next() {
+    use bus::Bus;
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+        return;
+    };
+    let nats_config = bus::NatsConfig {
+        lease_ms: 1_000,
+        ..nats.config(4)
+    };
+    let (_db, store) = pg.fresh_store().await;
+    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
+    // What the dead owner left: ten failures in the store, and the brute force they raised,
+    // stored and never published.
+    let start = Timestamp::now().as_millis() - 2_000;
+    let failures: Vec<model::Event> = (0..10)
+        .map(|i| auth_failure("pump-7", start + i * 100))
+        .collect();
+    store.append_events(&failures).await.unwrap();
+    let config = Config::load(app_default(), &env(&[])).unwrap();
+    let (mut engine, _) = crate::detect::build_engine(&config);
+    engine.set_scope(detect::Scope::Local);
+    let mut raised = Vec::new();
+    for event in &failures {
+        engine.process(event, &mut raised);
+    }
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    store.upsert_alerts(&raised).await.unwrap();
+    // Correlation's view of the bus.
+    let listener = bus::NatsBus::connect(nats_config.clone()).await.unwrap();
+    let mut alerts = listener.subscribe("alerts", "incidents").await.unwrap();
+    let next = detect_process(nats_config.clone(), store.clone(), "worker-next").await;
+    let got = tokio::time::timeout(Duration::from_secs(20), alerts.next_batch(10))
+        .await
+        .expect("the alert is published")
+        .expect("open");
+    let ids: Vec<String> = got
+        .iter()
+        .filter_map(|m| match m.as_ref() {
+            bus::Message::Alert(a) => Some(a.id.0.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![raised[0].id.0.clone()]);
+    let stored = store
+        .list_alerts(&store::AlertQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].count, 1);
+    listener.close().await;
+    for task in &next.tasks {
+        task.abort();
+    }
+}
