@@ -20,7 +20,9 @@
 //! the alert the dead owner raised. Alerts the replay raises have the ids the dead owner's
 //! engine gave them; each is stored and published only if the store does not already hold
 //! it with at least that count (the dead owner may not have flushed it; the store never
-//! lowers a count), and not at all if an adopted alert covers its rule and key. Events
+//! lowers a count), and not at all if an adopted alert covers its rule and key; one the
+//! store holds that was last seen within a lease plus `REPUBLISH_HORIZON` is published
+//! again as stored (the dead owner may have died between storing and publishing). Events
 //! redelivered after the takeover that the replay already counted are skipped by their
 //! digest (SHA-256 of the event's JSON). Losing a shard drops its engine.
 //!
