@@ -339,9 +339,16 @@ const RECENT_ALL_CLEAR_MS: i64 = 5_000;
 
 #[async_trait]
 impl crate::response::ActuatorGateway for PlaybookGateway {
-    async fn all_clear(&self, device: &DeviceId, actor: &str) -> Result<String, String> {
+    async fn all_clear(
+        &self,
+        device: &DeviceId,
+        actor: &str,
+        cause: Option<(&model::AlertId, Timestamp)>,
+    ) -> Result<String, String> {
         // The gateway answers `actuation.uncommanded` itself (when `auto_all_clear`); the
-        // playbook reacts to the same alert, so it first looks for that all-clear.
+        // playbook reacts to the same alert, so it first looks for that all-clear: sent by
+        // this process's gateway, or by any process's for the alert's emission (the
+        // ledger).
         if self.0.config().auto_all_clear {
             let deadline = tokio::time::Instant::now() + OWN_ALL_CLEAR_WAIT;
             loop {
@@ -353,10 +360,18 @@ impl crate::response::ActuatorGateway for PlaybookGateway {
                         "all-clear {id} already sent to {device} by the gateway"
                     ));
                 }
+                if let Some((alert, last_ts)) = cause
+                    && let Some(command) = self.0.automatic_all_clear(alert, last_ts).await
+                {
+                    return Ok(format!(
+                        "all-clear {} already sent to {device} by the gateway",
+                        command.id
+                    ));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         let reason = format!("response action by {actor}");

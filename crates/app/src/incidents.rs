@@ -403,6 +403,16 @@ impl IncidentService {
             .decided_by
             .clone()
             .unwrap_or_else(|| action.requested_by.clone());
+        // The latest emission of the uncommanded actuation of this device the incident
+        // holds: what a `silence_siren` answers (the gateway may have answered it already).
+        let cause = incident
+            .alerts
+            .iter()
+            .filter(|a| {
+                a.rule == "actuation.uncommanded" && a.device_id.as_ref() == Some(&action.device_id)
+            })
+            .max_by_key(|a| a.last_ts)
+            .map(|a| (&a.id, a.last_ts));
         let result = self
             .executor
             .execute(
@@ -411,6 +421,7 @@ impl IncidentService {
                 action.rate_limit,
                 &actor,
                 &incident.id.0,
+                cause,
             )
             .await;
         let (ok, detail, secret, contains) = match result {

@@ -45,7 +45,14 @@ pub struct AuditEntry {
 #[async_trait]
 pub trait ActuatorGateway: Send + Sync + 'static {
     /// Sends an all-clear (cancel) to a siren; returns what the gateway reported.
-    async fn all_clear(&self, device: &DeviceId, actor: &str) -> Result<String, String>;
+    /// `cause` is the emission of the `actuation.uncommanded` alert the action answers (its
+    /// id and last time), when there is one: the gateway may have answered it already.
+    async fn all_clear(
+        &self,
+        device: &DeviceId,
+        actor: &str,
+        cause: Option<(&model::AlertId, Timestamp)>,
+    ) -> Result<String, String>;
 }
 
 /// Audit until the audit log lands: a log line and a stored `response_action` event.
@@ -93,7 +100,12 @@ pub struct NoGateway;
 
 #[async_trait]
 impl ActuatorGateway for NoGateway {
-    async fn all_clear(&self, device: &DeviceId, _actor: &str) -> Result<String, String> {
+    async fn all_clear(
+        &self,
+        device: &DeviceId,
+        _actor: &str,
+        _cause: Option<(&model::AlertId, Timestamp)>,
+    ) -> Result<String, String> {
         Err(format!(
             "no all-clear sent to {device}: the command gateway is not part of this build"
         ))
@@ -127,6 +139,7 @@ impl Executor {
         rate_limit: Option<RateLimitParams>,
         actor: &str,
         incident_id: &str,
+        cause: Option<(&model::AlertId, Timestamp)>,
     ) -> Result<Executed, String> {
         let inner = &self.inner;
         let device = inner
@@ -355,7 +368,7 @@ impl Executor {
                 if device.class != DeviceClass::Siren {
                     return Err(format!("{device_id} is a {}, not a siren", device.class));
                 }
-                let reply = self.gateway.all_clear(device_id, actor).await?;
+                let reply = self.gateway.all_clear(device_id, actor, cause).await?;
                 Ok(Executed {
                     detail: format!("all-clear sent through the gateway: {reply}"),
                     secret: None,

@@ -911,7 +911,7 @@ impl Gateway {
         // id follows from the alert, so a gateway that gets an emission another already
         // answered (redelivered after that process died, or a second process of the
         // alerts group) finds it in the ledger and sends none.
-        let id = auto_all_clear_id(alert);
+        let id = auto_all_clear_id(&alert.id, alert.last_ts);
         match self.ports.ledger.load(&id).await {
             Ok(Some(_)) => return None,
             Ok(None) => {}
@@ -925,6 +925,21 @@ impl Gateway {
             self.all_clear_as(id, device, &Principal::system("citysec"), &reason, now)
                 .await,
         )
+    }
+
+    /// The automatic all-clear some gateway (of any process sharing the ledger) sent for
+    /// the emission of alert `alert` last seen at `last_ts`, if one was.
+    pub async fn automatic_all_clear(
+        &self,
+        alert: &model::AlertId,
+        last_ts: Timestamp,
+    ) -> Option<Command> {
+        self.ports
+            .ledger
+            .load(&auto_all_clear_id(alert, last_ts))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The id of a cancel delivered to `device` within `within_ms` before `now`, if any.
@@ -1067,21 +1082,17 @@ impl Gateway {
 
 /// The command id of the automatic all-clear answering one emission of an alert (its id and
 /// last time): `cmd-<last time in hex>-auto-<FNV-1a of both>`.
-fn auto_all_clear_id(alert: &Alert) -> String {
+fn auto_all_clear_id(alert: &model::AlertId, last_ts: Timestamp) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in alert
-        .id
         .0
         .as_bytes()
         .iter()
         .chain(&[0])
-        .chain(&alert.last_ts.as_millis().to_le_bytes())
+        .chain(&last_ts.as_millis().to_le_bytes())
     {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!(
-        "cmd-{:011x}-auto-{hash:016x}",
-        alert.last_ts.as_millis().max(0)
-    )
+    format!("cmd-{:011x}-auto-{hash:016x}", last_ts.as_millis().max(0))
 }

@@ -117,3 +117,76 @@ async fn only_issued_actual_or_exercise_warnings_authorise_a_siren() {
     }
     store.close().await.unwrap();
 }
+
+/// Two processes' gateways over one store: the playbook's `silence_siren` in one process
+/// finds the automatic all-clear the other process's gateway sent for the same emission of
+/// the alert, and sends no second one.
+#[tokio::test]
+async fn a_playbook_all_clear_finds_the_one_another_process_sent() {
+    use crate::response::ActuatorGateway;
+    use model::{Alert, AlertId, DeviceClass, Severity, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn store::Store> =
+        std::sync::Arc::new(store::EmbeddedStore::open(&dir.path().join("citysec.db")).unwrap());
+    let directory = std::sync::Arc::new(crate::directory::Directory::new());
+    directory.put(store::testsuite::device(
+        "siren-0001",
+        DeviceClass::Siren,
+        "ps-field",
+    ));
+    let bus: std::sync::Arc<dyn bus::Bus> = std::sync::Arc::new(bus::InProcessBus::new(1024));
+    let mut config = crate::Config::load(
+        crate::config::DEFAULT_CONFIG,
+        &std::collections::HashMap::new(),
+    )
+    .unwrap();
+    config.data_dir = dir.path().to_owned();
+    let gateway = |_: &str| {
+        crate::gateway::build(
+            &config,
+            store.clone(),
+            bus.clone(),
+            directory.clone(),
+            None,
+            std::sync::Arc::new(crate::gateway::NoAdvisories),
+        )
+        .unwrap()
+    };
+    let (answering, playbook_side) = (gateway("a"), gateway("b"));
+    let now = Timestamp::now();
+    let alert = Alert {
+        id: AlertId("al-siren".into()),
+        rule: "actuation.uncommanded".into(),
+        key: "siren-0001".into(),
+        severity: Severity::Critical,
+        ts: now,
+        last_ts: now,
+        count: 1,
+        device_id: Some(model::DeviceId::new("siren-0001").unwrap()),
+        zone: None,
+        source: None,
+        title: "uncommanded siren actuation".into(),
+        explanation: String::new(),
+        evidence: Vec::new(),
+    };
+    let sent = answering.on_alert(&alert, now).await.unwrap().unwrap();
+    let device = model::DeviceId::new("siren-0001").unwrap();
+    let reply = crate::gateway::PlaybookGateway(playbook_side.clone())
+        .all_clear(&device, "playbook:sirens", Some((&alert.id, alert.last_ts)))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        format!(
+            "all-clear {} already sent to siren-0001 by the gateway",
+            sent.id
+        )
+    );
+    // Without the alert to go by, the other process cannot tell, and sends its own.
+    let reply = crate::gateway::PlaybookGateway(playbook_side)
+        .all_clear(&device, "playbook:sirens", None)
+        .await
+        .unwrap();
+    assert!(!reply.contains("already sent"), "{reply}");
+}
