@@ -1761,3 +1761,94 @@ pub(crate) fn postgres_store(
         telemetry: app::config::TelemetryStorage::All,
     }
 }
+
+/// Posts flow records as JSON lines (what a collector forwards) with bob's operator token.
+async fn post_flows(city: &City, lines: String) -> u16 {
+    let url = format!("{}/api/v1/flows", city.base);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {BOB}"))
+            .header("Content-Type", "application/x-ndjson")
+            .send(lines.as_bytes())
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap()
+}
+
+/// A flow from the camera at 10.1.0.11, ending at `end_ms`.
+fn camera_flow_line(end_ms: i64, dst: &str, bytes: u64) -> String {
+    format!(
+        "{}\n",
+        json!({
+            "src": "10.1.0.11", "dst": dst, "src_port": 40000, "dst_port": 443,
+            "protocol": "tcp", "bytes": bytes, "packets": bytes / 1000,
+            "start": end_ms - 1_000, "end": end_ms,
+        })
+    )
+}
+
+/// What detection learned survives a restart of a single process: the camera learned its
+/// destination twenty minutes ago (its learning period is ten), the platform stops (saving
+/// what it learned) and starts again; the first upload to somewhere new is an alert, where
+/// an engine starting from nothing would take the camera for a new device still learning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_detection_learned_survives_a_restart() {
+    let learning = |config: &mut app::Config| config.detect.baseline.learning_s = 600;
+    let city = start_with(|config, _| learning(config)).await;
+    let data = city.data.clone();
+    let platform = city.platform.as_ref().unwrap();
+    let mut camera = device("camera-0001", DeviceClass::Camera, 52.0, 4.0);
+    camera.zone = "ps-field".into();
+    camera.addresses = vec!["10.1.0.11".parse().unwrap()];
+    platform.register_devices(vec![camera]).await.unwrap();
+    let then = Timestamp::now().as_millis() - 20 * 60_000;
+    let lines: String = (0..20)
+        .map(|i| camera_flow_line(then + i * 30_000, "203.0.113.9", 200_000))
+        .collect();
+    assert_eq!(post_flows(&city, lines).await, 200);
+    let store = platform.store();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.stats().await.unwrap().events < 20 {
+        assert!(Instant::now() < deadline, "the flows were not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _guard = city.stop().await;
+
+    let city = start_with(|config, _| {
+        learning(config);
+        config.data_dir = data.clone();
+    })
+    .await;
+    let now = Timestamp::now().as_millis();
+    let lines: String = (0..3)
+        .map(|i| camera_flow_line(now + i * 1_000, "198.51.100.200", 400_000))
+        .collect();
+    assert_eq!(post_flows(&city, lines).await, 200);
+    let store = city.platform.as_ref().unwrap().store();
+    let query = store::AlertQuery {
+        rule: Some("baseline.flow".into()),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = store.list_alerts(&query).await.unwrap();
+        if let Some(alert) = alerts.first() {
+            assert_eq!(alert.key, "camera-0001->198.51.100.200");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert for the new destination after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    city.stop().await;
+}
