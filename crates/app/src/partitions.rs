@@ -15,9 +15,10 @@
 //! `[detect] learned_save_s` and when it leaves), then rebuild the windows by replaying the
 //! shard's stored events of the last `rebuild_window`, with what the bus still holds for
 //! the shard because some group has not acknowledged it (`Bus::retained`: events the old
-//! owner processed that the store writers had not written yet), in time order, then adopt the shard's stored alerts still within the merge window as the
-//! engine's open alerts (`Engine::adopt_open_alerts`), so repeats after the move merge into
-//! the alert the dead owner raised. Alerts the replay raises have the ids the dead owner's
+//! owner processed that the store writers had not written yet), in time order, then adopt
+//! the shard's stored alerts still within the merge window as the engine's open alerts
+//! (`Engine::adopt_open_alerts`), so repeats after the move merge into the alert the dead
+//! owner raised. Alerts the replay raises have the ids the dead owner's
 //! engine gave them; each is stored and published only if the store does not already hold
 //! it with at least that count (the dead owner may not have flushed it; the store never
 //! lowers a count), and not at all if an adopted alert covers its rule and key; one the
