@@ -145,6 +145,11 @@ struct Inner {
     /// Publishes acknowledged in the last few seconds, checked after a reconnection
     /// ([`NatsBus::verify_recent`]).
     recent: std::sync::Mutex<RecentPublishes>,
+    /// The id of the server the client was last seen connected to (updated after each
+    /// reconnection), which acknowledgements are remembered with.
+    server: std::sync::Mutex<Arc<str>>,
+    /// When the connection was last lost.
+    disconnected_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Publishes made again because the restarted server no longer held them.
     republished: AtomicU64,
     /// The most consumers the stream was seen with.
@@ -152,11 +157,17 @@ struct Inner {
     seq: AtomicU64,
 }
 
+/// Publishes acknowledged this shortly before the connection was lost may be what a server
+/// going down did not keep.
+const AT_RISK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A publish the server acknowledged: where it said it stored it, and what to send again
 /// if it did not keep it.
 struct Recent {
     seq: u64,
     id: String,
+    /// The server the client was connected to when the publish was acknowledged.
+    server: Arc<str>,
     subject: String,
     payload: bytes::Bytes,
     at: std::time::Instant,
@@ -275,6 +286,8 @@ impl NatsBus {
         let url = config.url.clone();
         let reconnected = Arc::new(AtomicBool::new(false));
         let flag = reconnected.clone();
+        let disconnected_at: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+        let lost_at = disconnected_at.clone();
         let client = async_nats::ConnectOptions::new()
             .name("citysec")
             .connection_timeout(Duration::from_secs(5))
@@ -282,6 +295,10 @@ impl NatsBus {
                 let url = url.clone();
                 if matches!(event, async_nats::Event::Connected) {
                     flag.store(true, Ordering::Release);
+                }
+                if matches!(event, async_nats::Event::Disconnected) {
+                    *lost_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(std::time::Instant::now());
                 }
                 async move {
                     match event {
@@ -309,6 +326,7 @@ impl NatsBus {
                 std::time::SystemTime::now()
             )
         );
+        let server: Arc<str> = Arc::from(client.server_info().server_id.as_str());
         Ok(NatsBus {
             inner: Arc::new(Inner {
                 config,
@@ -319,6 +337,8 @@ impl NatsBus {
                 seq: AtomicU64::new(0),
                 reconnected,
                 recent: std::sync::Mutex::new(RecentPublishes::default()),
+                server: std::sync::Mutex::new(server),
+                disconnected_at,
                 republished: AtomicU64::new(0),
                 consumers: std::sync::atomic::AtomicUsize::new(consumers),
             }),
@@ -517,9 +537,16 @@ impl NatsBus {
         }) {
             recent.pop_front();
         }
+        let server = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         recent.push_back(Recent {
             seq,
             id: id.to_owned(),
+            server,
             subject: subject.to_owned(),
             payload: payload.clone(),
             at: now,
@@ -532,45 +559,72 @@ impl NatsBus {
     /// nats-server 2.9.10 can acknowledge a publish as it receives SIGTERM and come back
     /// without it: the bus restart test saw the stream's next message take the lost one's
     /// sequence number. A remembered publish counts as kept when its sequence holds its
-    /// `Nats-Msg-Id`, or holds nothing any more (every group acknowledged it); it is lost
-    /// when the stream ends before its sequence or the sequence holds another message.
-    /// Those are published again under a new id (at least once: consumers absorb a
-    /// duplicate), before anything new is published.
+    /// `Nats-Msg-Id`, or holds nothing any more (every group acknowledged it) on the same
+    /// server that acknowledged it; it is lost when the stream ends before its sequence or
+    /// the sequence holds another message. Those are published again under a new id (at
+    /// least once: consumers absorb a duplicate), before anything new is published.
+    ///
+    /// On another server (a restart gives the server a new id; in a cluster, another
+    /// node), an empty sequence proves nothing for a publish acknowledged within
+    /// [`AT_RISK`] of the connection's loss: its sequence may have gone to a newer message
+    /// that every group has acknowledged since. Such a publish is sent again under its own
+    /// id: a server that stored it remembers the id (its duplicate
+    /// window) and drops the copy; one that lost it stores it (or, having lost its memory of
+    /// ids with the restart, stores a copy of something delivered already: a duplicate,
+    /// never a loss).
     async fn verify_recent(&self) {
         let recent: Vec<Recent> = {
             let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
             recent.take()
         };
+        let current: Arc<str> = Arc::from(self.inner.client.server_info().server_id.as_str());
+        *self.inner.server.lock().unwrap_or_else(|e| e.into_inner()) = current.clone();
         if recent.is_empty() {
             return;
         }
+        // What a server loses going down is what it acknowledged in its last moments: a
+        // publish acknowledged well before the connection was lost was stored.
+        let lost_at = *self
+            .inner
+            .disconnected_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let at_risk = |r: &Recent| lost_at.is_none_or(|lost| r.at + AT_RISK >= lost);
         let stream = self.inner.js.get_stream(&self.inner.config.stream).await;
-        let mut lost = Vec::new();
+        // (publish, under its own id)
+        let mut lost: Vec<(Recent, bool)> = Vec::new();
         match stream {
             Ok(mut stream) => {
                 let last = stream.info().await.map(|i| i.state.last_sequence).ok();
                 for r in recent {
-                    let kept = match last {
+                    let verdict = match last {
                         Some(last) if r.seq <= last => match stream.get_raw_message(r.seq).await {
                             Ok(m) => {
-                                m.headers.get("Nats-Msg-Id").map(|v| v.as_str())
-                                    == Some(r.id.as_str())
+                                let same = m.headers.get("Nats-Msg-Id").map(|v| v.as_str())
+                                    == Some(r.id.as_str());
+                                if same { None } else { Some(false) }
                             }
                             Err(e) => {
                                 use jetstream::stream::RawMessageErrorKind;
-                                // Removed: acknowledged by every group. Unreachable: do not
-                                // know, so send it again.
-                                matches!(e.kind(), RawMessageErrorKind::NoMessageFound)
+                                // Removed: acknowledged by every group, if this is the
+                                // server that acknowledged it. Unreachable: do not know.
+                                if !matches!(e.kind(), RawMessageErrorKind::NoMessageFound) {
+                                    Some(true)
+                                } else if r.server == current || !at_risk(&r) {
+                                    None
+                                } else {
+                                    Some(true)
+                                }
                             }
                         },
-                        _ => false,
+                        _ => Some(false),
                     };
-                    if !kept {
-                        lost.push(r);
+                    if let Some(own_id) = verdict {
+                        lost.push((r, own_id));
                     }
                 }
             }
-            Err(_) => lost = recent,
+            Err(_) => lost = recent.into_iter().map(|r| (r, true)).collect(),
         }
         if lost.is_empty() {
             return;
@@ -579,9 +633,13 @@ impl NatsBus {
             count = lost.len(),
             "nats came back without publishes it had acknowledged; publishing them again"
         );
-        for r in lost {
-            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-            let id = format!("{}-{seq}", self.inner.publisher);
+        for (r, own_id) in lost {
+            let id = if own_id {
+                r.id.clone()
+            } else {
+                let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                format!("{}-{seq}", self.inner.publisher)
+            };
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
             let sent = async {
@@ -594,6 +652,8 @@ impl NatsBus {
                     .map_err(unavailable)
             };
             match tokio::time::timeout(Duration::from_secs(5), sent).await {
+                // The server had it (it remembered the id): nothing was lost.
+                Ok(Ok(ack)) if ack.duplicate => {}
                 Ok(Ok(ack)) => {
                     self.inner.republished.fetch_add(1, Ordering::Relaxed);
                     self.remember(ack.sequence, &id, &r.subject, &r.payload);
