@@ -563,28 +563,18 @@ pub(crate) fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 impl FlowRules {
     /// Adds the learned destinations of the devices already in `learned` and the anomaly
     /// models to it.
+    /// `position` is where [`crate::telemetry::Devices::export`] put each device (by index).
     pub(crate) fn export(
         &self,
         learned: &mut crate::learned::Learned,
-        devices: &crate::telemetry::Devices,
+        position: &[u32],
         zones: &Zones,
-        keep: &dyn Fn(&model::DeviceId) -> bool,
     ) {
-        let position: std::collections::HashMap<String, usize> = learned
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.id.clone(), i))
-            .collect();
         for (idx, state) in &self.per_device {
-            let id = &devices.state(*idx).id;
-            if !keep(id) {
-                continue;
-            }
-            let Some(i) = position.get(id.as_str()) else {
+            let Some(&i) = position.get(*idx as usize).filter(|i| **i != u32::MAX) else {
                 continue;
             };
-            let device = &mut learned.devices[*i];
+            let device = &mut learned.devices[i as usize];
             device.known = state.known.clone();
             device.known_full = state.known_full;
             device.unknown_bytes = state.unknown_bytes.clone();

@@ -149,10 +149,10 @@ impl Engine {
             as_of: self.last_event_ts,
             ..Learned::default()
         };
-        self.devices.export(&mut learned, &keep);
-        self.flows
-            .export(&mut learned, &self.devices, &self.zones, &keep);
-        learned.devices.sort_by(|a, b| a.id.cmp(&b.id));
+        let position = self.devices.export(&mut learned, &keep);
+        // Devices in registration order (deterministic for an engine; a loading engine
+        // finds them by id).
+        self.flows.export(&mut learned, &position, &self.zones);
         learned
     }
 

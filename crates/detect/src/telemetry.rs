@@ -1198,18 +1198,20 @@ impl Stats {
 
 impl Devices {
     /// Adds the learned state of every device `keep` accepts that has any, and the class
-    /// baselines and totals ratios, to `learned`.
+    /// baselines and totals ratios, to `learned`. Returns where each device (by index)
+    /// went in `learned.devices` (`u32::MAX`: left out).
     pub(crate) fn export(
         &self,
         learned: &mut crate::learned::Learned,
         keep: &dyn Fn(&DeviceId) -> bool,
-    ) {
+    ) -> Vec<u32> {
+        let mut position = vec![u32::MAX; self.states.len()];
         use crate::learned::{LearnedDevice, LearnedReading};
         let mut names = vec![""; self.names.len()];
         for (name, id) in &self.names {
             names[usize::from(*id)] = name;
         }
-        for state in &self.states {
+        for (idx, state) in self.states.iter().enumerate() {
             let nothing = state.first_seen == i64::MIN
                 && state.last_command == i64::MIN
                 && state.last_update_flow == i64::MIN
@@ -1218,6 +1220,7 @@ impl Devices {
             if nothing || !keep(&state.id) {
                 continue;
             }
+            position[idx] = learned.devices.len() as u32;
             learned.devices.push(LearnedDevice {
                 id: state.id.to_string(),
                 first_seen: state.first_seen,
@@ -1285,6 +1288,7 @@ impl Devices {
                 })
             })
             .collect();
+        position
     }
 
     /// Loads the device, class and totals part of a snapshot (see
