@@ -190,6 +190,73 @@ pub async fn load_learned(
     }
 }
 
+/// Saves what detection engines learned every `[detect] learned_save_s` (0: never), one
+/// save at a time (a slow store delays the next rather than piling them up), and once more
+/// when the worker stops.
+pub(crate) struct LearnedSaver {
+    store: Arc<dyn Store>,
+    every: std::time::Duration,
+    next: std::time::Instant,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LearnedSaver {
+    pub(crate) fn new(store: Arc<dyn Store>, every_s: u64) -> LearnedSaver {
+        let every = std::time::Duration::from_secs(every_s);
+        LearnedSaver {
+            store,
+            every,
+            next: std::time::Instant::now() + every,
+            running: None,
+        }
+    }
+
+    /// Called now and then: when a save is due and none is running, takes the states
+    /// (`take`, on the caller's task) and saves them in the background.
+    pub(crate) fn tick(&mut self, take: impl FnOnce() -> Vec<(String, detect::Learned)>) {
+        let now = std::time::Instant::now();
+        if self.every.is_zero()
+            || now < self.next
+            || self.running.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        self.next = now + self.every;
+        let states = take();
+        let store = self.store.clone();
+        self.running = Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let shards = states.len();
+            match save_learned(store.as_ref(), states).await {
+                Ok(bytes) => tracing::debug!(
+                    shards,
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "learned state saved"
+                ),
+                Err(e) => tracing::warn!(error = %e, "failed to save the learned state"),
+            }
+        }));
+    }
+
+    /// The worker stops or leaves: waits for a running save, then saves once more.
+    pub(crate) async fn finish(mut self, take: impl FnOnce() -> Vec<(String, detect::Learned)>) {
+        if let Some(task) = self.running.take() {
+            let _ = task.await;
+        }
+        if self.every.is_zero() {
+            return;
+        }
+        let states = take();
+        if states.is_empty() {
+            return;
+        }
+        if let Err(e) = save_learned(self.store.as_ref(), states).await {
+            tracing::warn!(error = %e, "failed to save the learned state on stopping");
+        }
+    }
+}
+
 /// Saves learned states (serialised off the async threads), one store write each; returns
 /// the bytes written.
 pub async fn save_learned(

@@ -137,9 +137,8 @@ impl Worker {
         let mut indicators: BTreeMap<String, detect::Indicator> = BTreeMap::new();
         let mut alerts = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let save_every = Duration::from_secs(self.config.detect.learned_save_s);
-        let mut next_save = Instant::now() + save_every;
-        let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+        let mut saver =
+            crate::detect::LearnedSaver::new(self.store.clone(), self.config.detect.learned_save_s);
         let mut owned = ownership.owned();
         self.apply(&owned, &mut slots, &indicators, &tx).await;
         loop {
@@ -202,38 +201,13 @@ impl Worker {
                     if owned.iter().any(|s| !slots.contains_key(s)) {
                         self.apply(&owned, &mut slots, &indicators, &tx).await;
                     }
-                    // What the engines learned, saved now and then (one save at a time; a
-                    // slow store delays the next rather than piling them up).
-                    if !save_every.is_zero()
-                        && instant >= next_save
-                        && saving.as_ref().is_none_or(|t| t.is_finished())
-                    {
-                        next_save = instant + save_every;
-                        let states = self.learned(&slots);
-                        let store = self.store.clone();
-                        saving = Some(tokio::spawn(async move {
-                            let started = Instant::now();
-                            let shards = states.len();
-                            match crate::detect::save_learned(store.as_ref(), states).await {
-                                Ok(bytes) => tracing::debug!(shards, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "learned state saved"),
-                                Err(e) => tracing::warn!(error = %e, "failed to save the learned state"),
-                            }
-                        }));
-                    }
+                    saver.tick(|| self.learned(&slots));
                 }
             }
         }
         // Leaving in order (a restart, a scale-down): save what was learned, so the next
         // owners start from it, then hand the shards over.
-        if let Some(task) = saving.take() {
-            let _ = task.await;
-        }
-        if !save_every.is_zero() && !slots.is_empty() {
-            let states = self.learned(&slots);
-            if let Err(e) = crate::detect::save_learned(self.store.as_ref(), states).await {
-                tracing::warn!(error = %e, "failed to save the learned state on leaving");
-            }
-        }
+        saver.finish(|| self.learned(&slots)).await;
         drop(slots);
         ownership.leave().await;
     }

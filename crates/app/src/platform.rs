@@ -859,10 +859,8 @@ async fn detect_worker(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut alerts = Vec::new();
-    let save_every = Duration::from_secs(engine.config().learned_save_s);
     let key = crate::detect::learned_key(None, "");
-    let mut next_save = std::time::Instant::now() + save_every;
-    let mut saving: Option<JoinHandle<()>> = None;
+    let mut saver = crate::detect::LearnedSaver::new(store.clone(), engine.config().learned_save_s);
     loop {
         tokio::select! {
             batch = sub.next_batch(4096) => {
@@ -878,20 +876,7 @@ async fn detect_worker(
             _ = tick.tick() => {
                 engine.tick(Timestamp::now());
                 *status.write() = crate::detect::status_of(&engine, &diagnostics);
-                let now = std::time::Instant::now();
-                if !save_every.is_zero()
-                    && now >= next_save
-                    && saving.as_ref().is_none_or(|t| t.is_finished())
-                {
-                    next_save = now + save_every;
-                    let states = vec![(key.clone(), engine.learned(|_| true))];
-                    let store = store.clone();
-                    saving = Some(tokio::spawn(async move {
-                        if let Err(e) = crate::detect::save_learned(store.as_ref(), states).await {
-                            tracing::warn!(error = %e, "failed to save the learned state");
-                        }
-                    }));
-                }
+                saver.tick(|| vec![(key.clone(), engine.learned(|_| true))]);
             }
         }
         if !alerts.is_empty() {
@@ -902,15 +887,7 @@ async fn detect_worker(
         flush_alerts(&mut alerts, store.as_ref(), bus.as_ref(), &counters).await;
     }
     // Stopping: what was learned is saved for the next start.
-    if let Some(task) = saving.take() {
-        let _ = task.await;
-    }
-    if !save_every.is_zero() {
-        let states = vec![(key, engine.learned(|_| true))];
-        if let Err(e) = crate::detect::save_learned(store.as_ref(), states).await {
-            tracing::warn!(error = %e, "failed to save the learned state on stopping");
-        }
-    }
+    saver.finish(|| vec![(key, engine.learned(|_| true))]).await;
 }
 
 /// Applies one control change to an engine.

@@ -477,6 +477,20 @@ async fn detect_process_with(
     DetectProcess { counters, tasks }
 }
 
+/// The peers of the partition tests: a NATS configuration of 4 partitions with a 1 s
+/// lease, and a fresh PostgreSQL store; `None` when the peers are missing (and not required).
+async fn partition_peers() -> Option<(bus::NatsConfig, std::sync::Arc<dyn store::Store>)> {
+    use bus::testsuite::server::TestNats;
+    use store::testsuite::server::TestPostgres;
+    let (nats, pg) = (TestNats::shared()?, TestPostgres::shared()?);
+    let config = bus::NatsConfig {
+        lease_ms: 1_000,
+        ..nats.config(4)
+    };
+    let (_db, store) = pg.fresh_store().await;
+    Some((config, std::sync::Arc::new(store)))
+}
+
 fn processed(p: &DetectProcess) -> u64 {
     p.counters
         .detect_events
@@ -499,17 +513,9 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_to_the_surviving_detection_worker_with_its_state() {
     use bus::Bus;
-    use bus::testsuite::server::TestNats;
-    use store::testsuite::server::TestPostgres;
-    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+    let Some((nats_config, store)) = partition_peers().await else {
         return;
     };
-    let nats_config = bus::NatsConfig {
-        lease_ms: 1_000,
-        ..nats.config(4)
-    };
-    let (_db, store) = pg.fresh_store().await;
-    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
     let a = detect_process(nats_config.clone(), store.clone(), "worker-a").await;
     let b = detect_process(nats_config.clone(), store.clone(), "worker-b").await;
     let ingest = bus::NatsBus::connect(nats_config.clone()).await.unwrap();
@@ -661,17 +667,9 @@ fn camera_flow(ts: i64, dst: &str, bytes: u64) -> model::Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitions_learned_state_moves_with_it() {
     use bus::Bus;
-    use bus::testsuite::server::TestNats;
-    use store::testsuite::server::TestPostgres;
-    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+    let Some((nats_config, store)) = partition_peers().await else {
         return;
     };
-    let nats_config = bus::NatsConfig {
-        lease_ms: 1_000,
-        ..nats.config(4)
-    };
-    let (_db, store) = pg.fresh_store().await;
-    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
     let mut camera =
         store::testsuite::device("camera-0001", model::DeviceClass::Camera, "ps-field");
     camera.addresses = vec!["10.1.0.11".parse().unwrap()];
@@ -782,17 +780,9 @@ async fn a_partitions_learned_state_moves_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_replays_what_the_store_had_not_written_yet() {
     use bus::Bus;
-    use bus::testsuite::server::TestNats;
-    use store::testsuite::server::TestPostgres;
-    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+    let Some((nats_config, store)) = partition_peers().await else {
         return;
     };
-    let nats_config = bus::NatsConfig {
-        lease_ms: 1_000,
-        ..nats.config(4)
-    };
-    let (_db, store) = pg.fresh_store().await;
-    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
     let ingest = bus::NatsBus::connect(nats_config.clone()).await.unwrap();
     let _lagging_writer = ingest.subscribe("obs.*", "store").await.unwrap();
     let a = detect_process_with(
@@ -876,17 +866,9 @@ async fn a_new_owner_replays_what_the_store_had_not_written_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_stored_but_not_published_by_the_dead_owner_is_published_by_the_next() {
     use bus::Bus;
-    use bus::testsuite::server::TestNats;
-    use store::testsuite::server::TestPostgres;
-    let (Some(nats), Some(pg)) = (TestNats::shared(), TestPostgres::shared()) else {
+    let Some((nats_config, store)) = partition_peers().await else {
         return;
     };
-    let nats_config = bus::NatsConfig {
-        lease_ms: 1_000,
-        ..nats.config(4)
-    };
-    let (_db, store) = pg.fresh_store().await;
-    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store);
     // What the dead owner left: ten failures in the store, and the brute force they raised,
     // stored and never published.
     let start = Timestamp::now().as_millis() - 2_000;

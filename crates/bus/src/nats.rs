@@ -365,6 +365,21 @@ impl NatsBus {
         }
     }
 
+    /// The NATS subject filter of `pattern` in one partition, or in all of them; patterns
+    /// ending in `>` name no partition.
+    fn slice_filter(&self, pattern: &str, partition: Option<u32>) -> Result<String> {
+        match partition {
+            Some(p) if p >= self.inner.config.partitions || pattern.ends_with('>') => {
+                Err(Error::InvalidPattern(format!("{pattern} in partition {p}")))
+            }
+            Some(p) => Ok(format!(
+                "{}.{pattern}.{p}",
+                self.inner.config.subject_prefix
+            )),
+            None => Ok(self.filter(pattern)),
+        }
+    }
+
     /// A durable pull consumer and its message stream: created if missing
     /// ([`Open::Create`]), or only if it still exists ([`Open::Existing`]: `None` when it
     /// is gone).
@@ -878,16 +893,8 @@ impl Bus for NatsBus {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let (slice, filter) = match partition {
-            Some(p) if p >= self.inner.config.partitions || pattern.ends_with('>') => {
-                return Err(Error::InvalidPattern(format!("{pattern} in partition {p}")));
-            }
-            Some(p) => (
-                format!("p{p}"),
-                format!("{}.{pattern}.{p}", self.inner.config.subject_prefix),
-            ),
-            None => ("pall".to_owned(), self.filter(pattern)),
-        };
+        let filter = self.slice_filter(pattern, partition)?;
+        let slice = partition.map_or_else(|| "pall".to_owned(), |p| format!("p{p}"));
         let base = format!("{}_{slice}_g", consumer_name(group, pattern));
         let stream = self
             .inner
@@ -944,13 +951,7 @@ impl Bus for NatsBus {
         limit: usize,
     ) -> Result<Vec<Message>> {
         Pattern::parse(pattern)?;
-        let filter = match partition {
-            Some(p) if p >= self.inner.config.partitions || pattern.ends_with('>') => {
-                return Err(Error::InvalidPattern(format!("{pattern} in partition {p}")));
-            }
-            Some(p) => format!("{}.{pattern}.{p}", self.inner.config.subject_prefix),
-            None => self.filter(pattern),
-        };
+        let filter = self.slice_filter(pattern, partition)?;
         let stream = self
             .inner
             .js

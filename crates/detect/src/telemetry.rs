@@ -1205,8 +1205,8 @@ impl Devices {
         learned: &mut crate::learned::Learned,
         keep: &dyn Fn(&DeviceId) -> bool,
     ) -> Vec<u32> {
-        let mut position = vec![u32::MAX; self.states.len()];
         use crate::learned::{LearnedDevice, LearnedReading};
+        let mut position = vec![u32::MAX; self.states.len()];
         let mut names = vec![""; self.names.len()];
         for (name, id) in &self.names {
             names[usize::from(*id)] = name;
